@@ -1,0 +1,70 @@
+//! Command line: one file per subcommand, each with a `run()`.
+
+mod check;
+mod run;
+mod submit;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError};
+
+#[derive(Debug, Parser)]
+#[command(name = "update-coordinator", version, about = "Runs allow-listed update scripts for containers that drop JSON requests into a spool directory")]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (what the systemd unit starts).
+    Run(ConfigArg),
+    /// Check the config, the spool directories and every component's scripts; exit 1 on problems.
+    Check(ConfigArg),
+    /// Drop a request into the spool, as a container would, and optionally wait for its result.
+    Submit(submit::SubmitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Config file [default: /etc/dunebugger/update-coordinator.toml; built-in defaults if absent]
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// Loads the named file, or the default path, or (when the default path does not exist)
+    /// the built-in defaults. Also returns a note on where the config came from.
+    pub fn load(&self) -> Result<(Config, String), ConfigError> {
+        match &self.config {
+            Some(path) => Ok((Config::load(path)?, path.display().to_string())),
+            None if Path::new(config::DEFAULT_PATH).exists() => {
+                Ok((Config::load(Path::new(config::DEFAULT_PATH))?, config::DEFAULT_PATH.into()))
+            }
+            None => Ok((Config::defaults(), format!("built-in defaults ({} does not exist)", config::DEFAULT_PATH))),
+        }
+    }
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run::run(&args, cli.verbose),
+        Command::Check(args) => check::run(&args),
+        Command::Submit(args) => submit::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,39 @@
+//! `update-coordinator run`: the service.
+
+use std::process::ExitCode;
+
+use tracing::{error, info};
+
+use super::ConfigArg;
+use crate::{daemon, logging};
+
+pub fn run(args: &ConfigArg, verbose: u8) -> ExitCode {
+    logging::init(verbose);
+    let (config, source) = match args.load() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(config = %source, version = env!("CARGO_PKG_VERSION"), "starting");
+    // Files we create (statuses) are 0644 whatever umask we were started with; scripts inherit 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+
+    // One thread is plenty: the loop only moves small messages; scripts and their output
+    // readers run on their own threads. It also keeps the idle footprint small.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

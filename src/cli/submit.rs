@@ -1,0 +1,103 @@
+//! `update-coordinator submit`: writes a request the way a container would (temp file +
+//! rename, uuid4 id) and, with `--wait`, follows its status until it is final, then removes the
+//! status file as the container client does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::request::{Action, RequestId};
+use crate::status::{Durability, StatusDir, write_atomic};
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    #[arg(long)]
+    pub component: String,
+    /// update, rollback or health
+    #[arg(long)]
+    pub action: String,
+    /// Version to install (update only)
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Follow the request's phases and exit 0 on success, 1 on failure
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Spool root (holds requests/ and status/) [default: from the config]
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+    /// Keep the status file after reading it (the container client deletes it)
+    #[arg(long)]
+    pub keep_status: bool,
+}
+
+/// How often `--wait` looks at the status file.
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn run(args: &SubmitArgs) -> ExitCode {
+    match submit(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
+    let root = match &args.spool {
+        Some(dir) => dir.clone(),
+        None => args.config.load().map_err(|e| e.to_string())?.0.spool_root,
+    };
+    let action = Action::parse(&args.action).ok_or_else(|| format!("unknown action {:?}; use update, rollback or health", args.action))?;
+    if action == Action::Update && args.version.is_none() {
+        return Err("an update needs --version".into());
+    }
+    let id = RequestId::parse(&uuid::Uuid::new_v4().to_string()).map_err(|e| e.to_string())?;
+    let request = serde_json::json!({
+        "component": args.component,
+        "action": action.as_str(),
+        "version": args.version,
+        "request_id": id.as_str(),
+        "timestamp": crate::status::now_rfc3339(),
+    });
+    let requests = root.join("requests");
+    let bytes = serde_json::to_vec_pretty(&request).map_err(|e| e.to_string())?;
+    write_atomic(&requests, &format!("{id}.json"), &bytes, Durability::BestEffort)
+        .map_err(|e| format!("cannot write the request into {}: {e}", requests.display()))?;
+    println!("submitted request {id}");
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let status_dir = StatusDir::new(root.join("status"));
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut last_phase = String::new();
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = status_dir.read(&id) {
+            if !status.is_final() {
+                if status.phase != last_phase {
+                    eprintln!("phase: {}", status.phase);
+                    last_phase = status.phase;
+                }
+            } else {
+                if !args.keep_status {
+                    let _ = std::fs::remove_file(status_dir.file(&id));
+                }
+                let json = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
+                println!("{json}");
+                return Ok(if status.success == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    Err(format!(
+        "no final status for {id} after {} s; is the coordinator running on {}?",
+        args.timeout,
+        root.display()
+    ))
+}

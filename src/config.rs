@@ -1,0 +1,322 @@
+//! Configuration: TOML file → checked [`Config`]. Owns every path the service touches.
+//!
+//! Defaults match DuneBugger, so an empty file (or none at the default path) works. Relative
+//! paths in the file are resolved against the file's own directory, so a config and the
+//! directories it names can be moved together (the demo relies on this).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::request::Action;
+
+pub const DEFAULT_PATH: &str = "/etc/dunebugger/update-coordinator.toml";
+pub const DEFAULT_SPOOL_ROOT: &str = "/var/dunebugger/updates";
+pub const DEFAULT_COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
+const DEFAULT_COMPONENT_PARENT: &str = "/opt/dunebugger";
+
+/// The checked configuration. Built only by [`Config::load`] / [`Config::from_toml`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `requests/` and `status/` live beneath it.
+    pub spool_root: PathBuf,
+    /// Request files larger than this are refused without being read.
+    pub max_request_bytes: u64,
+    /// Serialize update/rollback across all components (they share one compose file).
+    pub serialize_updates: bool,
+    /// How many scripts may run at once (health checks run alongside an update).
+    pub max_concurrent: usize,
+    /// Time between SIGTERM and SIGKILL when a script is stopped.
+    pub kill_grace: Duration,
+    /// How long a stopping service lets running scripts finish before terminating them.
+    pub shutdown_grace: Duration,
+    /// How much of the end of stdout and of stderr a status carries.
+    pub output_tail_bytes: usize,
+    /// Allow-listed components by name.
+    pub components: BTreeMap<String, Component>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Component {
+    /// Holds `update.sh`, `rollback.sh`, `health-check.sh`.
+    pub dir: PathBuf,
+    pub update_timeout: Duration,
+    pub rollback_timeout: Duration,
+    pub health_timeout: Duration,
+}
+
+impl Component {
+    pub fn timeout(&self, action: Action) -> Duration {
+        match action {
+            Action::Update => self.update_timeout,
+            Action::Rollback => self.rollback_timeout,
+            Action::Health => self.health_timeout,
+        }
+    }
+
+    pub fn script(&self, action: Action) -> PathBuf {
+        self.dir.join(action.script_name())
+    }
+}
+
+impl Config {
+    pub fn requests_dir(&self) -> PathBuf {
+        self.spool_root.join("requests")
+    }
+
+    pub fn status_dir(&self) -> PathBuf {
+        self.spool_root.join("status")
+    }
+
+    pub fn component_names(&self) -> impl Iterator<Item = &str> + Clone {
+        self.components.keys().map(String::as_str)
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        Self::from_toml(&text, base).map_err(|detail| ConfigError::Invalid {
+            path: path.to_owned(),
+            detail,
+        })
+    }
+
+    /// The built-in DuneBugger defaults, as an empty file gives them.
+    pub fn defaults() -> Config {
+        Self::from_toml("", Path::new("/")).expect("the empty config is valid")
+    }
+
+    /// Parses config text; relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        let spool = raw.spool.unwrap_or_default();
+        let exec = raw.execution.unwrap_or_default();
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let raw_components = raw.components.unwrap_or_else(|| {
+            DEFAULT_COMPONENTS
+                .iter()
+                .map(|name| (name.to_string(), RawComponent::default()))
+                .collect()
+        });
+        let mut components = BTreeMap::new();
+        for (name, c) in raw_components {
+            if !is_component_name(&name) {
+                return Err(format!(
+                    "key components.{name}: a component name uses a-z, 0-9, _ and - (at most 64 characters)"
+                ));
+            }
+            let t = c.timeouts.unwrap_or_default();
+            let key = |action: &str| format!("components.{name}.timeouts.{action}");
+            let component = Component {
+                dir: resolve(c.dir.unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name))),
+                update_timeout: seconds(&key("update"), t.update.unwrap_or(600.0))?,
+                rollback_timeout: seconds(&key("rollback"), t.rollback.unwrap_or(600.0))?,
+                health_timeout: seconds(&key("health"), t.health.unwrap_or(60.0))?,
+            };
+            components.insert(name, component);
+        }
+
+        let max_concurrent = exec.max_concurrent.unwrap_or(4);
+        if max_concurrent == 0 {
+            return Err("key execution.max_concurrent: must be at least 1".into());
+        }
+        let output_tail_bytes = exec.output_tail_bytes.unwrap_or(64 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&output_tail_bytes) {
+            return Err("key execution.output_tail_bytes: must be between 1024 and 16777216".into());
+        }
+        Ok(Config {
+            spool_root: resolve(spool.root.unwrap_or_else(|| DEFAULT_SPOOL_ROOT.into())),
+            max_request_bytes: spool.max_request_bytes.unwrap_or(64 * 1024),
+            serialize_updates: exec.serialize_updates.unwrap_or(true),
+            max_concurrent,
+            kill_grace: seconds("execution.kill_grace", exec.kill_grace.unwrap_or(10.0))?,
+            shutdown_grace: seconds("execution.shutdown_grace", exec.shutdown_grace.unwrap_or(30.0))?,
+            output_tail_bytes,
+            components,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    spool: Option<RawSpool>,
+    execution: Option<RawExecution>,
+    components: Option<BTreeMap<String, RawComponent>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    root: Option<PathBuf>,
+    max_request_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecution {
+    serialize_updates: Option<bool>,
+    max_concurrent: Option<usize>,
+    kill_grace: Option<f64>,
+    shutdown_grace: Option<f64>,
+    output_tail_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    dir: Option<PathBuf>,
+    timeouts: Option<RawTimeouts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    update: Option<f64>,
+    rollback: Option<f64>,
+    health: Option<f64>,
+}
+
+fn seconds(key: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero() && value <= 7.0 * 24.0 * 3600.0)
+        .ok_or_else(|| format!("key {key}: {value} is not a duration in seconds between 0 and 604800"))
+}
+
+fn is_component_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Turns a TOML error into "line N, key a.b.c: message" so the operator can go straight to it.
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    let Some(span) = err.span() else {
+        return message.to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    // The innermost table header above the error, and the key on the error's own line.
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_owned())
+        .filter(|k| !k.is_empty() && !line.starts_with('['));
+    let full_key = match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => String::from("(top level)"),
+    };
+    format!("line {line_no}, key {full_key}: {message} (in `{line}`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_dunebugger_defaults() {
+        let c = Config::from_toml("", Path::new("/etc")).unwrap();
+        assert_eq!(c.spool_root, Path::new("/var/dunebugger/updates"));
+        assert_eq!(c.requests_dir(), Path::new("/var/dunebugger/updates/requests"));
+        assert_eq!(c.component_names().collect::<Vec<_>>(), ["core", "remote", "scheduler"]);
+        let remote = &c.components["remote"];
+        assert_eq!(remote.dir, Path::new("/opt/dunebugger/remote"));
+        assert_eq!(remote.timeout(Action::Update), Duration::from_secs(600));
+        assert_eq!(remote.timeout(Action::Rollback), Duration::from_secs(600));
+        assert_eq!(remote.timeout(Action::Health), Duration::from_secs(60));
+        assert_eq!(remote.script(Action::Health), Path::new("/opt/dunebugger/remote/health-check.sh"));
+        assert!(c.serialize_updates);
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_lists_exactly_its_components() {
+        let text = r#"
+[spool]
+root = "/var/dunebugger/updates"
+[components.remote]
+dir = "/opt/dunebugger/remote"
+[components.remote.timeouts]
+update = 900
+health = 2.5
+"#;
+        let c = Config::from_toml(text, Path::new("/etc")).unwrap();
+        assert_eq!(c.component_names().collect::<Vec<_>>(), ["remote"]);
+        let remote = &c.components["remote"];
+        assert_eq!(remote.update_timeout, Duration::from_secs(900));
+        assert_eq!(remote.health_timeout, Duration::from_millis(2500));
+        assert_eq!(remote.rollback_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_files_directory() {
+        let text = "[spool]\nroot = \"../spool\"\n[components.demo]\ndir = \"scripts/demo\"\n";
+        let c = Config::from_toml(text, Path::new("/srv/cfg")).unwrap();
+        assert_eq!(c.spool_root, Path::new("/srv/cfg/../spool"));
+        assert_eq!(c.components["demo"].dir, Path::new("/srv/cfg/scripts/demo"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_line_and_the_full_key() {
+        let text = "[spool]\nroot = \"/x\"\n\n[components.remote.timeouts]\nupdate = \"ten\"\n";
+        let err = Config::from_toml(text, Path::new("/")).unwrap_err();
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("components.remote.timeouts.update"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused_not_ignored() {
+        let err = Config::from_toml("[spool]\nrot = \"/x\"\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("spool.rot"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let err = Config::from_toml("[components.a.timeouts]\nhealth = -1\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("components.a.timeouts.health"), "{err}");
+        let err = Config::from_toml("[components.\"A/b\"]\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("component name"), "{err}");
+        let err = Config::from_toml("[execution]\nmax_concurrent = 0\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("execution.max_concurrent"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[spool\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("line 1"), "{err}");
+    }
+}

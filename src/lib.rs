@@ -1,0 +1,23 @@
+//! update-coordinator: a host-side service that runs allow-listed update scripts on behalf of
+//! unprivileged containers.
+//!
+//! The pipeline, one module per step: a container drops a JSON file into `requests/`;
+//! [`spool`] notices it (inotify, with directory scans as the source of truth) and reads it
+//! safely; [`request`] turns the bytes into a checked [`request::Request`]; [`daemon`] queues it
+//! and [`schedule`] decides when it may run; [`runner`] runs the component's script with a
+//! timeout, its own process group and bounded output capture; [`report`] turns the outcome into
+//! a [`status::Status`], which [`status`] writes atomically to `status/<request_id>.json`.
+//! [`config`] owns every path; [`systemd`] and [`logging`] talk to the service manager and the
+//! journal; [`cli`] holds the subcommands.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod report;
+pub mod request;
+pub mod runner;
+pub mod schedule;
+pub mod spool;
+pub mod status;
+pub mod systemd;

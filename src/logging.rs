@@ -1,0 +1,34 @@
+//! Logging: to journald when started by systemd (`JOURNAL_STREAM` set), else human-readable
+//! to stderr. Request events carry `request_id`, `component`, `action`, `phase` fields, which
+//! journald stores as `REQUEST_ID=` etc. so `journalctl REQUEST_ID=<id>` finds them.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// `verbose` raises the level (0 = info, 1 = debug, 2+ = trace); `RUST_LOG` overrides.
+pub fn init(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let registry = tracing_subscriber::registry().with(filter);
+
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                // Without this, fields are stored as F_REQUEST_ID and `REQUEST_ID=` finds nothing.
+                registry
+                    .with(journald.with_field_prefix(None).with_syslog_identifier("update-coordinator".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("journald is not reachable ({e}); logging to stderr"),
+        }
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .init();
+}

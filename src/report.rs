@@ -1,0 +1,231 @@
+//! Turns what happened to a request into the [`Status`] the client reads. Pure: no I/O.
+
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use crate::request::{Action, Rejection, Request, RequestId};
+use crate::runner::{Exit, Outcome, Stopped};
+use crate::status::{IN_PROGRESS, Status, now_rfc3339, rfc3339};
+
+/// Phase of a request that waits for its turn.
+pub const PHASE_QUEUED: &str = "queued";
+/// Phase of a running script before it reports its own.
+pub const PHASE_RUNNING: &str = "running";
+
+fn base(request: &Request) -> Status {
+    Status {
+        request_id: request.id.to_string(),
+        component: Some(request.component.clone()),
+        action: Some(request.action.to_string()),
+        version: request.version.as_ref().map(|v| v.as_str().to_owned()),
+        timestamp: now_rfc3339(),
+        ..Default::default()
+    }
+}
+
+/// An in-progress status: `success: null`, `message: "in_progress"`.
+pub fn in_progress(request: &Request, phase: &str, started_at: Option<SystemTime>) -> Status {
+    Status {
+        success: None,
+        message: IN_PROGRESS.into(),
+        phase: phase.into(),
+        started_at: started_at.map(rfc3339),
+        ..base(request)
+    }
+}
+
+/// The final status of a request that was refused before anything ran.
+pub fn refused(id: &RequestId, rejection: &Rejection) -> Status {
+    Status {
+        request_id: id.to_string(),
+        component: rejection.component.clone(),
+        action: rejection.action.clone(),
+        success: Some(false),
+        message: format!("invalid request: {}", rejection.error),
+        code: Some(rejection.error.code().into()),
+        phase: "rejected".into(),
+        timestamp: now_rfc3339(),
+        ..Default::default()
+    }
+}
+
+/// The final status of a request whose file could not even be read as a request.
+pub fn unreadable(id: &RequestId, code: &str, reason: &str) -> Status {
+    Status {
+        request_id: id.to_string(),
+        success: Some(false),
+        message: format!("invalid request file: {reason}"),
+        code: Some(code.into()),
+        phase: "rejected".into(),
+        timestamp: now_rfc3339(),
+        ..Default::default()
+    }
+}
+
+/// Details the final message mentions besides the outcome itself.
+pub struct RunContext<'a> {
+    pub script: &'a str,
+    pub started_at: SystemTime,
+    pub last_phase: &'a str,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+}
+
+/// The final status of a script run (or of a failure to start it).
+pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome>) -> Status {
+    let mut status = Status {
+        started_at: Some(rfc3339(ctx.started_at)),
+        ..base(request)
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let (code, hint) = match e.kind() {
+                io::ErrorKind::NotFound => ("script_missing", "install the component's scripts"),
+                io::ErrorKind::PermissionDenied => ("script_not_executable", "chmod 755 the script"),
+                _ => ("spawn_failed", "see the coordinator's log"),
+            };
+            status.success = Some(false);
+            status.code = Some(code.into());
+            status.phase = "failed".into();
+            status.message = format!("cannot start {}: {e}; {hint}", ctx.script);
+            return status;
+        }
+    };
+    status.output = outcome.stdout.text.clone();
+    status.output_truncated = outcome.stdout.truncated;
+    status.error = outcome.stderr.text.clone();
+    status.error_truncated = outcome.stderr.truncated;
+    status.duration_ms = Some(outcome.duration.as_millis() as u64);
+    match outcome.exit {
+        Exit::Code(c) => status.exit_code = Some(c),
+        Exit::Signal(s) => status.signal = Some(s),
+    }
+    status.timed_out = outcome.stopped == Some(Stopped::TimedOut);
+    let during = if ctx.last_phase == PHASE_RUNNING {
+        String::new()
+    } else {
+        format!(" (last phase: {})", ctx.last_phase)
+    };
+
+    let (code, message) = match (outcome.stopped, outcome.exit) {
+        (None, Exit::Code(0)) => (None, success_message(request.action)),
+        (None, Exit::Code(c)) => (
+            Some("script_failed"),
+            format!("{} exited with code {c}{during}", ctx.script),
+        ),
+        (None, Exit::Signal(s)) => (
+            Some("script_killed"),
+            format!("{} was killed by signal {s}{during}", ctx.script),
+        ),
+        (Some(Stopped::TimedOut), _) => (
+            Some("timeout"),
+            format!(
+                "{} did not finish within {} s and was stopped (SIGTERM to its process group, SIGKILL after {} s){during}",
+                ctx.script,
+                secs(ctx.timeout),
+                secs(ctx.kill_grace)
+            ),
+        ),
+        (Some(Stopped::Shutdown), _) => (
+            Some("interrupted"),
+            format!(
+                "the update coordinator was stopped while {} was running, and the script was terminated{during}; submit the request again to retry",
+                ctx.script
+            ),
+        ),
+    };
+    status.success = Some(code.is_none());
+    status.phase = if code.is_none() { "done" } else { "failed" }.into();
+    status.code = code.map(Into::into);
+    status.message = message;
+    status
+}
+
+fn success_message(action: Action) -> String {
+    match action {
+        Action::Update => "Update completed successfully",
+        Action::Rollback => "Rollback completed successfully",
+        Action::Health => "Health check passed",
+    }
+    .into()
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 { format!("{s:.0}") } else { format!("{s:.1}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Captured;
+
+    fn request() -> Request {
+        Request::parse(
+            br#"{"component":"remote","action":"update","version":"1.2.3","request_id":"r1"}"#,
+            ["remote"],
+        )
+        .unwrap()
+    }
+
+    fn ctx(last_phase: &str) -> RunContext<'_> {
+        RunContext {
+            script: "update.sh",
+            started_at: SystemTime::now(),
+            last_phase,
+            timeout: Duration::from_secs(600),
+            kill_grace: Duration::from_millis(1500),
+        }
+    }
+
+    fn outcome(exit: Exit, stopped: Option<Stopped>) -> io::Result<Outcome> {
+        Ok(Outcome {
+            exit,
+            stopped,
+            duration: Duration::from_millis(1234),
+            stdout: Captured { text: "out".into(), truncated: true, total_bytes: 9 },
+            stderr: Captured::default(),
+        })
+    }
+
+    #[test]
+    fn success_is_final_with_output_and_accounting() {
+        let s = finished(&request(), &ctx(PHASE_RUNNING), &outcome(Exit::Code(0), None));
+        assert_eq!(s.success, Some(true));
+        assert!(s.is_final());
+        assert_eq!((s.exit_code, s.duration_ms, s.code), (Some(0), Some(1234), None));
+        assert_eq!((s.output.as_str(), s.output_truncated), ("out", true));
+        assert_eq!(s.version.as_deref(), Some("1.2.3"));
+        assert_eq!(s.phase, "done");
+    }
+
+    #[test]
+    fn failure_names_the_exit_code_and_last_phase() {
+        let s = finished(&request(), &ctx("downloading"), &outcome(Exit::Code(3), None));
+        assert_eq!((s.success, s.code.as_deref()), (Some(false), Some("script_failed")));
+        assert_eq!(s.message, "update.sh exited with code 3 (last phase: downloading)");
+    }
+
+    #[test]
+    fn a_timeout_says_so_and_how_it_was_stopped() {
+        let s = finished(&request(), &ctx(PHASE_RUNNING), &outcome(Exit::Signal(9), Some(Stopped::TimedOut)));
+        assert_eq!((s.code.as_deref(), s.timed_out, s.signal), (Some("timeout"), true, Some(9)));
+        assert!(s.message.contains("within 600 s") && s.message.contains("after 1.5 s"), "{}", s.message);
+    }
+
+    #[test]
+    fn shutdown_is_interrupted_and_a_missing_script_is_named() {
+        let s = finished(&request(), &ctx(PHASE_RUNNING), &outcome(Exit::Signal(15), Some(Stopped::Shutdown)));
+        assert_eq!(s.code.as_deref(), Some("interrupted"));
+        let missing = Err(io::Error::from(io::ErrorKind::NotFound));
+        let s = finished(&request(), &ctx(PHASE_RUNNING), &missing);
+        assert_eq!((s.success, s.code.as_deref()), (Some(false), Some("script_missing")));
+    }
+
+    #[test]
+    fn in_progress_has_null_success() {
+        let s = in_progress(&request(), PHASE_QUEUED, None);
+        assert_eq!((s.success, s.message.as_str(), s.phase.as_str()), (None, IN_PROGRESS, "queued"));
+    }
+}

@@ -1,0 +1,423 @@
+//! Request files: bytes → a checked [`Request`]. Pure, no I/O, so it can be fuzzed.
+//!
+//! The wire format is the one the existing DuneBugger container client writes:
+//! `{"component", "action", "version"?, "request_id", "timestamp"}`. Unknown extra fields are
+//! tolerated (newer clients may send more); known fields with the wrong type are rejected.
+//! After [`Request::parse`] nothing downstream re-checks: a [`RequestId`] that exists is safe as
+//! a file name, a [`Version`] is safe as one argv element.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// Longest accepted request id. A uuid4 is 36 characters; leave room for other id schemes.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted version string.
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// A request id that is safe to use as a file name: 1–128 characters from `[A-Za-z0-9._-]`,
+/// not starting with `.` or `-`, and without `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(raw: &str) -> Result<Self, RequestError> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        let valid = !raw.is_empty()
+            && raw.len() <= MAX_ID_LEN
+            && raw.chars().all(ok_char)
+            && !raw.starts_with('.')
+            && !raw.starts_with('-')
+            && !raw.contains("..");
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(RequestError::InvalidRequestId(printable(raw)))
+        }
+    }
+
+    /// The id a request file name stands for (`<id>.json`), if that stem is a safe id.
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        Self::parse(name.strip_suffix(".json")?).ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of this request's status file, `<id>.json`.
+    pub fn status_file_name(&self) -> String {
+        format!("{}.json", self.0)
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a request asks for. Each action maps to one script in the component's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `update.sh VERSION`
+    Update,
+    /// `rollback.sh`
+    Rollback,
+    /// `health-check.sh`
+    Health,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Update, Action::Rollback, Action::Health];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "update" => Some(Self::Update),
+            "rollback" => Some(Self::Rollback),
+            "health" => Some(Self::Health),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Update => "update",
+            Self::Rollback => "rollback",
+            Self::Health => "health",
+        }
+    }
+
+    /// The script this action runs, relative to the component's directory.
+    pub fn script_name(self) -> &'static str {
+        match self {
+            Self::Update => "update.sh",
+            Self::Rollback => "rollback.sh",
+            Self::Health => "health-check.sh",
+        }
+    }
+
+    /// Update and rollback change what runs on the host; they are serialized (see `daemon`).
+    pub fn is_exclusive(self) -> bool {
+        matches!(self, Self::Update | Self::Rollback)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A version string that is safe to pass as one argv element: starts with a digit, then
+/// `[A-Za-z0-9.+_-]`, at most 64 characters (`1.2.3`, `1.0.0-beta.8`, `2026.01.5`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(String);
+
+impl Version {
+    pub fn parse(raw: &str) -> Result<Self, RequestError> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_' | '-');
+        let valid = raw.len() <= MAX_VERSION_LEN
+            && raw.starts_with(|c: char| c.is_ascii_digit())
+            && raw.chars().all(ok_char);
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(RequestError::InvalidVersion(printable(raw)))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: RequestId,
+    pub component: String,
+    pub action: Action,
+    /// Present exactly when `action` is [`Action::Update`].
+    pub version: Option<Version>,
+}
+
+/// Why a request file was refused. Each variant has a stable machine [`code`](Self::code) that
+/// goes into the status file; `Display` is the human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("the request is not valid JSON ({0}); write one JSON object per file")]
+    InvalidJson(String),
+    #[error("the request must be a JSON object")]
+    NotAnObject,
+    #[error("the request has no `{0}` field")]
+    MissingField(&'static str),
+    #[error("the field `{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error(
+        "request_id {0:?} is not allowed: use 1-128 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
+    )]
+    InvalidRequestId(String),
+    #[error("unknown component {0:?}; the configured components are: {1}")]
+    UnknownComponent(String, String),
+    #[error("unknown action {0:?}; use update, rollback or health")]
+    UnknownAction(String),
+    #[error(
+        "version {0:?} is not a version: it must start with a digit and use only A-Z a-z 0-9 . + _ - (at most 64 characters), e.g. 1.0.0-beta.8"
+    )]
+    InvalidVersion(String),
+    #[error("`version` is only meaningful for update, not for {0}")]
+    UnexpectedVersion(Action),
+}
+
+impl RequestError {
+    /// Stable machine-readable code for the status file's `code` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::NotAnObject => "invalid_request",
+            Self::MissingField(_) => "missing_field",
+            Self::WrongType { .. } => "wrong_type",
+            Self::InvalidRequestId(_) => "invalid_request_id",
+            Self::UnknownComponent(..) => "unknown_component",
+            Self::UnknownAction(_) => "unknown_action",
+            Self::InvalidVersion(_) => "invalid_version",
+            Self::UnexpectedVersion(_) => "unexpected_version",
+        }
+    }
+}
+
+/// A refused request, with whatever could be read from it so the refusal can be addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The request's own id, when it had a valid one.
+    pub id: Option<RequestId>,
+    pub component: Option<String>,
+    pub action: Option<String>,
+    pub error: RequestError,
+}
+
+impl Request {
+    /// Parses and validates a request file's content. `components` lists the allow-listed
+    /// component names; the component is only ever looked up there, never used to build a path.
+    pub fn parse<'a>(
+        bytes: &[u8],
+        components: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Result<Request, Box<Rejection>> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            reject(None, None, None, RequestError::InvalidJson(e.to_string()))
+        })?;
+        let Value::Object(fields) = value else {
+            return Err(reject(None, None, None, RequestError::NotAnObject));
+        };
+
+        let id = match string_field(&fields, "request_id") {
+            Ok(Some(raw)) => RequestId::parse(raw).map_err(|e| reject(None, None, None, e))?,
+            Ok(None) => return Err(reject(None, None, None, RequestError::MissingField("request_id"))),
+            Err(e) => return Err(reject(None, None, None, e)),
+        };
+        let known = |e: RequestError| reject(Some(id.clone()), None, None, e);
+
+        let component = string_field(&fields, "component")
+            .map_err(known)?
+            .ok_or(RequestError::MissingField("component"))
+            .map_err(known)?;
+        let component_text = Some(printable(component));
+        let action_raw = string_field(&fields, "action")
+            .map_err(|e| reject(Some(id.clone()), component_text.clone(), None, e))?
+            .ok_or(RequestError::MissingField("action"))
+            .map_err(|e| reject(Some(id.clone()), component_text.clone(), None, e))?;
+        let in_context = |e: RequestError| {
+            reject(
+                Some(id.clone()),
+                component_text.clone(),
+                Some(printable(action_raw)),
+                e,
+            )
+        };
+
+        if !components.clone().into_iter().any(|known| known == component) {
+            let list: Vec<&str> = components.into_iter().collect();
+            return Err(in_context(RequestError::UnknownComponent(
+                printable(component),
+                list.join(", "),
+            )));
+        }
+        let action = Action::parse(action_raw)
+            .ok_or_else(|| in_context(RequestError::UnknownAction(printable(action_raw))))?;
+
+        // The client sends `"version": null` or omits it for rollback/health; both mean "none".
+        let version = match string_field(&fields, "version").map_err(in_context)? {
+            Some(raw) => Some(Version::parse(raw).map_err(in_context)?),
+            None => None,
+        };
+        match (action, &version) {
+            (Action::Update, None) => return Err(in_context(RequestError::MissingField("version"))),
+            (Action::Rollback | Action::Health, Some(_)) => {
+                return Err(in_context(RequestError::UnexpectedVersion(action)));
+            }
+            _ => {}
+        }
+        // `timestamp` is informational (naive ISO-8601 from the client); only its type is checked.
+        string_field(&fields, "timestamp").map_err(in_context)?;
+
+        Ok(Request {
+            id,
+            component: component.to_owned(),
+            action,
+            version,
+        })
+    }
+}
+
+fn reject(
+    id: Option<RequestId>,
+    component: Option<String>,
+    action: Option<String>,
+    error: RequestError,
+) -> Box<Rejection> {
+    Box::new(Rejection {
+        id,
+        component,
+        action,
+        error,
+    })
+}
+
+/// `Ok(None)` when the field is absent or null; an error when it has another type.
+fn string_field<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, RequestError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(RequestError::WrongType {
+            field: name,
+            expected: "a string",
+        }),
+    }
+}
+
+/// Untrusted text bound for logs and status messages: control characters escaped, length capped.
+pub fn printable(raw: &str) -> String {
+    const MAX: usize = 80;
+    let mut out: String = raw.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if raw.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
+
+    fn parse(json: &str) -> Result<Request, Box<Rejection>> {
+        Request::parse(json.as_bytes(), COMPONENTS)
+    }
+
+    fn code(json: &str) -> &'static str {
+        parse(json).unwrap_err().error.code()
+    }
+
+    #[test]
+    fn accepts_the_existing_clients_pretty_printed_update() {
+        let json = r#"{
+    "component": "remote",
+    "action": "update",
+    "version": "1.0.0-beta.8",
+    "request_id": "0b6f1c2e-6a57-4d8e-9a53-2f0c8d7e9b11",
+    "timestamp": "2026-02-14T00:51:03.123456"
+}"#;
+        let request = parse(json).unwrap();
+        assert_eq!(request.id.as_str(), "0b6f1c2e-6a57-4d8e-9a53-2f0c8d7e9b11");
+        assert_eq!(request.component, "remote");
+        assert_eq!(request.action, Action::Update);
+        assert_eq!(request.version.unwrap().as_str(), "1.0.0-beta.8");
+    }
+
+    #[test]
+    fn health_and_rollback_need_no_version_and_null_means_absent() {
+        let r = parse(r#"{"component":"core","action":"health","request_id":"a1"}"#).unwrap();
+        assert_eq!((r.action, r.version), (Action::Health, None));
+        let r = parse(r#"{"component":"core","action":"rollback","version":null,"request_id":"a2"}"#)
+            .unwrap();
+        assert_eq!(r.action, Action::Rollback);
+    }
+
+    #[test]
+    fn unknown_extra_fields_are_tolerated() {
+        let r = parse(r#"{"component":"core","action":"health","request_id":"a","dry_run":true,"x":{}}"#);
+        assert!(r.is_ok());
+    }
+
+    #[test]
+    fn refusals_carry_stable_codes() {
+        assert_eq!(code("{not json"), "invalid_json");
+        assert_eq!(code("[1,2]"), "invalid_request");
+        assert_eq!(code(r#"{"component":"core","action":"health"}"#), "missing_field");
+        assert_eq!(code(r#"{"component":"core","action":"health","request_id":7}"#), "wrong_type");
+        assert_eq!(code(r#"{"component":"nas","action":"health","request_id":"a"}"#), "unknown_component");
+        assert_eq!(code(r#"{"component":"core","action":"reboot","request_id":"a"}"#), "unknown_action");
+        assert_eq!(code(r#"{"component":"core","action":"update","request_id":"a"}"#), "missing_field");
+        assert_eq!(
+            code(r#"{"component":"core","action":"update","version":"--help","request_id":"a"}"#),
+            "invalid_version"
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","version":"1.0","request_id":"a"}"#),
+            "unexpected_version"
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","request_id":"a","timestamp":5}"#),
+            "wrong_type"
+        );
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_id_and_context_it_could_read() {
+        let r = parse(r#"{"component":"core","action":"reboot","request_id":"abc"}"#).unwrap_err();
+        assert_eq!(r.id.unwrap().as_str(), "abc");
+        assert_eq!(r.component.as_deref(), Some("core"));
+        assert_eq!(r.action.as_deref(), Some("reboot"));
+    }
+
+    #[test]
+    fn request_ids_that_could_escape_the_status_directory_are_refused() {
+        for bad in ["", "../etc/passwd", "a/b", ".hidden", "-rf", "a..b", "a\nb", "é", &"x".repeat(129)] {
+            assert!(RequestId::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["0b6f1c2e-6a57-4d8e-9a53-2f0c8d7e9b11", "test-123", "a.b_c", &"x".repeat(128)] {
+            assert!(RequestId::parse(good).is_ok(), "{good:?} must be accepted");
+        }
+    }
+
+    #[test]
+    fn versions_look_like_versions() {
+        for good in ["1.2.3", "1.0.0-beta.8", "2026.01.5", "2+build.7"] {
+            assert!(Version::parse(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "-1", "v1.2.3", "1.2.3; rm -rf /", "1 2", "latest", &"1".repeat(65)] {
+            assert!(Version::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn id_from_file_name_needs_the_json_suffix_and_a_safe_stem() {
+        assert_eq!(RequestId::from_file_name("abc.json").unwrap().as_str(), "abc");
+        assert!(RequestId::from_file_name("abc.txt").is_none());
+        assert!(RequestId::from_file_name(".abc.json").is_none());
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_and_caps_length() {
+        assert_eq!(printable("a\nb\u{1b}"), "a\\nb\\u{1b}");
+        assert_eq!(printable(&"x".repeat(100)).chars().count(), 81);
+    }
+}

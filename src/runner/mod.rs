@@ -1,0 +1,190 @@
+//! Runs one script: argv (never a shell string), clean environment, own process group,
+//! timeout with SIGTERM → grace → SIGKILL to the whole group, bounded output capture and
+//! `PHASE:` progress.
+
+mod output;
+mod process;
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{oneshot, watch};
+
+pub use output::{Captured, MAX_PHASE_LEN, PhaseScanner, Tail};
+
+/// `PATH` scripts get; nothing is inherited from the service's environment.
+pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// After the script exits, how long to wait for its output pipes to close (a process that
+/// escaped the group may hold them open).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything needed to run one script.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment (besides `PATH`).
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+    pub tail_bytes: usize,
+}
+
+/// How the script ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl From<ExitStatus> for Exit {
+    fn from(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+/// Why the runner stopped the script before it finished on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    TimedOut,
+    /// The service is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub stopped: Option<Stopped>,
+    pub duration: Duration,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.stopped.is_none() && self.exit == Exit::Code(0)
+    }
+}
+
+/// Runs the script to completion (or until timeout / `stop` turns true), calling `on_phase` for
+/// every `PHASE:<name>` line on stdout. Fails only if the script could not be started.
+pub async fn run(
+    inv: Invocation,
+    on_phase: impl Fn(String) + Send + 'static,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<Outcome> {
+    let mut command = Command::new(&inv.program);
+    command
+        .args(&inv.args)
+        .current_dir(&inv.cwd)
+        .env_clear()
+        .env("PATH", SCRIPT_PATH)
+        .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let spawned = process::spawn(command)?;
+    let group = spawned.group;
+    let stdout = capture(spawned.stdout, inv.tail_bytes, Some(Box::new(on_phase)));
+    let stderr = capture(spawned.stderr, inv.tail_bytes, None);
+    let mut exited = spawned.exited;
+
+    let deadline = tokio::time::sleep(inv.timeout);
+    tokio::pin!(deadline);
+    let mut stopped = None;
+    let status = loop {
+        tokio::select! {
+            status = &mut exited => break status,
+            () = &mut deadline, if stopped.is_none() => stopped = Some(Stopped::TimedOut),
+            changed = stop.changed(), if stopped.is_none() => {
+                if changed.is_err() || *stop.borrow() {
+                    stopped = Some(Stopped::Shutdown);
+                } else {
+                    continue;
+                }
+            }
+        }
+        // Stopping: SIGTERM to the group, then SIGKILL after the grace period.
+        group.signal(Signal::SIGTERM);
+        match tokio::time::timeout(inv.kill_grace, &mut exited).await {
+            Ok(status) => break status,
+            Err(_) => {
+                group.signal(Signal::SIGKILL);
+                break (&mut exited).await;
+            }
+        }
+    };
+    let exit = match status {
+        Ok(Ok(status)) => Exit::from(status),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(io::Error::other("the process waiter thread vanished")),
+    };
+    let duration = started.elapsed();
+    Ok(Outcome {
+        exit,
+        stopped,
+        duration,
+        stdout: stdout.finish().await,
+        stderr: stderr.finish().await,
+    })
+}
+
+/// A stream being read on its own thread into a bounded tail.
+struct Capture {
+    tail: Arc<Mutex<Tail>>,
+    done: oneshot::Receiver<()>,
+}
+
+impl Capture {
+    /// Waits (briefly) for the stream to close, then returns what was captured.
+    async fn finish(self) -> Captured {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.done).await;
+        self.tail.lock().unwrap_or_else(|e| e.into_inner()).snapshot()
+    }
+}
+
+fn capture(
+    mut stream: impl Read + Send + 'static,
+    tail_bytes: usize,
+    on_phase: Option<Box<dyn Fn(String) + Send>>,
+) -> Capture {
+    let tail = Arc::new(Mutex::new(Tail::new(tail_bytes)));
+    let (done_tx, done) = oneshot::channel();
+    let thread_tail = Arc::clone(&tail);
+    let reader = move || {
+        let mut scanner = PhaseScanner::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            thread_tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&buf[..n]);
+            if let Some(on_phase) = &on_phase {
+                scanner.feed(&buf[..n]).into_iter().for_each(on_phase);
+            }
+        }
+        let _ = done_tx.send(());
+    };
+    if let Err(e) = std::thread::Builder::new().name("output".into()).spawn(reader) {
+        tracing::error!(error = %e, "cannot start an output reader thread; output is lost");
+    }
+    Capture { tail, done }
+}

@@ -1,0 +1,152 @@
+//! Bounded capture of a script's output: the last N bytes, plus `PHASE:` line detection.
+//! Memory stays bounded whatever the script prints (100 MB, or one line without a newline).
+
+use std::collections::VecDeque;
+
+/// The last `capacity` bytes of a stream, and how much was seen in all.
+#[derive(Debug)]
+pub struct Tail {
+    buf: VecDeque<u8>,
+    capacity: usize,
+    total: u64,
+}
+
+/// What a status carries of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    pub text: String,
+    /// Earlier output was dropped to keep the tail bounded.
+    pub truncated: bool,
+    pub total_bytes: u64,
+}
+
+impl Tail {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            buf: VecDeque::with_capacity(capacity.min(8192)),
+            capacity,
+            total: 0,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let keep = &bytes[bytes.len().saturating_sub(self.capacity)..];
+        let overflow = (self.buf.len() + keep.len()).saturating_sub(self.capacity);
+        self.buf.drain(..overflow);
+        self.buf.extend(keep);
+    }
+
+    pub fn snapshot(&self) -> Captured {
+        let (a, b) = self.buf.as_slices();
+        let mut bytes = Vec::with_capacity(self.buf.len());
+        bytes.extend_from_slice(a);
+        bytes.extend_from_slice(b);
+        let truncated = self.total > self.buf.len() as u64;
+        // Cutting may have split a UTF-8 sequence at the front; drop its continuation bytes.
+        let start = if truncated {
+            bytes.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count()
+        } else {
+            0
+        };
+        Captured {
+            text: String::from_utf8_lossy(&bytes[start..]).into_owned(),
+            truncated,
+            total_bytes: self.total,
+        }
+    }
+}
+
+/// Finds `PHASE:<name>` lines in a byte stream. Only the first bytes of each line are kept,
+/// so an endless line costs nothing.
+#[derive(Debug, Default)]
+pub struct PhaseScanner {
+    line: Vec<u8>,
+}
+
+/// A phase name longer than this is cut.
+pub const MAX_PHASE_LEN: usize = 64;
+const PREFIX: &[u8] = b"PHASE:";
+const KEEP: usize = PREFIX.len() + MAX_PHASE_LEN * 4;
+
+impl PhaseScanner {
+    /// Feeds bytes; returns the phases announced by the lines completed in them, in order.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut phases = Vec::new();
+        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+            let room = KEEP.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.ends_with(b"\n") {
+                if let Some(phase) = phase_of(&self.line) {
+                    phases.push(phase);
+                }
+                self.line.clear();
+            }
+        }
+        phases
+    }
+}
+
+fn phase_of(line: &[u8]) -> Option<String> {
+    let rest = line.strip_prefix(PREFIX)?;
+    let text = String::from_utf8_lossy(rest);
+    let name: String = text
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_PHASE_LEN)
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_bytes_and_counts_everything() {
+        let mut t = Tail::new(5);
+        t.push(b"abc");
+        assert_eq!(t.snapshot(), Captured { text: "abc".into(), truncated: false, total_bytes: 3 });
+        t.push(b"defg");
+        t.push(b"");
+        assert_eq!(t.snapshot(), Captured { text: "cdefg".into(), truncated: true, total_bytes: 7 });
+        t.push(b"0123456789");
+        assert_eq!(t.snapshot().text, "56789");
+    }
+
+    #[test]
+    fn tail_does_not_start_with_half_a_character() {
+        let mut t = Tail::new(4);
+        t.push("xé€".as_bytes()); // x(1) é(2) €(3): the last 4 bytes split é
+        assert_eq!(t.snapshot().text, "€");
+    }
+
+    #[test]
+    fn phases_are_found_across_chunk_boundaries() {
+        let mut s = PhaseScanner::default();
+        assert!(s.feed(b"hello\nPHA").is_empty());
+        assert_eq!(s.feed(b"SE: downloading \nPHASE:installing\nPHASE:"), ["downloading", "installing"]);
+        assert!(s.feed(b"  \n").is_empty(), "an empty phase is ignored");
+        assert!(s.feed(b"xPHASE:no\n").is_empty(), "only at the start of a line");
+    }
+
+    #[test]
+    fn an_endless_line_is_not_buffered() {
+        let mut s = PhaseScanner::default();
+        for _ in 0..1000 {
+            s.feed(&[b'x'; 4096]);
+        }
+        assert!(s.line.len() <= KEEP);
+        assert_eq!(s.feed(b"\nPHASE:ok\n"), ["ok"]);
+    }
+
+    #[test]
+    fn long_phase_names_are_cut_and_control_characters_dropped() {
+        let mut s = PhaseScanner::default();
+        let line = format!("PHASE:a\u{1b}[31m{}\n", "b".repeat(200));
+        let phases = s.feed(line.as_bytes());
+        assert_eq!(phases[0].chars().count(), MAX_PHASE_LEN);
+        assert!(!phases[0].contains('\u{1b}'));
+    }
+}

@@ -1,0 +1,92 @@
+//! One script process and its process group: spawn, wait without racing the kill, signal the
+//! whole group.
+//!
+//! The script is the leader of a new process group, so a signal to the group reaches its
+//! children and grandchildren too (those that did not `setsid` away; cgroups catch those).
+//! The group id is the leader's pid, and a pid is only reused once it is reaped. A waiter thread
+//! therefore first observes the exit *without* reaping (`waitid(WNOWAIT)`), sweeps the group,
+//! and only then reaps, all under the same lock the killer takes: a signal can never reach a
+//! recycled process group.
+
+use std::io;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+/// A spawned script. Dropping it does not kill anything; call [`Group::signal`].
+pub struct Spawned {
+    pub group: Group,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+    /// Resolves once the leader has exited and been reaped.
+    pub exited: oneshot::Receiver<io::Result<ExitStatus>>,
+}
+
+/// Handle to signal the script's process group for as long as it is safe to.
+#[derive(Clone)]
+pub struct Group {
+    pgid: Pid,
+    /// `true` once the leader is reaped: from then on the id may belong to someone else.
+    reaped: Arc<Mutex<bool>>,
+}
+
+impl Group {
+    /// Sends `signal` to every process in the group, unless the leader is already reaped.
+    pub fn signal(&self, signal: Signal) {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if !*reaped {
+            // ESRCH (nobody left) is the normal race with a script that just exited.
+            let _ = killpg(self.pgid, signal);
+        }
+    }
+}
+
+/// Spawns `command` (already configured with its argv, cwd, env, stdio pipes) as the leader of
+/// a new process group and starts the waiter thread.
+pub fn spawn(mut command: Command) -> io::Result<Spawned> {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    let mut child: Child = command.spawn()?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let pgid = Pid::from_raw(child.id() as i32);
+    let group = Group {
+        pgid,
+        reaped: Arc::new(Mutex::new(false)),
+    };
+    let (tx, exited) = oneshot::channel();
+    let waiter_group = group.clone();
+    std::thread::Builder::new()
+        .name(format!("wait-{pgid}"))
+        .spawn(move || {
+            let _ = tx.send(wait_then_sweep(child, &waiter_group));
+        })?;
+    Ok(Spawned {
+        group,
+        stdout,
+        stderr,
+        exited,
+    })
+}
+
+fn wait_then_sweep(mut child: Child, group: &Group) -> io::Result<ExitStatus> {
+    loop {
+        match waitid(Id::Pid(group.pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut reaped = group.reaped.lock().unwrap_or_else(|e| e.into_inner());
+    // The script is done; whatever it left running in its group goes with it (as systemd's
+    // KillMode=control-group does), which also closes the output pipes those processes hold.
+    let _ = killpg(group.pgid, Signal::SIGKILL);
+    let status = child.wait();
+    *reaped = true;
+    status
+}

@@ -1,0 +1,252 @@
+//! Status files: the [`Status`] type *is* the file format, plus the atomic write.
+//!
+//! The client polls `status/<request_id>.json`. `message == "in_progress"` (with
+//! `success: null`) means "keep waiting"; anything else is final. A file is either complete or
+//! absent: we write a temp file in the same directory and rename it over the name. Final
+//! statuses are also fsynced (file, then directory) before anything depends on them, i.e.
+//! before the request file is removed. In-progress statuses are not fsynced: losing one costs
+//! nothing, because the request file is still in `requests/` until the final status is durable.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::RequestId;
+
+/// The `message` of every non-final status.
+pub const IN_PROGRESS: &str = "in_progress";
+
+/// One status file. Optional fields are omitted when unset, so old clients see the fields they
+/// know (`success`, `message`, `output`, `error`, `phase`) and new ones see more.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub request_id: String,
+    pub component: Option<String>,
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `null` while in progress; `true`/`false` when final.
+    pub success: Option<bool>,
+    /// `"in_progress"` while running; a human sentence when final.
+    pub message: String,
+    /// Stable machine code of a failure (`invalid_json`, `timeout`, `script_failed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `queued`, `running`, the script's own `PHASE:` names, then `done` or `failed`.
+    pub phase: String,
+    /// Tail of the script's stdout.
+    pub output: String,
+    /// Tail of the script's stderr.
+    pub error: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub output_truncated: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub error_truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal number that ended the script, when it did not exit by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub timed_out: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339, UTC, when this status was written.
+    pub timestamp: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl Status {
+    pub fn is_final(&self) -> bool {
+        self.message != IN_PROGRESS
+    }
+}
+
+/// RFC 3339 with zone (UTC), millisecond precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// Whether a write must survive power loss before the caller goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and the directory (final statuses).
+    Durable,
+    /// Atomic rename only (progress updates).
+    BestEffort,
+}
+
+/// The `status/` directory.
+#[derive(Debug, Clone)]
+pub struct StatusDir {
+    dir: PathBuf,
+}
+
+impl StatusDir {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn file(&self, id: &RequestId) -> PathBuf {
+        self.dir.join(id.status_file_name())
+    }
+
+    /// Reads a status; `Ok(None)` when there is none. A file that does not parse (for example
+    /// one a container replaced) counts as absent for the reader, never as final.
+    pub fn read(&self, id: &RequestId) -> io::Result<Option<Status>> {
+        match fs::read(self.file(id)) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn has_final(&self, id: &RequestId) -> bool {
+        matches!(self.read(id), Ok(Some(s)) if s.is_final())
+    }
+
+    /// Atomically replaces `status/<id>.json` with `status`.
+    pub fn write(&self, id: &RequestId, status: &Status, durability: Durability) -> io::Result<()> {
+        let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
+        json.push(b'\n');
+        write_atomic(&self.dir, &id.status_file_name(), &json, durability)
+    }
+
+    /// Removes temp files a crash left behind (`.<name>.<random>.tmp`).
+    pub fn remove_stale_temp_files(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                fs::remove_file(self.dir.join(&*name))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Temp file in the same directory, optionally fsync, rename over `name`, optionally fsync the
+/// directory. The temp name is random and created with `O_EXCL|O_NOFOLLOW`, so nothing planted
+/// in a group-writable directory (a symlink, say) can redirect the write.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        if durability == Durability::Durable {
+            file.sync_all()?;
+        }
+        fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    if durability == Durability::Durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// fsync a directory, making renames and unlinks in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> RequestId {
+        RequestId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn an_in_progress_status_has_null_success_and_is_not_final() {
+        let s = Status {
+            request_id: "a".into(),
+            message: IN_PROGRESS.into(),
+            phase: "queued".into(),
+            ..Default::default()
+        };
+        assert!(!s.is_final());
+        let json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["success"], serde_json::Value::Null);
+        assert_eq!(json["phase"], "queued");
+        // Fields the existing client reads are always present.
+        for key in ["success", "message", "output", "error", "phase", "timestamp"] {
+            assert!(json.get(key).is_some(), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn write_replaces_atomically_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = StatusDir::new(dir.path().to_owned());
+        let mut s = Status {
+            request_id: "r1".into(),
+            message: IN_PROGRESS.into(),
+            ..Default::default()
+        };
+        status_dir.write(&id("r1"), &s, Durability::BestEffort).unwrap();
+        s.message = "done".into();
+        s.success = Some(true);
+        status_dir.write(&id("r1"), &s, Durability::Durable).unwrap();
+        assert_eq!(status_dir.read(&id("r1")).unwrap().unwrap(), s);
+        assert!(status_dir.has_final(&id("r1")));
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["r1.json"]);
+    }
+
+    #[test]
+    fn a_planted_symlink_at_the_status_name_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let status = dir.path().join("status");
+        fs::create_dir(&status).unwrap();
+        std::os::unix::fs::symlink(&victim, status.join("r1.json")).unwrap();
+        let s = Status {
+            request_id: "r1".into(),
+            message: "done".into(),
+            ..Default::default()
+        };
+        StatusDir::new(status.clone()).write(&id("r1"), &s, Durability::Durable).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!fs::symlink_metadata(status.join("r1.json")).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn stale_temp_files_are_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".r1.json.abc.tmp"), "x").unwrap();
+        fs::write(dir.path().join("r2.json"), "{}").unwrap();
+        let n = StatusDir::new(dir.path().to_owned()).remove_stale_temp_files().unwrap();
+        assert_eq!(n, 1);
+        assert!(dir.path().join("r2.json").exists());
+    }
+}
