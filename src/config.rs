@@ -80,7 +80,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let base = path.parent().unwrap_or(Path::new("/"));
+        // Scripts run with their component dir as cwd, so every path must be absolute.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let base = absolute.parent().unwrap_or(Path::new("/"));
         Self::from_toml(&text, base).map_err(|detail| ConfigError::Invalid {
             path: path.to_owned(),
             detail,
@@ -97,7 +99,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         let spool = raw.spool.unwrap_or_default();
         let exec = raw.execution.unwrap_or_default();
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let resolve = |p: PathBuf| normalize(&base.join(p));
 
         let raw_components = raw.components.unwrap_or_else(|| {
             DEFAULT_COMPONENTS
@@ -115,7 +117,10 @@ impl Config {
             let t = c.timeouts.unwrap_or_default();
             let key = |action: &str| format!("components.{name}.timeouts.{action}");
             let component = Component {
-                dir: resolve(c.dir.unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name))),
+                dir: resolve(
+                    c.dir
+                        .unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name)),
+                ),
                 update_timeout: seconds(&key("update"), t.update.unwrap_or(600.0))?,
                 rollback_timeout: seconds(&key("rollback"), t.rollback.unwrap_or(600.0))?,
                 health_timeout: seconds(&key("health"), t.health.unwrap_or(60.0))?,
@@ -129,7 +134,9 @@ impl Config {
         }
         let output_tail_bytes = exec.output_tail_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&output_tail_bytes) {
-            return Err("key execution.output_tail_bytes: must be between 1024 and 16777216".into());
+            return Err(
+                "key execution.output_tail_bytes: must be between 1024 and 16777216".into(),
+            );
         }
         Ok(Config {
             spool_root: resolve(spool.root.unwrap_or_else(|| DEFAULT_SPOOL_ROOT.into())),
@@ -137,7 +144,10 @@ impl Config {
             serialize_updates: exec.serialize_updates.unwrap_or(true),
             max_concurrent,
             kill_grace: seconds("execution.kill_grace", exec.kill_grace.unwrap_or(10.0))?,
-            shutdown_grace: seconds("execution.shutdown_grace", exec.shutdown_grace.unwrap_or(30.0))?,
+            shutdown_grace: seconds(
+                "execution.shutdown_grace",
+                exec.shutdown_grace.unwrap_or(30.0),
+            )?,
             output_tail_bytes,
             components,
         })
@@ -200,7 +210,25 @@ fn seconds(key: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero() && value <= 7.0 * 24.0 * 3600.0)
-        .ok_or_else(|| format!("key {key}: {value} is not a duration in seconds between 0 and 604800"))
+        .ok_or_else(|| {
+            format!("key {key}: {value} is not a duration in seconds between 0 and 604800")
+        })
+}
+
+/// Removes `.` and `..` components lexically (`/a/b/../c` → `/a/c`), for readable paths.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn is_component_name(name: &str) -> bool {
@@ -248,14 +276,23 @@ mod tests {
     fn an_empty_file_gives_the_dunebugger_defaults() {
         let c = Config::from_toml("", Path::new("/etc")).unwrap();
         assert_eq!(c.spool_root, Path::new("/var/dunebugger/updates"));
-        assert_eq!(c.requests_dir(), Path::new("/var/dunebugger/updates/requests"));
-        assert_eq!(c.component_names().collect::<Vec<_>>(), ["core", "remote", "scheduler"]);
+        assert_eq!(
+            c.requests_dir(),
+            Path::new("/var/dunebugger/updates/requests")
+        );
+        assert_eq!(
+            c.component_names().collect::<Vec<_>>(),
+            ["core", "remote", "scheduler"]
+        );
         let remote = &c.components["remote"];
         assert_eq!(remote.dir, Path::new("/opt/dunebugger/remote"));
         assert_eq!(remote.timeout(Action::Update), Duration::from_secs(600));
         assert_eq!(remote.timeout(Action::Rollback), Duration::from_secs(600));
         assert_eq!(remote.timeout(Action::Health), Duration::from_secs(60));
-        assert_eq!(remote.script(Action::Health), Path::new("/opt/dunebugger/remote/health-check.sh"));
+        assert_eq!(
+            remote.script(Action::Health),
+            Path::new("/opt/dunebugger/remote/health-check.sh")
+        );
         assert!(c.serialize_updates);
     }
 
@@ -282,7 +319,7 @@ health = 2.5
     fn relative_paths_resolve_against_the_config_files_directory() {
         let text = "[spool]\nroot = \"../spool\"\n[components.demo]\ndir = \"scripts/demo\"\n";
         let c = Config::from_toml(text, Path::new("/srv/cfg")).unwrap();
-        assert_eq!(c.spool_root, Path::new("/srv/cfg/../spool"));
+        assert_eq!(c.spool_root, Path::new("/srv/spool"));
         assert_eq!(c.components["demo"].dir, Path::new("/srv/cfg/scripts/demo"));
     }
 
@@ -303,11 +340,13 @@ health = 2.5
 
     #[test]
     fn out_of_range_values_name_their_key() {
-        let err = Config::from_toml("[components.a.timeouts]\nhealth = -1\n", Path::new("/")).unwrap_err();
+        let err = Config::from_toml("[components.a.timeouts]\nhealth = -1\n", Path::new("/"))
+            .unwrap_err();
         assert!(err.contains("components.a.timeouts.health"), "{err}");
         let err = Config::from_toml("[components.\"A/b\"]\n", Path::new("/")).unwrap_err();
         assert!(err.contains("component name"), "{err}");
-        let err = Config::from_toml("[execution]\nmax_concurrent = 0\n", Path::new("/")).unwrap_err();
+        let err =
+            Config::from_toml("[execution]\nmax_concurrent = 0\n", Path::new("/")).unwrap_err();
         assert!(err.contains("execution.max_concurrent"), "{err}");
     }
 
@@ -317,6 +356,9 @@ health = 2.5
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[spool\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
-        assert!(err.contains(&path.display().to_string()) && err.contains("line 1"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("line 1"),
+            "{err}"
+        );
     }
 }

@@ -47,8 +47,14 @@ enum Msg {
     Spool(SpoolEvent),
     /// Look at a file again once it had time to settle.
     Recheck(String),
-    Phase { id: RequestId, phase: String },
-    Finished { id: RequestId, result: io::Result<Outcome> },
+    Phase {
+        id: RequestId,
+        phase: String,
+    },
+    Finished {
+        id: RequestId,
+        result: io::Result<Outcome>,
+    },
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -180,12 +186,18 @@ impl Daemon {
     fn rescan(&mut self, reason: &str) {
         match spool::scan(&self.requests_dir) {
             Ok(names) => {
-                info!(reason, files = names.len(), "scanning the request directory");
+                info!(
+                    reason,
+                    files = names.len(),
+                    "scanning the request directory"
+                );
                 for name in names {
                     self.take(&name, Seen::Listing);
                 }
             }
-            Err(e) => error!(error = %e, dir = %self.requests_dir.display(), "cannot list the request directory"),
+            Err(e) => {
+                error!(error = %e, dir = %self.requests_dir.display(), "cannot list the request directory")
+            }
         }
     }
 
@@ -194,16 +206,20 @@ impl Daemon {
         if self.in_flight.contains(name) || self.settling.contains(name) {
             return;
         }
-        let file = match spool::read_request(&self.requests_dir, name, self.config.max_request_bytes) {
-            Ok(file) => file,
-            Err(ReadError::Gone) => return,
-            Err(e) => return self.refuse_unreadable(name, &e),
-        };
+        let file =
+            match spool::read_request(&self.requests_dir, name, self.config.max_request_bytes) {
+                Ok(file) => file,
+                Err(ReadError::Gone) => return,
+                Err(e) => return self.refuse_unreadable(name, &e),
+            };
         match Request::parse(&file.bytes, self.config.component_names()) {
             Ok(request) => self.accept(name, request),
             Err(rejection) => {
                 let young = file.modified.elapsed().map_or(true, |age| age < SETTLE);
-                if seen == Seen::Listing && young && matches!(rejection.error, RequestError::InvalidJson(_)) {
+                if seen == Seen::Listing
+                    && young
+                    && matches!(rejection.error, RequestError::InvalidJson(_))
+                {
                     // Possibly still being written in place; its close will send an event.
                     return self.settle(name);
                 }
@@ -250,29 +266,45 @@ impl Daemon {
     }
 
     fn refuse(&mut self, name: &str, rejection: &Rejection) {
-        let id = rejection.id.clone().or_else(|| RequestId::from_file_name(name));
+        let id = rejection
+            .id
+            .clone()
+            .or_else(|| RequestId::from_file_name(name));
         warn!(
             request_id = id.as_ref().map(RequestId::as_str),
             file = name,
             code = rejection.error.code(),
-            "request refused: {}", rejection.error
+            "request refused: {}",
+            rejection.error
         );
         self.answer_and_remove(name, id, |id| report::refused(id, rejection));
     }
 
     fn refuse_unreadable(&mut self, name: &str, err: &ReadError) {
         let id = RequestId::from_file_name(name);
-        warn!(file = name, code = err.code(), "request file refused: {err}");
-        self.answer_and_remove(name, id, |id| report::unreadable(id, err.code(), &err.to_string()));
+        warn!(
+            file = name,
+            code = err.code(),
+            "request file refused: {err}"
+        );
+        self.answer_and_remove(name, id, |id| {
+            report::unreadable(id, err.code(), &err.to_string())
+        });
     }
 
     /// Writes a final refusal (unless that id already has a final status or is in flight:
     /// never overwrite another request's answer), then removes the file.
-    fn answer_and_remove(&mut self, name: &str, id: Option<RequestId>, status: impl FnOnce(&RequestId) -> Status) {
-        if let Some(id) = id {
-            if !self.is_known(&id) && !self.write_status(&id, &status(&id), Durability::Durable) {
-                return; // keep the file: without an answer it must not disappear
-            }
+    fn answer_and_remove(
+        &mut self,
+        name: &str,
+        id: Option<RequestId>,
+        status: impl FnOnce(&RequestId) -> Status,
+    ) {
+        if let Some(id) = id
+            && !self.is_known(&id)
+            && !self.write_status(&id, &status(&id), Durability::Durable)
+        {
+            return; // keep the file: without an answer it must not disappear
         }
         self.remove_request_file(name);
     }
@@ -298,7 +330,11 @@ impl Daemon {
             self.config.components.len(),
         );
         // Remove from the back so earlier indices stay valid; start in arrival order.
-        let mut jobs: Vec<Job> = start.iter().rev().filter_map(|&i| self.queue.remove(i)).collect();
+        let mut jobs: Vec<Job> = start
+            .iter()
+            .rev()
+            .filter_map(|&i| self.queue.remove(i))
+            .collect();
         jobs.reverse();
         for job in jobs {
             self.start(job);
@@ -325,7 +361,10 @@ impl Daemon {
         let phase_tx = self.tx.clone();
         let phase_id = id.clone();
         let on_phase = move |phase| {
-            let _ = phase_tx.send(Msg::Phase { id: phase_id.clone(), phase });
+            let _ = phase_tx.send(Msg::Phase {
+                id: phase_id.clone(),
+                phase,
+            });
         };
         let stop = self.stop.subscribe();
         tokio::spawn(async move {
@@ -373,7 +412,11 @@ impl Daemon {
             kill_grace: self.config.kill_grace,
         };
         let status = report::finished(request, &ctx, &result);
-        let outcome = if status.success == Some(true) { "succeeded" } else { "failed" };
+        let outcome = if status.success == Some(true) {
+            "succeeded"
+        } else {
+            "failed"
+        };
         let fields = (
             id.as_str(),
             request.component.as_str(),
@@ -381,9 +424,25 @@ impl Daemon {
             status.code.as_deref().unwrap_or(""),
         );
         if status.success == Some(true) {
-            info!(request_id = fields.0, component = fields.1, action = fields.2, outcome, duration_ms = status.duration_ms, "request finished: {}", status.message);
+            info!(
+                request_id = fields.0,
+                component = fields.1,
+                action = fields.2,
+                outcome,
+                duration_ms = status.duration_ms,
+                "request finished: {}",
+                status.message
+            );
         } else {
-            warn!(request_id = fields.0, component = fields.1, action = fields.2, outcome, code = fields.3, "request finished: {}", status.message);
+            warn!(
+                request_id = fields.0,
+                component = fields.1,
+                action = fields.2,
+                outcome,
+                code = fields.3,
+                "request finished: {}",
+                status.message
+            );
         }
         if self.write_status(id, &status, Durability::Durable) {
             self.remove_request_file(&running.job.file_name);
@@ -414,15 +473,26 @@ impl Daemon {
             .values()
             .map(|r| {
                 let req = &r.job.request;
-                let version = req.version.as_ref().map(|v| format!(" {}", v.as_str())).unwrap_or_default();
-                format!("running {}/{}{} (phase: {})", req.component, req.action, version, r.phase)
+                let version = req
+                    .version
+                    .as_ref()
+                    .map(|v| format!(" {}", v.as_str()))
+                    .unwrap_or_default();
+                format!(
+                    "running {}/{}{} (phase: {})",
+                    req.component, req.action, version, r.phase
+                )
             })
             .collect();
         parts.sort();
         if !self.queue.is_empty() {
             parts.push(format!("{} queued", self.queue.len()));
         }
-        if parts.is_empty() { "idle".into() } else { parts.join("; ") }
+        if parts.is_empty() {
+            "idle".into()
+        } else {
+            parts.join("; ")
+        }
     }
 
     fn publish_status_line(&mut self) {
@@ -443,8 +513,14 @@ impl Daemon {
         watchdog: &mut Option<tokio::time::Interval>,
     ) {
         let waiting = self.running.len();
-        info!(running = waiting, queued = self.queue.len(), "stopping: no new requests are taken");
-        systemd::stopping(&format!("stopping: waiting for {waiting} running script(s)"));
+        info!(
+            running = waiting,
+            queued = self.queue.len(),
+            "stopping: no new requests are taken"
+        );
+        systemd::stopping(&format!(
+            "stopping: waiting for {waiting} running script(s)"
+        ));
         let grace = tokio::time::sleep(self.config.shutdown_grace);
         tokio::pin!(grace);
         while !self.running.is_empty() {
@@ -463,7 +539,11 @@ impl Daemon {
     }
 
     fn terminate_running(&self, reason: &str) {
-        warn!(reason, running = self.running.len(), "terminating running scripts");
+        warn!(
+            reason,
+            running = self.running.len(),
+            "terminating running scripts"
+        );
         self.stop.send_replace(true);
     }
 }

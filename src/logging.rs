@@ -2,6 +2,8 @@
 //! to stderr. Request events carry `request_id`, `component`, `action`, `phase` fields, which
 //! journald stores as `REQUEST_ID=` etc. so `journalctl REQUEST_ID=<id>` finds them.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -21,7 +23,11 @@ pub fn init(verbose: u8) {
             Ok(journald) => {
                 // Without this, fields are stored as F_REQUEST_ID and `REQUEST_ID=` finds nothing.
                 registry
-                    .with(journald.with_field_prefix(None).with_syslog_identifier("update-coordinator".into()))
+                    .with(
+                        journald
+                            .with_field_prefix(None)
+                            .with_syslog_identifier("update-coordinator".into()),
+                    )
                     .init();
                 return;
             }
@@ -29,6 +35,11 @@ pub fn init(verbose: u8) {
         }
     }
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
         .init();
 }

@@ -82,7 +82,9 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
         Err(e) => {
             let (code, hint) = match e.kind() {
                 io::ErrorKind::NotFound => ("script_missing", "install the component's scripts"),
-                io::ErrorKind::PermissionDenied => ("script_not_executable", "chmod 755 the script"),
+                io::ErrorKind::PermissionDenied => {
+                    ("script_not_executable", "chmod 755 the script")
+                }
                 _ => ("spawn_failed", "see the coordinator's log"),
             };
             status.success = Some(false);
@@ -153,7 +155,11 @@ fn success_message(action: Action) -> String {
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s.fract() == 0.0 { format!("{s:.0}") } else { format!("{s:.1}") }
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
+    }
 }
 
 #[cfg(test)]
@@ -184,17 +190,28 @@ mod tests {
             exit,
             stopped,
             duration: Duration::from_millis(1234),
-            stdout: Captured { text: "out".into(), truncated: true, total_bytes: 9 },
+            stdout: Captured {
+                text: "out".into(),
+                truncated: true,
+                total_bytes: 9,
+            },
             stderr: Captured::default(),
         })
     }
 
     #[test]
     fn success_is_final_with_output_and_accounting() {
-        let s = finished(&request(), &ctx(PHASE_RUNNING), &outcome(Exit::Code(0), None));
+        let s = finished(
+            &request(),
+            &ctx(PHASE_RUNNING),
+            &outcome(Exit::Code(0), None),
+        );
         assert_eq!(s.success, Some(true));
         assert!(s.is_final());
-        assert_eq!((s.exit_code, s.duration_ms, s.code), (Some(0), Some(1234), None));
+        assert_eq!(
+            (s.exit_code, s.duration_ms, s.code),
+            (Some(0), Some(1234), None)
+        );
         assert_eq!((s.output.as_str(), s.output_truncated), ("out", true));
         assert_eq!(s.version.as_deref(), Some("1.2.3"));
         assert_eq!(s.phase, "done");
@@ -202,30 +219,61 @@ mod tests {
 
     #[test]
     fn failure_names_the_exit_code_and_last_phase() {
-        let s = finished(&request(), &ctx("downloading"), &outcome(Exit::Code(3), None));
-        assert_eq!((s.success, s.code.as_deref()), (Some(false), Some("script_failed")));
-        assert_eq!(s.message, "update.sh exited with code 3 (last phase: downloading)");
+        let s = finished(
+            &request(),
+            &ctx("downloading"),
+            &outcome(Exit::Code(3), None),
+        );
+        assert_eq!(
+            (s.success, s.code.as_deref()),
+            (Some(false), Some("script_failed"))
+        );
+        assert_eq!(
+            s.message,
+            "update.sh exited with code 3 (last phase: downloading)"
+        );
     }
 
     #[test]
     fn a_timeout_says_so_and_how_it_was_stopped() {
-        let s = finished(&request(), &ctx(PHASE_RUNNING), &outcome(Exit::Signal(9), Some(Stopped::TimedOut)));
-        assert_eq!((s.code.as_deref(), s.timed_out, s.signal), (Some("timeout"), true, Some(9)));
-        assert!(s.message.contains("within 600 s") && s.message.contains("after 1.5 s"), "{}", s.message);
+        let s = finished(
+            &request(),
+            &ctx(PHASE_RUNNING),
+            &outcome(Exit::Signal(9), Some(Stopped::TimedOut)),
+        );
+        assert_eq!(
+            (s.code.as_deref(), s.timed_out, s.signal),
+            (Some("timeout"), true, Some(9))
+        );
+        assert!(
+            s.message.contains("within 600 s") && s.message.contains("after 1.5 s"),
+            "{}",
+            s.message
+        );
     }
 
     #[test]
     fn shutdown_is_interrupted_and_a_missing_script_is_named() {
-        let s = finished(&request(), &ctx(PHASE_RUNNING), &outcome(Exit::Signal(15), Some(Stopped::Shutdown)));
+        let s = finished(
+            &request(),
+            &ctx(PHASE_RUNNING),
+            &outcome(Exit::Signal(15), Some(Stopped::Shutdown)),
+        );
         assert_eq!(s.code.as_deref(), Some("interrupted"));
         let missing = Err(io::Error::from(io::ErrorKind::NotFound));
         let s = finished(&request(), &ctx(PHASE_RUNNING), &missing);
-        assert_eq!((s.success, s.code.as_deref()), (Some(false), Some("script_missing")));
+        assert_eq!(
+            (s.success, s.code.as_deref()),
+            (Some(false), Some("script_missing"))
+        );
     }
 
     #[test]
     fn in_progress_has_null_success() {
         let s = in_progress(&request(), PHASE_QUEUED, None);
-        assert_eq!((s.success, s.message.as_str(), s.phase.as_str()), (None, IN_PROGRESS, "queued"));
+        assert_eq!(
+            (s.success, s.message.as_str(), s.phase.as_str()),
+            (None, IN_PROGRESS, "queued")
+        );
     }
 }

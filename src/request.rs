@@ -207,16 +207,22 @@ impl Request {
         bytes: &[u8],
         components: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Result<Request, Box<Rejection>> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            reject(None, None, None, RequestError::InvalidJson(e.to_string()))
-        })?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| reject(None, None, None, RequestError::InvalidJson(e.to_string())))?;
         let Value::Object(fields) = value else {
             return Err(reject(None, None, None, RequestError::NotAnObject));
         };
 
         let id = match string_field(&fields, "request_id") {
             Ok(Some(raw)) => RequestId::parse(raw).map_err(|e| reject(None, None, None, e))?,
-            Ok(None) => return Err(reject(None, None, None, RequestError::MissingField("request_id"))),
+            Ok(None) => {
+                return Err(reject(
+                    None,
+                    None,
+                    None,
+                    RequestError::MissingField("request_id"),
+                ));
+            }
             Err(e) => return Err(reject(None, None, None, e)),
         };
         let known = |e: RequestError| reject(Some(id.clone()), None, None, e);
@@ -239,7 +245,11 @@ impl Request {
             )
         };
 
-        if !components.clone().into_iter().any(|known| known == component) {
+        if !components
+            .clone()
+            .into_iter()
+            .any(|known| known == component)
+        {
             let list: Vec<&str> = components.into_iter().collect();
             return Err(in_context(RequestError::UnknownComponent(
                 printable(component),
@@ -255,7 +265,9 @@ impl Request {
             None => None,
         };
         match (action, &version) {
-            (Action::Update, None) => return Err(in_context(RequestError::MissingField("version"))),
+            (Action::Update, None) => {
+                return Err(in_context(RequestError::MissingField("version")));
+            }
             (Action::Rollback | Action::Health, Some(_)) => {
                 return Err(in_context(RequestError::UnexpectedVersion(action)));
             }
@@ -346,14 +358,17 @@ mod tests {
     fn health_and_rollback_need_no_version_and_null_means_absent() {
         let r = parse(r#"{"component":"core","action":"health","request_id":"a1"}"#).unwrap();
         assert_eq!((r.action, r.version), (Action::Health, None));
-        let r = parse(r#"{"component":"core","action":"rollback","version":null,"request_id":"a2"}"#)
-            .unwrap();
+        let r =
+            parse(r#"{"component":"core","action":"rollback","version":null,"request_id":"a2"}"#)
+                .unwrap();
         assert_eq!(r.action, Action::Rollback);
     }
 
     #[test]
     fn unknown_extra_fields_are_tolerated() {
-        let r = parse(r#"{"component":"core","action":"health","request_id":"a","dry_run":true,"x":{}}"#);
+        let r = parse(
+            r#"{"component":"core","action":"health","request_id":"a","dry_run":true,"x":{}}"#,
+        );
         assert!(r.is_ok());
     }
 
@@ -361,11 +376,26 @@ mod tests {
     fn refusals_carry_stable_codes() {
         assert_eq!(code("{not json"), "invalid_json");
         assert_eq!(code("[1,2]"), "invalid_request");
-        assert_eq!(code(r#"{"component":"core","action":"health"}"#), "missing_field");
-        assert_eq!(code(r#"{"component":"core","action":"health","request_id":7}"#), "wrong_type");
-        assert_eq!(code(r#"{"component":"nas","action":"health","request_id":"a"}"#), "unknown_component");
-        assert_eq!(code(r#"{"component":"core","action":"reboot","request_id":"a"}"#), "unknown_action");
-        assert_eq!(code(r#"{"component":"core","action":"update","request_id":"a"}"#), "missing_field");
+        assert_eq!(
+            code(r#"{"component":"core","action":"health"}"#),
+            "missing_field"
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","request_id":7}"#),
+            "wrong_type"
+        );
+        assert_eq!(
+            code(r#"{"component":"nas","action":"health","request_id":"a"}"#),
+            "unknown_component"
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"reboot","request_id":"a"}"#),
+            "unknown_action"
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"update","request_id":"a"}"#),
+            "missing_field"
+        );
         assert_eq!(
             code(r#"{"component":"core","action":"update","version":"--help","request_id":"a"}"#),
             "invalid_version"
@@ -390,10 +420,25 @@ mod tests {
 
     #[test]
     fn request_ids_that_could_escape_the_status_directory_are_refused() {
-        for bad in ["", "../etc/passwd", "a/b", ".hidden", "-rf", "a..b", "a\nb", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            ".hidden",
+            "-rf",
+            "a..b",
+            "a\nb",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(RequestId::parse(bad).is_err(), "{bad:?} must be refused");
         }
-        for good in ["0b6f1c2e-6a57-4d8e-9a53-2f0c8d7e9b11", "test-123", "a.b_c", &"x".repeat(128)] {
+        for good in [
+            "0b6f1c2e-6a57-4d8e-9a53-2f0c8d7e9b11",
+            "test-123",
+            "a.b_c",
+            &"x".repeat(128),
+        ] {
             assert!(RequestId::parse(good).is_ok(), "{good:?} must be accepted");
         }
     }
@@ -403,14 +448,25 @@ mod tests {
         for good in ["1.2.3", "1.0.0-beta.8", "2026.01.5", "2+build.7"] {
             assert!(Version::parse(good).is_ok(), "{good:?}");
         }
-        for bad in ["", "-1", "v1.2.3", "1.2.3; rm -rf /", "1 2", "latest", &"1".repeat(65)] {
+        for bad in [
+            "",
+            "-1",
+            "v1.2.3",
+            "1.2.3; rm -rf /",
+            "1 2",
+            "latest",
+            &"1".repeat(65),
+        ] {
             assert!(Version::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn id_from_file_name_needs_the_json_suffix_and_a_safe_stem() {
-        assert_eq!(RequestId::from_file_name("abc.json").unwrap().as_str(), "abc");
+        assert_eq!(
+            RequestId::from_file_name("abc.json").unwrap().as_str(),
+            "abc"
+        );
         assert!(RequestId::from_file_name("abc.txt").is_none());
         assert!(RequestId::from_file_name(".abc.json").is_none());
     }

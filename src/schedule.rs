@@ -88,7 +88,10 @@ mod tests {
     use super::*;
     use Action::*;
 
-    const SERIAL: Rules = Rules { serialize_updates: true, max_concurrent: 4 };
+    const SERIAL: Rules = Rules {
+        serialize_updates: true,
+        max_concurrent: 4,
+    };
 
     fn s(component: &str, action: Action) -> Slot<'_> {
         Slot { component, action }
@@ -96,9 +99,16 @@ mod tests {
 
     #[test]
     fn updates_are_serialized_across_components_by_default() {
-        let q = [s("core", Update), s("remote", Update), s("scheduler", Health)];
+        let q = [
+            s("core", Update),
+            s("remote", Update),
+            s("scheduler", Health),
+        ];
         assert_eq!(startable([], q, SERIAL, 3), [0, 2]);
-        let parallel = Rules { serialize_updates: false, ..SERIAL };
+        let parallel = Rules {
+            serialize_updates: false,
+            ..SERIAL
+        };
         assert_eq!(startable([], q, parallel, 3), [0, 1, 2]);
     }
 
@@ -112,20 +122,30 @@ mod tests {
     #[test]
     fn an_update_waits_for_a_running_health_check_of_its_component() {
         assert!(startable([s("remote", Health)], [s("remote", Update)], SERIAL, 3).is_empty());
-        assert_eq!(startable([s("core", Health)], [s("remote", Update)], SERIAL, 3), [0]);
+        assert_eq!(
+            startable([s("core", Health)], [s("remote", Update)], SERIAL, 3),
+            [0]
+        );
     }
 
     #[test]
     fn conflicting_requests_keep_arrival_order() {
         // A health check queued behind an update of its component waits for that update.
-        let q = [s("core", Update), s("remote", Rollback), s("remote", Health)];
+        let q = [
+            s("core", Update),
+            s("remote", Rollback),
+            s("remote", Health),
+        ];
         assert_eq!(startable([], q, SERIAL, 3), [0]);
     }
 
     #[test]
     fn concurrency_is_capped() {
         let q = [s("a", Health), s("b", Health), s("c", Health)];
-        let rules = Rules { max_concurrent: 2, ..SERIAL };
+        let rules = Rules {
+            max_concurrent: 2,
+            ..SERIAL
+        };
         assert_eq!(startable([], q, rules, 3), [0, 1]);
         assert_eq!(startable([s("x", Health)], q, rules, 3), [0]);
     }

@@ -35,21 +35,22 @@ pub fn watch(
     dir: &Path,
     send: impl Fn(SpoolEvent) + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            Ok(event) if event.need_rescan() => send(SpoolEvent::Rescan("inotify queue overflow".into())),
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(event) if event.need_rescan() => {
+                send(SpoolEvent::Rescan("inotify queue overflow".into()))
+            }
             Ok(event) => {
-                if let Some(path) = finished_file(&event) {
-                    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-                        if is_request_name(name) {
-                            send(SpoolEvent::Ready(name.to_owned()));
-                        }
-                    }
+                if let Some(name) = finished_file(&event)
+                    .and_then(|path| path.file_name())
+                    .and_then(|name| name.to_str())
+                    .filter(|name| is_request_name(name))
+                {
+                    send(SpoolEvent::Ready(name.to_owned()));
                 }
             }
             Err(e) => send(SpoolEvent::Rescan(format!("watch error: {e}"))),
-        }
-    })?;
+        })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
@@ -154,13 +155,19 @@ pub fn read_request(dir: &Path, name: &str, limit: u64) -> Result<RequestFile, R
         return Err(ReadError::HardLinked(meta.nlink()));
     }
     if meta.len() > limit {
-        return Err(ReadError::TooLarge { size: meta.len(), limit });
+        return Err(ReadError::TooLarge {
+            size: meta.len(),
+            limit,
+        });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // Read through the same handle, capped: the file may grow after the fstat.
     (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Err(ReadError::TooLarge { size: bytes.len() as u64, limit });
+        return Err(ReadError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
     }
     Ok(RequestFile {
         bytes,
@@ -200,12 +207,30 @@ mod tests {
         fs::create_dir(d.join("dir.json")).unwrap();
         fs::write(d.join("big.json"), vec![b' '; 100]).unwrap();
 
-        assert!(matches!(read_request(d, "link.json", 64), Err(ReadError::NotRegular(_))));
-        assert!(matches!(read_request(d, "hard.json", 64), Err(ReadError::HardLinked(2))));
-        assert!(matches!(read_request(d, "fifo.json", 64), Err(ReadError::NotRegular("a FIFO"))));
-        assert!(matches!(read_request(d, "dir.json", 64), Err(ReadError::NotRegular("a directory"))));
-        assert!(matches!(read_request(d, "big.json", 64), Err(ReadError::TooLarge { size: 100, .. })));
-        assert!(matches!(read_request(d, "none.json", 64), Err(ReadError::Gone)));
+        assert!(matches!(
+            read_request(d, "link.json", 64),
+            Err(ReadError::NotRegular(_))
+        ));
+        assert!(matches!(
+            read_request(d, "hard.json", 64),
+            Err(ReadError::HardLinked(2))
+        ));
+        assert!(matches!(
+            read_request(d, "fifo.json", 64),
+            Err(ReadError::NotRegular("a FIFO"))
+        ));
+        assert!(matches!(
+            read_request(d, "dir.json", 64),
+            Err(ReadError::NotRegular("a directory"))
+        ));
+        assert!(matches!(
+            read_request(d, "big.json", 64),
+            Err(ReadError::TooLarge { size: 100, .. })
+        ));
+        assert!(matches!(
+            read_request(d, "none.json", 64),
+            Err(ReadError::Gone)
+        ));
         assert_eq!(read_request(d, "big.json", 100).unwrap().bytes.len(), 100);
     }
 
@@ -213,10 +238,21 @@ mod tests {
     fn scan_lists_request_files_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for (name, secs) in [("b.json", 20), ("a.json", 30), ("c.json", 10), (".t.json", 0), ("x.tmp", 0)] {
+        for (name, secs) in [
+            ("b.json", 20),
+            ("a.json", 30),
+            ("c.json", 10),
+            (".t.json", 0),
+            ("x.tmp", 0),
+        ] {
             fs::write(d.join(name), "{}").unwrap();
             let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + secs);
-            fs::File::options().write(true).open(d.join(name)).unwrap().set_modified(t).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(d.join(name))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
         }
         assert_eq!(scan(d).unwrap(), ["c.json", "b.json", "a.json"]);
     }

@@ -147,7 +147,12 @@ impl StatusDir {
 /// Temp file in the same directory, optionally fsync, rename over `name`, optionally fsync the
 /// directory. The temp name is random and created with `O_EXCL|O_NOFOLLOW`, so nothing planted
 /// in a group-writable directory (a symlink, say) can redirect the write.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], durability: Durability) -> io::Result<()> {
+pub fn write_atomic(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let result = (|| {
         let mut file = OpenOptions::new()
@@ -198,7 +203,14 @@ mod tests {
         assert_eq!(json["success"], serde_json::Value::Null);
         assert_eq!(json["phase"], "queued");
         // Fields the existing client reads are always present.
-        for key in ["success", "message", "output", "error", "phase", "timestamp"] {
+        for key in [
+            "success",
+            "message",
+            "output",
+            "error",
+            "phase",
+            "timestamp",
+        ] {
             assert!(json.get(key).is_some(), "{key} missing");
         }
     }
@@ -212,13 +224,20 @@ mod tests {
             message: IN_PROGRESS.into(),
             ..Default::default()
         };
-        status_dir.write(&id("r1"), &s, Durability::BestEffort).unwrap();
+        status_dir
+            .write(&id("r1"), &s, Durability::BestEffort)
+            .unwrap();
         s.message = "done".into();
         s.success = Some(true);
-        status_dir.write(&id("r1"), &s, Durability::Durable).unwrap();
+        status_dir
+            .write(&id("r1"), &s, Durability::Durable)
+            .unwrap();
         assert_eq!(status_dir.read(&id("r1")).unwrap().unwrap(), s);
         assert!(status_dir.has_final(&id("r1")));
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["r1.json"]);
     }
 
@@ -235,9 +254,15 @@ mod tests {
             message: "done".into(),
             ..Default::default()
         };
-        StatusDir::new(status.clone()).write(&id("r1"), &s, Durability::Durable).unwrap();
+        StatusDir::new(status.clone())
+            .write(&id("r1"), &s, Durability::Durable)
+            .unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
-        assert!(!fs::symlink_metadata(status.join("r1.json")).unwrap().is_symlink());
+        assert!(
+            !fs::symlink_metadata(status.join("r1.json"))
+                .unwrap()
+                .is_symlink()
+        );
     }
 
     #[test]
@@ -245,7 +270,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".r1.json.abc.tmp"), "x").unwrap();
         fs::write(dir.path().join("r2.json"), "{}").unwrap();
-        let n = StatusDir::new(dir.path().to_owned()).remove_stale_temp_files().unwrap();
+        let n = StatusDir::new(dir.path().to_owned())
+            .remove_stale_temp_files()
+            .unwrap();
         assert_eq!(n, 1);
         assert!(dir.path().join("r2.json").exists());
     }

@@ -39,7 +39,10 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     }
 
     println!();
-    println!("{:<12} {:<9} {:>8}  {:<50} CHECK", "COMPONENT", "ACTION", "TIMEOUT", "SCRIPT");
+    println!(
+        "{:<12} {:<9} {:>8}  {:<50} CHECK",
+        "COMPONENT", "ACTION", "TIMEOUT", "SCRIPT"
+    );
     for (name, component) in &config.components {
         for action in Action::ALL {
             let script = component.script(action);
@@ -73,7 +76,9 @@ fn script_verdict(script: &Path) -> String {
         }
         Err(e) => format!("PROBLEM: {e}"),
         Ok(m) if !m.is_file() => "PROBLEM: not a regular file".into(),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => "PROBLEM: not executable; chmod 755 it".into(),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            "PROBLEM: not executable; chmod 755 it".into()
+        }
         Ok(_) => "ok".into(),
     }
 }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config, ConfigError};
 
 #[derive(Debug, Parser)]
-#[command(name = "update-coordinator", version, about = "Runs allow-listed update scripts for containers that drop JSON requests into a spool directory")]
+#[command(
+    name = "update-coordinator",
+    version,
+    about = "Runs allow-listed update scripts for containers that drop JSON requests into a spool directory"
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -44,10 +48,17 @@ impl ConfigArg {
     pub fn load(&self) -> Result<(Config, String), ConfigError> {
         match &self.config {
             Some(path) => Ok((Config::load(path)?, path.display().to_string())),
-            None if Path::new(config::DEFAULT_PATH).exists() => {
-                Ok((Config::load(Path::new(config::DEFAULT_PATH))?, config::DEFAULT_PATH.into()))
-            }
-            None => Ok((Config::defaults(), format!("built-in defaults ({} does not exist)", config::DEFAULT_PATH))),
+            None if Path::new(config::DEFAULT_PATH).exists() => Ok((
+                Config::load(Path::new(config::DEFAULT_PATH))?,
+                config::DEFAULT_PATH.into(),
+            )),
+            None => Ok((
+                Config::defaults(),
+                format!(
+                    "built-in defaults ({} does not exist)",
+                    config::DEFAULT_PATH
+                ),
+            )),
         }
     }
 }

@@ -53,7 +53,12 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         Some(dir) => dir.clone(),
         None => args.config.load().map_err(|e| e.to_string())?.0.spool_root,
     };
-    let action = Action::parse(&args.action).ok_or_else(|| format!("unknown action {:?}; use update, rollback or health", args.action))?;
+    let action = Action::parse(&args.action).ok_or_else(|| {
+        format!(
+            "unknown action {:?}; use update, rollback or health",
+            args.action
+        )
+    })?;
     if action == Action::Update && args.version.is_none() {
         return Err("an update needs --version".into());
     }
@@ -67,8 +72,13 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
     });
     let requests = root.join("requests");
     let bytes = serde_json::to_vec_pretty(&request).map_err(|e| e.to_string())?;
-    write_atomic(&requests, &format!("{id}.json"), &bytes, Durability::BestEffort)
-        .map_err(|e| format!("cannot write the request into {}: {e}", requests.display()))?;
+    write_atomic(
+        &requests,
+        &format!("{id}.json"),
+        &bytes,
+        Durability::BestEffort,
+    )
+    .map_err(|e| format!("cannot write the request into {}: {e}", requests.display()))?;
     println!("submitted request {id}");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
@@ -90,7 +100,11 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
                 }
                 let json = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
                 println!("{json}");
-                return Ok(if status.success == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+                return Ok(if status.success == Some(true) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
         }
         std::thread::sleep(POLL);

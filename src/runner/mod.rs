@@ -151,7 +151,10 @@ impl Capture {
     /// Waits (briefly) for the stream to close, then returns what was captured.
     async fn finish(self) -> Captured {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.done).await;
-        self.tail.lock().unwrap_or_else(|e| e.into_inner()).snapshot()
+        self.tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot()
     }
 }
 
@@ -183,7 +186,10 @@ fn capture(
         }
         let _ = done_tx.send(());
     };
-    if let Err(e) = std::thread::Builder::new().name("output".into()).spawn(reader) {
+    if let Err(e) = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(reader)
+    {
         tracing::error!(error = %e, "cannot start an output reader thread; output is lost");
     }
     Capture { tail, done }

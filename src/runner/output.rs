@@ -45,7 +45,11 @@ impl Tail {
         let truncated = self.total > self.buf.len() as u64;
         // Cutting may have split a UTF-8 sequence at the front; drop its continuation bytes.
         let start = if truncated {
-            bytes.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count()
+            bytes
+                .iter()
+                .take(3)
+                .take_while(|&&b| b & 0xC0 == 0x80)
+                .count()
         } else {
             0
         };
@@ -107,10 +111,24 @@ mod tests {
     fn tail_keeps_the_last_bytes_and_counts_everything() {
         let mut t = Tail::new(5);
         t.push(b"abc");
-        assert_eq!(t.snapshot(), Captured { text: "abc".into(), truncated: false, total_bytes: 3 });
+        assert_eq!(
+            t.snapshot(),
+            Captured {
+                text: "abc".into(),
+                truncated: false,
+                total_bytes: 3
+            }
+        );
         t.push(b"defg");
         t.push(b"");
-        assert_eq!(t.snapshot(), Captured { text: "cdefg".into(), truncated: true, total_bytes: 7 });
+        assert_eq!(
+            t.snapshot(),
+            Captured {
+                text: "cdefg".into(),
+                truncated: true,
+                total_bytes: 7
+            }
+        );
         t.push(b"0123456789");
         assert_eq!(t.snapshot().text, "56789");
     }
@@ -126,9 +144,15 @@ mod tests {
     fn phases_are_found_across_chunk_boundaries() {
         let mut s = PhaseScanner::default();
         assert!(s.feed(b"hello\nPHA").is_empty());
-        assert_eq!(s.feed(b"SE: downloading \nPHASE:installing\nPHASE:"), ["downloading", "installing"]);
+        assert_eq!(
+            s.feed(b"SE: downloading \nPHASE:installing\nPHASE:"),
+            ["downloading", "installing"]
+        );
         assert!(s.feed(b"  \n").is_empty(), "an empty phase is ignored");
-        assert!(s.feed(b"xPHASE:no\n").is_empty(), "only at the start of a line");
+        assert!(
+            s.feed(b"xPHASE:no\n").is_empty(),
+            "only at the start of a line"
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub fn spawn(mut command: Command) -> io::Result<Spawned> {
 
 fn wait_then_sweep(mut child: Child, group: &Group) -> io::Result<ExitStatus> {
     loop {
-        match waitid(Id::Pid(group.pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+        match waitid(
+            Id::Pid(group.pgid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
             Ok(_) => break,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),

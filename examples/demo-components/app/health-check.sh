@@ -1,0 +1,3 @@
+#!/bin/sh
+# Demo health check: always healthy.
+echo "${COMPONENT} is running"

@@ -1,0 +1,346 @@
+//! Test harness: a temporary spool + config + component scripts, the real binary started on
+//! it with a real `NOTIFY_SOCKET`, and a client that behaves like the DuneBugger container.
+//! A failing test prints the service's log.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
+
+/// Generous, so a loaded CI machine never makes a correct run fail.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Spool {
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config.
+    extra_config: String,
+    components: Vec<String>,
+}
+
+impl Spool {
+    /// A spool with components `remote`, `core` and `scheduler` whose scripts succeed silently
+    /// until a test replaces them.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool {
+            dir,
+            extra_config: String::new(),
+            components: vec!["remote".into(), "core".into(), "scheduler".into()],
+        };
+        for c in spool.components.clone() {
+            for script in ["update.sh", "rollback.sh", "health-check.sh"] {
+                spool.script(&c, script, "exit 0");
+            }
+        }
+        spool
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn requests(&self) -> PathBuf {
+        self.root().join("requests")
+    }
+
+    pub fn status_dir(&self) -> PathBuf {
+        self.root().join("status")
+    }
+
+    /// A scratch directory scripts can write evidence into (`$EVIDENCE` is not passed: the
+    /// environment is clean, so scripts get the path literally).
+    pub fn evidence(&self) -> PathBuf {
+        let p = self.dir.path().join("evidence");
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Writes `components/<component>/<name>` as a `/bin/sh` script with `body`.
+    pub fn script(&self, component: &str, name: &str, body: &str) {
+        let dir = self.dir.path().join("components").join(component);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    pub fn add_config(&mut self, toml: &str) {
+        self.extra_config.push_str(toml);
+        self.extra_config.push('\n');
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        let mut text = format!(
+            "[spool]\nroot = \"spool\"\n\n[execution]\nkill_grace = 1\nshutdown_grace = 5\n{}\n",
+            self.extra_config
+        );
+        for c in &self.components {
+            text.push_str(&format!("[components.{c}]\ndir = \"components/{c}\"\n"));
+        }
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Creates `requests/` and `status/` as the installer would, before the service starts.
+    pub fn create_dirs(&self) {
+        fs::create_dir_all(self.requests()).unwrap();
+        fs::create_dir_all(self.status_dir()).unwrap();
+    }
+
+    pub fn request_json(id: &str, component: &str, action: &str, version: Option<&str>) -> String {
+        // Pretty-printed with a naive timestamp, exactly like the Python client.
+        let mut v = serde_json::json!({
+            "component": component,
+            "action": action,
+            "request_id": id,
+            "timestamp": "2026-02-14T00:51:03.123456",
+        });
+        if let Some(version) = version {
+            v["version"] = version.into();
+        }
+        serde_json::to_string_pretty(&v).unwrap()
+    }
+
+    /// The existing client's way: open `<id>.json`, write, close (no rename).
+    pub fn drop_in_place(&self, id: &str, content: &str) {
+        let mut f = fs::File::create(self.requests().join(format!("{id}.json"))).unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+    }
+
+    /// The careful writer's way: a dot-file, then rename into place.
+    pub fn drop_renamed(&self, id: &str, content: &str) {
+        let tmp = self.requests().join(format!(".{id}.tmp"));
+        fs::write(&tmp, content).unwrap();
+        fs::rename(&tmp, self.requests().join(format!("{id}.json"))).unwrap();
+    }
+
+    pub fn status(&self, id: &str) -> Option<Value> {
+        let bytes = fs::read(self.status_dir().join(format!("{id}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Polls like the client (but faster) until the status is final.
+    pub fn wait_final(&self, id: &str) -> Value {
+        self.wait_final_within(id, PATIENCE)
+    }
+
+    pub fn wait_final_within(&self, id: &str, patience: Duration) -> Value {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(s) = self.status(id)
+                && s["message"] != "in_progress"
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no final status for {id} within {patience:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn request_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.requests())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// The service under test. Stopped (SIGTERM, then SIGKILL) when dropped; its log is printed
+/// if the test is failing.
+pub struct Service {
+    child: Option<Child>,
+    log: PathBuf,
+    /// Every sd_notify message, collected by a thread that always reads (as systemd does: a
+    /// full datagram queue would block the service's sends).
+    notifications: Arc<Mutex<Vec<String>>>,
+    /// How many notifications `wait_for_notification` has already looked at.
+    seen: usize,
+}
+
+impl Service {
+    /// Starts `update-coordinator run` and waits for READY=1.
+    pub fn start(spool: &Spool) -> Service {
+        let socket_path = spool.dir.path().join(format!("notify-{}.sock", new_id()));
+        let notify = UnixDatagram::bind(&socket_path).unwrap();
+        let notifications = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&notifications);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = notify.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        let log = spool.dir.path().join(format!("service-{}.log", new_id()));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(spool.config_path())
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("RUST_LOG", "debug")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the service");
+        let mut service = Service {
+            child: Some(child),
+            log,
+            notifications,
+            seen: 0,
+        };
+        service.wait_for_notification("READY=1");
+        service
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn notifications(&self) -> Vec<String> {
+        self.notifications.lock().unwrap().clone()
+    }
+
+    /// Waits for a notification containing `needle`, later than the last one this returned.
+    pub fn wait_for_notification(&mut self, needle: &str) -> String {
+        let mut deadline = Instant::now() + PATIENCE;
+        let mut exited = None;
+        while Instant::now() < deadline {
+            let all = self.notifications();
+            if let Some(pos) = all[self.seen..].iter().position(|m| m.contains(needle)) {
+                self.seen += pos + 1;
+                return all[self.seen - 1].clone();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            if exited.is_none()
+                && let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait)
+            {
+                // Its last datagrams may still be on their way to the collector thread.
+                exited = Some(status);
+                deadline = Instant::now() + Duration::from_secs(1);
+            }
+        }
+        if let Some(status) = exited {
+            panic!(
+                "service exited ({status}) without sending {needle}:\n{}",
+                self.log()
+            );
+        }
+        panic!(
+            "no {needle} from the service; got {:?}\n{}",
+            self.notifications(),
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the service so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// SIGTERM and wait for the exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits for the service to exit by itself; returns whether it exited successfully.
+    pub fn wait_exit(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("service did not stop after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- service log -----\n{}\n-----------------------",
+                self.log()
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A fresh uuid4-shaped request id, as the client makes.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet, which runs nothing).
+pub fn process_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
