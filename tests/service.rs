@@ -599,3 +599,24 @@ fn systemd_hears_ready_status_lines_and_stopping() {
     service.signal(nix::sys::signal::Signal::SIGTERM);
     service.wait_for_notification("STOPPING=1");
 }
+
+#[test]
+fn the_watchdog_is_pinged_at_half_its_timeout_when_systemd_asks_for_it() {
+    let spool = Spool::new();
+    let mut service = Service::start_with_env(&spool, &[("WATCHDOG_USEC", "200000")]);
+    let start = Instant::now();
+    for _ in 0..4 {
+        service.wait_for_notification("WATCHDOG=1");
+    }
+    // Four pings at a 100 ms period take at least ~300 ms; a loop pinging without the timer
+    // would be done at once.
+    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+}
+
+#[test]
+fn no_watchdog_pings_without_a_watchdog() {
+    let spool = Spool::new();
+    let service = Service::start(&spool);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!service.notifications().iter().any(|n| n.contains("WATCHDOG=1")));
+}

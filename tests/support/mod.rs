@@ -176,6 +176,11 @@ pub struct Service {
 impl Service {
     /// Starts `update-coordinator run` and waits for READY=1.
     pub fn start(spool: &Spool) -> Service {
+        Self::start_with_env(spool, &[])
+    }
+
+    /// Like [`Service::start`], with extra environment variables for the service.
+    pub fn start_with_env(spool: &Spool, env: &[(&str, &str)]) -> Service {
         let socket_path = spool.dir.path().join(format!("notify-{}.sock", new_id()));
         let notify = UnixDatagram::bind(&socket_path).unwrap();
         let notifications = Arc::new(Mutex::new(Vec::new()));
@@ -195,6 +200,7 @@ impl Service {
             .env("NOTIFY_SOCKET", &socket_path)
             .env("RUST_LOG", "debug")
             .env_remove("JOURNAL_STREAM")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log).unwrap())
             .stderr(fs::File::create(&log).unwrap())
