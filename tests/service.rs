@@ -610,7 +610,11 @@ fn the_watchdog_is_pinged_at_half_its_timeout_when_systemd_asks_for_it() {
     }
     // Four pings at a 100 ms period take at least ~300 ms; a loop pinging without the timer
     // would be done at once.
-    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -618,5 +622,36 @@ fn no_watchdog_pings_without_a_watchdog() {
     let spool = Spool::new();
     let service = Service::start(&spool);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!service.notifications().iter().any(|n| n.contains("WATCHDOG=1")));
+    assert!(
+        !service
+            .notifications()
+            .iter()
+            .any(|n| n.contains("WATCHDOG=1"))
+    );
+}
+
+#[test]
+fn a_request_whose_event_was_lost_to_an_inotify_overflow_is_found_by_the_rescan() {
+    let spool = Spool::new();
+    let service = Service::start(&spool);
+    // Freeze the service (its inotify reader too) and flood the kernel's event queue with
+    // ignored temp files, so the real request's events are dropped.
+    let max_events: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    service.signal(nix::sys::signal::Signal::SIGSTOP);
+    for i in 0..max_events + 100 {
+        fs::write(spool.requests().join(format!("flood-{i}.tmp")), "").unwrap();
+    }
+    let id = new_id();
+    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    service.signal(nix::sys::signal::Signal::SIGCONT);
+
+    assert_eq!(spool.wait_final(&id)["success"], true);
+    assert!(
+        service.log().contains("inotify queue overflow"),
+        "answered through the overflow rescan"
+    );
 }
