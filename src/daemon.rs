@@ -84,6 +84,8 @@ struct Daemon {
     running: HashMap<RequestId, Running>,
     /// File names of queued and running requests, so repeated events for them are ignored.
     in_flight: HashSet<String>,
+    /// Ids of queued and running requests: a second request with one of them is a duplicate.
+    in_flight_ids: HashSet<RequestId>,
     /// File names waiting for a [`Msg::Recheck`].
     settling: HashSet<String>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -133,6 +135,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         queue: VecDeque::new(),
         running: HashMap::new(),
         in_flight: HashSet::new(),
+        in_flight_ids: HashSet::new(),
         settling: HashSet::new(),
         tx,
         stop,
@@ -239,9 +242,7 @@ impl Daemon {
     }
 
     fn is_known(&self, id: &RequestId) -> bool {
-        self.running.contains_key(id)
-            || self.queue.iter().any(|job| &job.request.id == id)
-            || self.status.has_final(id)
+        self.in_flight_ids.contains(id) || self.status.has_final(id)
     }
 
     fn accept(&mut self, name: &str, request: Request) {
@@ -259,6 +260,7 @@ impl Daemon {
             "request accepted"
         );
         self.in_flight.insert(name.to_owned());
+        self.in_flight_ids.insert(request.id.clone());
         self.queue.push_back(Job {
             request,
             file_name: name.to_owned(),
@@ -448,6 +450,7 @@ impl Daemon {
             self.remove_request_file(&running.job.file_name);
         }
         self.in_flight.remove(&running.job.file_name);
+        self.in_flight_ids.remove(id);
     }
 
     /// Returns whether the status is on disk. Failures are logged here, once.
