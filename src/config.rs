@@ -11,9 +11,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::request::Action;
+use crate::spool::Writers;
 
 pub const DEFAULT_PATH: &str = "/etc/dunebugger/update-coordinator.toml";
 pub const DEFAULT_SPOOL_ROOT: &str = "/var/dunebugger/updates";
+pub const DEFAULT_GROUP: &str = "dunebugger-updates";
 pub const DEFAULT_COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
 const DEFAULT_COMPONENT_PARENT: &str = "/opt/dunebugger";
 
@@ -24,6 +26,17 @@ pub struct Config {
     pub spool_root: PathBuf,
     /// Request files larger than this are refused without being read.
     pub max_request_bytes: u64,
+    /// At most this many requests wait; more are refused `queue_full`.
+    pub max_queued: usize,
+    /// When non-empty, only files owned by these uids/gids are read.
+    pub writers: Writers,
+    /// The group that may drop requests; the spool's permissions are checked against it.
+    /// `None` (configured as "") skips the check, for unprivileged demo setups.
+    pub spool_group: Option<String>,
+    /// Uids besides root and the service's own user whose scripts are trusted.
+    pub script_owners: Vec<u32>,
+    /// Signed requests, when required.
+    pub signature: Option<SignatureConfig>,
     /// Serialize update/rollback across all components (they share one compose file).
     pub serialize_updates: bool,
     /// How many scripts may run at once (health checks run alongside an update).
@@ -39,9 +52,19 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct SignatureConfig {
+    /// Holds the shared HMAC key (raw bytes; a trailing newline is ignored).
+    pub key_file: PathBuf,
+    /// How far a request's timestamp may be from the coordinator's clock.
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Component {
     /// Holds `update.sh`, `rollback.sh`, `health-check.sh`.
     pub dir: PathBuf,
+    /// Update and rollback requests accepted per hour at most; 0 = unlimited.
+    pub max_updates_per_hour: u32,
     pub update_timeout: Duration,
     pub rollback_timeout: Duration,
     pub health_timeout: Duration,
@@ -117,6 +140,7 @@ impl Config {
             let t = c.timeouts.unwrap_or_default();
             let key = |action: &str| format!("components.{name}.timeouts.{action}");
             let component = Component {
+                max_updates_per_hour: c.max_updates_per_hour.unwrap_or(20),
                 dir: resolve(
                     c.dir
                         .unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name)),
@@ -138,9 +162,39 @@ impl Config {
                 "key execution.output_tail_bytes: must be between 1024 and 16777216".into(),
             );
         }
+        let signature = match raw.signature.unwrap_or_default() {
+            RawSignature {
+                required: Some(true),
+                key_file,
+                max_age,
+            } => Some(SignatureConfig {
+                key_file: resolve(
+                    key_file
+                        .ok_or("key signature.key_file: required when signature.required = true")?,
+                ),
+                max_age: seconds("signature.max_age", max_age.unwrap_or(300.0))?,
+            }),
+            _ => None,
+        };
+        let max_queued = spool.max_queued.unwrap_or(100);
+        if max_queued == 0 {
+            return Err("key spool.max_queued: must be at least 1".into());
+        }
         Ok(Config {
             spool_root: resolve(spool.root.unwrap_or_else(|| DEFAULT_SPOOL_ROOT.into())),
             max_request_bytes: spool.max_request_bytes.unwrap_or(64 * 1024),
+            max_queued,
+            writers: Writers {
+                uids: spool.allowed_uids.unwrap_or_default(),
+                gids: spool.allowed_gids.unwrap_or_default(),
+            },
+            spool_group: match spool.group {
+                Some(g) if g.is_empty() => None,
+                Some(g) => Some(g),
+                None => Some(DEFAULT_GROUP.into()),
+            },
+            script_owners: exec.script_owners.unwrap_or_default(),
+            signature,
             serialize_updates: exec.serialize_updates.unwrap_or(true),
             max_concurrent,
             kill_grace: seconds("execution.kill_grace", exec.kill_grace.unwrap_or(10.0))?,
@@ -170,6 +224,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     spool: Option<RawSpool>,
+    signature: Option<RawSignature>,
     execution: Option<RawExecution>,
     components: Option<BTreeMap<String, RawComponent>>,
 }
@@ -179,6 +234,18 @@ struct RawConfig {
 struct RawSpool {
     root: Option<PathBuf>,
     max_request_bytes: Option<u64>,
+    max_queued: Option<usize>,
+    allowed_uids: Option<Vec<u32>>,
+    allowed_gids: Option<Vec<u32>>,
+    group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignature {
+    required: Option<bool>,
+    key_file: Option<PathBuf>,
+    max_age: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,12 +256,14 @@ struct RawExecution {
     kill_grace: Option<f64>,
     shutdown_grace: Option<f64>,
     output_tail_bytes: Option<usize>,
+    script_owners: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawComponent {
     dir: Option<PathBuf>,
+    max_updates_per_hour: Option<u32>,
     timeouts: Option<RawTimeouts>,
 }
 
@@ -294,6 +363,38 @@ mod tests {
             Path::new("/opt/dunebugger/remote/health-check.sh")
         );
         assert!(c.serialize_updates);
+        assert_eq!((c.max_queued, remote.max_updates_per_hour), (100, 20));
+        assert_eq!(c.spool_group.as_deref(), Some("dunebugger-updates"));
+        assert_eq!(c.writers, Writers::default());
+        assert!(c.signature.is_none());
+    }
+
+    #[test]
+    fn security_settings_parse() {
+        let text = "[spool]\nallowed_uids = [1000]\nallowed_gids = [995]\ngroup = \"\"\nmax_queued = 5\n\
+                    [execution]\nscript_owners = [1001]\n\
+                    [signature]\nrequired = true\nkey_file = \"key\"\nmax_age = 60\n\
+                    [components.remote]\nmax_updates_per_hour = 0\n";
+        let c = Config::from_toml(text, Path::new("/etc/dunebugger")).unwrap();
+        assert_eq!(
+            c.writers,
+            Writers {
+                uids: vec![1000],
+                gids: vec![995]
+            }
+        );
+        assert_eq!(
+            (c.spool_group, c.max_queued, c.script_owners),
+            (None, 5, vec![1001])
+        );
+        let sig = c.signature.unwrap();
+        assert_eq!(
+            (sig.key_file.as_path(), sig.max_age),
+            (Path::new("/etc/dunebugger/key"), Duration::from_secs(60))
+        );
+        assert_eq!(c.components["remote"].max_updates_per_hour, 0);
+        let err = Config::from_toml("[signature]\nrequired = true\n", Path::new("/")).unwrap_err();
+        assert!(err.contains("signature.key_file"), "{err}");
     }
 
     #[test]

@@ -6,24 +6,30 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Component, Config};
-use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING, RunContext};
-use crate::request::{Rejection, Request, RequestError, RequestId};
+use crate::dir::Dir;
+use crate::ratelimit::RateLimiter;
+use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING, Refusal, RunContext};
+use crate::request::{Request, RequestError, RequestId, printable};
 use crate::runner::{self, Invocation, Outcome};
 use crate::schedule::{self, Rules, Slot};
-use crate::spool::{self, ReadError, SpoolEvent};
+use crate::signature::Verifier;
+use crate::spool::{self, SpoolEvent};
 use crate::status::{Durability, Status, StatusDir};
-use crate::systemd;
+use crate::{systemd, trust};
 
 /// A request file seen by the start-up scan may still be being written in place (the client
 /// does open/write/close). An unparsable file younger than this is looked at again later.
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// Messages handled per loop turn before refusals are committed and the watchdog gets a look in.
+const BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -41,6 +47,12 @@ pub enum ServeError {
     },
     #[error("cannot install the signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("cannot read the signature key {path} (signature.key_file): {source}")]
+    SignatureKey {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 enum Msg {
@@ -68,6 +80,8 @@ struct Job {
     request: Request,
     /// The request file's name in `requests/`; removed once the final status is durable.
     file_name: String,
+    /// Who wrote the request; its status files are given to them.
+    owner_uid: u32,
 }
 
 struct Running {
@@ -78,8 +92,15 @@ struct Running {
 
 struct Daemon {
     config: Arc<Config>,
-    requests_dir: PathBuf,
+    requests: Dir,
     status: StatusDir,
+    /// Uids whose scripts may run (see [`trust`]).
+    script_owners: Vec<u32>,
+    verifier: Option<Verifier>,
+    rate: RateLimiter,
+    /// Refused request files whose answer is written but not yet durable; removed together
+    /// after one filesystem sync (a flood of junk costs one sync per batch, not per file).
+    refused_files: Vec<String>,
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
     /// File names of queued and running requests, so repeated events for them are ignored.
@@ -104,7 +125,30 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     }
-    let status = StatusDir::new(status_dir);
+    let spool_error = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ServeError::Spool { path, source }
+    };
+    let requests = Dir::open(&requests_dir).map_err(spool_error(&requests_dir))?;
+    let status = StatusDir::open(&status_dir).map_err(spool_error(&status_dir))?;
+    if let Some(group) = &config.spool_group {
+        for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
+            warn!(
+                "spool permissions: {deviation}; run `update-coordinator check` (install.sh sets them)"
+            );
+        }
+    }
+    let verifier = match &config.signature {
+        Some(sig) => {
+            let key = std::fs::read(&sig.key_file).map_err(|source| ServeError::SignatureKey {
+                path: sig.key_file.clone(),
+                source,
+            })?;
+            let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
+            Some(Verifier::new(key, sig.max_age))
+        }
+        None => None,
+    };
     match status.remove_stale_temp_files() {
         Ok(0) => {}
         Ok(n) => info!(count = n, "removed temp files left by an earlier crash"),
@@ -129,9 +173,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let (stop, _) = watch::channel(false);
     let mut daemon = Daemon {
+        script_owners: trust::trusted_owners(&config.script_owners),
         config: Arc::new(config),
-        requests_dir,
+        requests,
         status,
+        verifier,
+        rate: RateLimiter::new(Duration::from_secs(3600)),
+        refused_files: Vec::new(),
         queue: VecDeque::new(),
         running: HashMap::new(),
         in_flight: HashSet::new(),
@@ -142,7 +190,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         last_status_line: String::new(),
     };
     info!(
-        spool = %daemon.requests_dir.display(),
+        spool = %requests_dir.display(),
+        signed_requests = daemon.verifier.is_some(),
         components = %daemon.config.component_names().collect::<Vec<_>>().join(", "),
         "update coordinator ready"
     );
@@ -150,11 +199,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     loop {
         tokio::select! {
-            Some(msg) = rx.recv() => daemon.handle(msg),
+            Some(msg) = rx.recv() => {
+                daemon.handle(msg);
+                // Take what else is already waiting, so a burst is handled in batches.
+                for _ in 1..BATCH {
+                    let Ok(msg) = rx.try_recv() else { break };
+                    daemon.handle(msg);
+                }
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = tick(&mut watchdog) => systemd::watchdog(),
         }
+        daemon.commit_refusals();
         daemon.schedule();
         daemon.publish_status_line();
     }
@@ -187,20 +244,27 @@ impl Daemon {
     }
 
     fn rescan(&mut self, reason: &str) {
-        match spool::scan(&self.requests_dir) {
-            Ok(names) => {
-                info!(
-                    reason,
-                    files = names.len(),
-                    "scanning the request directory"
-                );
-                for name in names {
-                    self.take(&name, Seen::Listing);
-                }
-            }
+        let listing = match spool::scan(&self.requests) {
+            Ok(listing) => listing,
             Err(e) => {
-                error!(error = %e, dir = %self.requests_dir.display(), "cannot list the request directory")
+                let dir = self.requests.path().display();
+                return error!(error = %e, %dir, "cannot list the request directory");
             }
+        };
+        info!(
+            reason,
+            files = listing.requests.len(),
+            "scanning the request directory"
+        );
+        for junk in listing.junk {
+            let file = printable(&junk.to_string_lossy());
+            warn!(%file, "removing a request file whose name is not UTF-8");
+            if let Err(e) = spool::remove_junk(&self.requests, &junk) {
+                error!(error = %e, %file, "cannot remove it");
+            }
+        }
+        for name in listing.requests {
+            self.take(&name, Seen::Listing);
         }
     }
 
@@ -209,14 +273,29 @@ impl Daemon {
         if self.in_flight.contains(name) || self.settling.contains(name) {
             return;
         }
-        let file =
-            match spool::read_request(&self.requests_dir, name, self.config.max_request_bytes) {
-                Ok(file) => file,
-                Err(ReadError::Gone) => return,
-                Err(e) => return self.refuse_unreadable(name, &e),
-            };
-        match Request::parse(&file.bytes, self.config.component_names()) {
-            Ok(request) => self.accept(name, request),
+        let config = Arc::clone(&self.config);
+        let file = match spool::read_request(
+            &self.requests,
+            name,
+            config.max_request_bytes,
+            &config.writers,
+        ) {
+            Ok(file) => file,
+            Err(spool::ReadError::Gone) => return,
+            Err(e) => {
+                let refusal = Refusal {
+                    id: RequestId::from_file_name(name),
+                    component: None,
+                    action: None,
+                    code: e.code(),
+                    message: format!("invalid request file: {e}"),
+                };
+                return self.refuse(name, &refusal, None);
+            }
+        };
+        let owner = Some(file.owner_uid);
+        let request = match Request::parse(&file.bytes, config.component_names()) {
+            Ok(request) => request,
             Err(rejection) => {
                 let young = file.modified.elapsed().map_or(true, |age| age < SETTLE);
                 if seen == Seen::Listing
@@ -226,9 +305,30 @@ impl Daemon {
                     // Possibly still being written in place; its close will send an event.
                     return self.settle(name);
                 }
-                self.refuse(name, &rejection);
+                return self.refuse(name, &Refusal::from(&*rejection), owner);
             }
+        };
+        if RequestId::from_file_name(name).is_none() {
+            let message = format!(
+                "the request file name {:?} is not allowed: name it <request_id>.json with 1-128 characters from A-Z a-z 0-9 . _ -",
+                printable(name)
+            );
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, "invalid_file_name", message),
+                owner,
+            );
         }
+        if let Some(verifier) = &self.verifier
+            && let Err(e) = verifier.verify(&file.bytes, SystemTime::now())
+        {
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, e.code(), e.to_string()),
+                owner,
+            );
+        }
+        self.accept(name, request, file.owner_uid);
     }
 
     fn settle(&mut self, name: &str) {
@@ -241,17 +341,53 @@ impl Daemon {
         });
     }
 
+    /// Queued, running, or already answered: such an id is never run again.
     fn is_known(&self, id: &RequestId) -> bool {
         self.in_flight_ids.contains(id) || self.status.has_final(id)
     }
 
-    fn accept(&mut self, name: &str, request: Request) {
+    fn accept(&mut self, name: &str, request: Request, owner_uid: u32) {
         if self.is_known(&request.id) {
             warn!(request_id = %request.id, file = name, "duplicate request id: already queued, running or answered; ignoring this copy");
-            return self.remove_request_file(name);
+            return self.remove_request_file(name, false);
+        }
+        if self.queue.len() >= self.config.max_queued {
+            let message = format!(
+                "{} requests are already waiting (spool.max_queued); try again later",
+                self.queue.len()
+            );
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, "queue_full", message),
+                Some(owner_uid),
+            );
+        }
+        let component = &self.config.components[&request.component];
+        let limit = component.max_updates_per_hour;
+        if request.action.is_exclusive()
+            && let Err(wait) = self
+                .rate
+                .try_acquire(&request.component, limit, Instant::now())
+        {
+            let message = format!(
+                "{} already had {limit} update/rollback requests in the last hour (components.{}.max_updates_per_hour); try again in {} s",
+                request.component,
+                request.component,
+                wait.as_secs() + 1
+            );
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, "rate_limited", message),
+                Some(owner_uid),
+            );
         }
         let queued = report::in_progress(&request, PHASE_QUEUED, None);
-        self.write_status(&request.id, &queued, Durability::BestEffort);
+        self.write_status(
+            &request.id,
+            &queued,
+            Durability::BestEffort,
+            Some(owner_uid),
+        );
         info!(
             request_id = %request.id,
             component = %request.component,
@@ -264,51 +400,57 @@ impl Daemon {
         self.queue.push_back(Job {
             request,
             file_name: name.to_owned(),
+            owner_uid,
         });
     }
 
-    fn refuse(&mut self, name: &str, rejection: &Rejection) {
-        let id = rejection
+    /// Answers a refused request (unless its id is unusable, or already answered or in flight:
+    /// never overwrite another request's answer). The file is removed once the answer is
+    /// durable, in [`Daemon::commit_refusals`].
+    fn refuse(&mut self, name: &str, refusal: &Refusal, owner: Option<u32>) {
+        let id = refusal
             .id
             .clone()
             .or_else(|| RequestId::from_file_name(name));
         warn!(
             request_id = id.as_ref().map(RequestId::as_str),
-            file = name,
-            code = rejection.error.code(),
-            "request refused: {}",
-            rejection.error
+            file = %printable(name),
+            component = refusal.component.as_deref(),
+            action = refusal.action.as_deref(),
+            code = refusal.code,
+            "request refused: {}", refusal.message
         );
-        self.answer_and_remove(name, id, |id| report::refused(id, rejection));
-    }
-
-    fn refuse_unreadable(&mut self, name: &str, err: &ReadError) {
-        let id = RequestId::from_file_name(name);
-        warn!(
-            file = name,
-            code = err.code(),
-            "request file refused: {err}"
-        );
-        self.answer_and_remove(name, id, |id| {
-            report::unreadable(id, err.code(), &err.to_string())
-        });
-    }
-
-    /// Writes a final refusal (unless that id already has a final status or is in flight:
-    /// never overwrite another request's answer), then removes the file.
-    fn answer_and_remove(
-        &mut self,
-        name: &str,
-        id: Option<RequestId>,
-        status: impl FnOnce(&RequestId) -> Status,
-    ) {
-        if let Some(id) = id
-            && !self.is_known(&id)
-            && !self.write_status(&id, &status(&id), Durability::Durable)
-        {
-            return; // keep the file: without an answer it must not disappear
+        match id {
+            Some(id) if !self.is_known(&id) => {
+                if self.write_status(
+                    &id,
+                    &report::refused(&id, refusal),
+                    Durability::BestEffort,
+                    owner,
+                ) {
+                    self.refused_files.push(name.to_owned());
+                } // else keep the file: without an answer it must not disappear
+            }
+            _ => self.remove_request_file(name, false),
         }
-        self.remove_request_file(name);
+    }
+
+    /// Makes this batch's refusals durable with one filesystem sync, then removes their files.
+    fn commit_refusals(&mut self) {
+        if self.refused_files.is_empty() {
+            return;
+        }
+        let names = std::mem::take(&mut self.refused_files);
+        if let Err(e) = self.status.sync_filesystem() {
+            // The files stay; the next scan finds them answered and removes them.
+            return error!(error = %e, "cannot sync the status directory; refused requests stay for now");
+        }
+        for name in &names {
+            self.remove_request_file(name, false);
+        }
+        if let Err(e) = self.requests.sync() {
+            error!(error = %e, "cannot sync the request directory");
+        }
     }
 
     fn schedule(&mut self) {
@@ -346,7 +488,21 @@ impl Daemon {
     fn start(&mut self, job: Job) {
         let request = &job.request;
         let component: &Component = &self.config.components[&request.component];
-        let invocation = invocation(&self.config, component, request);
+        let script = component.script(request.action);
+        let program = match trust::check_script(&component.dir, &script, &self.script_owners) {
+            Ok(program) => program,
+            Err(untrusted) => {
+                let message = format!(
+                    "refusing to run {}: {untrusted}",
+                    request.action.script_name()
+                );
+                error!(request_id = %request.id, component = %request.component, action = %request.action, code = untrusted.code(), "{message}");
+                let refusal = Refusal::of_request(request, untrusted.code(), message);
+                let status = report::refused(&request.id, &refusal);
+                return self.conclude(&job, &status);
+            }
+        };
+        let invocation = invocation(&self.config, component, request, program);
         let started_at = SystemTime::now();
         info!(
             request_id = %request.id,
@@ -356,7 +512,12 @@ impl Daemon {
             "running script"
         );
         let running = report::in_progress(request, PHASE_RUNNING, Some(started_at));
-        self.write_status(&request.id, &running, Durability::BestEffort);
+        self.write_status(
+            &request.id,
+            &running,
+            Durability::BestEffort,
+            Some(job.owner_uid),
+        );
 
         let id = request.id.clone();
         let tx = self.tx.clone();
@@ -396,8 +557,9 @@ impl Daemon {
             "phase"
         );
         let status = report::in_progress(request, &phase, Some(running.started_at));
+        let owner = Some(running.job.owner_uid);
         running.phase = phase;
-        self.write_status(id, &status, Durability::BestEffort);
+        self.write_status(id, &status, Durability::BestEffort, owner);
     }
 
     fn finish(&mut self, id: &RequestId, result: io::Result<Outcome>) {
@@ -446,16 +608,33 @@ impl Daemon {
                 status.message
             );
         }
-        if self.write_status(id, &status, Durability::Durable) {
-            self.remove_request_file(&running.job.file_name);
+        self.conclude(&running.job, &status);
+    }
+
+    /// Writes a job's final status durably, then removes its request file: from here on the
+    /// request is answered and will never run again.
+    fn conclude(&mut self, job: &Job, status: &Status) {
+        if self.write_status(
+            &job.request.id,
+            status,
+            Durability::Durable,
+            Some(job.owner_uid),
+        ) {
+            self.remove_request_file(&job.file_name, true);
         }
-        self.in_flight.remove(&running.job.file_name);
-        self.in_flight_ids.remove(id);
+        self.in_flight.remove(&job.file_name);
+        self.in_flight_ids.remove(&job.request.id);
     }
 
     /// Returns whether the status is on disk. Failures are logged here, once.
-    fn write_status(&self, id: &RequestId, status: &Status, durability: Durability) -> bool {
-        match self.status.write(id, status, durability) {
+    fn write_status(
+        &self,
+        id: &RequestId,
+        status: &Status,
+        durability: Durability,
+        owner: Option<u32>,
+    ) -> bool {
+        match self.status.write(id, status, durability, owner) {
             Ok(()) => true,
             Err(e) => {
                 error!(request_id = %id, error = %e, dir = %self.status.path().display(), "cannot write the status file");
@@ -464,9 +643,9 @@ impl Daemon {
         }
     }
 
-    fn remove_request_file(&self, name: &str) {
-        if let Err(e) = spool::remove_request(&self.requests_dir, name) {
-            error!(file = name, error = %e, "cannot remove the answered request file");
+    fn remove_request_file(&self, name: &str, durable: bool) {
+        if let Err(e) = spool::remove_request(&self.requests, name, durable) {
+            error!(file = %printable(name), error = %e, "cannot remove the request file");
         }
     }
 
@@ -552,7 +731,12 @@ impl Daemon {
 }
 
 /// The argv, directory and environment for one request's script.
-fn invocation(config: &Config, component: &Component, request: &Request) -> Invocation {
+fn invocation(
+    config: &Config,
+    component: &Component,
+    request: &Request,
+    program: PathBuf,
+) -> Invocation {
     let mut env = vec![
         ("REQUEST_ID".to_owned(), request.id.to_string()),
         ("COMPONENT".to_owned(), request.component.clone()),
@@ -570,7 +754,7 @@ fn invocation(config: &Config, component: &Component, request: &Request) -> Invo
         None => Vec::new(),
     };
     Invocation {
-        program: component.script(request.action),
+        program,
         args,
         cwd: component.dir.clone(),
         env,

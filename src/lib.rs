@@ -9,15 +9,23 @@
 //! a [`status::Status`], which [`status`] writes atomically to `status/<request_id>.json`.
 //! [`config`] owns every path; [`systemd`] and [`logging`] talk to the service manager and the
 //! journal; [`cli`] holds the subcommands.
+//!
+//! Defences against what a container can drop into the spool: [`dir`] (every file access
+//! relative to a directory handle, no symlinks), [`trust`] (scripts nobody else can change),
+//! [`signature`] (optional HMAC-signed requests), [`ratelimit`] (update floods).
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dir;
 pub mod logging;
+pub mod ratelimit;
 pub mod report;
 pub mod request;
 pub mod runner;
 pub mod schedule;
+pub mod signature;
 pub mod spool;
 pub mod status;
 pub mod systemd;
+pub mod trust;

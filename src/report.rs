@@ -34,28 +34,50 @@ pub fn in_progress(request: &Request, phase: &str, started_at: Option<SystemTime
     }
 }
 
-/// The final status of a request that was refused before anything ran.
-pub fn refused(id: &RequestId, rejection: &Rejection) -> Status {
-    Status {
-        request_id: id.to_string(),
-        component: rejection.component.clone(),
-        action: rejection.action.clone(),
-        success: Some(false),
-        message: format!("invalid request: {}", rejection.error),
-        code: Some(rejection.error.code().into()),
-        phase: "rejected".into(),
-        timestamp: now_rfc3339(),
-        ..Default::default()
+/// Why a request is answered without running anything: a stable code, a human message, and
+/// whatever could be read of the request to address the answer.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub id: Option<RequestId>,
+    pub component: Option<String>,
+    pub action: Option<String>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn of_request(request: &Request, code: &'static str, message: String) -> Self {
+        Self {
+            id: Some(request.id.clone()),
+            component: Some(request.component.clone()),
+            action: Some(request.action.to_string()),
+            code,
+            message,
+        }
     }
 }
 
-/// The final status of a request whose file could not even be read as a request.
-pub fn unreadable(id: &RequestId, code: &str, reason: &str) -> Status {
+impl From<&Rejection> for Refusal {
+    fn from(rejection: &Rejection) -> Self {
+        Self {
+            id: rejection.id.clone(),
+            component: rejection.component.clone(),
+            action: rejection.action.clone(),
+            code: rejection.error.code(),
+            message: format!("invalid request: {}", rejection.error),
+        }
+    }
+}
+
+/// The final status of a request that was refused before anything ran.
+pub fn refused(id: &RequestId, refusal: &Refusal) -> Status {
     Status {
         request_id: id.to_string(),
+        component: refusal.component.clone(),
+        action: refusal.action.clone(),
         success: Some(false),
-        message: format!("invalid request file: {reason}"),
-        code: Some(code.into()),
+        message: refusal.message.clone(),
+        code: Some(refusal.code.into()),
         phase: "rejected".into(),
         timestamp: now_rfc3339(),
         ..Default::default()

@@ -1,18 +1,21 @@
-//! The request spool: the inotify watch, the directory scan, and the safe read of one file.
+//! The request spool: the inotify watch, the directory scan, the safe read of one file, and
+//! the spool's expected permissions.
 //!
 //! Events are hints, the directory listing is the truth: the watch is armed first, then the
 //! directory is scanned, and it is scanned again whenever the watch overflows or errors. Only
 //! "closed after writing" and "renamed into the directory" mean a writer is done; a create
 //! never triggers anything.
 
-use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use nix::sys::stat::{FileStat, SFlag};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::dir::Dir;
 
 /// What the watch tells the daemon.
 #[derive(Debug)]
@@ -35,22 +38,30 @@ pub fn watch(
     dir: &Path,
     send: impl Fn(SpoolEvent) + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        match res {
             Ok(event) if event.need_rescan() => {
                 send(SpoolEvent::Rescan("inotify queue overflow".into()))
             }
             Ok(event) => {
-                if let Some(name) = finished_file(&event)
-                    .and_then(|path| path.file_name())
-                    .and_then(|name| name.to_str())
-                    .filter(|name| is_request_name(name))
-                {
-                    send(SpoolEvent::Ready(name.to_owned()));
+                // Names that are not UTF-8 cannot be requests, but they must not pile up:
+                // pass them on as they are (lossy) so the scan that follows removes them.
+                if let Some(name) = finished_file(&event).and_then(|path| path.file_name()) {
+                    match name.to_str() {
+                        Some(name) if is_request_name(name) => {
+                            send(SpoolEvent::Ready(name.to_owned()))
+                        }
+                        Some(_) => {}
+                        None if name.as_bytes().ends_with(b".json") => send(SpoolEvent::Rescan(
+                            "a request file name that is not UTF-8".into(),
+                        )),
+                        None => {}
+                    }
                 }
             }
             Err(e) => send(SpoolEvent::Rescan(format!("watch error: {e}"))),
-        })?;
+        }
+    })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
@@ -66,25 +77,61 @@ fn finished_file(event: &notify::Event) -> Option<&PathBuf> {
     }
 }
 
-/// Lists request files in arrival order (modification time, then name).
-pub fn scan(dir: &Path) -> io::Result<Vec<String>> {
+/// What a listing of `requests/` found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Request file names in arrival order (modification time, then name).
+    pub requests: Vec<String>,
+    /// Names ending in `.json` that are not UTF-8: never valid, removed on sight.
+    pub junk: Vec<std::ffi::OsString>,
+}
+
+pub fn scan(dir: &Dir) -> io::Result<Listing> {
+    let mut listing = Listing::default();
     let mut found: Vec<(SystemTime, String)> = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !is_request_name(&name) {
-            continue;
+    for name in dir.names()? {
+        match name.to_str() {
+            Some(text) if is_request_name(text) => {
+                let mtime = dir
+                    .lstat(text)
+                    .map(|st| mtime(&st))
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                found.push((mtime, text.to_owned()));
+            }
+            Some(_) => {}
+            None if !name.as_bytes().starts_with(b".") && name.as_bytes().ends_with(b".json") => {
+                listing.junk.push(name)
+            }
+            None => {}
         }
-        let mtime = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        found.push((mtime, name));
     }
     found.sort();
-    Ok(found.into_iter().map(|(_, name)| name).collect())
+    listing.requests = found.into_iter().map(|(_, name)| name).collect();
+    Ok(listing)
+}
+
+fn mtime(st: &FileStat) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + Duration::new(
+            st.st_mtime.max(0) as u64,
+            st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+        )
+}
+
+/// Who may drop requests (Postfix's maildrop idea): when either list is non-empty, a file must
+/// be owned by one of the uids or one of the gids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Writers {
+    pub uids: Vec<u32>,
+    pub gids: Vec<u32>,
+}
+
+impl Writers {
+    fn allows(&self, uid: u32, gid: u32) -> bool {
+        (self.uids.is_empty() && self.gids.is_empty())
+            || self.uids.contains(&uid)
+            || self.gids.contains(&gid)
+    }
 }
 
 /// Why a request file could not be read.
@@ -93,12 +140,16 @@ pub enum ReadError {
     /// Already handled and removed (a second event for the same file); not an error.
     #[error("the file is gone")]
     Gone,
-    #[error("it is not a regular file ({0}); only plain files are read")]
+    #[error("it is {0}, not a regular file; only plain files are read")]
     NotRegular(&'static str),
     #[error("it has {0} hard links; a request file must have exactly one")]
     HardLinked(u64),
     #[error("it is {size} bytes, more than the limit of {limit} bytes")]
     TooLarge { size: u64, limit: u64 },
+    #[error(
+        "it is owned by uid {uid} / gid {gid}, which are not allowed to submit requests (spool.allowed_uids, spool.allowed_gids)"
+    )]
+    WriterNotAllowed { uid: u32, gid: u32 },
     #[error("cannot read it: {0}")]
     Io(#[from] io::Error),
 }
@@ -109,26 +160,39 @@ impl ReadError {
             Self::Gone | Self::Io(_) => "unreadable",
             Self::NotRegular(_) | Self::HardLinked(_) => "not_a_regular_file",
             Self::TooLarge { .. } => "too_large",
+            Self::WriterNotAllowed { .. } => "writer_not_allowed",
         }
     }
 }
 
-/// A request file's content and when it was last written.
+/// A request file's content and who wrote it when.
 pub struct RequestFile {
     pub bytes: Vec<u8>,
     pub modified: SystemTime,
+    pub owner_uid: u32,
 }
 
-/// Reads `dir/name` as an untrusted file: no symlinks followed, non-blocking (a FIFO cannot
-/// hang us), checked through the opened handle to be a regular file with one link, and never
-/// more than `limit` bytes read.
-pub fn read_request(dir: &Path, name: &str, limit: u64) -> Result<RequestFile, ReadError> {
-    let path = dir.join(name);
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(&path)
-    {
+fn kind_of(mode: u32) -> &'static str {
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFCHR | SFlag::S_IFBLK => "a device",
+        _ => "not a regular file",
+    }
+}
+
+/// Reads `name` as an untrusted file: opened relative to the directory handle, no symlinks
+/// followed, non-blocking, checked through the opened handle (regular file, one link, allowed
+/// owner, size), and never more than `limit` bytes read.
+pub fn read_request(
+    dir: &Dir,
+    name: &str,
+    limit: u64,
+    writers: &Writers,
+) -> Result<RequestFile, ReadError> {
+    let file = match dir.open_untrusted(name) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Gone),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
@@ -136,33 +200,26 @@ pub fn read_request(dir: &Path, name: &str, limit: u64) -> Result<RequestFile, R
         }
         Err(e) => return Err(e.into()),
     };
-    let meta = file.metadata()?;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        use std::os::unix::fs::FileTypeExt;
-        let kind = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else {
-            "a device"
-        };
-        return Err(ReadError::NotRegular(kind));
+    let st = nix::sys::stat::fstat(&file).map_err(io::Error::from)?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        return Err(ReadError::NotRegular(kind_of(st.st_mode)));
     }
-    if meta.nlink() != 1 {
-        return Err(ReadError::HardLinked(meta.nlink()));
+    if st.st_nlink != 1 {
+        return Err(ReadError::HardLinked(st.st_nlink as u64));
     }
-    if meta.len() > limit {
-        return Err(ReadError::TooLarge {
-            size: meta.len(),
-            limit,
+    if !writers.allows(st.st_uid, st.st_gid) {
+        return Err(ReadError::WriterNotAllowed {
+            uid: st.st_uid,
+            gid: st.st_gid,
         });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let size = st.st_size.max(0) as u64;
+    if size > limit {
+        return Err(ReadError::TooLarge { size, limit });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
     // Read through the same handle, capped: the file may grow after the fstat.
-    (&mut file).take(limit + 1).read_to_end(&mut bytes)?;
+    file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge {
             size: bytes.len() as u64,
@@ -171,22 +228,108 @@ pub fn read_request(dir: &Path, name: &str, limit: u64) -> Result<RequestFile, R
     }
     Ok(RequestFile {
         bytes,
-        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        modified: mtime(&st),
+        owner_uid: st.st_uid,
     })
 }
 
-/// Removes a request file once it has been answered, durably.
-pub fn remove_request(dir: &Path, name: &str) -> io::Result<()> {
-    match fs::remove_file(dir.join(name)) {
-        Ok(()) => crate::status::sync_dir(dir),
+/// Removes a request file (answered or refused). `durable`: fsync the directory so the removal
+/// survives power loss (needed once its final status is durable, so it never runs again).
+pub fn remove_request(dir: &Dir, name: &str, durable: bool) -> io::Result<()> {
+    match dir.remove(name) {
+        Ok(()) if durable => dir.sync(),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // A directory named `x.json`: moved out of the way, never descended into.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EISDIR) => quarantine(dir, name),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves an entry that cannot be unlinked into `<spool>/quarantine/` (created 0700), so it
+/// is never seen again and an administrator can look at it.
+fn quarantine(dir: &Dir, name: &str) -> io::Result<()> {
+    let Some(spool_root) = dir.path().parent() else {
+        return Err(io::Error::other("the request directory has no parent"));
+    };
+    let quarantine = spool_root.join("quarantine");
+    if let Err(e) = std::fs::create_dir(&quarantine)
+        && e.kind() != io::ErrorKind::AlreadyExists
+    {
+        return Err(e);
+    }
+    std::fs::set_permissions(
+        &quarantine,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    let target = Dir::open(&quarantine)?;
+    dir.rename_to(
+        name,
+        &target,
+        &format!("{}-{name}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
+/// Removes a name found by the scan that can never be a request (not UTF-8).
+pub fn remove_junk(dir: &Dir, name: &std::ffi::OsStr) -> io::Result<()> {
+    let path = dir.path().join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(()), // left alone: never descend into a writer's tree
+        Ok(_) => std::fs::remove_file(&path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
 }
 
+/// Deviations of the spool directories from the installed layout (modelled on Postfix's
+/// maildrop): `requests/` root:GROUP 1730 (writers create, but cannot list or delete others'
+/// files), `status/` root:GROUP 1770 (a client deletes its own status, nobody else's).
+pub fn permission_deviations(requests: &Path, status: &Path, group: &str) -> Vec<String> {
+    let gid = match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => g.gid.as_raw(),
+        Ok(None) => {
+            return vec![format!(
+                "the group {group} does not exist (spool.group); install.sh creates it"
+            )];
+        }
+        Err(e) => return vec![format!("cannot look up the group {group}: {e}")],
+    };
+    let mut deviations = Vec::new();
+    for (dir, expected_mode) in [(requests, 0o1730), (status, 0o1770)] {
+        match nix::sys::stat::stat(dir) {
+            Err(e) => deviations.push(format!("{}: {e}", dir.display())),
+            Ok(st) => {
+                let mode = st.st_mode & 0o7777;
+                if st.st_uid != 0 {
+                    deviations.push(format!(
+                        "{}: owned by uid {}, expected root",
+                        dir.display(),
+                        st.st_uid
+                    ));
+                }
+                if st.st_gid != gid {
+                    deviations.push(format!(
+                        "{}: group is gid {}, expected {group} ({gid})",
+                        dir.display(),
+                        st.st_gid
+                    ));
+                }
+                if mode != expected_mode {
+                    deviations.push(format!(
+                        "{}: mode {mode:04o}, expected {expected_mode:04o}",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    deviations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn only_finished_json_files_are_request_names() {
@@ -198,46 +341,84 @@ mod tests {
 
     #[test]
     fn reading_refuses_what_is_not_a_plain_file_without_blocking() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         fs::write(d.join("secret"), "root only").unwrap();
         std::os::unix::fs::symlink(d.join("secret"), d.join("link.json")).unwrap();
         fs::hard_link(d.join("secret"), d.join("hard.json")).unwrap();
         nix::unistd::mkfifo(&d.join("fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         fs::create_dir(d.join("dir.json")).unwrap();
         fs::write(d.join("big.json"), vec![b' '; 100]).unwrap();
+        let dir = Dir::open(d).unwrap();
+        let any = Writers::default();
 
+        let read = |name: &str, limit: u64| read_request(&dir, name, limit, &any);
         assert!(matches!(
-            read_request(d, "link.json", 64),
-            Err(ReadError::NotRegular(_))
+            read("link.json", 64),
+            Err(ReadError::NotRegular("a symbolic link"))
         ));
         assert!(matches!(
-            read_request(d, "hard.json", 64),
+            read("hard.json", 64),
             Err(ReadError::HardLinked(2))
         ));
         assert!(matches!(
-            read_request(d, "fifo.json", 64),
+            read("fifo.json", 64),
             Err(ReadError::NotRegular("a FIFO"))
         ));
         assert!(matches!(
-            read_request(d, "dir.json", 64),
+            read("dir.json", 64),
             Err(ReadError::NotRegular("a directory"))
         ));
         assert!(matches!(
-            read_request(d, "big.json", 64),
+            read("big.json", 64),
             Err(ReadError::TooLarge { size: 100, .. })
         ));
-        assert!(matches!(
-            read_request(d, "none.json", 64),
-            Err(ReadError::Gone)
-        ));
-        assert_eq!(read_request(d, "big.json", 100).unwrap().bytes.len(), 100);
+        assert!(matches!(read("none.json", 64), Err(ReadError::Gone)));
+        assert_eq!(read("big.json", 100).unwrap().bytes.len(), 100);
     }
 
     #[test]
-    fn scan_lists_request_files_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+    fn only_allowed_writers_are_read_when_a_list_is_configured() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("r.json"), "{}").unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let others = Writers {
+            uids: vec![me + 1],
+            gids: vec![],
+        };
+        assert!(matches!(
+            read_request(&dir, "r.json", 64, &others),
+            Err(ReadError::WriterNotAllowed { .. })
+        ));
+        let mine = Writers {
+            uids: vec![me],
+            gids: vec![],
+        };
+        assert_eq!(
+            read_request(&dir, "r.json", 64, &mine).unwrap().owner_uid,
+            me
+        );
+    }
+
+    #[test]
+    fn a_directory_named_like_a_request_is_quarantined_not_descended() {
+        let tmp = tempfile::tempdir().unwrap();
+        let requests = tmp.path().join("requests");
+        fs::create_dir_all(requests.join("evil.json/inner")).unwrap();
+        let dir = Dir::open(&requests).unwrap();
+        remove_request(&dir, "evil.json", true).unwrap();
+        assert!(!requests.join("evil.json").exists());
+        let quarantined: Vec<_> = fs::read_dir(tmp.path().join("quarantine"))
+            .unwrap()
+            .collect();
+        assert_eq!(quarantined.len(), 1);
+    }
+
+    #[test]
+    fn scan_lists_request_files_oldest_first_and_finds_non_utf8_junk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         for (name, secs) in [
             ("b.json", 20),
             ("a.json", 30),
@@ -246,7 +427,7 @@ mod tests {
             ("x.tmp", 0),
         ] {
             fs::write(d.join(name), "{}").unwrap();
-            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + secs);
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs);
             fs::File::options()
                 .write(true)
                 .open(d.join(name))
@@ -254,6 +435,10 @@ mod tests {
                 .set_modified(t)
                 .unwrap();
         }
-        assert_eq!(scan(d).unwrap(), ["c.json", "b.json", "a.json"]);
+        let junk = std::ffi::OsStr::from_bytes(b"\xff\xfe.json");
+        fs::write(d.join(junk), "{}").unwrap();
+        let listing = scan(&Dir::open(d).unwrap()).unwrap();
+        assert_eq!(listing.requests, ["c.json", "b.json", "a.json"]);
+        assert_eq!(listing.junk, [junk.to_owned()]);
     }
 }

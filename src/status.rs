@@ -7,14 +7,13 @@
 //! before the request file is removed. In-progress statuses are not fsynced: losing one costs
 //! nothing, because the request file is still in `requests/` until the final status is durable.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dir::Dir;
 use crate::request::RequestId;
 
 /// The `message` of every non-final status.
@@ -89,54 +88,78 @@ pub enum Durability {
     BestEffort,
 }
 
-/// The `status/` directory.
-#[derive(Debug, Clone)]
+/// The `status/` directory, through a handle (see [`Dir`]).
+#[derive(Debug)]
 pub struct StatusDir {
-    dir: PathBuf,
+    dir: Dir,
 }
 
+/// Status files are small; a bigger one was not written by us and is not read.
+const MAX_STATUS_BYTES: u64 = 4 * 1024 * 1024;
+
 impl StatusDir {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            dir: Dir::open(path)?,
+        })
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn file(&self, id: &RequestId) -> PathBuf {
-        self.dir.join(id.status_file_name())
+        self.path().join(id.status_file_name())
     }
 
-    /// Reads a status; `Ok(None)` when there is none. A file that does not parse (for example
-    /// one a container replaced) counts as absent for the reader, never as final.
+    /// Reads a status; `Ok(None)` when there is none. The directory is writable by clients, so
+    /// this reads like an untrusted file: no symlinks, regular files only, bounded. A file that
+    /// does not parse counts as absent, never as final.
     pub fn read(&self, id: &RequestId) -> io::Result<Option<Status>> {
-        match fs::read(self.file(id)) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let file = match self.dir.open_untrusted(&id.status_file_name()) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !file.metadata()?.is_file() {
+            return Ok(None);
         }
+        let mut bytes = Vec::new();
+        file.take(MAX_STATUS_BYTES).read_to_end(&mut bytes)?;
+        Ok(serde_json::from_slice(&bytes).ok())
     }
 
     pub fn has_final(&self, id: &RequestId) -> bool {
         matches!(self.read(id), Ok(Some(s)) if s.is_final())
     }
 
-    /// Atomically replaces `status/<id>.json` with `status`.
-    pub fn write(&self, id: &RequestId, status: &Status, durability: Durability) -> io::Result<()> {
+    /// Atomically replaces `status/<id>.json` with `status`. With `owner`, the file is given to
+    /// that uid (the request's writer) so the client can delete it in a sticky directory.
+    pub fn write(
+        &self,
+        id: &RequestId,
+        status: &Status,
+        durability: Durability,
+        owner: Option<u32>,
+    ) -> io::Result<()> {
         let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
         json.push(b'\n');
-        write_atomic(&self.dir, &id.status_file_name(), &json, durability)
+        write_atomic(&self.dir, &id.status_file_name(), &json, durability, owner)
+    }
+
+    /// Flushes everything written to the status directory's filesystem (one call for a batch
+    /// of statuses, instead of an fsync each).
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        self.dir.sync_filesystem()
     }
 
     /// Removes temp files a crash left behind (`.<name>.<random>.tmp`).
     pub fn remove_stale_temp_files(&self) -> io::Result<usize> {
         let mut removed = 0;
-        for entry in fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                fs::remove_file(self.dir.join(&*name))?;
+        for name in self.dir.names()? {
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") && self.dir.remove(name).is_ok() {
                 removed += 1;
             }
         }
@@ -144,47 +167,48 @@ impl StatusDir {
     }
 }
 
-/// Temp file in the same directory, optionally fsync, rename over `name`, optionally fsync the
-/// directory. The temp name is random and created with `O_EXCL|O_NOFOLLOW`, so nothing planted
-/// in a group-writable directory (a symlink, say) can redirect the write.
+/// Temp file in the same directory (random name, exclusive create, so nothing planted can
+/// redirect the write), optionally fsync, rename over `name`, optionally fsync the directory.
 pub fn write_atomic(
-    dir: &Path,
+    dir: &Dir,
     name: &str,
     bytes: &[u8],
     durability: Durability,
+    owner: Option<u32>,
 ) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
+    let foreign_owner = owner.filter(|&uid| uid != nix::unistd::geteuid().as_raw());
+    // A file given to a client is private to it; our own files are world-readable.
+    let mode = if foreign_owner.is_some() {
+        0o600
+    } else {
+        0o644
+    };
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&tmp)?;
+        let mut file = dir.create_new(&tmp, mode)?;
+        if let Some(uid) = foreign_owner {
+            nix::unistd::fchown(&file, Some(nix::unistd::Uid::from_raw(uid)), None)?;
+        }
         file.write_all(bytes)?;
         if durability == Durability::Durable {
             file.sync_all()?;
         }
-        fs::rename(&tmp, dir.join(name))
+        dir.rename(&tmp, name)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = dir.remove(&tmp);
     }
     result?;
     if durability == Durability::Durable {
-        sync_dir(dir)?;
+        dir.sync()?;
     }
     Ok(())
-}
-
-/// fsync a directory, making renames and unlinks in it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn id(s: &str) -> RequestId {
         RequestId::parse(s).unwrap()
@@ -218,19 +242,19 @@ mod tests {
     #[test]
     fn write_replaces_atomically_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
-        let status_dir = StatusDir::new(dir.path().to_owned());
+        let status_dir = StatusDir::open(dir.path()).unwrap();
         let mut s = Status {
             request_id: "r1".into(),
             message: IN_PROGRESS.into(),
             ..Default::default()
         };
         status_dir
-            .write(&id("r1"), &s, Durability::BestEffort)
+            .write(&id("r1"), &s, Durability::BestEffort, None)
             .unwrap();
         s.message = "done".into();
         s.success = Some(true);
         status_dir
-            .write(&id("r1"), &s, Durability::Durable)
+            .write(&id("r1"), &s, Durability::Durable, None)
             .unwrap();
         assert_eq!(status_dir.read(&id("r1")).unwrap().unwrap(), s);
         assert!(status_dir.has_final(&id("r1")));
@@ -254,9 +278,13 @@ mod tests {
             message: "done".into(),
             ..Default::default()
         };
-        StatusDir::new(status.clone())
-            .write(&id("r1"), &s, Durability::Durable)
+        let status_dir = StatusDir::open(&status).unwrap();
+        status_dir
+            .write(&id("r1"), &s, Durability::Durable, None)
             .unwrap();
+        // Reading does not follow a planted symlink either.
+        std::os::unix::fs::symlink(&victim, status.join("r2.json")).unwrap();
+        assert!(status_dir.read(&id("r2")).unwrap().is_none());
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         assert!(
             !fs::symlink_metadata(status.join("r1.json"))
@@ -270,7 +298,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".r1.json.abc.tmp"), "x").unwrap();
         fs::write(dir.path().join("r2.json"), "{}").unwrap();
-        let n = StatusDir::new(dir.path().to_owned())
+        let n = StatusDir::open(dir.path())
+            .unwrap()
             .remove_stale_temp_files()
             .unwrap();
         assert_eq!(n, 1);

@@ -44,8 +44,11 @@ fn check_fails_and_says_why_on_a_missing_or_non_executable_script() {
     fs::set_permissions(&health, fs::Permissions::from_mode(0o644)).unwrap();
     let (code, text) = check(&spool);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("PROBLEM: missing"), "{text}");
-    assert!(text.contains("PROBLEM: not executable"), "{text}");
+    assert!(
+        text.contains("PROBLEM: ") && text.contains("does not exist; install"),
+        "{text}"
+    );
+    assert!(text.contains("is not executable; chmod 755 it"), "{text}");
     assert!(text.contains("2 problem(s) found"), "{text}");
 }
 

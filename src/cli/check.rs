@@ -1,8 +1,6 @@
 //! `update-coordinator check`: the same config loading as `run`, then a look at every directory
 //! and script the service will touch. Prints a table; exits 1 if anything would fail a request.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::ExitCode;
 
 use super::ConfigArg;
@@ -37,7 +35,39 @@ pub fn run(args: &ConfigArg) -> ExitCode {
         };
         println!("  {:<60} {verdict}", dir.display());
     }
+    match &config.spool_group {
+        Some(group) => {
+            let deviations = crate::spool::permission_deviations(
+                &config.requests_dir(),
+                &config.status_dir(),
+                group,
+            );
+            for deviation in &deviations {
+                println!("  PROBLEM: {deviation}");
+            }
+            problems += deviations.len();
+            if deviations.is_empty() {
+                println!(
+                    "  permissions: requests/ root:{group} 1730, status/ root:{group} 1770 ok"
+                );
+            }
+        }
+        None => println!("  permissions: not checked (spool.group = \"\")"),
+    }
+    if let Some(sig) = &config.signature {
+        match std::fs::metadata(&sig.key_file) {
+            Ok(_) => println!(
+                "signed requests required; key {} ok",
+                sig.key_file.display()
+            ),
+            Err(e) => {
+                problems += 1;
+                println!("PROBLEM: signature key {}: {e}", sig.key_file.display());
+            }
+        }
+    }
 
+    let owners = crate::trust::trusted_owners(&config.script_owners);
     println!();
     println!(
         "{:<12} {:<9} {:>8}  {:<50} CHECK",
@@ -46,7 +76,10 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     for (name, component) in &config.components {
         for action in Action::ALL {
             let script = component.script(action);
-            let verdict = script_verdict(&script);
+            let verdict = match crate::trust::check_script(&component.dir, &script, &owners) {
+                Ok(_) => "ok".to_string(),
+                Err(untrusted) => format!("PROBLEM: {untrusted}"),
+            };
             if verdict != "ok" {
                 problems += 1;
             }
@@ -66,19 +99,5 @@ pub fn run(args: &ConfigArg) -> ExitCode {
     } else {
         println!("{problems} problem(s) found");
         ExitCode::FAILURE
-    }
-}
-
-fn script_verdict(script: &Path) -> String {
-    match std::fs::metadata(script) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "PROBLEM: missing; install the component's scripts".into()
-        }
-        Err(e) => format!("PROBLEM: {e}"),
-        Ok(m) if !m.is_file() => "PROBLEM: not a regular file".into(),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-            "PROBLEM: not executable; chmod 755 it".into()
-        }
-        Ok(_) => "ok".into(),
     }
 }

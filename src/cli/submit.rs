@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::dir::Dir;
 use crate::request::{Action, RequestId};
 use crate::status::{Durability, StatusDir, write_atomic};
 
@@ -72,19 +73,25 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
     });
     let requests = root.join("requests");
     let bytes = serde_json::to_vec_pretty(&request).map_err(|e| e.to_string())?;
+    let cannot_write =
+        |e: std::io::Error| format!("cannot write the request into {}: {e}", requests.display());
+    let requests_dir = Dir::open(&requests).map_err(cannot_write)?;
     write_atomic(
-        &requests,
+        &requests_dir,
         &format!("{id}.json"),
         &bytes,
         Durability::BestEffort,
+        None,
     )
-    .map_err(|e| format!("cannot write the request into {}: {e}", requests.display()))?;
+    .map_err(cannot_write)?;
     println!("submitted request {id}");
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let status_dir = StatusDir::new(root.join("status"));
+    let status_path = root.join("status");
+    let status_dir = StatusDir::open(&status_path)
+        .map_err(|e| format!("cannot open {}: {e}", status_path.display()))?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut last_phase = String::new();
     while Instant::now() < deadline {

@@ -22,9 +22,10 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct Spool {
     pub dir: tempfile::TempDir,
+    /// Settings per TOML table, written out by [`Spool::config_path`].
+    tables: std::collections::BTreeMap<String, Vec<String>>,
     /// Extra TOML appended to the generated config.
     extra_config: String,
-    components: Vec<String>,
 }
 
 impl Spool {
@@ -32,14 +33,21 @@ impl Spool {
     /// until a test replaces them.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool {
+        let mut spool = Spool {
             dir,
+            tables: Default::default(),
             extra_config: String::new(),
-            components: vec!["remote".into(), "core".into(), "scheduler".into()],
         };
-        for c in spool.components.clone() {
+        // No permission check: the test spool is not installed with the dunebugger group.
+        spool.set("spool", "root = \"spool\"\ngroup = \"\"");
+        spool.set("execution", "kill_grace = 1\nshutdown_grace = 5");
+        for c in ["remote", "core", "scheduler"] {
+            spool.set(
+                &format!("components.{c}"),
+                &format!("dir = \"components/{c}\""),
+            );
             for script in ["update.sh", "rollback.sh", "health-check.sh"] {
-                spool.script(&c, script, "exit 0");
+                spool.script(c, script, "exit 0");
             }
         }
         spool
@@ -74,6 +82,15 @@ impl Spool {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// Adds `lines` to the config table `table` (e.g. `set("spool", "max_queued = 5")`).
+    pub fn set(&mut self, table: &str, lines: &str) {
+        self.tables
+            .entry(table.to_owned())
+            .or_default()
+            .push(lines.to_owned());
+    }
+
+    /// Appends raw TOML (tables the harness does not generate itself).
     pub fn add_config(&mut self, toml: &str) {
         self.extra_config.push_str(toml);
         self.extra_config.push('\n');
@@ -81,13 +98,11 @@ impl Spool {
 
     pub fn config_path(&self) -> PathBuf {
         let path = self.dir.path().join("config.toml");
-        let mut text = format!(
-            "[spool]\nroot = \"spool\"\n\n[execution]\nkill_grace = 1\nshutdown_grace = 5\n{}\n",
-            self.extra_config
-        );
-        for c in &self.components {
-            text.push_str(&format!("[components.{c}]\ndir = \"components/{c}\"\n"));
+        let mut text = String::new();
+        for (table, lines) in &self.tables {
+            text.push_str(&format!("[{table}]\n{}\n\n", lines.join("\n")));
         }
+        text.push_str(&self.extra_config);
         fs::write(&path, text).unwrap();
         path
     }

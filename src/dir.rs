@@ -1,0 +1,155 @@
+//! A directory handle: files are opened, created, renamed and removed relative to it, one name
+//! at a time, never following a symlink at the last component. The spool directories are
+//! writable by containers; resolving paths from a held handle means nothing they rename or
+//! plant can redirect the service to another directory.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// One path component: no `/`, not `.` or `..`, not empty.
+fn check_name(name: &str) -> io::Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a plain file name"),
+        ));
+    }
+    Ok(name)
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Dir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// For messages only; all access goes through the handle.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens an untrusted file for reading: no symlink, non-blocking (a FIFO cannot hang us).
+    pub fn open_untrusted(&self, name: &str) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY;
+        let fd = openat(self.fd.as_fd(), check_name(name)?, flags, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates a new file; fails if the name exists in any form (file, symlink, ...).
+    pub fn create_new(&self, name: &str, mode: u32) -> io::Result<File> {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            self.fd.as_fd(),
+            check_name(name)?,
+            flags,
+            Mode::from_bits_truncate(mode),
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// `lstat` of a name in this directory.
+    pub fn lstat(&self, name: &str) -> io::Result<FileStat> {
+        Ok(fstatat(
+            self.fd.as_fd(),
+            check_name(name)?,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?)
+    }
+
+    /// Renames `from` in this directory to `to` in `target` (atomically replacing `to`).
+    pub fn rename_to(&self, from: &str, target: &Dir, to: &str) -> io::Result<()> {
+        Ok(renameat(
+            self.fd.as_fd(),
+            check_name(from)?,
+            target.fd.as_fd(),
+            check_name(to)?,
+        )?)
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.rename_to(from, self, to)
+    }
+
+    /// Removes a name (a file, symlink, FIFO, ...; not a directory).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        Ok(unlinkat(
+            self.fd.as_fd(),
+            check_name(name)?,
+            UnlinkatFlags::NoRemoveDir,
+        )?)
+    }
+
+    /// Makes renames and removals in this directory durable.
+    pub fn sync(&self) -> io::Result<()> {
+        Ok(nix::unistd::fsync(self.fd.as_fd())?)
+    }
+
+    /// Flushes all dirty data and metadata of the filesystem holding this directory.
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        Ok(nix::unistd::syncfs(self.fd.as_fd())?)
+    }
+
+    /// Names in the directory (`.` and `..` excluded), as raw bytes may not be UTF-8.
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(&self.path)?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_slashes_or_dots_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        for bad in ["", ".", "..", "../x", "a/b"] {
+            assert_eq!(
+                dir.open_untrusted(bad).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_handle_keeps_pointing_at_the_directory_it_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let dir = Dir::open(&real).unwrap();
+        // Someone swaps the directory for a symlink elsewhere after we opened it.
+        std::fs::rename(&real, tmp.path().join("moved")).unwrap();
+        std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("elsewhere"), &real).unwrap();
+        dir.create_new("f", 0o644).unwrap();
+        assert!(tmp.path().join("moved/f").exists());
+        assert!(!tmp.path().join("elsewhere/f").exists());
+    }
+}
