@@ -233,7 +233,13 @@ impl Daemon {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Spool(SpoolEvent::Ready(name)) => self.take(&name, Seen::Event),
+            Msg::Spool(SpoolEvent::Created(name)) => {
+                if !spool::may_be_in_progress(&self.requests, &name) {
+                    self.take(&name, Seen::Event);
+                }
+            }
             Msg::Spool(SpoolEvent::Rescan(reason)) => self.rescan(&reason),
+            Msg::Spool(SpoolEvent::Junk(name)) => self.remove_junk(&name),
             Msg::Recheck(name) => {
                 self.settling.remove(&name);
                 self.take(&name, Seen::Listing);
@@ -257,14 +263,18 @@ impl Daemon {
             "scanning the request directory"
         );
         for junk in listing.junk {
-            let file = printable(&junk.to_string_lossy());
-            warn!(%file, "removing a request file whose name is not UTF-8");
-            if let Err(e) = spool::remove_junk(&self.requests, &junk) {
-                error!(error = %e, %file, "cannot remove it");
-            }
+            self.remove_junk(&junk);
         }
         for name in listing.requests {
             self.take(&name, Seen::Listing);
+        }
+    }
+
+    fn remove_junk(&self, name: &std::ffi::OsStr) {
+        let file = printable(&name.to_string_lossy());
+        warn!(%file, "removing a request file whose name is not UTF-8");
+        if let Err(e) = spool::remove_junk(&self.requests, name) {
+            error!(error = %e, %file, "cannot remove it");
         }
     }
 

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::stat::{FileStat, SFlag};
@@ -22,6 +22,12 @@ use crate::dir::Dir;
 pub enum SpoolEvent {
     /// A writer finished with this file name (it may be gone again by now).
     Ready(String),
+    /// A name appeared. A legitimate writer's file is still being written (its close or
+    /// rename follows), but links, FIFOs, sockets and directories never get a close-write
+    /// event, so they are looked at now.
+    Created(String),
+    /// A `.json` name that is not UTF-8: it can never be a request; remove it.
+    Junk(std::ffi::OsString),
     /// Events may have been lost: list the directory.
     Rescan(String),
 }
@@ -39,41 +45,39 @@ pub fn watch(
     send: impl Fn(SpoolEvent) + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            Ok(event) if event.need_rescan() => {
-                send(SpoolEvent::Rescan("inotify queue overflow".into()))
-            }
-            Ok(event) => {
-                // Names that are not UTF-8 cannot be requests, but they must not pile up:
-                // pass them on as they are (lossy) so the scan that follows removes them.
-                if let Some(name) = finished_file(&event).and_then(|path| path.file_name()) {
-                    match name.to_str() {
-                        Some(name) if is_request_name(name) => {
-                            send(SpoolEvent::Ready(name.to_owned()))
-                        }
-                        Some(_) => {}
-                        None if name.as_bytes().ends_with(b".json") => send(SpoolEvent::Rescan(
-                            "a request file name that is not UTF-8".into(),
-                        )),
-                        None => {}
-                    }
-                }
-            }
-            Err(e) => send(SpoolEvent::Rescan(format!("watch error: {e}"))),
+        let event = match res {
+            Ok(event) => classify(&event),
+            Err(e) => Some(SpoolEvent::Rescan(format!("watch error: {e}"))),
+        };
+        if let Some(event) = event {
+            send(event);
         }
     })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
 
-/// The path a writer is done with, for close-after-write and rename-into events.
-fn finished_file(event: &notify::Event) -> Option<&PathBuf> {
-    match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => event.paths.first(),
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
-        // A rename inside the directory: [from, to].
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
-        _ => None,
+/// What an inotify event means for the spool, if anything.
+fn classify(event: &notify::Event) -> Option<SpoolEvent> {
+    if event.need_rescan() {
+        return Some(SpoolEvent::Rescan("inotify queue overflow".into()));
+    }
+    let (path, finished) = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => (event.paths.first()?, true),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => (event.paths.first()?, true),
+        // A rename inside the directory: [from, to]. The `To` event came already.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
+        EventKind::Create(_) => (event.paths.first()?, false),
+        _ => return None,
+    };
+    let name = path.file_name()?;
+    match name.to_str() {
+        Some(name) if is_request_name(name) && finished => Some(SpoolEvent::Ready(name.to_owned())),
+        Some(name) if is_request_name(name) => Some(SpoolEvent::Created(name.to_owned())),
+        Some(_) => None,
+        // Not UTF-8: never a request, but it must not pile up.
+        None if name.as_bytes().ends_with(b".json") => Some(SpoolEvent::Junk(name.to_owned())),
+        None => None,
     }
 }
 
@@ -172,6 +176,19 @@ pub struct RequestFile {
     pub owner_uid: u32,
 }
 
+fn is_regular(st: &FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
+}
+
+/// Whether a just-created name can be a writer's file in progress (a plain, singly linked
+/// file). Anything else never becomes a request and is dealt with at once.
+pub fn may_be_in_progress(dir: &Dir, name: &str) -> bool {
+    match dir.lstat(name) {
+        Ok(st) => is_regular(&st) && st.st_nlink == 1,
+        Err(_) => true, // gone again: nothing to do
+    }
+}
+
 fn kind_of(mode: u32) -> &'static str {
     match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFDIR => "a directory",
@@ -198,10 +215,16 @@ pub fn read_request(
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(ReadError::NotRegular("a symbolic link"));
         }
-        Err(e) => return Err(e.into()),
+        // Sockets (ENXIO) and other special files fail to open: say what they are.
+        Err(e) => {
+            return Err(match dir.lstat(name) {
+                Ok(st) if !is_regular(&st) => ReadError::NotRegular(kind_of(st.st_mode)),
+                _ => e.into(),
+            });
+        }
     };
     let st = nix::sys::stat::fstat(&file).map_err(io::Error::from)?;
-    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+    if !is_regular(&st) {
         return Err(ReadError::NotRegular(kind_of(st.st_mode)));
     }
     if st.st_nlink != 1 {
@@ -440,5 +463,45 @@ mod tests {
         let listing = scan(&Dir::open(d).unwrap()).unwrap();
         assert_eq!(listing.requests, ["c.json", "b.json", "a.json"]);
         assert_eq!(listing.junk, [junk.to_owned()]);
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn events_for(action: impl FnOnce(&Path)) -> Vec<String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let _watcher = watch(tmp.path(), move |e| tx.send(format!("{e:?}")).unwrap()).unwrap();
+        action(tmp.path());
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.recv_timeout(Duration::from_millis(300)) {
+            seen.push(e);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_symlink_or_hard_link_appearing_is_reported_as_created() {
+        let seen =
+            events_for(|d| std::os::unix::fs::symlink("/etc/hostname", d.join("l.json")).unwrap());
+        assert_eq!(seen, [r#"Created("l.json")"#]);
+    }
+
+    #[test]
+    fn an_in_place_write_is_ready_once_closed() {
+        let seen = events_for(|d| std::fs::write(d.join("r.json"), "{}").unwrap());
+        assert_eq!(seen, [r#"Created("r.json")"#, r#"Ready("r.json")"#]);
+    }
+
+    #[test]
+    fn a_rename_into_place_is_ready_and_temp_names_are_ignored() {
+        let seen = events_for(|d| {
+            std::fs::write(d.join(".r.tmp"), "{}").unwrap();
+            std::fs::rename(d.join(".r.tmp"), d.join("r.json")).unwrap();
+        });
+        assert_eq!(seen, [r#"Ready("r.json")"#]);
     }
 }

@@ -8,6 +8,7 @@ use super::ConfigArg;
 use crate::{daemon, logging};
 
 pub fn run(args: &ConfigArg, verbose: u8) -> ExitCode {
+    crate::runner::seal_inherited_fds();
     logging::init(verbose);
     let (config, source) = match args.load() {
         Ok(loaded) => loaded,

@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
 
 pub use output::{Captured, MAX_PHASE_LEN, PhaseScanner, Tail};
+pub use process::seal_inherited_fds;
 
 /// `PATH` scripts get; nothing is inherited from the service's environment.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -93,3 +93,29 @@ fn wait_then_sweep(mut child: Child, group: &Group) -> io::Result<ExitStatus> {
     *reaped = true;
     status
 }
+
+/// Marks every descriptor this process inherited (3 and up) close-on-exec, so scripts start
+/// with stdin, stdout and stderr only. Descriptors Rust opens are close-on-exec already; these
+/// are the ones a parent leaked to us. Call once at start-up, before any thread exists.
+pub fn seal_inherited_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it closes
+    // nothing, so no live Rust object can be invalidated.
+    let sealed =
+        unsafe { nix::libc::close_range(3, u32::MAX, nix::libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if sealed == 0 {
+        return;
+    }
+    // Kernels before 5.11: walk the descriptor table instead.
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: as above, F_SETFD only sets the close-on-exec flag (the read_dir handle may
+        // already be closed, which makes this a harmless EBADF).
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
+    }
+}

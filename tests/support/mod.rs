@@ -365,3 +365,44 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Every file outside the spool's own directories (and the harness's logs and sockets):
+/// path → (size, modification time). Compare before/after to prove nothing was written there.
+pub fn files_outside_spool(
+    spool: &Spool,
+) -> std::collections::BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    fn walk(
+        dir: &Path,
+        skip: &[PathBuf],
+        out: &mut std::collections::BTreeMap<PathBuf, (u64, std::time::SystemTime)>,
+    ) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if skip.iter().any(|s| path.starts_with(s)) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("service-") || name.starts_with("notify-") {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&path, skip, out);
+            } else {
+                out.insert(path, (meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(
+        spool.dir.path(),
+        &[spool.root(), spool.dir.path().join("evidence")],
+        &mut out,
+    );
+    out
+}
