@@ -630,3 +630,24 @@ fn check_reports_spool_permissions_that_deviate_from_the_installed_layout() {
         "{stdout}"
     );
 }
+
+#[test]
+fn submit_signs_requests_when_the_config_requires_it() {
+    let mut spool = Spool::new();
+    fs::write(spool.dir.path().join("key"), "shared key\n").unwrap();
+    spool.add_config("[signature]\nrequired = true\nkey_file = \"key\"");
+    let _service = Service::start(&spool);
+    let out = std::process::Command::new(support::BIN)
+        .arg("submit")
+        .arg("--config")
+        .arg(spool.config_path())
+        .args(["--component", "core", "--action", "health", "--wait"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

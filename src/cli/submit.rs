@@ -50,10 +50,16 @@ pub fn run(args: &SubmitArgs) -> ExitCode {
 }
 
 fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
-    let root = match &args.spool {
-        Some(dir) => dir.clone(),
-        None => args.config.load().map_err(|e| e.to_string())?.0.spool_root,
+    // The config gives the spool (unless --spool says otherwise) and, when requests must be
+    // signed, the key. Without --spool, a config problem is an error; with it, the config is
+    // only consulted for the key.
+    let loaded = args.config.load();
+    let root = match (&args.spool, &loaded) {
+        (Some(dir), _) => dir.clone(),
+        (None, Ok((config, _))) => config.spool_root.clone(),
+        (None, Err(e)) => return Err(e.to_string()),
     };
+    let config = loaded.ok().map(|(config, _)| config);
     let action = Action::parse(&args.action).ok_or_else(|| {
         format!(
             "unknown action {:?}; use update, rollback or health",
@@ -64,13 +70,24 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         return Err("an update needs --version".into());
     }
     let id = RequestId::parse(&uuid::Uuid::new_v4().to_string()).map_err(|e| e.to_string())?;
-    let request = serde_json::json!({
+    let mut request = serde_json::json!({
         "component": args.component,
         "action": action.as_str(),
         "version": args.version,
         "request_id": id.as_str(),
         "timestamp": crate::status::now_rfc3339(),
     });
+    if let Some(sig) = config.as_ref().and_then(|c| c.signature.as_ref()) {
+        let key = std::fs::read(&sig.key_file).map_err(|e| {
+            format!(
+                "cannot read the signature key {}: {e}",
+                sig.key_file.display()
+            )
+        })?;
+        let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
+        let signature = crate::signature::Verifier::new(key, sig.max_age).sign(&request);
+        request["signature"] = signature.into();
+    }
     let requests = root.join("requests");
     let bytes = serde_json::to_vec_pretty(&request).map_err(|e| e.to_string())?;
     let cannot_write =
