@@ -15,6 +15,7 @@ use crate::spool::Writers;
 
 pub const DEFAULT_PATH: &str = "/etc/dunebugger/update-coordinator.toml";
 pub const DEFAULT_SPOOL_ROOT: &str = "/var/dunebugger/updates";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/update-coordinator";
 pub const DEFAULT_GROUP: &str = "dunebugger-updates";
 pub const DEFAULT_COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
 const DEFAULT_COMPONENT_PARENT: &str = "/opt/dunebugger";
@@ -43,8 +44,10 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Time between SIGTERM and SIGKILL when a script is stopped.
     pub kill_grace: Duration,
-    /// How long a stopping service lets running scripts finish before terminating them.
-    pub shutdown_grace: Duration,
+    /// Run records live here (systemd `StateDirectory=`).
+    pub state_dir: PathBuf,
+    /// Finished run records and uncollected final statuses are removed after this long.
+    pub retention: Duration,
     /// How much of the end of stdout and of stderr a status carries.
     pub output_tail_bytes: usize,
     /// Allow-listed components by name.
@@ -122,6 +125,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         let spool = raw.spool.unwrap_or_default();
         let exec = raw.execution.unwrap_or_default();
+        let state = raw.state.unwrap_or_default();
         let resolve = |p: PathBuf| normalize(&base.join(p));
 
         let raw_components = raw.components.unwrap_or_else(|| {
@@ -198,9 +202,10 @@ impl Config {
             serialize_updates: exec.serialize_updates.unwrap_or(true),
             max_concurrent,
             kill_grace: seconds("execution.kill_grace", exec.kill_grace.unwrap_or(10.0))?,
-            shutdown_grace: seconds(
-                "execution.shutdown_grace",
-                exec.shutdown_grace.unwrap_or(30.0),
+            state_dir: resolve(state.dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
+            retention: seconds(
+                "state.retention_days",
+                state.retention_days.unwrap_or(7.0) * 86400.0,
             )?,
             output_tail_bytes,
             components,
@@ -224,6 +229,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     spool: Option<RawSpool>,
+    state: Option<RawState>,
     signature: Option<RawSignature>,
     execution: Option<RawExecution>,
     components: Option<BTreeMap<String, RawComponent>>,
@@ -242,6 +248,13 @@ struct RawSpool {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<PathBuf>,
+    retention_days: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSignature {
     required: Option<bool>,
     key_file: Option<PathBuf>,
@@ -254,7 +267,6 @@ struct RawExecution {
     serialize_updates: Option<bool>,
     max_concurrent: Option<usize>,
     kill_grace: Option<f64>,
-    shutdown_grace: Option<f64>,
     output_tail_bytes: Option<usize>,
     script_owners: Option<Vec<u32>>,
 }
@@ -278,10 +290,8 @@ struct RawTimeouts {
 fn seconds(key: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero() && value <= 7.0 * 24.0 * 3600.0)
-        .ok_or_else(|| {
-            format!("key {key}: {value} is not a duration in seconds between 0 and 604800")
-        })
+        .filter(|d| !d.is_zero() && value <= 366.0 * 24.0 * 3600.0)
+        .ok_or_else(|| format!("key {key}: {value} is not a positive duration of at most a year"))
 }
 
 /// Removes `.` and `..` components lexically (`/a/b/../c` → `/a/c`), for readable paths.
@@ -364,6 +374,8 @@ mod tests {
         );
         assert!(c.serialize_updates);
         assert_eq!((c.max_queued, remote.max_updates_per_hour), (100, 20));
+        assert_eq!(c.state_dir, Path::new("/var/lib/update-coordinator"));
+        assert_eq!(c.retention, Duration::from_secs(7 * 86400));
         assert_eq!(c.spool_group.as_deref(), Some("dunebugger-updates"));
         assert_eq!(c.writers, Writers::default());
         assert!(c.signature.is_none());

@@ -7,6 +7,8 @@
 //! and [`schedule`] decides when it may run; [`runner`] runs the component's script with a
 //! timeout, its own process group and bounded output capture; [`report`] turns the outcome into
 //! a [`status::Status`], which [`status`] writes atomically to `status/<request_id>.json`.
+//! Runs survive the coordinator: each script is owned by a [`monitor`] process and every step is
+//! in the durable [`record`]s, so a restarted coordinator re-attaches and answers exactly once.
 //! [`config`] owns every path; [`systemd`] and [`logging`] talk to the service manager and the
 //! journal; [`cli`] holds the subcommands.
 //!
@@ -19,7 +21,9 @@ pub mod config;
 pub mod daemon;
 pub mod dir;
 pub mod logging;
+pub mod monitor;
 pub mod ratelimit;
+pub mod record;
 pub mod report;
 pub mod request;
 pub mod runner;

@@ -154,7 +154,7 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
         (Some(Stopped::Shutdown), _) => (
             Some("interrupted"),
             format!(
-                "the update coordinator was stopped while {} was running, and the script was terminated{during}; submit the request again to retry",
+                "{} was stopped before it finished (its monitor was told to stop){during}; submit the request again to retry",
                 ctx.script
             ),
         ),

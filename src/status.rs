@@ -154,6 +154,32 @@ impl StatusDir {
         self.dir.sync_filesystem()
     }
 
+    /// Removes final statuses older than `retention` that nobody collected, except those of
+    /// requests still in flight. Returns how many were removed.
+    pub fn expire(
+        &self,
+        retention: std::time::Duration,
+        in_flight: impl Fn(&RequestId) -> bool,
+    ) -> io::Result<usize> {
+        let mut removed = 0;
+        for name in self.dir.names()? {
+            let Some(id) = name.to_str().and_then(RequestId::from_file_name) else {
+                continue;
+            };
+            let Ok(st) = self.dir.lstat(name.to_str().unwrap_or_default()) else {
+                continue;
+            };
+            let modified =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+            let old = modified.elapsed().is_ok_and(|age| age > retention);
+            if old && !in_flight(&id) && self.has_final(&id) {
+                self.dir.remove(&id.status_file_name())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes temp files a crash left behind (`.<name>.<random>.tmp`).
     pub fn remove_stale_temp_files(&self) -> io::Result<usize> {
         let mut removed = 0;

@@ -497,13 +497,18 @@ fn a_half_written_file_found_at_start_up_is_read_once_complete() {
 }
 
 #[test]
-fn sigterm_leaves_queued_requests_for_the_next_start_and_answers_the_running_one() {
+fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
     let spool = Spool::new();
     let ran = spool.evidence().join("ran");
+    let gate = spool.evidence().join("gate");
     spool.script(
         "remote",
         "update.sh",
-        &format!("echo \"$REQUEST_ID\" >> {}; sleep 1", path_str(&ran)),
+        &format!(
+            "echo \"$REQUEST_ID\" >> {}; while [ ! -e {} ]; do sleep 0.05; done; exit 3",
+            path_str(&ran),
+            path_str(&gate)
+        ),
     );
     let mut service = Service::start(&spool);
     let running = new_id();
@@ -525,14 +530,19 @@ fn sigterm_leaves_queued_requests_for_the_next_start_and_answers_the_running_one
 
     service.signal(nix::sys::signal::Signal::SIGTERM);
     service.wait_for_notification("STOPPING=1");
-    assert!(service.wait_exit(), "clean exit after draining");
-    // The running update finished within the grace period; the queued one was left alone.
-    assert_eq!(spool.status(&running).unwrap()["success"], true);
+    assert!(service.wait_exit(), "clean exit");
+    // The script was not killed: it is still waiting for its gate, unanswered.
+    assert_eq!(spool.status(&running).unwrap()["phase"], "running");
     assert_eq!(spool.status(&queued).unwrap()["phase"], "queued");
-    assert_eq!(spool.request_files(), [format!("{queued}.json")]);
 
+    fs::write(&gate, "").unwrap();
     let _restarted = Service::start(&spool);
-    assert_eq!(spool.wait_final(&queued)["success"], true);
+    let first = spool.wait_final(&running);
+    assert_eq!(
+        first["exit_code"], 3,
+        "the real exit code, through the restart: {first}"
+    );
+    assert_eq!(spool.wait_final(&queued)["exit_code"], 3);
     assert_eq!(
         fs::read_to_string(&ran)
             .unwrap()
@@ -540,35 +550,7 @@ fn sigterm_leaves_queued_requests_for_the_next_start_and_answers_the_running_one
             .collect::<Vec<_>>(),
         [running.as_str(), queued.as_str()]
     );
-}
-
-#[test]
-fn a_script_outliving_the_shutdown_grace_is_terminated_and_answered_interrupted() {
-    let mut spool = Spool::new();
-    spool.add_config("[components.remote.timeouts]\nupdate = 300");
-    let started = spool.evidence().join("started");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("touch {}; sleep 300", path_str(&started)),
-    );
-    let mut service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_renamed(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.0.0")),
-    );
-    wait_until("the update runs", || started.exists());
-    let t = Instant::now();
-    assert!(service.stop());
-    assert!(
-        t.elapsed() < Duration::from_secs(30),
-        "shutdown_grace (5 s) + kill_grace bound the stop"
-    );
-    let status = spool.status(&id).unwrap();
-    assert_eq!(status["code"], "interrupted");
-    assert_eq!(status["success"], false);
-    assert!(spool.request_files().is_empty());
+    wait_until("request files removed", || spool.request_files().is_empty());
 }
 
 #[test]

@@ -33,6 +33,14 @@ pub enum Command {
     Check(ConfigArg),
     /// Drop a request into the spool, as a container would, and optionally wait for its result.
     Submit(submit::SubmitArgs),
+    /// Internal: the per-run monitor the service starts for each script.
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,6 +76,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&args, cli.verbose),
         Command::Check(args) => check::run(&args),
         Command::Submit(args) => submit::run(&args),
+        Command::Monitor { state_dir, id } => {
+            crate::runner::seal_inherited_fds();
+            crate::logging::init(cli.verbose);
+            crate::monitor::main(&state_dir, &id)
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything needed to run one script.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Invocation {
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -59,7 +59,7 @@ impl From<ExitStatus> for Exit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     TimedOut,
-    /// The service is shutting down.
+    /// Told to stop (the run's monitor got SIGTERM).
     Shutdown,
 }
 

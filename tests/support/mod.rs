@@ -40,7 +40,8 @@ impl Spool {
         };
         // No permission check: the test spool is not installed with the dunebugger group.
         spool.set("spool", "root = \"spool\"\ngroup = \"\"");
-        spool.set("execution", "kill_grace = 1\nshutdown_grace = 5");
+        spool.set("execution", "kill_grace = 1");
+        spool.set("state", "dir = \"state\"");
         for c in ["remote", "core", "scheduler"] {
             spool.set(
                 &format!("components.{c}"),
@@ -401,7 +402,7 @@ pub fn files_outside_spool(
     let mut out = std::collections::BTreeMap::new();
     walk(
         spool.dir.path(),
-        &[spool.root(), spool.dir.path().join("evidence")],
+        &[spool.root(), spool.dir.path().join("state"), spool.dir.path().join("evidence")],
         &mut out,
     );
     out

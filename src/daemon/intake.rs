@@ -1,0 +1,262 @@
+//! Intake: from a name in `requests/` to a queued job or an answered refusal.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tracing::{error, info, warn};
+
+use super::{Daemon, Job, Msg, SETTLE, Seen};
+use crate::record::Accepted;
+use crate::report::{self, PHASE_QUEUED, Refusal};
+use crate::request::{Request, RequestError, RequestId, printable};
+use crate::spool;
+use crate::status::Durability;
+
+impl Daemon {
+    pub(super) fn rescan(&mut self, reason: &str) {
+        let listing = match spool::scan(&self.requests) {
+            Ok(listing) => listing,
+            Err(e) => {
+                let dir = self.requests.path().display();
+                return error!(error = %e, %dir, "cannot list the request directory");
+            }
+        };
+        info!(
+            reason,
+            files = listing.requests.len(),
+            "scanning the request directory"
+        );
+        for junk in listing.junk {
+            self.remove_junk(&junk);
+        }
+        for name in listing.requests {
+            self.take(&name, Seen::Listing);
+        }
+    }
+
+    pub(super) fn remove_junk(&self, name: &std::ffi::OsStr) {
+        let file = printable(&name.to_string_lossy());
+        warn!(%file, "removing a request file whose name is not UTF-8");
+        if let Err(e) = spool::remove_junk(&self.requests, name) {
+            error!(error = %e, %file, "cannot remove it");
+        }
+    }
+
+    /// Reads, checks and queues (or answers) one request file.
+    pub(super) fn take(&mut self, name: &str, seen: Seen) {
+        if self.in_flight.contains(name) || self.settling.contains(name) {
+            return;
+        }
+        let config = Arc::clone(&self.config);
+        let file = match spool::read_request(
+            &self.requests,
+            name,
+            config.max_request_bytes,
+            &config.writers,
+        ) {
+            Ok(file) => file,
+            Err(spool::ReadError::Gone) => return,
+            Err(e) => {
+                let refusal = Refusal {
+                    id: RequestId::from_file_name(name),
+                    component: None,
+                    action: None,
+                    code: e.code(),
+                    message: format!("invalid request file: {e}"),
+                };
+                return self.refuse(name, &refusal, None);
+            }
+        };
+        let owner = Some(file.owner_uid);
+        let request = match Request::parse(&file.bytes, config.component_names()) {
+            Ok(request) => request,
+            Err(rejection) => {
+                let young = file.modified.elapsed().map_or(true, |age| age < SETTLE);
+                if seen == Seen::Listing
+                    && young
+                    && matches!(rejection.error, RequestError::InvalidJson(_))
+                {
+                    // Possibly still being written in place; its close will send an event.
+                    return self.settle(name);
+                }
+                return self.refuse(name, &Refusal::from(&*rejection), owner);
+            }
+        };
+        if RequestId::from_file_name(name).is_none() {
+            let message = format!(
+                "the request file name {:?} is not allowed: name it <request_id>.json with 1-128 characters from A-Z a-z 0-9 . _ -",
+                printable(name)
+            );
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, "invalid_file_name", message),
+                owner,
+            );
+        }
+        if let Some(verifier) = &self.verifier
+            && let Err(e) = verifier.verify(&file.bytes, SystemTime::now())
+        {
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, e.code(), e.to_string()),
+                owner,
+            );
+        }
+        self.accept(name, request, file.owner_uid);
+    }
+
+    pub(super) fn settle(&mut self, name: &str) {
+        self.settling.insert(name.to_owned());
+        let tx = self.tx.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(SETTLE).await;
+            let _ = tx.send(Msg::Recheck(name));
+        });
+    }
+
+    /// Queued, running, or already answered: such an id is never run again.
+    pub(super) fn is_known(&self, id: &RequestId) -> bool {
+        self.in_flight_ids.contains(id) || self.store.exists(id) || self.status.has_final(id)
+    }
+
+    pub(super) fn accept(&mut self, name: &str, request: Request, owner_uid: u32) {
+        if self.is_known(&request.id) {
+            return self.duplicate(name, &request.id);
+        }
+        if self.queue.len() >= self.config.max_queued {
+            let message = format!(
+                "{} requests are already waiting (spool.max_queued); try again later",
+                self.queue.len()
+            );
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, "queue_full", message),
+                Some(owner_uid),
+            );
+        }
+        let component = &self.config.components[&request.component];
+        let limit = component.max_updates_per_hour;
+        if request.action.is_exclusive()
+            && let Err(wait) = self
+                .rate
+                .try_acquire(&request.component, limit, Instant::now())
+        {
+            let message = format!(
+                "{} already had {limit} update/rollback requests in the last hour (components.{}.max_updates_per_hour); try again in {} s",
+                request.component,
+                request.component,
+                wait.as_secs() + 1
+            );
+            return self.refuse(
+                name,
+                &Refusal::of_request(&request, "rate_limited", message),
+                Some(owner_uid),
+            );
+        }
+        // Durable before anything else: from here on the request is never lost nor run twice.
+        let accepted = Accepted::new(&request, name, owner_uid);
+        if let Err(e) = self.store.accept(&accepted) {
+            // The file stays in requests/ and is taken again at the next scan.
+            return error!(request_id = %request.id, error = %e, "cannot record the accepted request");
+        }
+        let queued = report::in_progress(&request, PHASE_QUEUED, None);
+        self.write_status(
+            &request.id,
+            &queued,
+            Durability::BestEffort,
+            Some(owner_uid),
+        );
+        info!(
+            request_id = %request.id,
+            component = %request.component,
+            action = %request.action,
+            version = request.version.as_ref().map(|v| v.as_str()),
+            "request accepted"
+        );
+        self.in_flight.insert(name.to_owned());
+        self.in_flight_ids.insert(request.id.clone());
+        self.queue.push_back(Job {
+            request,
+            file_name: name.to_owned(),
+            owner_uid,
+        });
+    }
+
+    /// A request id seen before. Never run again; if it finished and its status file is gone
+    /// (the client collected it), the recorded result is written again for this copy.
+    pub(super) fn duplicate(&mut self, name: &str, id: &RequestId) {
+        let recorded = self.store.final_status(id);
+        match recorded {
+            Some(status) if !self.status.has_final(id) => {
+                info!(request_id = %id, file = name, "request already finished; answering with the recorded result");
+                let owner = spool::read_request(
+                    &self.requests,
+                    name,
+                    self.config.max_request_bytes,
+                    &self.config.writers,
+                )
+                .ok()
+                .map(|f| f.owner_uid);
+                if !self.write_status(id, &status, Durability::Durable, owner) {
+                    return;
+                }
+            }
+            _ => {
+                warn!(request_id = %id, file = name, "duplicate request id: already queued, running or answered; ignoring this copy")
+            }
+        }
+        self.remove_request_file(name, false);
+    }
+
+    /// Answers a refused request (unless its id is unusable, or already answered or in flight:
+    /// never overwrite another request's answer). The file is removed once the answer is
+    /// durable, in [`Daemon::commit_refusals`].
+    pub(super) fn refuse(&mut self, name: &str, refusal: &Refusal, owner: Option<u32>) {
+        let id = refusal
+            .id
+            .clone()
+            .or_else(|| RequestId::from_file_name(name));
+        warn!(
+            request_id = id.as_ref().map(RequestId::as_str),
+            file = %printable(name),
+            component = refusal.component.as_deref(),
+            action = refusal.action.as_deref(),
+            code = refusal.code,
+            "request refused: {}", refusal.message
+        );
+        // The writer gets the answer, so it can delete it from the sticky status directory.
+        let owner = owner.or_else(|| self.requests.lstat(name).ok().map(|st| st.st_uid));
+        match id {
+            Some(id) if !self.is_known(&id) => {
+                if self.write_status(
+                    &id,
+                    &report::refused(&id, refusal),
+                    Durability::BestEffort,
+                    owner,
+                ) {
+                    self.refused_files.push(name.to_owned());
+                } // else keep the file: without an answer it must not disappear
+            }
+            _ => self.remove_request_file(name, false),
+        }
+    }
+
+    /// Makes this batch's refusals durable with one filesystem sync, then removes their files.
+    pub(super) fn commit_refusals(&mut self) {
+        if self.refused_files.is_empty() {
+            return;
+        }
+        let names = std::mem::take(&mut self.refused_files);
+        if let Err(e) = self.status.sync_filesystem() {
+            // The files stay; the next scan finds them answered and removes them.
+            return error!(error = %e, "cannot sync the status directory; refused requests stay for now");
+        }
+        for name in &names {
+            self.remove_request_file(name, false);
+        }
+        if let Err(e) = self.requests.sync() {
+            error!(error = %e, "cannot sync the request directory");
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The service: one loop owns all state (queue, running scripts) and reacts to spool events,
+//! run exits, progress, signals and timers. Each `select!` arm calls a named method; intake
+//! lives in [`intake`], starting and concluding runs in [`runs`].
+
+mod intake;
+mod runs;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::dir::Dir;
+use crate::ratelimit::RateLimiter;
+use crate::record::RunStore;
+use crate::request::{Request, RequestId};
+use crate::schedule::{self, Rules, Slot};
+use crate::signature::Verifier;
+use crate::spool::{self, SpoolEvent};
+use crate::status::StatusDir;
+use crate::{systemd, trust};
+
+/// A request file seen by a directory listing may still be being written in place (the client
+/// does open/write/close). An unparsable file younger than this is looked at again later.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Messages handled per loop turn before refusals are committed and the watchdog gets a look in.
+const BATCH: usize = 256;
+
+/// How often finished records and uncollected statuses are checked against the retention.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+/// How often the locks of re-attached runs are checked (only while there are such runs).
+const REATTACHED_CHECK: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot watch {path} with inotify: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    #[error("cannot read the signature key {path} (signature.key_file): {source}")]
+    SignatureKey {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+enum Msg {
+    Spool(SpoolEvent),
+    /// Look at a file again once it had time to settle.
+    Recheck(String),
+    /// A monitor reported a phase (only while we are the coordinator that started it).
+    Phase {
+        id: RequestId,
+        phase: String,
+    },
+    /// A file appeared in `state/exits/`: that run's script has ended.
+    Exited(String),
+    /// A monitor we started has exited (its exit record, if any, tells the result).
+    MonitorGone(RequestId),
+}
+
+/// Where a file name came from; only a listing can catch a file half-written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Event,
+    Listing,
+}
+
+struct Job {
+    request: Request,
+    /// The request file's name in `requests/`; removed once the final status is durable.
+    file_name: String,
+    /// Who wrote the request; its status files are given to them.
+    owner_uid: u32,
+}
+
+struct Running {
+    job: Job,
+    phase: String,
+    started_at: SystemTime,
+    /// Started by an earlier coordinator process: its monitor is not our child, so its
+    /// death without an exit record is only noticed by polling its lock.
+    reattached: bool,
+}
+
+struct Daemon {
+    config: Arc<Config>,
+    requests: Dir,
+    status: StatusDir,
+    store: RunStore,
+    /// The binary to start monitors from (resolved once: a self-update replaces the file).
+    exe: PathBuf,
+    /// Uids whose scripts may run (see [`trust`]).
+    script_owners: Vec<u32>,
+    verifier: Option<Verifier>,
+    rate: RateLimiter,
+    queue: VecDeque<Job>,
+    running: HashMap<RequestId, Running>,
+    /// File names of queued and running requests, so repeated events for them are ignored.
+    in_flight: HashSet<String>,
+    /// Ids of queued and running requests: a second request with one of them is a duplicate.
+    in_flight_ids: HashSet<RequestId>,
+    /// File names waiting for a [`Msg::Recheck`].
+    settling: HashSet<String>,
+    /// Refused request files whose answer is written but not yet durable; removed together
+    /// after one filesystem sync (a flood of junk costs one sync per batch, not per file).
+    refused_files: Vec<String>,
+    tx: mpsc::UnboundedSender<Msg>,
+    last_status_line: String,
+}
+
+fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
+    move |source| ServeError::Prepare {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Runs the service until SIGTERM/SIGINT. Stopping never stops running scripts: their
+/// monitors carry on and the next start re-attaches to them.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let requests_dir = config.requests_dir();
+    let status_dir = config.status_dir();
+    for dir in [&requests_dir, &status_dir] {
+        std::fs::create_dir_all(dir).map_err(prepare(dir))?;
+    }
+    let requests = Dir::open(&requests_dir).map_err(prepare(&requests_dir))?;
+    let status = StatusDir::open(&status_dir).map_err(prepare(&status_dir))?;
+    let store = RunStore::open(&config.state_dir).map_err(prepare(&config.state_dir))?;
+    if let Some(group) = &config.spool_group {
+        for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
+            warn!(
+                "spool permissions: {deviation}; run `update-coordinator check` (install.sh sets them)"
+            );
+        }
+    }
+    let verifier = match &config.signature {
+        Some(sig) => {
+            let key = std::fs::read(&sig.key_file).map_err(|source| ServeError::SignatureKey {
+                path: sig.key_file.clone(),
+                source,
+            })?;
+            let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
+            Some(Verifier::new(key, sig.max_age))
+        }
+        None => None,
+    };
+    match status.remove_stale_temp_files() {
+        Ok(0) => {}
+        Ok(n) => info!(count = n, "removed temp files left by an earlier crash"),
+        Err(e) => warn!(error = %e, "cannot clean up temp files in the status directory"),
+    }
+    let exe = std::env::current_exe().map_err(|e| ServeError::Prepare {
+        path: PathBuf::from("/proc/self/exe"),
+        source: e,
+    })?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watch_tx = tx.clone();
+    let request_watch = spool::watch(&requests_dir, move |event| {
+        let _ = watch_tx.send(Msg::Spool(event));
+    })
+    .map_err(|source| ServeError::Watch {
+        path: requests_dir.clone(),
+        source,
+    })?;
+    let exit_tx = tx.clone();
+    let exits_dir = store.exits_path();
+    let exit_watch = spool::watch(&exits_dir, move |event| {
+        let _ = exit_tx.send(match event {
+            SpoolEvent::Ready(name) => Msg::Exited(name),
+            // Lost events: look at every exit record again.
+            other => Msg::Spool(other),
+        });
+    })
+    .map_err(|source| ServeError::Watch {
+        path: exits_dir.clone(),
+        source,
+    })?;
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut retention = tokio::time::interval(RETENTION_SWEEP);
+    let mut reattached = tokio::time::interval(REATTACHED_CHECK);
+
+    let mut daemon = Daemon {
+        script_owners: trust::trusted_owners(&config.script_owners),
+        config: Arc::new(config),
+        requests,
+        status,
+        store,
+        exe,
+        verifier,
+        rate: RateLimiter::new(Duration::from_secs(3600)),
+        queue: VecDeque::new(),
+        running: HashMap::new(),
+        in_flight: HashSet::new(),
+        in_flight_ids: HashSet::new(),
+        settling: HashSet::new(),
+        refused_files: Vec::new(),
+        tx: tx.clone(),
+        last_status_line: String::new(),
+    };
+    // Watches are armed before the records and the directory are read, so nothing that
+    // happens in between is missed.
+    daemon.recover();
+    let _ = tx.send(Msg::Spool(SpoolEvent::Rescan("start-up".into())));
+    info!(
+        spool = %requests_dir.display(),
+        state = %daemon.config.state_dir.display(),
+        signed_requests = daemon.verifier.is_some(),
+        components = %daemon.config.component_names().collect::<Vec<_>>().join(", "),
+        "update coordinator ready"
+    );
+    systemd::ready("idle");
+
+    loop {
+        tokio::select! {
+            Some(msg) = rx.recv() => {
+                daemon.handle(msg);
+                // Take what else is already waiting, so a burst is handled in batches.
+                for _ in 1..BATCH {
+                    let Ok(msg) = rx.try_recv() else { break };
+                    daemon.handle(msg);
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+            _ = retention.tick() => daemon.expire(),
+            _ = reattached.tick(), if daemon.running.values().any(|r| r.reattached) => daemon.check_reattached(),
+        }
+        daemon.commit_refusals();
+        daemon.schedule();
+        daemon.publish_status_line();
+    }
+    drop(request_watch);
+    drop(exit_watch);
+    daemon.commit_refusals();
+    let running = daemon.running.len();
+    info!(
+        running,
+        queued = daemon.queue.len(),
+        "stopping; running scripts carry on and are re-attached at the next start"
+    );
+    systemd::stopping(&format!("stopping; {running} script(s) keep running"));
+    Ok(())
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Spool(SpoolEvent::Ready(name)) => self.take(&name, Seen::Event),
+            Msg::Spool(SpoolEvent::Created(name)) => {
+                if !spool::may_be_in_progress(&self.requests, &name) {
+                    self.take(&name, Seen::Event);
+                }
+            }
+            Msg::Spool(SpoolEvent::Rescan(reason)) => {
+                self.rescan(&reason);
+                self.collect_exits();
+            }
+            Msg::Spool(SpoolEvent::Junk(name)) => self.remove_junk(&name),
+            Msg::Recheck(name) => {
+                self.settling.remove(&name);
+                self.take(&name, Seen::Listing);
+            }
+            Msg::Phase { id, phase } => self.progress(&id, phase),
+            Msg::Exited(name) => self.exited(&name),
+            Msg::MonitorGone(id) => self.monitor_gone(&id),
+        }
+    }
+
+    fn schedule(&mut self) {
+        fn slot(job: &Job) -> Slot<'_> {
+            Slot {
+                component: job.request.component.as_str(),
+                action: job.request.action,
+            }
+        }
+        if self.queue.is_empty() {
+            return;
+        }
+        let queued_before = self.queue.len();
+        let rules = Rules {
+            serialize_updates: self.config.serialize_updates,
+            max_concurrent: self.config.max_concurrent,
+        };
+        let start = schedule::startable(
+            self.running.values().map(|r| slot(&r.job)),
+            self.queue.iter().map(slot),
+            rules,
+            self.config.components.len(),
+        );
+        // Remove from the back so earlier indices stay valid; start in arrival order.
+        let mut jobs: Vec<Job> = start
+            .iter()
+            .rev()
+            .filter_map(|&i| self.queue.remove(i))
+            .collect();
+        jobs.reverse();
+        for job in jobs {
+            self.start(job);
+        }
+        // A job refused at its turn (untrusted script) frees its slot at once: look again.
+        if self.running.len() < self.config.max_concurrent
+            && !self.queue.is_empty()
+            && self.queue.len() != queued_before
+        {
+            self.schedule();
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let mut parts: Vec<String> = self
+            .running
+            .values()
+            .map(|r| {
+                let req = &r.job.request;
+                let version = req
+                    .version
+                    .as_ref()
+                    .map(|v| format!(" {}", v.as_str()))
+                    .unwrap_or_default();
+                format!(
+                    "running {}/{}{} (phase: {})",
+                    req.component, req.action, version, r.phase
+                )
+            })
+            .collect();
+        parts.sort();
+        if !self.queue.is_empty() {
+            parts.push(format!("{} queued", self.queue.len()));
+        }
+        if parts.is_empty() {
+            "idle".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    fn publish_status_line(&mut self) {
+        let line = self.status_line();
+        if line != self.last_status_line {
+            systemd::status(&line);
+            self.last_status_line = line;
+        }
+    }
+}

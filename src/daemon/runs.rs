@@ -1,0 +1,453 @@
+//! Runs: starting a job's monitor, following it, and concluding it with exactly one final
+//! status, including across restarts (recovery from the run records).
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+use tracing::{error, info, warn};
+
+use super::{Daemon, Job, Msg, Running};
+use crate::config::{Component, Config};
+use crate::record::{Accepted, RunSpec, RunState, boot_id, monotonic_now_ns};
+use crate::report::{self, PHASE_RUNNING, Refusal, RunContext};
+use crate::request::{Request, RequestId, printable};
+use crate::runner::Invocation;
+use crate::status::{Durability, Status};
+use crate::{spool, status, trust};
+
+impl Daemon {
+    /// Reads the run records left by earlier processes and picks every run up where it was:
+    /// queued runs go back into the queue, live monitors are re-attached, ended scripts are
+    /// answered, and runs whose monitor vanished (reboot, kill) are answered `interrupted`.
+    pub(super) fn recover(&mut self) {
+        let (records, problems) = match self.store.load() {
+            Ok(loaded) => loaded,
+            Err(e) => return error!(error = %e, "cannot read the run records"),
+        };
+        for problem in problems {
+            warn!("run records: {problem}");
+        }
+        let this_boot = boot_id();
+        for record in records {
+            let Some(job) = job_from(&record.accepted) else {
+                warn!(request_id = %printable(&record.accepted.request_id), "run record names an unknown request; skipped");
+                continue;
+            };
+            let id = job.request.id.clone();
+            match record.state {
+                RunState::Finished(status) => self.finish_leftovers(&job, &status),
+                RunState::Queued => {
+                    info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-queued after restart");
+                    self.track(&job);
+                    self.queue.push_back(job);
+                }
+                RunState::Started(spec) => {
+                    let started_at = spec.started_at;
+                    self.track(&job);
+                    let alive = spec.boot_id == this_boot && self.store.monitor_alive(&id);
+                    if !alive && self.store.exit(&id).is_none() && !self.store.launched(&id) {
+                        // Stopped between recording the start and launching the script: it
+                        // never ran, so it simply waits for its turn again.
+                        info!(request_id = %id, "run never launched before the restart; re-queued");
+                        if let Err(e) = self.store.unstart(&id) {
+                            warn!(request_id = %id, error = %e, "cannot reset the run record");
+                        }
+                        self.queue.push_back(job);
+                        continue;
+                    }
+                    self.running.insert(
+                        id.clone(),
+                        Running {
+                            job,
+                            phase: PHASE_RUNNING.into(),
+                            started_at,
+                            reattached: true,
+                        },
+                    );
+                    if self.store.exit(&id).is_some() {
+                        self.exited(&format!("{id}.json"));
+                    } else if alive {
+                        info!(request_id = %id, "re-attached to a running script");
+                    } else {
+                        self.interrupted(&id, &spec, spec.boot_id != this_boot);
+                    }
+                }
+            }
+        }
+        self.expire();
+    }
+
+    fn track(&mut self, job: &Job) {
+        self.in_flight.insert(job.file_name.clone());
+        self.in_flight_ids.insert(job.request.id.clone());
+    }
+
+    /// A finished run whose request file is still there: the crash came between recording the
+    /// result and removing the file, so the status may never have been written. Write it
+    /// (again), then remove the file.
+    fn finish_leftovers(&mut self, job: &Job, status: &Status) {
+        if self.requests.lstat(&job.file_name).is_ok() {
+            self.write_status(
+                &job.request.id,
+                status,
+                Durability::Durable,
+                Some(job.owner_uid),
+            );
+            self.remove_request_file(&job.file_name, true);
+        }
+        let _ = self.store.remove_exit(&job.request.id);
+    }
+
+    /// The monitor is gone without an exit record: what the script did is unknown. Answer
+    /// that, never run it again.
+    fn interrupted(&mut self, id: &RequestId, spec: &RunSpec, rebooted: bool) {
+        let Some(running) = self.running.remove(id) else {
+            return;
+        };
+        let request = &running.job.request;
+        let why = if rebooted {
+            "the machine restarted while it was running"
+        } else {
+            "its monitor process was killed"
+        };
+        let command = std::iter::once(request.action.script_name().to_owned())
+            .chain(spec.invocation.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let message = format!(
+            "interrupted: `{command}` started at {}, but {why}; whether it completed is unknown and it is not run again; check the component and submit a new request if needed",
+            status::rfc3339(spec.started_at),
+        );
+        warn!(request_id = %id, component = %request.component, action = %request.action, code = "interrupted", "{message}");
+        let mut status = report::refused(id, &Refusal::of_request(request, "interrupted", message));
+        status.phase = "failed".into();
+        status.started_at = Some(status::rfc3339(spec.started_at));
+        self.conclude(&running.job, &status);
+    }
+
+    /// Starts a job: checks its script, records the run, and starts its monitor.
+    pub(super) fn start(&mut self, job: Job) {
+        let request = &job.request;
+        let component: &Component = &self.config.components[&request.component];
+        let script = component.script(request.action);
+        let program = match trust::check_script(&component.dir, &script, &self.script_owners) {
+            Ok(program) => program,
+            Err(untrusted) => {
+                let message = format!(
+                    "refusing to run {}: {untrusted}",
+                    request.action.script_name()
+                );
+                error!(request_id = %request.id, component = %request.component, action = %request.action, code = untrusted.code(), "{message}");
+                let refusal = Refusal::of_request(request, untrusted.code(), message);
+                let status = report::refused(&request.id, &refusal);
+                return self.conclude(&job, &status);
+            }
+        };
+        let invocation = invocation(&self.config, component, request, program);
+        let started_at = SystemTime::now();
+        let accepted = Accepted::new(request, &job.file_name, job.owner_uid);
+        let spec = RunSpec {
+            deadline_monotonic_ns: monotonic_now_ns() + invocation.timeout.as_nanos(),
+            invocation,
+            boot_id: boot_id(),
+            started_at,
+            status_dir: self.config.status_dir(),
+            owner_uid: job.owner_uid,
+            accepted,
+        };
+        info!(
+            request_id = %request.id,
+            component = %request.component,
+            action = %request.action,
+            script = %spec.invocation.program.display(),
+            "running script"
+        );
+        let running = report::in_progress(request, PHASE_RUNNING, Some(started_at));
+        self.write_status(
+            &request.id,
+            &running,
+            Durability::BestEffort,
+            Some(job.owner_uid),
+        );
+
+        if let Err(e) = self.spawn_monitor(&request.id, &spec) {
+            error!(request_id = %request.id, error = %e, "cannot start the run's monitor");
+            let ctx = RunContext {
+                script: request.action.script_name(),
+                started_at,
+                last_phase: PHASE_RUNNING,
+                timeout: spec.invocation.timeout,
+                kill_grace: spec.invocation.kill_grace,
+            };
+            let status = report::finished(request, &ctx, &Err(e));
+            return self.conclude(&job, &status);
+        }
+        self.running.insert(
+            request.id.clone(),
+            Running {
+                job,
+                phase: PHASE_RUNNING.into(),
+                started_at,
+                reattached: false,
+            },
+        );
+    }
+
+    /// Records the run durably, locks its lock file and hands the lock to a new monitor as its
+    /// stdin, so the lock is held from before the monitor exists until it exits.
+    fn spawn_monitor(&self, id: &RequestId, spec: &RunSpec) -> std::io::Result<()> {
+        let lock = self.store.start(id, spec)?;
+        // Not `Flock`: its drop would unlock, and the lock must outlive our copy of the file.
+        #[allow(deprecated)]
+        nix::fcntl::flock(
+            lock.as_raw_fd(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )?;
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("__monitor")
+            .arg("--state-dir")
+            .arg(&self.config.state_dir)
+            .arg("--id")
+            .arg(id.as_str())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .stdin(Stdio::from(lock))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // Its own process group: a signal meant for the coordinator's group never reaches it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take();
+        let tx = self.tx.clone();
+        let phase_id = id.clone();
+        std::thread::Builder::new()
+            .name("monitor".into())
+            .spawn(move || {
+                if let Some(stdout) = stdout {
+                    for line in BufReader::new(stdout).lines() {
+                        let Ok(line) = line else { break };
+                        if let Some(phase) = line.strip_prefix("PHASE ") {
+                            let _ = tx.send(Msg::Phase {
+                                id: phase_id.clone(),
+                                phase: phase.to_owned(),
+                            });
+                        }
+                    }
+                }
+                // Reap it; its exit record, not its exit status, carries the result.
+                let _ = child.wait();
+                let _ = tx.send(Msg::MonitorGone(phase_id));
+            })?;
+        Ok(())
+    }
+
+    /// A monitor exited. Normally its exit record is there (its event may still be on the
+    /// way); without one, the monitor died mid-run.
+    pub(super) fn monitor_gone(&mut self, id: &RequestId) {
+        if !self.running.contains_key(id) {
+            return; // concluded already
+        }
+        if self.store.exit(id).is_some() {
+            return self.exited(&format!("{id}.json"));
+        }
+        let spec = self.store.spec(id);
+        match spec {
+            Some(spec) => self.interrupted(id, &spec, false),
+            None => warn!(request_id = %id, "a monitor exited and its run record is unreadable"),
+        }
+    }
+
+    /// Re-attached runs whose monitor died without an exit record (no child to tell us).
+    pub(super) fn check_reattached(&mut self) {
+        let ids: Vec<RequestId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.reattached)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if !self.store.monitor_alive(&id) {
+                self.monitor_gone(&id);
+            }
+        }
+    }
+
+    pub(super) fn progress(&mut self, id: &RequestId, phase: String) {
+        if let Some(running) = self.running.get_mut(id) {
+            running.phase = phase;
+        }
+    }
+
+    /// Looks at every exit record (after lost events or at start-up).
+    pub(super) fn collect_exits(&mut self) {
+        let ids: Vec<RequestId> = self.running.keys().cloned().collect();
+        for id in ids {
+            if self.store.exit(&id).is_some() {
+                self.exited(&format!("{id}.json"));
+            }
+        }
+    }
+
+    /// An exit record appeared: conclude that run with the script's real result.
+    pub(super) fn exited(&mut self, name: &str) {
+        let Some(id) = RequestId::from_file_name(name) else {
+            return;
+        };
+        let Some(record) = self.store.exit(&id) else {
+            return;
+        };
+        let Some(running) = self.running.remove(&id) else {
+            // Not ours (already concluded): an exit record left by a crash after concluding.
+            let _ = self.store.remove_exit(&id);
+            return;
+        };
+        let request = &running.job.request;
+        let component = &self.config.components[&request.component];
+        let ctx = RunContext {
+            script: request.action.script_name(),
+            started_at: running.started_at,
+            last_phase: &record.last_phase,
+            timeout: component.timeout(request.action),
+            kill_grace: self.config.kill_grace,
+        };
+        let status = report::finished(request, &ctx, &record.to_result());
+        let outcome = if status.success == Some(true) {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        let code = status.code.as_deref().unwrap_or("");
+        if status.success == Some(true) {
+            info!(request_id = %id, component = %request.component, action = %request.action, outcome, duration_ms = status.duration_ms, "request finished: {}", status.message);
+        } else {
+            warn!(request_id = %id, component = %request.component, action = %request.action, outcome, code, "request finished: {}", status.message);
+        }
+        self.conclude(&running.job, &status);
+    }
+
+    /// Concludes a job: the result is recorded, then the status written, then the request
+    /// file removed, each durable before the next (docs/durability.md). From here on the
+    /// request is answered and never runs again.
+    pub(super) fn conclude(&mut self, job: &Job, status: &Status) {
+        let id = &job.request.id;
+        if let Err(e) = self.store.finish(id, status) {
+            error!(request_id = %id, error = %e, "cannot record the final result");
+        }
+        if self.write_status(id, status, Durability::Durable, Some(job.owner_uid)) {
+            self.remove_request_file(&job.file_name, true);
+        }
+        if let Err(e) = self.store.remove_exit(id) {
+            warn!(request_id = %id, error = %e, "cannot remove the exit record");
+        }
+        self.in_flight.remove(&job.file_name);
+        self.in_flight_ids.remove(id);
+    }
+
+    /// Returns whether the status is on disk. Failures are logged here, once.
+    pub(super) fn write_status(
+        &self,
+        id: &RequestId,
+        status: &Status,
+        durability: Durability,
+        owner: Option<u32>,
+    ) -> bool {
+        match self.status.write(id, status, durability, owner) {
+            Ok(()) => true,
+            Err(e) => {
+                error!(request_id = %id, error = %e, dir = %self.status.path().display(), "cannot write the status file");
+                false
+            }
+        }
+    }
+
+    pub(super) fn remove_request_file(&self, name: &str, durable: bool) {
+        if let Err(e) = spool::remove_request(&self.requests, name, durable) {
+            error!(file = %printable(name), error = %e, "cannot remove the request file");
+        }
+    }
+
+    /// Removes finished records and uncollected final statuses older than the retention.
+    pub(super) fn expire(&mut self) {
+        let retention = self.config.retention;
+        match self.store.expire(retention) {
+            Ok(0) => {}
+            Ok(n) => info!(
+                records = n,
+                "removed finished run records past the retention period"
+            ),
+            Err(e) => warn!(error = %e, "cannot remove old run records"),
+        }
+        match self
+            .status
+            .expire(retention, |id| self.in_flight_ids.contains(id))
+        {
+            Ok(0) => {}
+            Ok(n) => info!(
+                statuses = n,
+                "removed final statuses nobody collected within the retention period"
+            ),
+            Err(e) => warn!(error = %e, "cannot remove old status files"),
+        }
+    }
+}
+
+/// A queued job again, from its record.
+fn job_from(accepted: &Accepted) -> Option<Job> {
+    Some(Job {
+        request: accepted.request()?,
+        file_name: accepted.file_name.clone(),
+        owner_uid: accepted.owner_uid,
+    })
+}
+
+/// The argv, directory and environment for one request's script.
+fn invocation(
+    config: &Config,
+    component: &Component,
+    request: &Request,
+    program: PathBuf,
+) -> Invocation {
+    let mut env = vec![
+        ("REQUEST_ID".to_owned(), request.id.to_string()),
+        ("COMPONENT".to_owned(), request.component.clone()),
+        ("ACTION".to_owned(), request.action.to_string()),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+        ("HOME".to_owned(), home_dir()),
+        // Lets a script restart the coordinator it runs under (self-update).
+        ("COORDINATOR_PID".to_owned(), std::process::id().to_string()),
+    ];
+    let args = match &request.version {
+        Some(version) => {
+            env.push(("VERSION".to_owned(), version.as_str().to_owned()));
+            vec![version.as_str().to_owned()]
+        }
+        None => Vec::new(),
+    };
+    Invocation {
+        program,
+        args,
+        cwd: component.dir.clone(),
+        env,
+        timeout: component.timeout(request.action),
+        kill_grace: config.kill_grace,
+        tail_bytes: config.output_tail_bytes,
+    }
+}
+
+/// `HOME` for scripts: the service's, or its user's home (systemd sets none for root units;
+/// docker finds its registry credentials through it).
+fn home_dir() -> String {
+    if let Some(home) = std::env::var_os("HOME") {
+        return home.to_string_lossy().into_owned();
+    }
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir.display().to_string())
+        .unwrap_or_else(|| "/".into())
+}
