@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::dir::Dir;
 use crate::request::{Action, Request, RequestId, Version};
 use crate::runner::{Captured, Exit, Invocation, Outcome, Stopped};
-use crate::status::{Durability, Status, write_atomic};
+use crate::status::{Durability, Status, remove_temp_files, write_atomic};
 
 /// The accepted request, as the record keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,7 +328,9 @@ impl RunStore {
     pub fn load(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
         let mut records = Vec::new();
         let mut problems = Vec::new();
-        remove_temp_files(&self.exits)?;
+        remove_temp_files(&self.exits, |target| {
+            RequestId::from_file_name(target).is_some_and(|id| self.monitor_alive(&id))
+        })?;
         for name in self.runs.names()? {
             let Some(name) = name.to_str() else { continue };
             if name.starts_with('.') {
@@ -339,7 +341,9 @@ impl RunStore {
                 continue;
             };
             let Ok(dir) = self.run_dir(&id) else { continue };
-            remove_temp_files(&dir)?;
+            if !self.monitor_alive(&id) {
+                remove_temp_files(&dir, |_| false)?;
+            }
             let Some(accepted) = read_json::<Accepted>(&dir, "request.json") else {
                 // Created but the accept record never became durable: the request file is
                 // still in requests/, so the spool scan takes it again.
@@ -383,18 +387,6 @@ impl RunStore {
         }
         Ok(removed)
     }
-}
-
-fn remove_temp_files(dir: &Dir) -> io::Result<()> {
-    for name in dir.names()? {
-        if let Some(name) = name.to_str()
-            && name.starts_with('.')
-            && name.ends_with(".tmp")
-        {
-            dir.remove(name)?;
-        }
-    }
-    Ok(())
 }
 
 fn write_json(dir: &Dir, name: &str, value: &impl Serialize) -> io::Result<()> {

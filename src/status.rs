@@ -180,17 +180,42 @@ impl StatusDir {
         Ok(removed)
     }
 
-    /// Removes temp files a crash left behind (`.<name>.<random>.tmp`).
-    pub fn remove_stale_temp_files(&self) -> io::Result<usize> {
-        let mut removed = 0;
-        for name in self.dir.names()? {
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') && name.ends_with(".tmp") && self.dir.remove(name).is_ok() {
-                removed += 1;
+    /// Removes temp files a crash left behind, except those of requests for which
+    /// `being_written` is true (a live monitor may be writing them right now).
+    pub fn remove_stale_temp_files(
+        &self,
+        being_written: impl Fn(&RequestId) -> bool,
+    ) -> io::Result<usize> {
+        remove_temp_files(&self.dir, |target| {
+            RequestId::from_file_name(target).is_some_and(|id| being_written(&id))
+        })
+    }
+}
+
+/// The file a temp file of [`write_atomic`] was going to become: `.<target>.<hex>.tmp`.
+pub fn temp_target(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    Some(inner.rsplit_once('.')?.0)
+}
+
+/// Removes the temp files [`write_atomic`] left in `dir` when its writer died, except those
+/// whose target `keep` says is still being written. Returns how many were removed.
+pub fn remove_temp_files(dir: &Dir, keep: impl Fn(&str) -> bool) -> io::Result<usize> {
+    let mut removed = 0;
+    for name in dir.names()? {
+        let Some(name) = name.to_str() else { continue };
+        let Some(target) = temp_target(name) else {
+            continue;
+        };
+        if !keep(target) {
+            match dir.remove(name) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
-        Ok(removed)
     }
+    Ok(removed)
 }
 
 /// Temp file in the same directory (random name, exclusive create, so nothing planted can
@@ -323,12 +348,17 @@ mod tests {
     fn stale_temp_files_are_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".r1.json.abc.tmp"), "x").unwrap();
+        fs::write(dir.path().join(".r3.json.abc.tmp"), "being written").unwrap();
         fs::write(dir.path().join("r2.json"), "{}").unwrap();
         let n = StatusDir::open(dir.path())
             .unwrap()
-            .remove_stale_temp_files()
+            .remove_stale_temp_files(|id| id.as_str() == "r3")
             .unwrap();
         assert_eq!(n, 1);
         assert!(dir.path().join("r2.json").exists());
+        assert!(
+            dir.path().join(".r3.json.abc.tmp").exists(),
+            "still being written: kept"
+        );
     }
 }

@@ -146,6 +146,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let requests = Dir::open(&requests_dir).map_err(prepare(&requests_dir))?;
     let status = StatusDir::open(&status_dir).map_err(prepare(&status_dir))?;
     let store = RunStore::open(&config.state_dir).map_err(prepare(&config.state_dir))?;
+    match status.remove_stale_temp_files(|id| store.monitor_alive(id)) {
+        Ok(0) => {}
+        Ok(n) => info!(count = n, "removed temp files left by an earlier crash"),
+        Err(e) => warn!(error = %e, "cannot clean up temp files in the status directory"),
+    }
     if let Some(group) = &config.spool_group {
         for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
             warn!(
@@ -164,11 +169,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
         None => None,
     };
-    match status.remove_stale_temp_files() {
-        Ok(0) => {}
-        Ok(n) => info!(count = n, "removed temp files left by an earlier crash"),
-        Err(e) => warn!(error = %e, "cannot clean up temp files in the status directory"),
-    }
     let exe = std::env::current_exe().map_err(|e| ServeError::Prepare {
         path: PathBuf::from("/proc/self/exe"),
         source: e,

@@ -1,0 +1,288 @@
+//! Nothing lost, nothing run twice: the coordinator is killed, restarted, its monitors die,
+//! the machine "reboots", and every accepted request still gets exactly one final status with
+//! the script's real result.
+
+mod support;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use support::{Service, Spool, new_id, path_str, wait_until};
+
+fn gated_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ran = spool.evidence().join("ran");
+    let gate = spool.evidence().join("gate");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!(
+            "echo \"$REQUEST_ID\" >> {ran}; echo PHASE:installing; echo working; while [ ! -e {gate} ]; do sleep 0.05; done; echo done; exit {exit_code}",
+            ran = path_str(&ran),
+            gate = path_str(&gate)
+        ),
+    );
+    (ran, gate)
+}
+
+#[test]
+fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code() {
+    let spool = Spool::new();
+    let (ran, gate) = gated_update(&spool, 7);
+    let mut service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
+    );
+    wait_until("installing", || {
+        spool
+            .status(&id)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+
+    service.crash();
+    fs::write(&gate, "").unwrap(); // the script finishes while no coordinator runs
+    let _restarted = Service::start(&spool);
+    let status = spool.wait_final(&id);
+    assert_eq!(status["exit_code"], 7, "{status}");
+    assert_eq!(status["code"], "script_failed");
+    assert_eq!(
+        status["output"], "PHASE:installing\nworking\ndone\n",
+        "output recorded across the crash"
+    );
+    assert_eq!(
+        status["message"],
+        "update.sh exited with code 7 (last phase: installing)"
+    );
+    assert_eq!(
+        fs::read_to_string(&ran).unwrap().lines().count(),
+        1,
+        "ran once"
+    );
+    wait_until("request file removed", || spool.request_files().is_empty());
+}
+
+#[test]
+fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
+    let spool = Spool::new();
+    let (_, gate) = gated_update(&spool, 0);
+    let mut service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
+    );
+    wait_until("installing", || {
+        spool
+            .status(&id)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+    service.crash();
+    let restarted = Service::start(&spool);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        spool.status(&id).unwrap()["message"],
+        "in_progress",
+        "still running"
+    );
+    fs::write(&gate, "").unwrap();
+    assert_eq!(spool.wait_final(&id)["success"], true);
+    assert!(restarted.log().contains("re-attached to a running script"));
+}
+
+#[test]
+fn the_timeout_still_applies_across_a_restart() {
+    let mut spool = Spool::new();
+    spool.add_config("[components.remote.timeouts]\nupdate = 2");
+    spool.script("remote", "update.sh", "echo PHASE:stuck; sleep 300");
+    let mut service = Service::start(&spool);
+    let id = new_id();
+    let started = Instant::now();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
+    );
+    wait_until("stuck", || {
+        spool.status(&id).is_some_and(|s| s["phase"] == "stuck")
+    });
+    service.crash();
+    let _restarted = Service::start(&spool);
+    let status = spool.wait_final(&id);
+    assert_eq!(status["code"], "timeout", "{status}");
+    assert_eq!(status["timed_out"], true);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not the script's own 300 s"
+    );
+}
+
+#[test]
+fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
+    let spool = Spool::new();
+    let (ran, _gate) = gated_update(&spool, 0);
+    let _service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
+    );
+    wait_until("installing", || {
+        spool
+            .status(&id)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+
+    // Kill the monitor and the script's whole group, as an OOM killer or an operator might.
+    let monitor = find_process(&["__monitor", &id]).expect("the run's monitor");
+    let script = find_process(&["update.sh", "1.2.3"]).expect("the script");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(script),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    let status = spool.wait_final(&id);
+    assert_eq!(status["code"], "interrupted", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("update.sh 1.2.3"),
+        "says what ran: {status}"
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("not run again")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        fs::read_to_string(&ran).unwrap().lines().count(),
+        1,
+        "never re-run"
+    );
+}
+
+#[test]
+fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
+    let spool = Spool::new();
+    let (ran, _gate) = gated_update(&spool, 0);
+    let mut service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
+    );
+    wait_until("installing", || {
+        spool
+            .status(&id)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+
+    // Power cut: everything dies at once; the record says it started in another boot.
+    service.crash();
+    let monitor = find_process(&["__monitor", &id]).unwrap();
+    let script = find_process(&["update.sh", "1.2.3"]).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(script),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let run = spool.dir.path().join(format!("state/runs/{id}/run.json"));
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&run).unwrap()).unwrap();
+    spec["boot_id"] = "an-earlier-boot".into();
+    fs::write(&run, serde_json::to_vec(&spec).unwrap()).unwrap();
+
+    let _restarted = Service::start(&spool);
+    let status = spool.wait_final(&id);
+    assert_eq!(status["code"], "interrupted");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("machine restarted"),
+        "{status}"
+    );
+    assert_eq!(
+        fs::read_to_string(&ran).unwrap().lines().count(),
+        1,
+        "never re-run"
+    );
+    wait_until("request file removed", || spool.request_files().is_empty());
+}
+
+#[test]
+fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
+    let spool = Spool::new();
+    let ran = spool.evidence().join("ran");
+    spool.script(
+        "core",
+        "health-check.sh",
+        &format!(
+            "echo \"$REQUEST_ID\" >> {}; echo healthy; exit 0",
+            path_str(&ran)
+        ),
+    );
+    let mut service = Service::start(&spool);
+    let id = new_id();
+    let json = Spool::request_json(&id, "core", "health", None);
+    spool.drop_in_place(&id, &json);
+    let first = spool.wait_final(&id);
+    // The client collects its status, then (after its own restart, say) sends the same request.
+    fs::remove_file(spool.status_dir().join(format!("{id}.json"))).unwrap();
+    service.crash();
+    let _restarted = Service::start(&spool);
+    spool.drop_in_place(&id, &json);
+    let again = spool.wait_final(&id);
+    assert_eq!(again, first, "the recorded result, unchanged");
+    assert_eq!(
+        fs::read_to_string(&ran).unwrap().lines().count(),
+        1,
+        "not re-run"
+    );
+}
+
+#[test]
+fn records_and_uncollected_statuses_expire_after_the_retention_period() {
+    let mut spool = Spool::new();
+    spool.set("state", "retention_days = 0.00001"); // under a second
+    let mut service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    spool.wait_final(&id);
+    assert!(spool.dir.path().join(format!("state/runs/{id}")).exists());
+    std::thread::sleep(Duration::from_millis(1500));
+    service.crash();
+    let _restarted = Service::start(&spool); // sweeps at start, then hourly
+    wait_until("record and status expired", || {
+        !spool.dir.path().join(format!("state/runs/{id}")).exists() && spool.status(&id).is_none()
+    });
+}
+
+/// The pid of the process whose command line contains all `needles`.
+fn find_process(needles: &[&str]) -> Option<i32> {
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if needles.iter().all(|n| cmdline.contains(n)) {
+            return Some(pid);
+        }
+    }
+    None
+}
