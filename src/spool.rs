@@ -209,6 +209,13 @@ pub fn read_request(
     limit: u64,
     writers: &Writers,
 ) -> Result<RequestFile, ReadError> {
+    // Look before opening: a device node must never even be opened by root.
+    match dir.lstat(name) {
+        Ok(st) if !is_regular(&st) => return Err(ReadError::NotRegular(kind_of(st.st_mode))),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Gone),
+        Err(e) => return Err(e.into()),
+    }
     let file = match dir.open_untrusted(name) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Gone),
@@ -318,6 +325,19 @@ pub fn permission_deviations(requests: &Path, status: &Path, group: &str) -> Vec
         Err(e) => return vec![format!("cannot look up the group {group}: {e}")],
     };
     let mut deviations = Vec::new();
+    // The spool root holds the quarantine and is reached by path: nobody but root may change it.
+    if let Some(root) = requests.parent() {
+        match nix::sys::stat::stat(root) {
+            Err(e) => deviations.push(format!("{}: {e}", root.display())),
+            Ok(st) if st.st_uid != 0 || st.st_mode & 0o022 != 0 => deviations.push(format!(
+                "{}: must be owned by root and not writable by group or others (uid {}, mode {:04o})",
+                root.display(),
+                st.st_uid,
+                st.st_mode & 0o7777
+            )),
+            Ok(_) => {}
+        }
+    }
     for (dir, expected_mode) in [(requests, 0o1730), (status, 0o1770)] {
         match nix::sys::stat::stat(dir) {
             Err(e) => deviations.push(format!("{}: {e}", dir.display())),

@@ -37,6 +37,12 @@ fn under_attack(setup: impl FnOnce(&mut Spool), attack: impl FnOnce(&Spool)) -> 
         before,
         "nothing outside the spool may change"
     );
+    let service_pid = service.pid() as i32;
+    wait_until("no script or monitor left running", || {
+        support::processes_mentioning(spool.dir.path())
+            .iter()
+            .all(|(pid, _)| *pid == service_pid)
+    });
     (spool, service)
 }
 
@@ -649,5 +655,92 @@ fn submit_signs_requests_when_the_config_requires_it() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_device_node_is_refused_without_being_opened() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (mknod); CI runs as root");
+    }
+    under_attack(
+        |_| {},
+        |spool| {
+            // /dev/null's numbers: harmless if it were opened, but it must not even be.
+            let tmp = spool.requests().join(".dev");
+            nix::sys::stat::mknod(
+                &tmp,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, 3),
+            )
+            .unwrap();
+            fs::rename(&tmp, spool.requests().join("dev-1.json")).unwrap();
+            let status = spool.wait_final("dev-1");
+            assert_eq!(status["code"], "not_a_regular_file");
+            assert!(
+                status["message"].as_str().unwrap().contains("a device"),
+                "{status}"
+            );
+            wait_until("device node removed", || {
+                !spool.requests().join("dev-1.json").exists()
+            });
+        },
+    );
+}
+
+#[test]
+fn a_final_status_planted_for_another_id_does_not_pre_empt_its_request() {
+    under_attack(
+        |spool| {
+            let ran = spool.evidence().join("ran");
+            spool.script("core", "rollback.sh", &format!("touch {}", path_str(&ran)));
+        },
+        |spool| {
+            let id = new_id();
+            let fake = serde_json::json!({"request_id": id, "component": "core", "action": "health", "success": true,
+                "message": "forged", "phase": "done", "output": "", "error": "", "timestamp": "2026-01-01T00:00:00Z"});
+            fs::write(
+                spool.status_dir().join(format!("{id}.json")),
+                fake.to_string(),
+            )
+            .unwrap();
+            let ran = spool.evidence().join("ran");
+            spool.drop_in_place(&id, &Spool::request_json(&id, "core", "rollback", None));
+            wait_until("the real request ran", || ran.exists());
+            let status = spool.wait_final(&id);
+            assert_eq!(
+                status["message"], "Rollback completed successfully",
+                "{status}"
+            );
+        },
+    );
+}
+
+#[test]
+fn status_files_belong_to_the_requests_writer_and_are_private() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("this test needs root (chown to another uid); CI runs as root");
+    }
+    use std::os::unix::fs::MetadataExt;
+    under_attack(
+        |_| {},
+        |spool| {
+            let writer = 4242;
+            for (id, content) in [
+                (new_id(), None),
+                ("junk-owned".to_string(), Some("not json".to_string())),
+            ] {
+                let content =
+                    content.unwrap_or_else(|| Spool::request_json(&id, "core", "health", None));
+                let tmp = spool.requests().join(format!(".{id}"));
+                fs::write(&tmp, content).unwrap();
+                nix::unistd::chown(&tmp, Some(nix::unistd::Uid::from_raw(writer)), None).unwrap();
+                fs::rename(&tmp, spool.requests().join(format!("{id}.json"))).unwrap();
+                spool.wait_final(&id);
+                let meta = fs::metadata(spool.status_dir().join(format!("{id}.json"))).unwrap();
+                assert_eq!((meta.uid(), meta.mode() & 0o777), (writer, 0o600), "{id}");
+            }
+        },
     );
 }

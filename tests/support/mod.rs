@@ -402,8 +402,32 @@ pub fn files_outside_spool(
     let mut out = std::collections::BTreeMap::new();
     walk(
         spool.dir.path(),
-        &[spool.root(), spool.dir.path().join("state"), spool.dir.path().join("evidence")],
+        &[
+            spool.root(),
+            spool.dir.path().join("state"),
+            spool.dir.path().join("evidence"),
+        ],
         &mut out,
     );
     out
+}
+
+/// Processes (pid, command line) whose command line mentions `path`: scripts and monitors of
+/// a test's temp directory.
+pub fn processes_mentioning(path: &Path) -> Vec<(i32, String)> {
+    let needle = path.display().to_string();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) && !process_gone(pid) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
 }
