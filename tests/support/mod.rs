@@ -197,6 +197,11 @@ impl Service {
 
     /// Like [`Service::start`], with extra environment variables for the service.
     pub fn start_with_env(spool: &Spool, env: &[(&str, &str)]) -> Service {
+        Self::start_binary(spool, Path::new(BIN), env)
+    }
+
+    /// Starts a given build of the coordinator (for self-update tests).
+    pub fn start_binary(spool: &Spool, binary: &Path, env: &[(&str, &str)]) -> Service {
         let socket_path = spool.dir.path().join(format!("notify-{}.sock", new_id()));
         let notify = UnixDatagram::bind(&socket_path).unwrap();
         let notifications = Arc::new(Mutex::new(Vec::new()));
@@ -210,7 +215,7 @@ impl Service {
             }
         });
         let log = spool.dir.path().join(format!("service-{}.log", new_id()));
-        let child = Command::new(BIN)
+        let child = Command::new(binary)
             .args(["run", "--config"])
             .arg(spool.config_path())
             .env("NOTIFY_SOCKET", &socket_path)
