@@ -84,6 +84,19 @@ pub fn refused(id: &RequestId, refusal: &Refusal) -> Status {
     }
 }
 
+/// The final status of a run whose monitor vanished (reboot, kill): nothing is known of how the
+/// script ended, and it is not run again.
+pub fn interrupted(request: &Request, started_at: SystemTime, message: String) -> Status {
+    Status {
+        success: Some(false),
+        message,
+        code: Some("interrupted".into()),
+        phase: "failed".into(),
+        started_at: Some(rfc3339(started_at)),
+        ..base(request)
+    }
+}
+
 /// Details the final message mentions besides the outcome itself.
 pub struct RunContext<'a> {
     pub script: &'a str,

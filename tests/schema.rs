@@ -1245,20 +1245,39 @@ fn real_start_failures_and_interruptions_match_the_status_schema() {
         &Spool::request_json(&left_queued, "core", "update", Some("3.0.0")),
     );
     wait_in_phase(&spool, &left_queued, "queued");
+    // Stopping the service touches neither: the update keeps running under its monitor.
     service.signal(nix::sys::signal::Signal::SIGTERM);
     service.wait_for_notification("STOPPING=1");
-    // A second stop signal ends the shutdown grace at once.
-    service.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(service.wait_exit(), "clean exit");
-    let s = checked_status(&spool, &interrupted, "interrupted");
+    let s = checked_status(&spool, &interrupted, "running through a stop");
     assert_eq!(
-        (&s["code"], &s["phase"]),
-        (&json!("interrupted"), &json!("failed"))
+        (&s["message"], &s["phase"]),
+        (&json!("in_progress"), &json!("working"))
     );
     let s = checked_status(&spool, &left_queued, "left queued at shutdown");
     assert_eq!(
         (&s["message"], &s["phase"]),
         (&json!("in_progress"), &json!("queued"))
     );
-    assert_eq!(spool.request_files(), [format!("{left_queued}.json")]);
+    // Its monitor and script vanish (as in a reboot): the next start answers `interrupted`.
+    for pid in support::processes_mentioning(spool.dir.path()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    support::wait_until("monitor and script gone", || {
+        support::processes_mentioning(spool.dir.path()).is_empty()
+    });
+    let mut restarted = Service::start(&spool);
+    let s = spool.wait_final(&interrupted);
+    assert_valid_status("interrupted", &s);
+    assert_eq!(
+        (&s["code"], &s["phase"]),
+        (&json!("interrupted"), &json!("failed"))
+    );
+    // The queued one runs after the restart.
+    let s = spool.wait_final(&left_queued);
+    assert_valid_status("queued before the stop, answered after it", &s);
+    assert!(restarted.stop());
 }

@@ -122,9 +122,7 @@ impl Daemon {
             status::rfc3339(spec.started_at),
         );
         warn!(request_id = %id, component = %request.component, action = %request.action, code = "interrupted", "{message}");
-        let mut status = report::refused(id, &Refusal::of_request(request, "interrupted", message));
-        status.phase = "failed".into();
-        status.started_at = Some(status::rfc3339(spec.started_at));
+        let status = report::interrupted(request, spec.started_at, message);
         self.conclude(&running.job, &status);
     }
 
