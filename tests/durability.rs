@@ -80,10 +80,11 @@ fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     service.crash();
     let restarted = Service::start(&spool);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        spool.status(&id).unwrap()["message"],
-        "in_progress",
-        "still running"
+    let status = spool.status(&id);
+    assert!(
+        status.as_ref().is_some_and(|s| s["message"] == "in_progress"),
+        "still running, but: {status:?}\n{}",
+        restarted.log()
     );
     fs::write(&gate, "").unwrap();
     assert_eq!(spool.wait_final(&id)["success"], true);
