@@ -9,7 +9,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use update_coordinator::config::Config;
 
-const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -24,9 +24,17 @@ fuzz_target!(|data: &[u8]| {
 fn check(config: &Config) {
     assert!(config.max_concurrent >= 1);
     assert!((1024..=16 * 1024 * 1024).contains(&config.output_tail_bytes));
-    for grace in [config.kill_grace, config.shutdown_grace] {
-        assert!(!grace.is_zero() && grace <= WEEK, "{grace:?}");
-    }
+    assert!(
+        !config.kill_grace.is_zero() && config.kill_grace <= YEAR,
+        "{:?}",
+        config.kill_grace
+    );
+    assert!(
+        !config.retention.is_zero() && config.retention <= YEAR,
+        "{:?}",
+        config.retention
+    );
+    check_path(&config.state_dir);
     check_path(&config.spool_root);
     for (name, component) in &config.components {
         assert!(
@@ -44,7 +52,7 @@ fn check(config: &Config) {
             component.rollback_timeout,
             component.health_timeout,
         ] {
-            assert!(!timeout.is_zero() && timeout <= WEEK, "{timeout:?}");
+            assert!(!timeout.is_zero() && timeout <= YEAR, "{timeout:?}");
         }
     }
 }
