@@ -25,6 +25,7 @@ pub fn init(verbose: u8) {
                 registry
                     .with(
                         journald
+                            .with_priority_mappings(priorities())
                             .with_field_prefix(None)
                             .with_syslog_identifier("update-coordinator".into()),
                     )
@@ -42,4 +43,14 @@ pub fn init(verbose: u8) {
                 .with_target(false),
         )
         .init();
+}
+
+/// Journal priorities: info is "informational" (6), not "notice", so script stdout lines and
+/// routine events stay below warnings (script stderr) in `journalctl -p`.
+fn priorities() -> tracing_journald::PriorityMappings {
+    tracing_journald::PriorityMappings {
+        info: tracing_journald::Priority::Informational,
+        debug: tracing_journald::Priority::Debug,
+        ..tracing_journald::PriorityMappings::new()
+    }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
 use crate::report::{self, PHASE_RUNNING};
@@ -74,8 +74,105 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Lines of output an in-progress status carries (`log_tail`).
+const LOG_TAIL_LINES: usize = 20;
+/// Output lines forwarded to the journal per run; the rest is only in the status's tail.
+const MAX_JOURNAL_LINES: usize = 10_000;
+/// In-progress statuses are rewritten for new output at most this often.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+/// What the monitor reports while the script runs: phases and progress to the status file
+/// (and to the coordinator on stdout), output lines to the journal and the status's log tail.
+struct Reporter {
+    id: RequestId,
+    request: Option<crate::request::Request>,
+    status_dir: Option<StatusDir>,
+    owner: u32,
+    started_at: std::time::SystemTime,
+    live: Mutex<Live>,
+}
+
+struct Live {
+    phase: String,
+    progress: Option<u8>,
+    tail: std::collections::VecDeque<String>,
+    journal_lines: usize,
+    last_write: std::time::Instant,
+}
+
+impl Reporter {
+    /// Rewrites the in-progress status (best effort: the final one is what counts).
+    fn write(&self, live: &mut Live) {
+        let (Some(dir), Some(request)) = (&self.status_dir, &self.request) else {
+            return;
+        };
+        let mut status = report::in_progress(request, &live.phase, Some(self.started_at));
+        status.progress = live.progress;
+        status.log_tail = Some(live.tail.iter().map(|l| format!("{l}\n")).collect());
+        status.updated_at = Some(crate::status::now_rfc3339());
+        let _ = dir.write(&self.id, &status, Durability::BestEffort, Some(self.owner));
+        live.last_write = std::time::Instant::now();
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fields(&self) -> (&str, &str) {
+        match &self.request {
+            Some(r) => (r.component.as_str(), r.action.as_str()),
+            None => ("", ""),
+        }
+    }
+}
+
+impl runner::RunEvents for Reporter {
+    fn phase(&self, name: String) {
+        let (component, action) = self.fields();
+        info!(request_id = %self.id, component, action, phase = %name, "phase");
+        // The coordinator that started us listens on our stdout; after its restart nobody
+        // does, and a failed write is fine.
+        let _ = writeln!(std::io::stdout(), "PHASE {name}");
+        let _ = std::io::stdout().flush();
+        let mut live = self.live();
+        live.phase = name;
+        self.write(&mut live);
+    }
+
+    fn progress(&self, percent: u8) {
+        let mut live = self.live();
+        live.progress = Some(percent);
+        self.write(&mut live);
+    }
+
+    fn line(&self, stream: runner::Stream, line: &str) {
+        let (component, action) = self.fields();
+        let mut live = self.live();
+        if live.journal_lines < MAX_JOURNAL_LINES {
+            let phase = live.phase.as_str();
+            match stream {
+                runner::Stream::Stdout => {
+                    info!(request_id = %self.id, component, action, phase, stream = "stdout", "{line}")
+                }
+                runner::Stream::Stderr => {
+                    warn!(request_id = %self.id, component, action, phase, stream = "stderr", "{line}")
+                }
+            }
+        } else if live.journal_lines == MAX_JOURNAL_LINES {
+            warn!(request_id = %self.id, component, action, "more output than {MAX_JOURNAL_LINES} lines: the rest is not forwarded to the journal (the status keeps the tail)");
+        }
+        live.journal_lines += 1;
+        if live.tail.len() == LOG_TAIL_LINES {
+            live.tail.pop_front();
+        }
+        live.tail.push_back(line.to_owned());
+        if live.last_write.elapsed() >= STATUS_REFRESH {
+            self.write(&mut live);
+        }
+    }
+}
+
 async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord {
-    let request = spec.accepted.request();
     let mut invocation = spec.invocation.clone();
     let remaining = spec
         .deadline_monotonic_ns
@@ -83,26 +180,20 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     invocation.timeout =
         Duration::from_nanos(remaining.min(u64::MAX as u128) as u64).max(Duration::from_millis(1));
 
-    let last_phase = Arc::new(Mutex::new(PHASE_RUNNING.to_owned()));
-    let status_dir = StatusDir::open(&spec.status_dir).ok();
-    let phase_sink = Arc::clone(&last_phase);
-    let owner = spec.owner_uid;
-    let started_at = spec.started_at;
-    let component = spec.accepted.component.clone();
-    let action = spec.accepted.action.clone();
-    let phase_id = id.clone();
-    let on_phase = move |phase: String| {
-        info!(request_id = %phase_id, component = %component, action = %action, phase = %phase, "phase");
-        if let (Some(dir), Some(request)) = (&status_dir, &request) {
-            let status = report::in_progress(request, &phase, Some(started_at));
-            let _ = dir.write(&phase_id, &status, Durability::BestEffort, Some(owner));
-        }
-        // The coordinator that started us listens on our stdout; after its restart nobody
-        // does, and a failed write is fine.
-        let _ = writeln!(std::io::stdout(), "PHASE {phase}");
-        let _ = std::io::stdout().flush();
-        *phase_sink.lock().unwrap_or_else(|e| e.into_inner()) = phase;
-    };
+    let reporter = Arc::new(Reporter {
+        id: id.clone(),
+        request: spec.accepted.request(),
+        status_dir: StatusDir::open(&spec.status_dir).ok(),
+        owner: spec.owner_uid,
+        started_at: spec.started_at,
+        live: Mutex::new(Live {
+            phase: PHASE_RUNNING.to_owned(),
+            progress: None,
+            tail: Default::default(),
+            journal_lines: 0,
+            last_write: std::time::Instant::now(),
+        }),
+    });
 
     // SIGTERM to the monitor stops the script (SIGTERM, grace, SIGKILL to its group).
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -112,7 +203,8 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
             let _ = stop_tx.send(true);
         });
     }
-    let result = runner::run(invocation, on_phase, stop_rx).await;
-    let phase = last_phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let events: Arc<dyn runner::RunEvents> = reporter.clone();
+    let result = runner::run(invocation, events, stop_rx).await;
+    let phase = reporter.live().phase.clone();
     ExitRecord::from_result(&result, &phase)
 }

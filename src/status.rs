@@ -56,6 +56,15 @@ pub struct Status {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// In progress: percent done, from the script's `PROGRESS:<n>` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// In progress: the last lines of output (stdout and stderr, as they came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+    /// In progress: when this status was last rewritten (a heartbeat while output flows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
     /// RFC 3339, UTC, when this status was written.
     pub timestamp: String,
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
 
-pub use output::{Captured, MAX_PHASE_LEN, PhaseScanner, Tail};
+pub use output::{
+    Captured, LineScanner, MAX_LINE, MAX_PHASE_LEN, PhaseScanner, Tail, phase_of, progress_of,
+};
 pub use process::seal_inherited_fds;
 
 /// `PATH` scripts get; nothing is inherited from the service's environment.
@@ -78,11 +80,28 @@ impl Outcome {
     }
 }
 
-/// Runs the script to completion (or until timeout / `stop` turns true), calling `on_phase` for
-/// every `PHASE:<name>` line on stdout. Fails only if the script could not be started.
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a running script reports as it happens. Called from the output reader threads.
+pub trait RunEvents: Send + Sync + 'static {
+    /// A `PHASE:<name>` line on stdout.
+    fn phase(&self, _name: String) {}
+    /// A `PROGRESS:<n>` line on stdout, 0–100.
+    fn progress(&self, _percent: u8) {}
+    /// Any complete output line (cut at [`MAX_LINE`] bytes).
+    fn line(&self, _stream: Stream, _line: &str) {}
+}
+
+/// Runs the script to completion (or until timeout / `stop` turns true), telling `events`
+/// about its output as it comes. Fails only if the script could not be started.
 pub async fn run(
     inv: Invocation,
-    on_phase: impl Fn(String) + Send + 'static,
+    events: Arc<dyn RunEvents>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<Outcome> {
     let mut command = Command::new(&inv.program);
@@ -98,8 +117,13 @@ pub async fn run(
     let started = Instant::now();
     let spawned = process::spawn(command)?;
     let group = spawned.group;
-    let stdout = capture(spawned.stdout, inv.tail_bytes, Some(Box::new(on_phase)));
-    let stderr = capture(spawned.stderr, inv.tail_bytes, None);
+    let stdout = capture(
+        spawned.stdout,
+        Stream::Stdout,
+        inv.tail_bytes,
+        Arc::clone(&events),
+    );
+    let stderr = capture(spawned.stderr, Stream::Stderr, inv.tail_bytes, events);
     let mut exited = spawned.exited;
 
     let deadline = tokio::time::sleep(inv.timeout);
@@ -161,14 +185,15 @@ impl Capture {
 
 fn capture(
     mut stream: impl Read + Send + 'static,
+    which: Stream,
     tail_bytes: usize,
-    on_phase: Option<Box<dyn Fn(String) + Send>>,
+    events: Arc<dyn RunEvents>,
 ) -> Capture {
     let tail = Arc::new(Mutex::new(Tail::new(tail_bytes)));
     let (done_tx, done) = oneshot::channel();
     let thread_tail = Arc::clone(&tail);
     let reader = move || {
-        let mut scanner = PhaseScanner::default();
+        let mut lines = LineScanner::new(MAX_LINE);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match stream.read(&mut buf) {
@@ -181,9 +206,16 @@ fn capture(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(&buf[..n]);
-            if let Some(on_phase) = &on_phase {
-                scanner.feed(&buf[..n]).into_iter().for_each(on_phase);
-            }
+            lines.feed(&buf[..n], |line| {
+                if which == Stream::Stdout {
+                    if let Some(phase) = phase_of(line) {
+                        events.phase(phase);
+                    } else if let Some(percent) = progress_of(line) {
+                        events.progress(percent);
+                    }
+                }
+                events.line(which, &String::from_utf8_lossy(line));
+            });
         }
         let _ = done_tx.send(());
     };

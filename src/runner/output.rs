@@ -61,11 +61,52 @@ impl Tail {
     }
 }
 
-/// Finds `PHASE:<name>` lines in a byte stream. Only the first bytes of each line are kept,
-/// so an endless line costs nothing.
-#[derive(Debug, Default)]
-pub struct PhaseScanner {
+/// Splits a byte stream into lines, keeping at most `max` bytes of each (an endless line
+/// costs nothing). Lines come out without their newline.
+#[derive(Debug)]
+pub struct LineScanner {
     line: Vec<u8>,
+    max: usize,
+}
+
+impl LineScanner {
+    pub fn new(max: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            max,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(&[u8])) {
+        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+            let room = self.max.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if chunk.ends_with(b"\n") {
+                if self.line.last() == Some(&b'\n') {
+                    self.line.pop();
+                }
+                each(&self.line);
+                self.line.clear();
+            }
+        }
+    }
+}
+
+/// A line kept for the journal and the status's log tail is cut at this many bytes.
+pub const MAX_LINE: usize = 2048;
+
+/// Finds `PHASE:<name>` lines in a byte stream (see [`phase_of`]).
+#[derive(Debug)]
+pub struct PhaseScanner {
+    lines: LineScanner,
+}
+
+impl Default for PhaseScanner {
+    fn default() -> Self {
+        Self {
+            lines: LineScanner::new(KEEP),
+        }
+    }
 }
 
 /// A phase name longer than this is cut.
@@ -77,21 +118,14 @@ impl PhaseScanner {
     /// Feeds bytes; returns the phases announced by the lines completed in them, in order.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
         let mut phases = Vec::new();
-        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
-            let room = KEEP.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if chunk.ends_with(b"\n") {
-                if let Some(phase) = phase_of(&self.line) {
-                    phases.push(phase);
-                }
-                self.line.clear();
-            }
-        }
+        self.lines.feed(bytes, |line| phases.extend(phase_of(line)));
         phases
     }
 }
 
-fn phase_of(line: &[u8]) -> Option<String> {
+/// The phase a `PHASE:<name>` line announces: trimmed, control characters dropped, cut at
+/// [`MAX_PHASE_LEN`] characters.
+pub fn phase_of(line: &[u8]) -> Option<String> {
     let rest = line.strip_prefix(PREFIX)?;
     let text = String::from_utf8_lossy(rest);
     let name: String = text
@@ -101,6 +135,13 @@ fn phase_of(line: &[u8]) -> Option<String> {
         .take(MAX_PHASE_LEN)
         .collect();
     (!name.is_empty()).then_some(name)
+}
+
+/// The percentage a `PROGRESS:<n>` line announces (0–100; larger values are clamped).
+pub fn progress_of(line: &[u8]) -> Option<u8> {
+    let rest = std::str::from_utf8(line.strip_prefix(b"PROGRESS:")?).ok()?;
+    let n: u64 = rest.trim().trim_end_matches('%').parse().ok()?;
+    Some(n.min(100) as u8)
 }
 
 #[cfg(test)]
@@ -156,12 +197,30 @@ mod tests {
     }
 
     #[test]
+    fn progress_lines_give_a_clamped_percentage() {
+        assert_eq!(progress_of(b"PROGRESS:42"), Some(42));
+        assert_eq!(progress_of(b"PROGRESS: 7%"), Some(7));
+        assert_eq!(progress_of(b"PROGRESS:250"), Some(100));
+        assert_eq!(progress_of(b"PROGRESS:-1"), None);
+        assert_eq!(progress_of(b"progress:5"), None);
+    }
+
+    #[test]
+    fn lines_are_split_and_cut() {
+        let mut lines = LineScanner::new(4);
+        let mut seen = Vec::new();
+        lines.feed(b"ab\ncdefgh", |l| seen.push(l.to_vec()));
+        lines.feed(b"ij\n\n", |l| seen.push(l.to_vec()));
+        assert_eq!(seen, [b"ab".to_vec(), b"cdef".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
     fn an_endless_line_is_not_buffered() {
         let mut s = PhaseScanner::default();
         for _ in 0..1000 {
             s.feed(&[b'x'; 4096]);
         }
-        assert!(s.line.len() <= KEEP);
+        assert!(s.lines.line.len() <= KEEP);
         assert_eq!(s.feed(b"\nPHASE:ok\n"), ["ok"]);
     }
 
