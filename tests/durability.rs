@@ -82,7 +82,9 @@ fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     std::thread::sleep(Duration::from_millis(300));
     let status = spool.status(&id);
     assert!(
-        status.as_ref().is_some_and(|s| s["message"] == "in_progress"),
+        status
+            .as_ref()
+            .is_some_and(|s| s["message"] == "in_progress"),
         "still running, but: {status:?}\n{}",
         restarted.log()
     );
