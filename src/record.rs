@@ -211,6 +211,11 @@ impl RunStore {
             std::fs::create_dir_all(&path)?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
+        Self::open_existing(state_dir)
+    }
+
+    /// Opens the state directory for reading only (the operator's commands): creates nothing.
+    pub fn open_existing(state_dir: &Path) -> io::Result<Self> {
         Ok(Self {
             root: state_dir.to_owned(),
             runs: Dir::open(&state_dir.join("runs"))?,

@@ -1,39 +1,95 @@
-//! `update-coordinator check`: the same config loading as `run`, then a look at every directory
-//! and script the service will touch. Prints a table; exits 1 if anything would fail a request.
+//! `update-coordinator check`: the same config loading as `run`, then a look at everything the
+//! service will touch. Every problem says how to fix it. Exits 1 if anything would fail a
+//! request or the service.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use serde::Serialize;
+
 use super::ConfigArg;
+use crate::config::Config;
 use crate::request::Action;
 
-pub fn run(args: &ConfigArg) -> ExitCode {
-    let (config, source) = match args.load() {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("config: {source}");
-    let mut problems = 0;
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
 
-    println!("spool:  {}", config.spool_root.display());
+/// One thing looked at.
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    /// config, spool, permissions, signature, service, script
+    pub area: &'static str,
+    pub subject: String,
+    pub ok: bool,
+    /// What was found (for problems: what is wrong and how to fix it).
+    pub detail: String,
+}
+
+impl Finding {
+    fn ok(area: &'static str, subject: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            area,
+            subject: subject.into(),
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    fn problem(area: &'static str, subject: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            area,
+            subject: subject.into(),
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let findings = match args.config.load() {
+        Ok((config, source)) => {
+            let mut findings = vec![Finding::ok("config", source, "loaded")];
+            findings.extend(inspect(&config));
+            findings
+        }
+        Err(e) => vec![Finding::problem("config", "config", e.to_string())],
+    };
+    let problems = findings.iter().filter(|f| !f.ok).count();
+    if args.json {
+        let report =
+            serde_json::json!({ "ok": problems == 0, "problems": problems, "findings": findings });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print(&findings, problems);
+    }
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Everything `check` looks at besides loading the config.
+pub fn inspect(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
     for dir in [config.requests_dir(), config.status_dir()] {
-        let verdict = match std::fs::metadata(&dir) {
-            Ok(m) if m.is_dir() => "ok".to_string(),
-            Ok(_) => {
-                problems += 1;
-                "PROBLEM: exists but is not a directory".to_string()
-            }
+        findings.push(match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => Finding::ok("spool", dir.display().to_string(), "exists"),
+            Ok(_) => Finding::problem("spool", dir.display().to_string(), "exists but is not a directory; remove it, the service (or install.sh) creates the directory"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                "missing (the service creates it at start)".to_string()
+                Finding::ok("spool", dir.display().to_string(), "missing; the service creates it at start (install.sh creates it with the right permissions)")
             }
-            Err(e) => {
-                problems += 1;
-                format!("PROBLEM: {e}")
-            }
-        };
-        println!("  {:<60} {verdict}", dir.display());
+            Err(e) => Finding::problem("spool", dir.display().to_string(), e.to_string()),
+        });
     }
     match &config.spool_group {
         Some(group) => {
@@ -43,61 +99,98 @@ pub fn run(args: &ConfigArg) -> ExitCode {
                 group,
             );
             for deviation in &deviations {
-                println!("  PROBLEM: {deviation}");
+                findings.push(Finding::problem(
+                    "permissions",
+                    "spool",
+                    format!("{deviation}; fix with `systemd-tmpfiles --create` (install.sh installs the rules) or chown/chmod by hand"),
+                ));
             }
-            problems += deviations.len();
             if deviations.is_empty() {
-                println!(
-                    "  permissions: requests/ root:{group} 1730, status/ root:{group} 1770 ok"
-                );
+                findings.push(Finding::ok(
+                    "permissions",
+                    "spool",
+                    format!("requests/ root:{group} 1730, status/ root:{group} 1770"),
+                ));
             }
         }
-        None => println!("  permissions: not checked (spool.group = \"\")"),
+        None => findings.push(Finding::ok(
+            "permissions",
+            "spool",
+            "not checked (spool.group = \"\")",
+        )),
     }
     if let Some(sig) = &config.signature {
-        match std::fs::metadata(&sig.key_file) {
-            Ok(_) => println!(
-                "signed requests required; key {} ok",
-                sig.key_file.display()
-            ),
-            Err(e) => {
-                problems += 1;
-                println!("PROBLEM: signature key {}: {e}", sig.key_file.display());
-            }
-        }
+        findings.push(match std::fs::metadata(&sig.key_file) {
+            Ok(_) => Finding::ok("signature", sig.key_file.display().to_string(), "signed requests required; key present"),
+            Err(e) => Finding::problem("signature", sig.key_file.display().to_string(), format!("{e}; create the key (e.g. `head -c 32 /dev/urandom | base64 > FILE`) or set signature.required = false")),
+        });
     }
+    findings.extend(service_findings());
 
     let owners = crate::trust::trusted_owners(&config.script_owners);
-    println!();
-    println!(
-        "{:<12} {:<9} {:>8}  {:<50} CHECK",
-        "COMPONENT", "ACTION", "TIMEOUT", "SCRIPT"
-    );
     for (name, component) in &config.components {
         for action in Action::ALL {
             let script = component.script(action);
-            let verdict = match crate::trust::check_script(&component.dir, &script, &owners) {
-                Ok(_) => "ok".to_string(),
-                Err(untrusted) => format!("PROBLEM: {untrusted}"),
-            };
-            if verdict != "ok" {
-                problems += 1;
-            }
-            println!(
-                "{:<12} {:<9} {:>7}s  {:<50} {verdict}",
-                name,
+            let subject = format!(
+                "{name} {} ({}, timeout {} s)",
                 action.as_str(),
-                component.timeout(action).as_secs_f64(),
-                script.display().to_string()
+                script.display(),
+                component.timeout(action).as_secs_f64()
+            );
+            findings.push(
+                match crate::trust::check_script(&component.dir, &script, &owners) {
+                    Ok(_) => Finding::ok("script", subject, "trusted"),
+                    Err(untrusted) => Finding::problem("script", subject, untrusted.to_string()),
+                },
             );
         }
+    }
+    findings
+}
+
+/// Under systemd: is the unit installed? (Not a problem when the demo runs without systemd.)
+fn service_findings() -> Vec<Finding> {
+    const UNIT: &str = "dunebugger-update-coordinator.service";
+    if !Path::new("/run/systemd/system").exists() {
+        return vec![Finding::ok(
+            "service",
+            UNIT,
+            "systemd is not running here; not checked",
+        )];
+    }
+    let installed = [
+        "/etc/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/usr/local/lib/systemd/system",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join(UNIT).exists());
+    vec![if installed {
+        Finding::ok("service", UNIT, "installed")
+    } else {
+        Finding::problem(
+            "service",
+            UNIT,
+            "not installed; run `sudo ./install.sh` from the source tree",
+        )
+    }]
+}
+
+fn print(findings: &[Finding], problems: usize) {
+    let mut area = "";
+    for f in findings {
+        if f.area != area {
+            println!("{}:", f.area);
+            area = f.area;
+        }
+        let mark = if f.ok { "ok     " } else { "PROBLEM" };
+        println!("  {mark} {}: {}", f.subject, f.detail);
     }
     println!();
     if problems == 0 {
         println!("all checks passed");
-        ExitCode::SUCCESS
     } else {
         println!("{problems} problem(s) found");
-        ExitCode::FAILURE
     }
 }

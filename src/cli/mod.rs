@@ -1,7 +1,9 @@
 //! Command line: one file per subcommand, each with a `run()`.
 
 mod check;
+mod follow;
 mod run;
+mod status;
 mod submit;
 
 use std::path::{Path, PathBuf};
@@ -30,9 +32,17 @@ pub enum Command {
     /// Run the service (what the systemd unit starts).
     Run(ConfigArg),
     /// Check the config, the spool directories and every component's scripts; exit 1 on problems.
-    Check(ConfigArg),
+    Check(check::CheckArgs),
     /// Drop a request into the spool, as a container would, and optionally wait for its result.
     Submit(submit::SubmitArgs),
+    /// Recent and running requests, or one request in detail (reads the run records: root).
+    Status(status::StatusArgs),
+    /// Follow one request's phases and output until it is final; exit 0 on success, 1 on failure.
+    Follow(follow::FollowArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Internal: the per-run monitor the service starts for each script.
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -71,11 +81,44 @@ impl ConfigArg {
     }
 }
 
+/// The spool root: `--spool` if given, else the config's.
+pub fn spool_root(spool: Option<&PathBuf>, config: &ConfigArg) -> Result<PathBuf, String> {
+    match spool {
+        Some(dir) => Ok(dir.clone()),
+        None => Ok(config.load().map_err(|e| e.to_string())?.0.spool_root),
+    }
+}
+
 pub fn main(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Run(_) | Command::Monitor { .. }) {
+        crate::runner::default_sigpipe();
+    }
     match cli.command {
         Command::Run(args) => run::run(&args, cli.verbose),
         Command::Check(args) => check::run(&args),
         Command::Submit(args) => submit::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Follow(args) => follow::run(&args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "update-coordinator",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Monitor { state_dir, id } => {
             crate::runner::seal_inherited_fds();
             crate::logging::init(cli.verbose);

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::dir::Dir;
 use crate::request::{Action, RequestId};
-use crate::status::{Durability, StatusDir, write_atomic};
+use crate::status::{Durability, write_atomic};
 
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
@@ -34,10 +34,10 @@ pub struct SubmitArgs {
     /// Keep the status file after reading it (the container client deletes it)
     #[arg(long)]
     pub keep_status: bool,
+    /// With --wait: every status change as one JSON line on stdout
+    #[arg(long)]
+    pub json: bool,
 }
-
-/// How often `--wait` looks at the status file.
-const POLL: Duration = Duration::from_millis(200);
 
 pub fn run(args: &SubmitArgs) -> ExitCode {
     match submit(args) {
@@ -106,36 +106,21 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let status_path = root.join("status");
-    let status_dir = StatusDir::open(&status_path)
-        .map_err(|e| format!("cannot open {}: {e}", status_path.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let mut last_phase = String::new();
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = status_dir.read(&id) {
-            if !status.is_final() {
-                if status.phase != last_phase {
-                    eprintln!("phase: {}", status.phase);
-                    last_phase = status.phase;
-                }
-            } else {
-                if !args.keep_status {
-                    let _ = std::fs::remove_file(status_dir.file(&id));
-                }
-                let json = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
-                println!("{json}");
-                return Ok(if status.success == Some(true) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-        }
-        std::thread::sleep(POLL);
+    let output = if args.json {
+        super::follow::Output::Json
+    } else {
+        super::follow::Output::detect()
+    };
+    let status = super::follow::follow(&root, &id, Duration::from_secs(args.timeout), output)?;
+    if !args.keep_status {
+        // As the container client does: the answer is collected.
+        let _ = std::fs::remove_file(root.join("status").join(id.status_file_name()));
     }
-    Err(format!(
-        "no final status for {id} after {} s; is the coordinator running on {}?",
-        args.timeout,
-        root.display()
-    ))
+    if !args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+        );
+    }
+    Ok(super::follow::exit_for(&status))
 }

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 pub use output::{
     Captured, LineScanner, MAX_LINE, MAX_PHASE_LEN, PhaseScanner, Tail, phase_of, progress_of,
 };
-pub use process::seal_inherited_fds;
+pub use process::{default_sigpipe, seal_inherited_fds};
 
 /// `PATH` scripts get; nothing is inherited from the service's environment.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

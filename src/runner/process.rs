@@ -119,3 +119,13 @@ pub fn seal_inherited_fds() {
         unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
     }
 }
+
+/// Restores the default SIGPIPE action, so a command piped into `head` ends quietly instead of
+/// failing on its next write. Only for the short-lived operator commands; the service keeps
+/// Rust's default (ignored), where a closed pipe must be an error, not death.
+pub fn default_sigpipe() {
+    // SAFETY: sets a signal disposition to its default; no handler runs Rust code.
+    unsafe {
+        nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL);
+    }
+}
