@@ -224,6 +224,7 @@ impl Daemon {
             component = refusal.component.as_deref(),
             action = refusal.action.as_deref(),
             code = refusal.code,
+            outcome = "refused",
             "request refused: {}", refusal.message
         );
         // The writer gets the answer, so it can delete it from the sticky status directory.

@@ -121,7 +121,7 @@ impl Daemon {
             "interrupted: `{command}` started at {}, but {why}; whether it completed is unknown and it is not run again; check the component and submit a new request if needed",
             status::rfc3339(spec.started_at),
         );
-        warn!(request_id = %id, component = %request.component, action = %request.action, code = "interrupted", "{message}");
+        warn!(request_id = %id, component = %request.component, action = %request.action, code = "interrupted", outcome = "failed", "{message}");
         let status = report::interrupted(request, spec.started_at, message);
         self.conclude(&running.job, &status);
     }
@@ -138,7 +138,7 @@ impl Daemon {
                     "refusing to run {}: {untrusted}",
                     request.action.script_name()
                 );
-                error!(request_id = %request.id, component = %request.component, action = %request.action, code = untrusted.code(), "{message}");
+                error!(request_id = %request.id, component = %request.component, action = %request.action, code = untrusted.code(), outcome = "failed", "{message}");
                 let refusal = Refusal::of_request(request, untrusted.code(), message);
                 let status = report::refused(&request.id, &refusal);
                 return self.conclude(&job, &status);
