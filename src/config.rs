@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::limits::Limits;
 use crate::request::Action;
 use crate::spool::Writers;
 
@@ -71,6 +72,8 @@ pub struct Component {
     pub update_timeout: Duration,
     pub rollback_timeout: Duration,
     pub health_timeout: Duration,
+    /// Resource limits for this component's scripts (see [`crate::limits`]).
+    pub limits: Limits,
 }
 
 impl Component {
@@ -128,6 +131,11 @@ impl Config {
         let state = raw.state.unwrap_or_default();
         let resolve = |p: PathBuf| normalize(&base.join(p));
 
+        let default_limits = raw
+            .limits
+            .clone()
+            .unwrap_or_default()
+            .over(&Limits::pi_defaults(), "limits")?;
         let raw_components = raw.components.unwrap_or_else(|| {
             DEFAULT_COMPONENTS
                 .iter()
@@ -143,7 +151,13 @@ impl Config {
             }
             let t = c.timeouts.unwrap_or_default();
             let key = |action: &str| format!("components.{name}.timeouts.{action}");
+            let limits = c
+                .limits
+                .clone()
+                .unwrap_or_default()
+                .over(&default_limits, &format!("components.{name}.limits"))?;
             let component = Component {
+                limits,
                 max_updates_per_hour: c.max_updates_per_hour.unwrap_or(20),
                 dir: resolve(
                     c.dir
@@ -229,6 +243,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     spool: Option<RawSpool>,
+    limits: Option<RawLimits>,
     state: Option<RawState>,
     signature: Option<RawSignature>,
     execution: Option<RawExecution>,
@@ -277,6 +292,46 @@ struct RawComponent {
     dir: Option<PathBuf>,
     max_updates_per_hour: Option<u32>,
     timeouts: Option<RawTimeouts>,
+    limits: Option<RawLimits>,
+}
+
+/// `memory_max = "512M"` (or "none"), `cpu_quota = 80` (percent of one CPU; 0 = none),
+/// `tasks_max = 256` (0 = none).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_max: Option<String>,
+    cpu_quota: Option<u32>,
+    tasks_max: Option<u32>,
+}
+
+impl RawLimits {
+    /// These settings over `base`; `key` names the table for errors.
+    fn over(&self, base: &Limits, key: &str) -> Result<Limits, String> {
+        let memory_max = match self.memory_max.as_deref() {
+            None => base.memory_max,
+            Some("none") | Some("0") => None,
+            Some(text) => Some(crate::limits::parse_size(text).ok_or_else(|| {
+                format!("key {key}.memory_max: {text:?} is not a size; use e.g. \"512M\", \"1G\" or \"none\"")
+            })?),
+        };
+        let cpu_quota = match self.cpu_quota {
+            None => base.cpu_quota,
+            Some(0) => None,
+            Some(p) if p <= 100 * 64 => Some(p),
+            Some(p) => return Err(format!("key {key}.cpu_quota: {p} is more than 64 CPUs")),
+        };
+        let tasks_max = match self.tasks_max {
+            None => base.tasks_max,
+            Some(0) => None,
+            Some(n) => Some(n),
+        };
+        Ok(Limits {
+            memory_max,
+            cpu_quota,
+            tasks_max,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,6 +434,38 @@ mod tests {
         assert_eq!(c.spool_group.as_deref(), Some("dunebugger-updates"));
         assert_eq!(c.writers, Writers::default());
         assert!(c.signature.is_none());
+    }
+
+    #[test]
+    fn limits_default_for_a_pi_and_components_override_them() {
+        let text = "[limits]\nmemory_max = \"256M\"\n[components.a]\n[components.b.limits]\nmemory_max = \"none\"\ncpu_quota = 150\ntasks_max = 0\n";
+        let c = Config::from_toml(text, Path::new("/")).unwrap();
+        assert_eq!(
+            c.components["a"].limits,
+            Limits {
+                memory_max: Some(256 << 20),
+                cpu_quota: Some(80),
+                tasks_max: Some(256)
+            }
+        );
+        assert_eq!(
+            c.components["b"].limits,
+            Limits {
+                memory_max: None,
+                cpu_quota: Some(150),
+                tasks_max: None
+            }
+        );
+        let err = Config::from_toml(
+            "[components.a.limits]\nmemory_max = \"lots\"\n",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(err.contains("components.a.limits.memory_max"), "{err}");
+        assert_eq!(
+            Config::defaults().components["remote"].limits,
+            Limits::pi_defaults()
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ use tracing::{error, info, warn};
 use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
 use crate::report::{self, PHASE_RUNNING};
 use crate::request::RequestId;
-use crate::runner;
 use crate::status::{Durability, StatusDir};
+use crate::{limits, runner};
 
 /// Runs one script for the run `id` in `state_dir`; returns when its exit record is durable.
 pub fn main(state_dir: &Path, id: &str) -> ExitCode {
@@ -180,6 +180,25 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     invocation.timeout =
         Duration::from_nanos(remaining.min(u64::MAX as u128) as u64).max(Duration::from_millis(1));
 
+    // Limits: the configured ones the host can enforce, through a transient scope.
+    let host = limits::Host::detect();
+    let mut applied = limits::plan(&spec.limits, &host);
+    if let (true, Some(systemd_run)) = (host.scopes(), &host.systemd_run) {
+        let unit = format!("uc-run-{id}.scope");
+        let mut argv = limits::scope_command(systemd_run, &unit, &applied);
+        argv.push(invocation.program.display().to_string());
+        argv.extend(invocation.args.iter().cloned());
+        invocation.program = argv.remove(0).into();
+        invocation.args = argv;
+        invocation.cgroup = Some(limits::scope_cgroup(&unit));
+        applied.unit = Some(unit);
+    }
+    for note in &applied.not_enforced {
+        warn!(request_id = %id, "{note}");
+    }
+    // Orphans of the script (daemons that `setsid` away) come back to us, to be swept.
+    runner::become_subreaper();
+
     let reporter = Arc::new(Reporter {
         id: id.clone(),
         request: spec.accepted.request(),
@@ -204,7 +223,61 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
         });
     }
     let events: Arc<dyn runner::RunEvents> = reporter.clone();
+    let cgroup = invocation.cgroup.clone();
+    let sampled = Arc::new(Mutex::new(None));
+    let sampler = cgroup.clone().map(|cgroup| {
+        let sampled = Arc::clone(&sampled);
+        tokio::spawn(async move {
+            // The scope vanishes once empty: keep the last reading.
+            let mut tick = tokio::time::interval(USAGE_SAMPLE);
+            loop {
+                tick.tick().await;
+                if let Some(usage) = limits::read_cgroup_usage(&cgroup) {
+                    *sampled.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage);
+                }
+            }
+        })
+    });
     let result = runner::run(invocation, events, stop_rx).await;
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
+    let swept = runner::kill_orphans();
+    if swept > 0 {
+        warn!(request_id = %id, processes = swept, "killed processes the script left running outside its process group");
+    }
+    let last = cgroup.as_deref().and_then(limits::read_cgroup_usage);
+    let usage = usage(last.or_else(|| sampled.lock().unwrap_or_else(|e| e.into_inner()).clone()));
     let phase = reporter.live().phase.clone();
-    ExitRecord::from_result(&result, &phase)
+    let mut record = ExitRecord::from_result(&result, &phase);
+    record.usage = Some(usage);
+    record.limits = Some(applied);
+    record
+}
+
+/// How often a run's cgroup accounting is read while it runs.
+const USAGE_SAMPLE: Duration = Duration::from_millis(500);
+
+/// The run's usage: the cgroup's when there was one, completed with this process's children's
+/// rusage (the script and every descendant it waited for).
+fn usage(cgroup: Option<limits::Usage>) -> limits::Usage {
+    let rusage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok();
+    let rusage_cpu = rusage.map(|r| {
+        let t =
+            |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1000 + tv.tv_usec() as u64 / 1000;
+        t(r.user_time()) + t(r.system_time())
+    });
+    match cgroup {
+        Some(mut usage) => {
+            usage.cpu_time_ms = usage.cpu_time_ms.max(rusage_cpu);
+            usage
+        }
+        None => limits::Usage {
+            // ru_maxrss is in KiB on Linux: the largest single process, not the whole tree.
+            memory_peak_bytes: rusage.map(|r| r.max_rss().max(0) as u64 * 1024),
+            cpu_time_ms: rusage_cpu,
+            oom_killed: false,
+            source: "rusage".into(),
+        },
+    }
 }

@@ -82,6 +82,9 @@ pub struct RunSpec {
     pub status_dir: std::path::PathBuf,
     pub owner_uid: u32,
     pub accepted: Accepted,
+    /// The limits configured for the script (the monitor applies what the host supports).
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
 }
 
 /// How the script ended, written by the monitor.
@@ -101,6 +104,11 @@ pub struct ExitRecord {
     pub stdout_truncated: bool,
     pub stderr: String,
     pub stderr_truncated: bool,
+    /// What the run used, and the limits that applied.
+    #[serde(default)]
+    pub usage: Option<crate::limits::Usage>,
+    #[serde(default)]
+    pub limits: Option<crate::limits::Applied>,
 }
 
 impl ExitRecord {
@@ -118,6 +126,8 @@ impl ExitRecord {
             stdout_truncated: false,
             stderr: String::new(),
             stderr_truncated: false,
+            usage: None,
+            limits: None,
         };
         match result {
             Err(e) => {
@@ -445,6 +455,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 kill_grace: Duration::from_secs(1),
                 tail_bytes: 1024,
+                cgroup: None,
             },
             boot_id: boot_id(),
             deadline_monotonic_ns: monotonic_now_ns(),
@@ -452,6 +463,7 @@ mod tests {
             status_dir: "/nonexistent".into(),
             owner_uid: 0,
             accepted: accepted.clone(),
+            limits: Default::default(),
         }
     }
 

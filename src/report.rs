@@ -179,6 +179,30 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
     status
 }
 
+/// Adds what the run used and the limits that applied; an OOM kill is named in the message.
+pub fn add_usage(
+    status: &mut Status,
+    usage: Option<&crate::limits::Usage>,
+    limits: Option<&crate::limits::Applied>,
+) {
+    if let Some(usage) = usage {
+        status.memory_peak_bytes = usage.memory_peak_bytes;
+        status.cpu_time_ms = usage.cpu_time_ms;
+        status.oom_killed = usage.oom_killed;
+    }
+    status.limits = limits.cloned();
+    if status.oom_killed && status.success != Some(true) {
+        let max = limits
+            .and_then(|l| l.enforced.memory_max)
+            .map(|b| format!(" (memory_max {} MiB)", b / (1024 * 1024)))
+            .unwrap_or_default();
+        status.message = format!(
+            "{}; the kernel's OOM killer stopped the run at its memory limit{max}",
+            status.message
+        );
+    }
+}
+
 fn success_message(action: Action) -> String {
     match action {
         Action::Update => "Update completed successfully",

@@ -54,6 +54,18 @@ pub struct Status {
     pub timed_out: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The kernel's OOM killer killed a process of the run (its memory limit was reached).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub oom_killed: bool,
+    /// Peak memory of the run, in bytes (see `limits.mechanism` for how it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    /// CPU time (user + system) of the run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
+    /// The resource limits that applied, by which mechanism, and those not enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Applied>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// In progress: percent done, from the script's `PROGRESS:<n>` lines.

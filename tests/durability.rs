@@ -289,3 +289,76 @@ fn find_process(needles: &[&str]) -> Option<i32> {
     }
     None
 }
+
+#[test]
+fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_limit_was_enforced()
+{
+    let mut spool = Spool::new();
+    spool.add_config("[components.remote.timeouts]\nupdate = 1");
+    let pidfile = spool.evidence().join("daemon.pid");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!(
+            "setsid sh -c 'echo $$ > {}; trap \"\" TERM; while :; do sleep 1; done' &\nsleep 300",
+            path_str(&pidfile)
+        ),
+    );
+    let _service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.0.0")),
+    );
+    let status = spool.wait_final(&id);
+    assert_eq!(status["code"], "timeout", "{status}");
+    let daemon: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the setsid daemon is gone", || {
+        support::process_gone(daemon)
+    });
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        assert_eq!(status["limits"]["mechanism"], "none", "{status}");
+        let notes = status["limits"]["not_enforced"].as_array().unwrap();
+        assert!(
+            notes[0].as_str().unwrap().contains("limits not enforced"),
+            "{status}"
+        );
+    }
+    assert!(
+        status["cpu_time_ms"].is_u64() && status["memory_peak_bytes"].is_u64(),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_daemon_left_behind_by_a_successful_script_is_swept() {
+    let spool = Spool::new();
+    let pidfile = spool.evidence().join("daemon.pid");
+    spool.script(
+        "core",
+        "update.sh",
+        &format!("setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started", path_str(&pidfile)),
+    );
+    let service = Service::start(&spool);
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "core", "update", Some("1.0.0")),
+    );
+    assert_eq!(spool.wait_final(&id)["success"], true);
+    let daemon: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the daemon is gone", || support::process_gone(daemon));
+    assert!(
+        service
+            .log()
+            .contains("killed processes the script left running")
+    );
+}

@@ -126,6 +126,7 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
         });
     }
     findings.extend(service_findings());
+    findings.extend(limit_findings(config));
 
     let owners = crate::trust::trusted_owners(&config.script_owners);
     for (name, component) in &config.components {
@@ -175,6 +176,52 @@ fn service_findings() -> Vec<Finding> {
             "not installed; run `sudo ./install.sh` from the source tree",
         )
     }]
+}
+
+/// Which resource limits the host can enforce. A limit that cannot be is a problem on a
+/// systemd host (the fix is given); without systemd (demo, containers) it is only noted.
+fn limit_findings(config: &Config) -> Vec<Finding> {
+    let host = crate::limits::Host::detect();
+    let mut findings = Vec::new();
+    let controllers: Vec<&str> = [
+        ("memory", host.memory),
+        ("cpu", host.cpu),
+        ("pids", host.pids),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| *name)
+    .collect();
+    let mechanism = if host.scopes() {
+        "systemd scope per run (cgroup v2)"
+    } else {
+        "none: process group and orphan sweep only"
+    };
+    findings.push(Finding::ok(
+        "limits",
+        "mechanism",
+        format!(
+            "{mechanism}; cgroup controllers available: {}",
+            if controllers.is_empty() {
+                "none".to_string()
+            } else {
+                controllers.join(", ")
+            }
+        ),
+    ));
+    let mut seen = std::collections::BTreeSet::new();
+    for component in config.components.values() {
+        for note in crate::limits::plan(&component.limits, &host).not_enforced {
+            if seen.insert(note.clone()) {
+                findings.push(if host.systemd {
+                    Finding::problem("limits", "enforcement", note)
+                } else {
+                    Finding::ok("limits", "enforcement", note)
+                });
+            }
+        }
+    }
+    findings
 }
 
 fn print(findings: &[Finding], problems: usize) {

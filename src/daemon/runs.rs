@@ -155,6 +155,7 @@ impl Daemon {
             status_dir: self.config.status_dir(),
             owner_uid: job.owner_uid,
             accepted,
+            limits: component.limits.clone(),
         };
         info!(
             request_id = %request.id,
@@ -313,7 +314,8 @@ impl Daemon {
             timeout: component.timeout(request.action),
             kill_grace: self.config.kill_grace,
         };
-        let status = report::finished(request, &ctx, &record.to_result());
+        let mut status = report::finished(request, &ctx, &record.to_result());
+        report::add_usage(&mut status, record.usage.as_ref(), record.limits.as_ref());
         let outcome = if status.success == Some(true) {
             "succeeded"
         } else {
@@ -434,6 +436,8 @@ fn invocation(
         timeout: component.timeout(request.action),
         kill_grace: config.kill_grace,
         tail_bytes: config.output_tail_bytes,
+        // The monitor decides (it runs the script, on the host that has the controllers).
+        cgroup: None,
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 pub use output::{
     Captured, LineScanner, MAX_LINE, MAX_PHASE_LEN, PhaseScanner, Tail, phase_of, progress_of,
 };
-pub use process::{default_sigpipe, seal_inherited_fds};
+pub use process::{become_subreaper, default_sigpipe, kill_orphans, seal_inherited_fds};
 
 /// `PATH` scripts get; nothing is inherited from the service's environment.
 pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -37,6 +37,10 @@ pub struct Invocation {
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub tail_bytes: usize,
+    /// The run's own cgroup, when it has one: SIGKILL then also goes to every process in it
+    /// (`cgroup.kill`), including those that left the process group.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// How the script ended.
@@ -115,7 +119,7 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let spawned = process::spawn(command)?;
+    let spawned = process::spawn(command, inv.cgroup.clone())?;
     let group = spawned.group;
     let stdout = capture(
         spawned.stdout,

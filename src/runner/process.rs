@@ -33,6 +33,8 @@ pub struct Group {
     pgid: Pid,
     /// `true` once the leader is reaped: from then on the id may belong to someone else.
     reaped: Arc<Mutex<bool>>,
+    /// The run's cgroup, if any: SIGKILL reaches everything in it, whatever its group.
+    cgroup: Option<std::path::PathBuf>,
 }
 
 impl Group {
@@ -43,12 +45,17 @@ impl Group {
             // ESRCH (nobody left) is the normal race with a script that just exited.
             let _ = killpg(self.pgid, signal);
         }
+        if signal == Signal::SIGKILL
+            && let Some(cgroup) = &self.cgroup
+        {
+            crate::limits::kill_cgroup(cgroup);
+        }
     }
 }
 
 /// Spawns `command` (already configured with its argv, cwd, env, stdio pipes) as the leader of
 /// a new process group and starts the waiter thread.
-pub fn spawn(mut command: Command) -> io::Result<Spawned> {
+pub fn spawn(mut command: Command, cgroup: Option<std::path::PathBuf>) -> io::Result<Spawned> {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
     let mut child: Child = command.spawn()?;
@@ -58,6 +65,7 @@ pub fn spawn(mut command: Command) -> io::Result<Spawned> {
     let group = Group {
         pgid,
         reaped: Arc::new(Mutex::new(false)),
+        cgroup,
     };
     let (tx, exited) = oneshot::channel();
     let waiter_group = group.clone();
@@ -89,6 +97,9 @@ fn wait_then_sweep(mut child: Child, group: &Group) -> io::Result<ExitStatus> {
     // The script is done; whatever it left running in its group goes with it (as systemd's
     // KillMode=control-group does), which also closes the output pipes those processes hold.
     let _ = killpg(group.pgid, Signal::SIGKILL);
+    if let Some(cgroup) = &group.cgroup {
+        crate::limits::kill_cgroup(cgroup);
+    }
     let status = child.wait();
     *reaped = true;
     status
@@ -128,4 +139,46 @@ pub fn default_sigpipe() {
     unsafe {
         nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL);
     }
+}
+
+/// Makes this process the reaper of its orphaned descendants (a script's `setsid` daemons
+/// whose parent exited are reparented here instead of to init), so [`kill_orphans`] can find
+/// them. For the monitor, before it starts the script.
+pub fn become_subreaper() {
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+}
+
+/// Kills every remaining child of this process (orphans reparented to us as subreaper, and
+/// their process groups) and reaps them, until none is left. Returns how many were killed.
+pub fn kill_orphans() -> usize {
+    let me = std::process::id().to_string();
+    let mut killed = 0;
+    for _ in 0..50 {
+        let children: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        stat.rsplit_once(')')
+                            .map(|(_, rest)| rest.split_whitespace().nth(1) == Some(me.as_str()))
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        if children.is_empty() {
+            break;
+        }
+        for pid in children {
+            let pid = Pid::from_raw(pid);
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            killed += 1;
+        }
+    }
+    killed
 }
