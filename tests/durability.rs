@@ -137,7 +137,9 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
 
     // Kill the monitor and the script's whole group, as an OOM killer or an operator might.
     let monitor = find_process(&["__monitor", &id]).expect("the run's monitor");
-    let script = find_process(&["update.sh", "1.2.3"]).expect("the script");
+    // Scoped to this test's directory: other tests run update.sh 1.2.3 at the same time.
+    let here = path_str(spool.dir.path());
+    let script = find_process(&[&here, "update.sh", "1.2.3"]).expect("the script");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),
         nix::sys::signal::Signal::SIGKILL,
@@ -191,7 +193,8 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     // Power cut: everything dies at once; the record says it started in another boot.
     service.crash();
     let monitor = find_process(&["__monitor", &id]).unwrap();
-    let script = find_process(&["update.sh", "1.2.3"]).unwrap();
+    let here = path_str(spool.dir.path());
+    let script = find_process(&[&here, "update.sh", "1.2.3"]).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(monitor),
         nix::sys::signal::Signal::SIGKILL,
