@@ -1,9 +1,11 @@
 //! Resource limits for scripts, enforced by the kernel through cgroup v2 where the host gives
 //! it, and what each run used.
 //!
-//! Mechanism: each run's script is started inside a transient systemd scope
-//! (`systemd-run --scope -p MemoryMax= -p CPUQuota= -p TasksMax=`), in
-//! `update-coordinator.slice`. Why not sub-cgroups of the service's own delegated cgroup? On
+//! Mechanism: each run's monitor (and with it the script) is started inside a transient
+//! systemd scope (`systemd-run --scope -p MemoryMax= -p CPUQuota= -p TasksMax=`), in
+//! `update-coordinator.slice`. The limits hold for the run as a whole (the monitor adds a few
+//! MiB and threads); `systemctl stop` or `kill` of the service does not reach into the scope,
+//! so runs survive the coordinator even under a `KillMode=` that kills the unit's cgroup. Why not sub-cgroups of the service's own delegated cgroup? On
 //! systemd 252 (Bookworm) a delegated unit whose cgroup has controllers enabled for children
 //! cannot take a new main process (cgroup v2's "no internal processes" rule; systemd 254's
 //! `DelegateSubgroup=` fixes it), so a restart of the coordinator, which must leave running
@@ -199,11 +201,6 @@ pub fn scope_command(systemd_run: &Path, unit: &str, applied: &Applied) -> Vec<S
     argv
 }
 
-/// The cgroup directory of a scope unit.
-pub fn scope_cgroup(unit: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup").join(SLICE).join(unit)
-}
-
 /// What a run used, as the kernel counted it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -245,12 +242,6 @@ pub fn read_cgroup_usage(cgroup: &Path) -> Option<Usage> {
         oom_killed: oom,
         source: "cgroup".into(),
     })
-}
-
-/// Kills every process in a cgroup at once (`cgroup.kill`, Linux 5.14+), catching those that
-/// left the process group (`setsid`, daemons).
-pub fn kill_cgroup(cgroup: &Path) {
-    let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
 }
 
 #[cfg(test)]

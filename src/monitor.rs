@@ -180,22 +180,15 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     invocation.timeout =
         Duration::from_nanos(remaining.min(u64::MAX as u128) as u64).max(Duration::from_millis(1));
 
-    // Limits: the configured ones the host can enforce, through a transient scope.
-    let host = limits::Host::detect();
-    let mut applied = limits::plan(&spec.limits, &host);
-    if let (true, Some(systemd_run)) = (host.scopes(), &host.systemd_run) {
-        let unit = format!("uc-run-{id}.scope");
-        let mut argv = limits::scope_command(systemd_run, &unit, &applied);
-        argv.push(invocation.program.display().to_string());
-        argv.extend(invocation.args.iter().cloned());
-        invocation.program = argv.remove(0).into();
-        invocation.args = argv;
-        invocation.cgroup = Some(limits::scope_cgroup(&unit));
-        applied.unit = Some(unit);
-    }
+    // The coordinator started us inside the run's scope (when the host has them): the
+    // limits hold for us and the script together, and our own cgroup is the run's.
+    let applied = spec.applied.clone().unwrap_or_default();
     for note in &applied.not_enforced {
         warn!(request_id = %id, "{note}");
     }
+    let cgroup = (applied.mechanism == "systemd-scope")
+        .then(own_cgroup)
+        .flatten();
     // Orphans of the script (daemons that `setsid` away) come back to us, to be swept.
     runner::become_subreaper();
 
@@ -223,31 +216,13 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
         });
     }
     let events: Arc<dyn runner::RunEvents> = reporter.clone();
-    let cgroup = invocation.cgroup.clone();
-    let sampled = Arc::new(Mutex::new(None));
-    let sampler = cgroup.clone().map(|cgroup| {
-        let sampled = Arc::clone(&sampled);
-        tokio::spawn(async move {
-            // The scope vanishes once empty: keep the last reading.
-            let mut tick = tokio::time::interval(USAGE_SAMPLE);
-            loop {
-                tick.tick().await;
-                if let Some(usage) = limits::read_cgroup_usage(&cgroup) {
-                    *sampled.lock().unwrap_or_else(|e| e.into_inner()) = Some(usage);
-                }
-            }
-        })
-    });
     let result = runner::run(invocation, events, stop_rx).await;
-    if let Some(sampler) = sampler {
-        sampler.abort();
-    }
     let swept = runner::kill_orphans();
     if swept > 0 {
         warn!(request_id = %id, processes = swept, "killed processes the script left running outside its process group");
     }
-    let last = cgroup.as_deref().and_then(limits::read_cgroup_usage);
-    let usage = usage(last.or_else(|| sampled.lock().unwrap_or_else(|e| e.into_inner()).clone()));
+    // Read while we are still in the scope, so it cannot have been collected yet.
+    let usage = usage(cgroup.as_deref().and_then(limits::read_cgroup_usage));
     let phase = reporter.live().phase.clone();
     let mut record = ExitRecord::from_result(&result, &phase);
     record.usage = Some(usage);
@@ -255,8 +230,12 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     record
 }
 
-/// How often a run's cgroup accounting is read while it runs.
-const USAGE_SAMPLE: Duration = Duration::from_millis(500);
+/// This process's cgroup v2 directory (`/proc/self/cgroup`: `0::/path`).
+fn own_cgroup() -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')))
+}
 
 /// The run's usage: the cgroup's when there was one, completed with this process's children's
 /// rusage (the script and every descendant it waited for).

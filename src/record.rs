@@ -82,9 +82,12 @@ pub struct RunSpec {
     pub status_dir: std::path::PathBuf,
     pub owner_uid: u32,
     pub accepted: Accepted,
-    /// The limits configured for the script (the monitor applies what the host supports).
+    /// The limits configured for the script.
     #[serde(default)]
     pub limits: crate::limits::Limits,
+    /// What the coordinator could enforce, and how (the monitor runs inside that scope).
+    #[serde(default)]
+    pub applied: Option<crate::limits::Applied>,
 }
 
 /// How the script ended, written by the monitor.
@@ -455,7 +458,6 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 kill_grace: Duration::from_secs(1),
                 tail_bytes: 1024,
-                cgroup: None,
             },
             boot_id: boot_id(),
             deadline_monotonic_ns: monotonic_now_ns(),
@@ -464,6 +466,7 @@ mod tests {
             owner_uid: 0,
             accepted: accepted.clone(),
             limits: Default::default(),
+            applied: None,
         }
     }
 

@@ -109,6 +109,8 @@ struct Daemon {
     store: RunStore,
     /// The binary to start monitors from (resolved once: a self-update replaces the file).
     exe: PathBuf,
+    /// What this host can enforce (cgroup controllers, systemd scopes); detected at start.
+    host: crate::limits::Host,
     /// Uids whose scripts may run (see [`trust`]).
     script_owners: Vec<u32>,
     verifier: Option<Verifier>,
@@ -205,6 +207,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let mut daemon = Daemon {
         script_owners: trust::trusted_owners(&config.script_owners),
+        host: crate::limits::Host::detect(),
         config: Arc::new(config),
         requests,
         status,

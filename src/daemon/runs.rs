@@ -156,6 +156,7 @@ impl Daemon {
             owner_uid: job.owner_uid,
             accepted,
             limits: component.limits.clone(),
+            applied: Some(crate::limits::plan(&component.limits, &self.host)),
         };
         info!(
             request_id = %request.id,
@@ -205,7 +206,18 @@ impl Daemon {
             lock.as_raw_fd(),
             nix::fcntl::FlockArg::LockExclusiveNonblock,
         )?;
-        let mut command = Command::new(&self.exe);
+        // With systemd, the monitor (and so the script) starts inside the run's own scope:
+        // the limits apply to the run, and stopping or killing the service leaves it alone.
+        let mut command = match (&spec.applied, &self.host.systemd_run) {
+            (Some(applied), Some(systemd_run)) if applied.mechanism == "systemd-scope" => {
+                let unit = applied.unit.clone().unwrap_or_default();
+                let mut argv = crate::limits::scope_command(systemd_run, &unit, applied);
+                let mut command = Command::new(argv.remove(0));
+                command.args(argv).arg(&self.exe);
+                command
+            }
+            _ => Command::new(&self.exe),
+        };
         command
             .arg("__monitor")
             .arg("--state-dir")
@@ -436,8 +448,6 @@ fn invocation(
         timeout: component.timeout(request.action),
         kill_grace: config.kill_grace,
         tail_bytes: config.output_tail_bytes,
-        // The monitor decides (it runs the script, on the host that has the controllers).
-        cgroup: None,
     }
 }
 

@@ -37,10 +37,6 @@ pub struct Invocation {
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub tail_bytes: usize,
-    /// The run's own cgroup, when it has one: SIGKILL then also goes to every process in it
-    /// (`cgroup.kill`), including those that left the process group.
-    #[serde(default)]
-    pub cgroup: Option<PathBuf>,
 }
 
 /// How the script ended.
@@ -119,7 +115,7 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let spawned = process::spawn(command, inv.cgroup.clone())?;
+    let spawned = process::spawn(command)?;
     let group = spawned.group;
     let stdout = capture(
         spawned.stdout,

@@ -33,8 +33,6 @@ pub struct Group {
     pgid: Pid,
     /// `true` once the leader is reaped: from then on the id may belong to someone else.
     reaped: Arc<Mutex<bool>>,
-    /// The run's cgroup, if any: SIGKILL reaches everything in it, whatever its group.
-    cgroup: Option<std::path::PathBuf>,
 }
 
 impl Group {
@@ -45,17 +43,12 @@ impl Group {
             // ESRCH (nobody left) is the normal race with a script that just exited.
             let _ = killpg(self.pgid, signal);
         }
-        if signal == Signal::SIGKILL
-            && let Some(cgroup) = &self.cgroup
-        {
-            crate::limits::kill_cgroup(cgroup);
-        }
     }
 }
 
 /// Spawns `command` (already configured with its argv, cwd, env, stdio pipes) as the leader of
 /// a new process group and starts the waiter thread.
-pub fn spawn(mut command: Command, cgroup: Option<std::path::PathBuf>) -> io::Result<Spawned> {
+pub fn spawn(mut command: Command) -> io::Result<Spawned> {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
     let mut child: Child = command.spawn()?;
@@ -65,7 +58,6 @@ pub fn spawn(mut command: Command, cgroup: Option<std::path::PathBuf>) -> io::Re
     let group = Group {
         pgid,
         reaped: Arc::new(Mutex::new(false)),
-        cgroup,
     };
     let (tx, exited) = oneshot::channel();
     let waiter_group = group.clone();
@@ -97,9 +89,6 @@ fn wait_then_sweep(mut child: Child, group: &Group) -> io::Result<ExitStatus> {
     // The script is done; whatever it left running in its group goes with it (as systemd's
     // KillMode=control-group does), which also closes the output pipes those processes hold.
     let _ = killpg(group.pgid, Signal::SIGKILL);
-    if let Some(cgroup) = &group.cgroup {
-        crate::limits::kill_cgroup(cgroup);
-    }
     let status = child.wait();
     *reaped = true;
     status
