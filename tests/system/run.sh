@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# System tests: the whole product in a real Debian 12 + systemd 252 guest (the lab in
+# ../shared/lab boots it under QEMU), the way users meet it: install.sh, systemd, journald,
+# cgroups, a Docker container as the client. Prints a PASS/FAIL line per check and exits
+# non-zero if any check failed, or if the lab could not run (said loudly: never a silent pass).
+#
+#   tests/system/run.sh            # builds the release binary, boots the guest, runs guest.sh
+#
+# LAB_DIR (default: the shared lab next to the checkout, else /work/shared/lab) holds
+# vm/build.sh and vm/run.sh; LAB_CACHE is where the guest image is cached.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+lab=${LAB_DIR:-}
+for candidate in "$lab" "$repo/../shared/lab" /work/shared/lab; do
+    if [[ -n $candidate && -x $candidate/vm/run.sh ]]; then lab=$candidate; break; fi
+done
+if [[ -z $lab || ! -x $lab/vm/run.sh ]]; then
+    echo "SYSTEM TESTS NOT RUN: no lab found (set LAB_DIR to the directory holding vm/run.sh)" >&2
+    exit 1
+fi
+export LAB_CACHE=${LAB_CACHE:-/var/tmp/update-coordinator-lab}
+
+echo "=== building the release binary"
+(cd "$repo" && cargo build --release --quiet)
+
+echo "=== building the guest image (cached after the first time)"
+if ! bash "$lab/vm/build.sh" "$LAB_CACHE" docker.io busybox-static docker-compose jq python3; then
+    echo "SYSTEM TESTS NOT RUN: the lab image could not be built (see above)" >&2
+    exit 1
+fi
+
+in=$(mktemp -d) out=$(mktemp -d)
+trap 'rm -rf "$in"' EXIT
+mkdir -p "$in/bin" "$in/repo"
+cp "$repo/target/release/update-coordinator" "$in/bin/"
+# The tracked files as they are in the working tree (what install.sh and the tests use).
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -c) | tar -x -C "$in/repo"
+cat >"$in/cmd.sh" <<'CMD'
+exec bash /lab/repo/tests/system/guest.sh
+CMD
+
+echo "=== booting the guest (software emulation: a few minutes)"
+rc=0
+bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-1500}" || rc=$?
+
+echo "=== results (guest output in $out)"
+grep -E '^(PASS|FAIL|NOTE) ' "$out/log" 2>/dev/null || true
+passed=$(grep -c '^PASS ' "$out/log" 2>/dev/null || true)
+failed=$(grep -c '^FAIL ' "$out/log" 2>/dev/null || true)
+case $rc in
+    0) ;;
+    124) echo "SYSTEM TESTS FAILED: the guest did not finish in time (see $out/console.log)" >&2 ;;
+    125) echo "SYSTEM TESTS NOT RUN: the lab failed to boot the guest (see $out/console.log)" >&2 ;;
+    *) echo "the guest test script exited with $rc" >&2 ;;
+esac
+echo "system tests: ${passed:-0} passed, ${failed:-0} failed"
+if ((rc != 0)) || [[ ${failed:-0} != 0 ]] || [[ ${passed:-0} == 0 ]]; then
+    echo "--- last lines of the guest log:"; tail -n 40 "$out/log" 2>/dev/null || true
+    exit 1
+fi
