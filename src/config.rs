@@ -74,6 +74,11 @@ pub struct Component {
     pub health_timeout: Duration,
     /// Resource limits for this component's scripts (see [`crate::limits`]).
     pub limits: Limits,
+    /// After a successful `update.sh`, run `health-check.sh` (up to `health_retries` times,
+    /// `health_interval` apart); if it never passes, or the update fails, run `rollback.sh`.
+    pub auto_rollback: bool,
+    pub health_retries: u32,
+    pub health_interval: Duration,
 }
 
 impl Component {
@@ -156,8 +161,21 @@ impl Config {
                 .clone()
                 .unwrap_or_default()
                 .over(&default_limits, &format!("components.{name}.limits"))?;
+            let health_retries = c.health_retries.unwrap_or(3);
+            if health_retries == 0 {
+                return Err(format!(
+                    "key components.{name}.health_retries: must be at least 1"
+                ));
+            }
             let component = Component {
                 limits,
+                auto_rollback: c.auto_rollback.unwrap_or(true),
+                health_retries,
+                health_interval: match c.health_interval {
+                    Some(s) if s == 0.0 => Duration::ZERO,
+                    Some(s) => seconds(&format!("components.{name}.health_interval"), s)?,
+                    None => Duration::from_secs(5),
+                },
                 max_updates_per_hour: c.max_updates_per_hour.unwrap_or(20),
                 dir: resolve(
                     c.dir
@@ -291,6 +309,9 @@ struct RawExecution {
 struct RawComponent {
     dir: Option<PathBuf>,
     max_updates_per_hour: Option<u32>,
+    auto_rollback: Option<bool>,
+    health_retries: Option<u32>,
+    health_interval: Option<f64>,
     timeouts: Option<RawTimeouts>,
     limits: Option<RawLimits>,
 }
@@ -430,6 +451,11 @@ mod tests {
         assert!(c.serialize_updates);
         assert_eq!((c.max_queued, remote.max_updates_per_hour), (100, 20));
         assert_eq!(c.state_dir, Path::new("/var/lib/update-coordinator"));
+        assert!(remote.auto_rollback);
+        assert_eq!(
+            (remote.health_retries, remote.health_interval),
+            (3, Duration::from_secs(5))
+        );
         assert_eq!(c.retention, Duration::from_secs(7 * 86400));
         assert_eq!(c.spool_group.as_deref(), Some("dunebugger-updates"));
         assert_eq!(c.writers, Writers::default());

@@ -23,6 +23,7 @@ pub mod dir;
 pub mod limits;
 pub mod logging;
 pub mod monitor;
+pub mod procedure;
 pub mod ratelimit;
 pub mod record;
 pub mod report;

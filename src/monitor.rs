@@ -216,7 +216,11 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
         });
     }
     let events: Arc<dyn runner::RunEvents> = reporter.clone();
-    let result = runner::run(invocation, events, stop_rx).await;
+    let result = runner::run(invocation, Arc::clone(&events), stop_rx.clone()).await;
+    let mut steps = Vec::new();
+    if let Some(procedure) = &spec.procedure {
+        steps = gate(procedure, &result, &events, &stop_rx).await;
+    }
     let swept = runner::kill_orphans();
     if swept > 0 {
         warn!(request_id = %id, processes = swept, "killed processes the script left running outside its process group");
@@ -227,7 +231,71 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     let mut record = ExitRecord::from_result(&result, &phase);
     record.usage = Some(usage);
     record.limits = Some(applied);
+    if !steps.is_empty() {
+        let version = spec.accepted.version.clone().unwrap_or_default();
+        let (outcome, message) = crate::procedure::conclude(&steps, &version);
+        info!(request_id = %id, outcome = outcome.as_str(), "{message}");
+        record.outcome = Some(outcome);
+        record.outcome_message = Some(message);
+        record.steps = steps;
+    }
     record
+}
+
+/// The health gate after `update.sh` and, when needed, the rollback (see [`crate::procedure`]).
+/// Returns every step, the update first. A stop request (SIGTERM) ends the procedure.
+async fn gate(
+    procedure: &crate::procedure::Procedure,
+    update: &std::io::Result<runner::Outcome>,
+    events: &Arc<dyn runner::RunEvents>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<crate::procedure::Step> {
+    use crate::procedure::Step;
+    let mut steps = vec![Step::of("update", update)];
+    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+    if stopped(stop) {
+        return steps;
+    }
+    if steps[0].succeeded() && healthy(procedure, events, stop, &mut steps).await {
+        return steps;
+    }
+    if stopped(stop) {
+        return steps;
+    }
+    events.phase("rolling_back".into());
+    let result = runner::run(procedure.rollback.clone(), Arc::clone(events), stop.clone()).await;
+    steps.push(Step::of("rollback", &result));
+    if steps.last().is_some_and(Step::succeeded) && !stopped(stop) {
+        healthy(procedure, events, stop, &mut steps).await;
+    }
+    steps
+}
+
+/// Runs the health check up to `health_retries` times; returns whether it passed.
+async fn healthy(
+    procedure: &crate::procedure::Procedure,
+    events: &Arc<dyn runner::RunEvents>,
+    stop: &watch::Receiver<bool>,
+    steps: &mut Vec<crate::procedure::Step>,
+) -> bool {
+    for attempt in 1..=procedure.health_retries {
+        events.phase(format!(
+            "health_check {attempt}/{}",
+            procedure.health_retries
+        ));
+        let result = runner::run(procedure.health.clone(), Arc::clone(events), stop.clone()).await;
+        let step = crate::procedure::Step::of("health", &result);
+        let passed = step.succeeded();
+        steps.push(step);
+        if passed {
+            return true;
+        }
+        if *stop.borrow() || attempt == procedure.health_retries {
+            break;
+        }
+        tokio::time::sleep(procedure.health_interval).await;
+    }
+    false
 }
 
 /// This process's cgroup v2 directory (`/proc/self/cgroup`: `0::/path`).

@@ -88,6 +88,9 @@ pub struct RunSpec {
     /// What the coordinator could enforce, and how (the monitor runs inside that scope).
     #[serde(default)]
     pub applied: Option<crate::limits::Applied>,
+    /// For a health-gated update: the health check and rollback that follow `update.sh`.
+    #[serde(default)]
+    pub procedure: Option<crate::procedure::Procedure>,
 }
 
 /// How the script ended, written by the monitor.
@@ -110,6 +113,13 @@ pub struct ExitRecord {
     /// What the run used, and the limits that applied.
     #[serde(default)]
     pub usage: Option<crate::limits::Usage>,
+    /// A health-gated update: every script run, and how it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::procedure::Step>,
+    #[serde(default)]
+    pub outcome: Option<crate::procedure::UpdateOutcome>,
+    #[serde(default)]
+    pub outcome_message: Option<String>,
     #[serde(default)]
     pub limits: Option<crate::limits::Applied>,
 }
@@ -131,6 +141,9 @@ impl ExitRecord {
             stderr_truncated: false,
             usage: None,
             limits: None,
+            steps: Vec::new(),
+            outcome: None,
+            outcome_message: None,
         };
         match result {
             Err(e) => {
@@ -467,6 +480,7 @@ mod tests {
             accepted: accepted.clone(),
             limits: Default::default(),
             applied: None,
+            procedure: None,
         }
     }
 

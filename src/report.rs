@@ -203,6 +203,35 @@ pub fn add_usage(
     }
 }
 
+/// A health-gated update: the outcome decides success (only `updated` is a success).
+pub fn add_procedure(
+    status: &mut Status,
+    outcome: Option<crate::procedure::UpdateOutcome>,
+    message: Option<&str>,
+    steps: &[crate::procedure::Step],
+) {
+    use crate::procedure::UpdateOutcome;
+    let Some(outcome) = outcome else { return };
+    status.outcome = Some(outcome.as_str().into());
+    status.steps = Some(steps.to_vec());
+    if let Some(message) = message {
+        status.message = message.to_owned();
+    }
+    let updated = outcome == UpdateOutcome::Updated;
+    status.success = Some(updated);
+    status.phase = if updated { "done" } else { "failed" }.into();
+    status.code = match outcome {
+        UpdateOutcome::Updated => None,
+        UpdateOutcome::RolledBack => Some("rolled_back".into()),
+        UpdateOutcome::RollbackFailed => Some("rollback_failed".into()),
+        // Keep the update's own code (script_failed, timeout, ...).
+        UpdateOutcome::Failed => status
+            .code
+            .clone()
+            .or_else(|| Some("health_check_failed".into())),
+    };
+}
+
 fn success_message(action: Action) -> String {
     match action {
         Action::Update => "Update completed successfully",

@@ -63,6 +63,12 @@ pub struct Status {
     /// CPU time (user + system) of the run, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_ms: Option<u64>,
+    /// A health-gated update: `updated`, `rolled_back`, `rollback_failed` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// A health-gated update: each script run (update, health checks, rollback) and its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<crate::procedure::Step>>,
     /// The resource limits that applied, by which mechanism, and those not enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Applied>,

@@ -708,6 +708,46 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
         check(label.to_string(), &report::finished(&request, &ctx, result));
     }
 
+    // Health-gated updates: every outcome, after a succeeded and after a failed update.
+    use update_coordinator::procedure::{Step, UpdateOutcome};
+    for (label, update_exit, gate_outcome) in [
+        ("updated", 0, UpdateOutcome::Updated),
+        (
+            "rolled back after a failed update",
+            3,
+            UpdateOutcome::RolledBack,
+        ),
+        (
+            "rolled back after failed health",
+            0,
+            UpdateOutcome::RolledBack,
+        ),
+        ("rollback failed", 0, UpdateOutcome::RollbackFailed),
+        ("healthy never, no rollback", 0, UpdateOutcome::Failed),
+        ("failed update, no rollback", 3, UpdateOutcome::Failed),
+    ] {
+        let mut status = report::finished(&request, &ctx, &outcome(Exit::Code(update_exit), None));
+        let steps = [
+            Step {
+                step: "update".into(),
+                exit_code: Some(update_exit),
+                ..Default::default()
+            },
+            Step {
+                step: "health".into(),
+                exit_code: Some(1),
+                ..Default::default()
+            },
+        ];
+        report::add_procedure(
+            &mut status,
+            Some(gate_outcome),
+            Some("what happened"),
+            &steps,
+        );
+        check(label.to_string(), &status);
+    }
+
     assert_eq!(
         produced,
         codes_in_status_schema(),

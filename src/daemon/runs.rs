@@ -157,6 +157,7 @@ impl Daemon {
             accepted,
             limits: component.limits.clone(),
             applied: Some(crate::limits::plan(&component.limits, &self.host)),
+            procedure: self.procedure(component, request),
         };
         info!(
             request_id = %request.id,
@@ -194,6 +195,52 @@ impl Daemon {
                 reattached: false,
             },
         );
+    }
+
+    /// The health gate and rollback for an update, when the component wants them and its
+    /// scripts can be trusted (an untrusted one is left out, with a log line).
+    fn procedure(
+        &self,
+        component: &Component,
+        request: &Request,
+    ) -> Option<crate::procedure::Procedure> {
+        if request.action != crate::request::Action::Update || !component.auto_rollback {
+            return None;
+        }
+        let mut scripts = Vec::new();
+        for action in [
+            crate::request::Action::Health,
+            crate::request::Action::Rollback,
+        ] {
+            match trust::check_script(
+                &component.dir,
+                &component.script(action),
+                &self.script_owners,
+            ) {
+                Ok(program) => scripts.push(program),
+                Err(untrusted) => {
+                    warn!(request_id = %request.id, component = %request.component, "no health-gated update: {untrusted}");
+                    return None;
+                }
+            }
+        }
+        let as_action = |action: crate::request::Action, program: PathBuf| {
+            let mut inv = invocation(&self.config, component, request, program);
+            inv.args.clear();
+            if let Some(entry) = inv.env.iter_mut().find(|(k, _)| k == "ACTION") {
+                entry.1 = action.to_string();
+            }
+            inv.timeout = component.timeout(action);
+            inv
+        };
+        let rollback = scripts.pop()?;
+        let health = scripts.pop()?;
+        Some(crate::procedure::Procedure {
+            health: as_action(crate::request::Action::Health, health),
+            rollback: as_action(crate::request::Action::Rollback, rollback),
+            health_retries: component.health_retries,
+            health_interval: component.health_interval,
+        })
     }
 
     /// Records the run durably, locks its lock file and hands the lock to a new monitor as its
@@ -328,6 +375,12 @@ impl Daemon {
         };
         let mut status = report::finished(request, &ctx, &record.to_result());
         report::add_usage(&mut status, record.usage.as_ref(), record.limits.as_ref());
+        report::add_procedure(
+            &mut status,
+            record.outcome,
+            record.outcome_message.as_deref(),
+            &record.steps,
+        );
         let outcome = if status.success == Some(true) {
             "succeeded"
         } else {

@@ -47,6 +47,8 @@ impl Spool {
                 &format!("components.{c}"),
                 &format!("dir = \"components/{c}\""),
             );
+            // Most tests watch one script run; the health-gated update is tested on its own.
+            spool.set_key(&format!("components.{c}"), "auto_rollback", "false");
             for script in ["update.sh", "rollback.sh", "health-check.sh"] {
                 spool.script(c, script, "exit 0");
             }
@@ -89,6 +91,13 @@ impl Spool {
             .entry(table.to_owned())
             .or_default()
             .push(lines.to_owned());
+    }
+
+    /// Sets `key = value` in `table`, replacing an earlier setting of that key.
+    pub fn set_key(&mut self, table: &str, key: &str, value: &str) {
+        let lines = self.tables.entry(table.to_owned()).or_default();
+        lines.retain(|l| !l.starts_with(&format!("{key} =")));
+        lines.push(format!("{key} = {value}"));
     }
 
     /// Appends raw TOML (tables the harness does not generate itself).

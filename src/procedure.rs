@@ -1,0 +1,240 @@
+//! The health-gated update (seed designs 000, 002, 003): after `update.sh` succeeds,
+//! `health-check.sh` must pass (with retries and an interval); if it never does, or if
+//! `update.sh` fails, `rollback.sh` runs and the health check runs again. The run's monitor
+//! carries the whole procedure out, so it survives coordinator restarts like a single script.
+//! This module holds the procedure's description and its outcome logic; the monitor runs it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{Exit, Invocation, Outcome};
+
+/// What to do after `update.sh`, recorded in the run record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Procedure {
+    pub health: Invocation,
+    pub rollback: Invocation,
+    /// Health check attempts after an update (and after a rollback).
+    pub health_retries: u32,
+    pub health_interval: Duration,
+}
+
+/// How a health-gated update ended. `success` is true only for `Updated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateOutcome {
+    /// `update.sh` succeeded and the health check passed.
+    Updated,
+    /// The update failed (or never became healthy); `rollback.sh` restored a healthy state.
+    RolledBack,
+    /// The rollback failed too, or the component is not healthy after it: needs a human.
+    RollbackFailed,
+    /// The update failed and no rollback was attempted (stopped, or auto_rollback = false).
+    Failed,
+}
+
+impl UpdateOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Updated => "updated",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One script run within the procedure, as the status reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// `update`, `health` or `rollback`.
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    /// The last lines of its stdout and stderr.
+    pub output_tail: String,
+    pub error_tail: String,
+}
+
+/// Bytes of each stream a step keeps (the update's full tails are in `output`/`error`).
+const STEP_TAIL: usize = 2048;
+
+impl Step {
+    pub fn of(step: &str, result: &std::io::Result<Outcome>) -> Self {
+        let tail = |text: &str| {
+            let start = text.len().saturating_sub(STEP_TAIL);
+            let start = (start..=text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            text[start..].to_owned()
+        };
+        match result {
+            Ok(o) => Step {
+                step: step.to_owned(),
+                exit_code: match o.exit {
+                    Exit::Code(c) => Some(c),
+                    Exit::Signal(_) => None,
+                },
+                signal: match o.exit {
+                    Exit::Signal(s) => Some(s),
+                    Exit::Code(_) => None,
+                },
+                timed_out: o.stopped == Some(crate::runner::Stopped::TimedOut),
+                duration_ms: o.duration.as_millis() as u64,
+                output_tail: tail(&o.stdout.text),
+                error_tail: tail(&o.stderr.text),
+            },
+            Err(e) => Step {
+                step: step.to_owned(),
+                error_tail: format!("cannot start: {e}"),
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+}
+
+/// The outcome and a sentence for the final status, from the steps that ran.
+pub fn conclude(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
+    let update_ok = steps.first().is_some_and(Step::succeeded);
+    let healths_after_update = steps
+        .iter()
+        .skip(1)
+        .take_while(|s| s.step == "health")
+        .count();
+    let healthy_after_update = steps
+        .iter()
+        .skip(1)
+        .take_while(|s| s.step == "health")
+        .any(Step::succeeded);
+    let rollback = steps.iter().position(|s| s.step == "rollback");
+    let after_rollback = |i: usize| {
+        steps[i + 1..]
+            .iter()
+            .any(|s| s.step == "health" && s.succeeded())
+    };
+    match (update_ok, healthy_after_update, rollback) {
+        (true, true, _) => (
+            UpdateOutcome::Updated,
+            if healths_after_update > 1 {
+                format!(
+                    "Updated to {version}; the health check passed on attempt {healths_after_update}"
+                )
+            } else {
+                format!("Updated to {version}; the health check passed")
+            },
+        ),
+        (_, _, None) => (
+            UpdateOutcome::Failed,
+            if update_ok {
+                format!(
+                    "Updated to {version}, but the health check never passed ({healths_after_update} attempts) and no rollback was attempted"
+                )
+            } else {
+                format!("The update to {version} failed and no rollback was attempted")
+            },
+        ),
+        (_, _, Some(i)) => {
+            let why = if update_ok {
+                format!(
+                    "the health check failed {healths_after_update} time(s) after the update to {version}"
+                )
+            } else {
+                format!("update.sh failed for {version}")
+            };
+            if !steps[i].succeeded() {
+                (
+                    UpdateOutcome::RollbackFailed,
+                    format!("{why}; the rollback FAILED too: the component needs attention"),
+                )
+            } else if after_rollback(i) {
+                (
+                    UpdateOutcome::RolledBack,
+                    format!("{why}; rolled back, and the health check passes again"),
+                )
+            } else {
+                (
+                    UpdateOutcome::RollbackFailed,
+                    format!(
+                        "{why}; rolled back, but the health check still fails: the component needs attention"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, code: i32) -> Step {
+        Step {
+            step: name.into(),
+            exit_code: Some(code),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_steps() {
+        let (o, m) = conclude(&[step("update", 0), step("health", 0)], "1.4.2");
+        assert_eq!(
+            (o, m.as_str()),
+            (
+                UpdateOutcome::Updated,
+                "Updated to 1.4.2; the health check passed"
+            )
+        );
+        let (o, m) = conclude(
+            &[
+                step("update", 0),
+                step("health", 1),
+                step("health", 1),
+                step("health", 0),
+            ],
+            "1.4.2",
+        );
+        assert_eq!(o, UpdateOutcome::Updated);
+        assert!(m.contains("attempt 3"), "{m}");
+        let (o, _) = conclude(
+            &[
+                step("update", 0),
+                step("health", 1),
+                step("rollback", 0),
+                step("health", 0),
+            ],
+            "1.4.2",
+        );
+        assert_eq!(o, UpdateOutcome::RolledBack);
+        let (o, m) = conclude(
+            &[step("update", 3), step("rollback", 0), step("health", 0)],
+            "1.4.2",
+        );
+        assert_eq!(o, UpdateOutcome::RolledBack);
+        assert!(m.starts_with("update.sh failed for 1.4.2"), "{m}");
+        let (o, _) = conclude(&[step("update", 3), step("rollback", 1)], "1.4.2");
+        assert_eq!(o, UpdateOutcome::RollbackFailed);
+        let (o, _) = conclude(
+            &[
+                step("update", 0),
+                step("health", 1),
+                step("rollback", 0),
+                step("health", 1),
+            ],
+            "1.4.2",
+        );
+        assert_eq!(o, UpdateOutcome::RollbackFailed);
+        let (o, _) = conclude(&[step("update", 3)], "1.4.2");
+        assert_eq!(o, UpdateOutcome::Failed);
+    }
+}

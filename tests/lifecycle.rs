@@ -1,0 +1,144 @@
+//! The health-gated update: after update.sh, health-check.sh must pass (with retries); if it
+//! never does, or the update fails, rollback.sh runs and the health check runs again.
+
+mod support;
+
+use std::fs;
+
+use support::{Service, Spool, new_id, path_str};
+
+/// A spool whose `remote` component has the health gate on, with no wait between attempts.
+fn gated() -> Spool {
+    let mut spool = Spool::new();
+    spool.set_key("components.remote", "auto_rollback", "true");
+    spool.set_key("components.remote", "health_interval", "0");
+    spool
+}
+
+fn update(spool: &Spool) -> serde_json::Value {
+    let id = new_id();
+    spool.drop_in_place(
+        &id,
+        &Spool::request_json(&id, "remote", "update", Some("1.4.2")),
+    );
+    spool.wait_final(&id)
+}
+
+fn step_names(status: &serde_json::Value) -> Vec<String> {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}:{}", s["step"].as_str().unwrap(), s["exit_code"]))
+        .collect()
+}
+
+#[test]
+fn a_healthy_update_is_updated() {
+    let spool = gated();
+    spool.script("remote", "update.sh", "echo installing $1");
+    spool.script("remote", "health-check.sh", "echo healthy");
+    let _service = Service::start(&spool);
+    let status = update(&spool);
+    assert_eq!(status["success"], true, "{status}");
+    assert_eq!(status["outcome"], "updated");
+    assert_eq!(step_names(&status), ["update:0", "health:0"]);
+    assert_eq!(
+        status["output"], "installing 1.4.2\n",
+        "output is still the update's"
+    );
+    assert_eq!(
+        status["message"],
+        "Updated to 1.4.2; the health check passed"
+    );
+}
+
+#[test]
+fn a_flaky_health_check_that_passes_on_the_third_try_is_updated() {
+    let spool = gated();
+    let tries = spool.evidence().join("tries");
+    spool.script(
+        "remote",
+        "health-check.sh",
+        &format!(
+            "echo x >> {t}; [ $(wc -l < {t}) -ge 3 ]",
+            t = path_str(&tries)
+        ),
+    );
+    let _service = Service::start(&spool);
+    let status = update(&spool);
+    assert_eq!(status["outcome"], "updated", "{status}");
+    assert_eq!(
+        step_names(&status),
+        ["update:0", "health:1", "health:1", "health:0"]
+    );
+    assert!(status["message"].as_str().unwrap().contains("attempt 3"));
+}
+
+#[test]
+fn a_health_check_that_never_passes_triggers_a_rollback() {
+    let spool = gated();
+    let state = spool.evidence().join("version");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!("echo new > {}", path_str(&state)),
+    );
+    spool.script(
+        "remote",
+        "rollback.sh",
+        &format!("echo old > {}; echo restored", path_str(&state)),
+    );
+    spool.script(
+        "remote",
+        "health-check.sh",
+        &format!(
+            "[ \"$(cat {})\" = old ] || {{ echo 'container restarting' >&2; exit 1; }}",
+            path_str(&state)
+        ),
+    );
+    let _service = Service::start(&spool);
+    let status = update(&spool);
+    assert_eq!(status["success"], false, "{status}");
+    assert_eq!(status["outcome"], "rolled_back");
+    assert_eq!(status["code"], "rolled_back");
+    assert_eq!(
+        step_names(&status),
+        [
+            "update:0",
+            "health:1",
+            "health:1",
+            "health:1",
+            "rollback:0",
+            "health:0"
+        ]
+    );
+    assert_eq!(
+        status["steps"][1]["error_tail"], "container restarting\n",
+        "each step keeps its output"
+    );
+    assert_eq!(fs::read_to_string(&state).unwrap(), "old\n");
+}
+
+#[test]
+fn a_failed_update_is_rolled_back_and_a_failed_rollback_says_so() {
+    let spool = gated();
+    spool.script("remote", "update.sh", "echo 'pull failed' >&2; exit 3");
+    let _service = Service::start(&spool);
+    let status = update(&spool);
+    assert_eq!(status["outcome"], "rolled_back", "{status}");
+    assert_eq!(status["exit_code"], 3, "the update's own exit code is kept");
+    assert_eq!(step_names(&status), ["update:3", "rollback:0", "health:0"]);
+
+    spool.script("remote", "rollback.sh", "echo 'no backup' >&2; exit 2");
+    let status = update(&spool);
+    assert_eq!(status["outcome"], "rollback_failed", "{status}");
+    assert_eq!(status["code"], "rollback_failed");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs attention")
+    );
+    assert_eq!(step_names(&status), ["update:3", "rollback:2"]);
+}
