@@ -172,7 +172,7 @@ impl Config {
                 auto_rollback: c.auto_rollback.unwrap_or(true),
                 health_retries,
                 health_interval: match c.health_interval {
-                    Some(s) if s == 0.0 => Duration::ZERO,
+                    Some(0.0) => Duration::ZERO,
                     Some(s) => seconds(&format!("components.{name}.health_interval"), s)?,
                     None => Duration::from_secs(5),
                 },
