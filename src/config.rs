@@ -79,6 +79,10 @@ pub struct Component {
     pub auto_rollback: bool,
     pub health_retries: u32,
     pub health_interval: Duration,
+    /// Before an update: at least this much free space on `disk_path` (0 = no check).
+    pub min_free_disk_mb: u64,
+    /// Where to measure free space (default: the component's directory).
+    pub disk_path: PathBuf,
 }
 
 impl Component {
@@ -167,7 +171,18 @@ impl Config {
                     "key components.{name}.health_retries: must be at least 1"
                 ));
             }
+            let dir = resolve(
+                c.dir
+                    .clone()
+                    .unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name)),
+            );
             let component = Component {
+                min_free_disk_mb: c.min_free_disk_mb.unwrap_or(0),
+                disk_path: c
+                    .disk_path
+                    .clone()
+                    .map(resolve)
+                    .unwrap_or_else(|| dir.clone()),
                 limits,
                 auto_rollback: c.auto_rollback.unwrap_or(true),
                 health_retries,
@@ -177,10 +192,7 @@ impl Config {
                     None => Duration::from_secs(5),
                 },
                 max_updates_per_hour: c.max_updates_per_hour.unwrap_or(20),
-                dir: resolve(
-                    c.dir
-                        .unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name)),
-                ),
+                dir,
                 update_timeout: seconds(&key("update"), t.update.unwrap_or(600.0))?,
                 rollback_timeout: seconds(&key("rollback"), t.rollback.unwrap_or(600.0))?,
                 health_timeout: seconds(&key("health"), t.health.unwrap_or(60.0))?,
@@ -312,6 +324,8 @@ struct RawComponent {
     auto_rollback: Option<bool>,
     health_retries: Option<u32>,
     health_interval: Option<f64>,
+    min_free_disk_mb: Option<u64>,
+    disk_path: Option<PathBuf>,
     timeouts: Option<RawTimeouts>,
     limits: Option<RawLimits>,
 }

@@ -65,6 +65,7 @@ impl Accepted {
                 Some(v) => Some(Version::parse(v).ok()?),
                 None => None,
             },
+            dry_run: false, // dry runs are answered at once, never recorded
         })
     }
 }

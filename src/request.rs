@@ -140,6 +140,8 @@ pub struct Request {
     pub action: Action,
     /// Present exactly when `action` is [`Action::Update`].
     pub version: Option<Version>,
+    /// `"dry_run": true`: check everything, run nothing, answer with what would run.
+    pub dry_run: bool,
 }
 
 /// Why a request file was refused. Each variant has a stable machine [`code`](Self::code) that
@@ -275,12 +277,23 @@ impl Request {
         }
         // `timestamp` is informational (naive ISO-8601 from the client); only its type is checked.
         string_field(&fields, "timestamp").map_err(in_context)?;
+        let dry_run = match fields.get("dry_run") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(in_context(RequestError::WrongType {
+                    field: "dry_run",
+                    expected: "true or false",
+                }));
+            }
+        };
 
         Ok(Request {
             id,
             component: component.to_owned(),
             action,
             version,
+            dry_run,
         })
     }
 }
@@ -362,6 +375,22 @@ mod tests {
             parse(r#"{"component":"core","action":"rollback","version":null,"request_id":"a2"}"#)
                 .unwrap();
         assert_eq!(r.action, Action::Rollback);
+    }
+
+    #[test]
+    fn dry_run_is_a_boolean() {
+        let r = parse(r#"{"component":"core","action":"health","request_id":"a","dry_run":true}"#)
+            .unwrap();
+        assert!(r.dry_run);
+        assert!(
+            !parse(r#"{"component":"core","action":"health","request_id":"a"}"#)
+                .unwrap()
+                .dry_run
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","request_id":"a","dry_run":"yes"}"#),
+            "wrong_type"
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct Status {
     /// CPU time (user + system) of the run, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_ms: Option<u64>,
+    /// The request was a dry run: nothing ran; `message` says what would have.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
     /// A health-gated update: `updated`, `rolled_back`, `rollback_failed` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,

@@ -142,3 +142,70 @@ fn a_failed_update_is_rolled_back_and_a_failed_rollback_says_so() {
     );
     assert_eq!(step_names(&status), ["update:3", "rollback:2"]);
 }
+
+#[test]
+fn a_dry_run_checks_everything_runs_nothing_and_says_what_would_run() {
+    let spool = gated();
+    let ledger = spool.evidence().join("ledger");
+    for script in ["update.sh", "health-check.sh", "rollback.sh"] {
+        spool.script(
+            "remote",
+            script,
+            &format!("echo ran >> {}", path_str(&ledger)),
+        );
+    }
+    let _service = Service::start(&spool);
+    let id = new_id();
+    let mut request: serde_json::Value =
+        serde_json::from_str(&Spool::request_json(&id, "remote", "update", Some("1.4.2"))).unwrap();
+    request["dry_run"] = true.into();
+    spool.drop_in_place(&id, &request.to_string());
+    let status = spool.wait_final(&id);
+    assert_eq!(
+        (&status["success"], &status["dry_run"]),
+        (&true.into(), &true.into()),
+        "{status}"
+    );
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("update.sh 1.4.2") && message.contains("health-check.sh"),
+        "{message}"
+    );
+    assert!(message.contains("Nothing was run"), "{message}");
+    assert!(!ledger.exists(), "the ledger stays empty");
+
+    // A dry run finds what a real run would fail on.
+    let update = spool.dir.path().join("components/remote/update.sh");
+    fs::set_permissions(&update, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let id = new_id();
+    request["request_id"] = id.clone().into();
+    spool.drop_in_place(&id, &request.to_string());
+    let status = spool.wait_final(&id);
+    assert_eq!(
+        (&status["success"], &status["code"]),
+        (&false.into(), &"script_untrusted".into()),
+        "{status}"
+    );
+    assert!(!ledger.exists());
+}
+
+#[test]
+fn an_update_without_enough_free_disk_is_refused_with_the_numbers() {
+    let mut spool = gated();
+    spool.set_key("components.remote", "min_free_disk_mb", "1000000000");
+    let ledger = spool.evidence().join("ledger");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!("echo ran >> {}", path_str(&ledger)),
+    );
+    let _service = Service::start(&spool);
+    let status = update(&spool);
+    assert_eq!(status["code"], "insufficient_disk", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("MB free on") && message.contains("1000000000 MB required"),
+        "{message}"
+    );
+    assert!(!ledger.exists(), "nothing ran");
+}

@@ -125,6 +125,20 @@ impl Daemon {
         if self.is_known(&request.id) {
             return self.duplicate(name, &request.id);
         }
+        if request.dry_run {
+            let status = self.dry_run_status(&request);
+            info!(request_id = %request.id, component = %request.component, action = %request.action, outcome = "dry_run", "{}", status.message);
+            // Answered like a refusal: at once, made durable with this batch, never recorded.
+            if self.write_status(
+                &request.id,
+                &status,
+                Durability::BestEffort,
+                Some(owner_uid),
+            ) {
+                self.refused_files.push(name.to_owned());
+            }
+            return;
+        }
         if self.queue.len() >= self.config.max_queued {
             let message = format!(
                 "{} requests are already waiting (spool.max_queued); try again later",

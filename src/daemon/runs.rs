@@ -130,16 +130,10 @@ impl Daemon {
     pub(super) fn start(&mut self, job: Job) {
         let request = &job.request;
         let component: &Component = &self.config.components[&request.component];
-        let script = component.script(request.action);
-        let program = match trust::check_script(&component.dir, &script, &self.script_owners) {
+        let program = match self.preflight(component, request) {
             Ok(program) => program,
-            Err(untrusted) => {
-                let message = format!(
-                    "refusing to run {}: {untrusted}",
-                    request.action.script_name()
-                );
-                error!(request_id = %request.id, component = %request.component, action = %request.action, code = untrusted.code(), outcome = "failed", "{message}");
-                let refusal = Refusal::of_request(request, untrusted.code(), message);
+            Err(refusal) => {
+                error!(request_id = %request.id, component = %request.component, action = %request.action, code = refusal.code, outcome = "failed", "{}", refusal.message);
                 let status = report::refused(&request.id, &refusal);
                 return self.conclude(&job, &status);
             }
@@ -195,6 +189,93 @@ impl Daemon {
                 reattached: false,
             },
         );
+    }
+
+    /// What must hold before a script runs: it is trusted, and (for an update) the disk has
+    /// the configured free space. Returns the script to execute.
+    pub(super) fn preflight(
+        &self,
+        component: &Component,
+        request: &Request,
+    ) -> Result<PathBuf, Refusal> {
+        let script = component.script(request.action);
+        let program = trust::check_script(&component.dir, &script, &self.script_owners).map_err(
+            |untrusted| {
+                let message = format!(
+                    "refusing to run {}: {untrusted}",
+                    request.action.script_name()
+                );
+                Refusal::of_request(request, untrusted.code(), message)
+            },
+        )?;
+        if request.action == crate::request::Action::Update && component.min_free_disk_mb > 0 {
+            let path = &component.disk_path;
+            let free_mb = nix::sys::statvfs::statvfs(path)
+                // The casts matter on 32-bit ARM (armhf), where these counts are 32-bit.
+                .map(|st| {
+                    #[allow(clippy::unnecessary_cast)]
+                    let (blocks, size) = (st.blocks_available() as u64, st.fragment_size() as u64);
+                    blocks * size / (1024 * 1024)
+                })
+                .map_err(|e| {
+                    Refusal::of_request(
+                        request,
+                        "insufficient_disk",
+                        format!("cannot measure the free space on {}: {e}", path.display()),
+                    )
+                })?;
+            if free_mb < component.min_free_disk_mb {
+                let message = format!(
+                    "not enough free disk space for the update: {free_mb} MB free on {}, {} MB required (components.{}.min_free_disk_mb)",
+                    path.display(),
+                    component.min_free_disk_mb,
+                    request.component
+                );
+                return Err(Refusal::of_request(request, "insufficient_disk", message));
+            }
+        }
+        Ok(program)
+    }
+
+    /// A dry run: everything a real run would check, and a description of what it would do.
+    pub(super) fn dry_run_status(&self, request: &Request) -> Status {
+        let component = &self.config.components[&request.component];
+        let mut status = match self.preflight(component, request) {
+            Err(refusal) => {
+                let mut refusal = refusal;
+                refusal.message =
+                    format!("dry run: a real request would fail: {}", refusal.message);
+                report::refused(&request.id, &refusal)
+            }
+            Ok(program) => {
+                let command = std::iter::once(program.display().to_string())
+                    .chain(request.version.iter().map(|v| v.as_str().to_owned()))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let gate = match self.procedure(component, request) {
+                    Some(p) => format!(
+                        ", then health-check.sh (up to {} attempts, {} s apart) and rollback.sh if the update fails or stays unhealthy",
+                        p.health_retries,
+                        p.health_interval.as_secs_f64()
+                    ),
+                    None => String::new(),
+                };
+                let applied = crate::limits::plan(&component.limits, &self.host);
+                let limits = describe_limits(&applied);
+                let mut status = report::in_progress(request, "dry_run", None);
+                status.success = Some(true);
+                status.phase = "done".into();
+                status.message = format!(
+                    "dry run: would run `{command}` in {} with a {} s timeout{gate}; {limits}. Nothing was run.",
+                    component.dir.display(),
+                    component.timeout(request.action).as_secs_f64()
+                );
+                status.limits = Some(applied);
+                status
+            }
+        };
+        status.dry_run = true;
+        status
     }
 
     /// The health gate and rollback for an update, when the component wants them and its
@@ -515,4 +596,30 @@ fn home_dir() -> String {
         .flatten()
         .map(|u| u.dir.display().to_string())
         .unwrap_or_else(|| "/".into())
+}
+
+/// "limits: memory_max 512 MiB, cpu_quota 80 %, tasks_max 256 (systemd-scope)" and what is not
+/// enforced.
+fn describe_limits(applied: &crate::limits::Applied) -> String {
+    let e = &applied.enforced;
+    let mut parts = Vec::new();
+    if let Some(b) = e.memory_max {
+        parts.push(format!("memory_max {} MiB", b / (1024 * 1024)));
+    }
+    if let Some(p) = e.cpu_quota {
+        parts.push(format!("cpu_quota {p} %"));
+    }
+    if let Some(t) = e.tasks_max {
+        parts.push(format!("tasks_max {t}"));
+    }
+    let enforced = if parts.is_empty() {
+        "no limits enforced".to_string()
+    } else {
+        format!("limits {} ({})", parts.join(", "), applied.mechanism)
+    };
+    if applied.not_enforced.is_empty() {
+        enforced
+    } else {
+        format!("{enforced}; {}", applied.not_enforced.join("; "))
+    }
 }
