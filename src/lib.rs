@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dir;
+pub mod inventory;
 pub mod limits;
 pub mod logging;
 pub mod monitor;

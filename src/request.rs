@@ -28,7 +28,9 @@ impl RequestId {
             && raw.chars().all(ok_char)
             && !raw.starts_with('.')
             && !raw.starts_with('-')
-            && !raw.contains("..");
+            && !raw.contains("..")
+            // `status/inventory.json` is the published inventory, not a request's answer.
+            && raw != "inventory";
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
