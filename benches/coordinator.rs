@@ -1030,12 +1030,12 @@ impl Ctx {
         mut f: impl FnMut(Subject) -> Result<T, String>,
     ) -> Both<T> {
         self.subjects().map(|s| {
-            if s == Subject::Baseline
-                && let Err(e) = &self.baseline
-            {
-                let _ = e;
+            if s == Subject::Baseline && self.baseline.is_err() {
                 return Err(SKIPPED.to_owned());
             }
+            // Start every measurement with no dirty pages in flight (the build, the previous
+            // phase's thousands of files): writeback would otherwise slow every fsync.
+            nix::unistd::sync();
             eprintln!("[{}] {what} ...", s.name());
             let started = Instant::now();
             let r = f(s);
@@ -1656,6 +1656,7 @@ fn main() -> ExitCode {
         ));
     }
 
+    nix::unistd::sync();
     eprintln!("[harness] the no-op script alone, {} runs ...", s.latency);
     let alone = script_alone(&ctx, s.latency);
     if let Err(e) = &alone {

@@ -123,18 +123,17 @@ fn declared_version(dir: &Path) -> (Option<String>, &'static str) {
         let line = text.lines().next().unwrap_or("").trim();
         (!line.is_empty() && line.len() <= 64).then(|| crate::request::printable(line))
     };
-    if let Ok(text) = std::fs::read_to_string(dir.join("VERSION")) {
-        if let Some(v) = clean(&text) {
-            return (Some(v), "VERSION");
-        }
+    if let Some(v) = std::fs::read_to_string(dir.join("VERSION"))
+        .ok()
+        .and_then(|t| clean(&t))
+    {
+        return (Some(v), "VERSION");
     }
     let script = dir.join("version.sh");
-    if script.is_file() {
-        if let Some(output) = run_briefly(&script, dir, Duration::from_secs(5)) {
-            if let Some(v) = clean(&output) {
-                return (Some(v), "version.sh");
-            }
-        }
+    if script.is_file()
+        && let Some(v) = run_briefly(&script, dir, Duration::from_secs(5)).and_then(|t| clean(&t))
+    {
+        return (Some(v), "version.sh");
     }
     (None, "unknown")
 }
