@@ -263,7 +263,12 @@ async fn gate(
         return steps;
     }
     events.phase("rolling_back".into());
-    let result = runner::run(procedure.rollback.clone(), Arc::clone(events), stop.clone()).await;
+    // rollback.sh learns how the update ended (a script that restored itself may have
+    // nothing to undo).
+    let mut rollback = procedure.rollback.clone();
+    let update_exit = steps[0].exit_code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    rollback.env.push(("UPDATE_EXIT_CODE".into(), update_exit));
+    let result = runner::run(rollback, Arc::clone(events), stop.clone()).await;
     steps.push(Step::of("rollback", &result));
     if steps.last().is_some_and(Step::succeeded) && !stopped(stop) {
         healthy(procedure, events, stop, &mut steps).await;

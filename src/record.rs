@@ -262,6 +262,16 @@ impl RunStore {
         Dir::open(&self.run_path(id))
     }
 
+    /// The saved inventory, if any.
+    pub fn inventory(&self) -> Option<crate::inventory::Inventory> {
+        let root = Dir::open(&self.root).ok()?;
+        read_json(&root, crate::inventory::FILE)
+    }
+
+    pub fn save_inventory(&self, inventory: &crate::inventory::Inventory) -> io::Result<()> {
+        write_json(&Dir::open(&self.root)?, crate::inventory::FILE, inventory)
+    }
+
     /// Whether any record (in any state) exists for this id.
     pub fn exists(&self, id: &RequestId) -> bool {
         self.runs.lstat(id.as_str()).is_ok()

@@ -178,6 +178,11 @@ impl StatusDir {
         write_atomic(&self.dir, &id.status_file_name(), &json, durability, owner)
     }
 
+    /// Publishes a non-status file (the inventory) atomically, readable by everyone.
+    pub fn publish(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        write_atomic(&self.dir, name, bytes, Durability::BestEffort, None)
+    }
+
     /// Flushes everything written to the status directory's filesystem (one call for a batch
     /// of statuses, instead of an fsync each).
     pub fn sync_filesystem(&self) -> io::Result<()> {

@@ -209,3 +209,54 @@ fn an_update_without_enough_free_disk_is_refused_with_the_numbers() {
     );
     assert!(!ledger.exists(), "nothing ran");
 }
+
+#[test]
+fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers() {
+    let spool = gated();
+    fs::write(
+        spool.dir.path().join("components/remote/VERSION"),
+        "1.0.0\n",
+    )
+    .unwrap();
+    let _service = Service::start(&spool);
+    let inventory = || -> serde_json::Value {
+        serde_json::from_slice(&fs::read(spool.status_dir().join("inventory.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(inventory()["components"]["remote"]["version"], "1.0.0");
+    assert_eq!(
+        inventory()["components"]["remote"]["version_source"],
+        "VERSION"
+    );
+
+    assert_eq!(update(&spool)["outcome"], "updated");
+    let remote = &inventory()["components"]["remote"];
+    assert_eq!(
+        (&remote["version"], &remote["previous_version"]),
+        (&"1.4.2".into(), &"1.0.0".into())
+    );
+    assert_eq!(remote["last_outcome"], "succeeded");
+
+    let id = new_id();
+    spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "rollback", None));
+    assert_eq!(spool.wait_final(&id)["success"], true);
+    let remote = &inventory()["components"]["remote"];
+    assert_eq!(
+        (&remote["version"], &remote["version_source"]),
+        (&"1.0.0".into(), &"rollback".into())
+    );
+    assert_eq!(remote["recent"].as_array().unwrap().len(), 2);
+
+    let out = std::process::Command::new(support::BIN)
+        .args(["inventory", "--config"])
+        .arg(spool.config_path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("remote") && l.contains("1.0.0") && l.contains("rollback")),
+        "{table}"
+    );
+}

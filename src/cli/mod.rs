@@ -2,6 +2,7 @@
 
 mod check;
 mod follow;
+mod inventory;
 mod run;
 mod status;
 mod submit;
@@ -39,6 +40,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Follow one request's phases and output until it is final; exit 0 on success, 1 on failure.
     Follow(follow::FollowArgs),
+    /// The version each component runs, and its last results (status/inventory.json).
+    Inventory(inventory::InventoryArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.
@@ -99,6 +102,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Submit(args) => submit::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Follow(args) => follow::run(&args),
+        Command::Inventory(args) => inventory::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -128,6 +128,8 @@ struct Daemon {
     refused_files: Vec<String>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
+    /// Versions and last results per component (see [`crate::inventory`]).
+    inventory: crate::inventory::Inventory,
 }
 
 fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
@@ -223,7 +225,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         refused_files: Vec::new(),
         tx: tx.clone(),
         last_status_line: String::new(),
+        inventory: Default::default(),
     };
+    daemon.load_inventory();
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();

@@ -492,6 +492,32 @@ impl Daemon {
         }
         self.in_flight.remove(&job.file_name);
         self.in_flight_ids.remove(id);
+        self.inventory.record(&job.request, status);
+        self.save_inventory();
+    }
+
+    /// Loads the inventory and adds configured components it does not list yet.
+    pub(super) fn load_inventory(&mut self) {
+        self.inventory = self.store.inventory().unwrap_or_default();
+        for (name, component) in &self.config.components {
+            self.inventory.discover(name, &component.dir);
+        }
+        self.save_inventory();
+    }
+
+    /// Saves the inventory in the state directory and publishes it as status/inventory.json.
+    fn save_inventory(&self) {
+        if let Err(e) = self.store.save_inventory(&self.inventory) {
+            warn!(error = %e, "cannot save the inventory");
+        }
+        match serde_json::to_vec_pretty(&self.inventory) {
+            Ok(bytes) => {
+                if let Err(e) = self.status.publish(crate::inventory::FILE, &bytes) {
+                    warn!(error = %e, "cannot publish status/inventory.json");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot serialize the inventory"),
+        }
     }
 
     /// Returns whether the status is on disk. Failures are logged here, once.
