@@ -30,6 +30,18 @@ if ! bash "$lab/vm/build.sh" "$LAB_CACHE" docker.io busybox-static docker-compos
     exit 1
 fi
 
+# The image waits 10 s for the lab disk; a busy host under software emulation can miss that
+# (the guest then never runs the tests). Give it two minutes.
+image=$LAB_CACHE/root.img
+if debugfs -R "cat /etc/fstab" "$image" 2>/dev/null | grep -q 'device-timeout=10s'; then
+    fstab=$(mktemp)
+    debugfs -R "cat /etc/fstab" "$image" 2>/dev/null | sed 's/device-timeout=10s/device-timeout=120s/' >"$fstab"
+    chmod 644 "$fstab"
+    debugfs -w -R "rm /etc/fstab" "$image" >/dev/null 2>&1
+    debugfs -w -R "write $fstab /etc/fstab" "$image" >/dev/null 2>&1
+    rm -f "$fstab"
+fi
+
 in=$(mktemp -d) out=$(mktemp -d)
 trap 'rm -rf "$in"' EXIT
 mkdir -p "$in/bin" "$in/repo"
