@@ -266,7 +266,9 @@ async fn gate(
     // rollback.sh learns how the update ended (a script that restored itself may have
     // nothing to undo).
     let mut rollback = procedure.rollback.clone();
-    let update_exit = steps[0].exit_code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+    let update_exit = steps[0]
+        .exit_code
+        .map_or_else(|| "none".to_owned(), |c| c.to_string());
     rollback.env.push(("UPDATE_EXIT_CODE".into(), update_exit));
     let result = runner::run(rollback, Arc::clone(events), stop.clone()).await;
     steps.push(Step::of("rollback", &result));
