@@ -147,8 +147,12 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
     );
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("\"exit_code\": 4"), "{stdout}");
-    // Like the container client, submit removes the status it read.
-    assert_eq!(fs::read_dir(spool.status_dir()).unwrap().count(), 0);
+    // Like the container client, submit removes the status it read (the inventory stays).
+    let left: Vec<_> = fs::read_dir(spool.status_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["inventory.json"]);
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn uncollected_statuses(spool: &Spool) -> Vec<String> {
     fs::read_dir(spool.status_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
+        .filter(|n| !n.starts_with('.') && n != "inventory.json")
         .collect()
 }
 
