@@ -370,6 +370,8 @@ impl RunStore {
     pub fn load(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
         let mut records = Vec::new();
         let mut problems = Vec::new();
+        // Only the coordinator writes in the state directory itself (the inventory).
+        remove_temp_files(&Dir::open(&self.root)?, |_| false)?;
         remove_temp_files(&self.exits, |target| {
             RequestId::from_file_name(target).is_some_and(|id| self.monitor_alive(&id))
         })?;
