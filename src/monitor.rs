@@ -61,6 +61,11 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Where a cancel request finds us (best effort: without it, cancel says it cannot stop us).
+    let _ = std::fs::write(
+        store.run_path(&id).join("monitor.pid"),
+        std::process::id().to_string(),
+    );
     if let Err(e) = store.mark_launched(&id) {
         // Without the marker a restarted coordinator would start the run again: do not run.
         error!(request_id = %id, error = %e, "monitor: cannot record the launch; not running the script");

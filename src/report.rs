@@ -97,6 +97,31 @@ pub fn interrupted(request: &Request, started_at: SystemTime, message: String) -
     }
 }
 
+/// The final status of a request cancelled before it ran.
+pub fn cancelled(request: &Request, message: String) -> Status {
+    Status {
+        success: Some(false),
+        message,
+        code: Some("cancelled".into()),
+        phase: "failed".into(),
+        ..base(request)
+    }
+}
+
+/// The answer to a cancel request itself.
+pub fn cancel_answer(id: &RequestId, code: Option<&str>, message: String) -> Status {
+    Status {
+        request_id: id.to_string(),
+        action: Some("cancel".into()),
+        success: Some(code.is_none()),
+        message,
+        code: code.map(Into::into),
+        phase: if code.is_none() { "done" } else { "rejected" }.into(),
+        timestamp: now_rfc3339(),
+        ..Default::default()
+    }
+}
+
 /// Details the final message mentions besides the outcome itself.
 pub struct RunContext<'a> {
     pub script: &'a str,

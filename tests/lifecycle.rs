@@ -21,7 +21,7 @@ fn update(spool: &Spool) -> serde_json::Value {
         &id,
         &Spool::request_json(&id, "remote", "update", Some("1.4.2")),
     );
-    spool.wait_final(&id)
+    conforming(spool.wait_final(&id))
 }
 
 fn step_names(status: &serde_json::Value) -> Vec<String> {
@@ -229,7 +229,12 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
         "VERSION"
     );
 
-    assert_eq!(update(&spool)["outcome"], "updated");
+    let updated = update(&spool);
+    assert_eq!(updated["outcome"], "updated");
+    // The inventory is rewritten just after the answer.
+    let recorded =
+        |id: &serde_json::Value| inventory()["components"]["remote"]["last_request_id"] == *id;
+    support::wait_until("inventory updated", || recorded(&updated["request_id"]));
     let remote = &inventory()["components"]["remote"];
     assert_eq!(
         (&remote["version"], &remote["previous_version"]),
@@ -240,6 +245,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     let id = new_id();
     spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "rollback", None));
     assert_eq!(spool.wait_final(&id)["success"], true);
+    support::wait_until("inventory updated", || recorded(&id.clone().into()));
     let remote = &inventory()["components"]["remote"];
     assert_eq!(
         (&remote["version"], &remote["version_source"]),
@@ -259,4 +265,82 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
             .any(|l| l.starts_with("remote") && l.contains("1.0.0") && l.contains("rollback")),
         "{table}"
     );
+}
+
+fn cancel(spool: &Spool, target: &str) -> serde_json::Value {
+    let id = new_id();
+    let request = serde_json::json!({"action": "cancel", "target": target, "request_id": id});
+    spool.drop_in_place(&id, &request.to_string());
+    conforming(spool.wait_final(&id))
+}
+
+#[test]
+fn cancel_removes_a_queued_request_and_stops_a_running_one() {
+    let spool = Spool::new();
+    let started = spool.evidence().join("started");
+    let ledger = spool.evidence().join("ledger");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!(
+            "echo \"$1\" >> {l}; touch {s}; trap 'echo stopping safely; exit 143' TERM; while :; do sleep 0.1; done",
+            l = path_str(&ledger),
+            s = path_str(&started)
+        ),
+    );
+    let _service = Service::start(&spool);
+    let running = new_id();
+    spool.drop_in_place(
+        &running,
+        &Spool::request_json(&running, "remote", "update", Some("1.0.0")),
+    );
+    support::wait_until("running", || started.exists());
+    let queued = new_id();
+    spool.drop_in_place(
+        &queued,
+        &Spool::request_json(&queued, "remote", "update", Some("2.0.0")),
+    );
+    support::wait_until("queued", || {
+        spool
+            .status(&queued)
+            .is_some_and(|s| s["phase"] == "queued")
+    });
+
+    let answer = cancel(&spool, &queued);
+    assert_eq!(answer["success"], true, "{answer}");
+    let status = spool.wait_final(&queued);
+    assert_eq!(
+        (&status["code"], &status["success"]),
+        (&"cancelled".into(), &false.into()),
+        "{status}"
+    );
+
+    let answer = cancel(&spool, &running);
+    assert_eq!(answer["success"], true, "{answer}");
+    let status = conforming(spool.wait_final(&running));
+    assert_eq!(status["code"], "cancelled", "{status}");
+    assert_eq!(
+        status["output"], "stopping safely\n",
+        "the script trapped SIGTERM"
+    );
+    assert_eq!(
+        fs::read_to_string(&ledger).unwrap(),
+        "1.0.0\n",
+        "the queued one never ran"
+    );
+
+    let answer = cancel(&spool, &running);
+    assert_eq!(answer["code"], "already_finished", "{answer}");
+    let answer = cancel(&spool, "no-such-request");
+    assert_eq!(answer["code"], "unknown_target", "{answer}");
+}
+
+/// The status, after checking it against docs/schema/status.schema.json.
+fn conforming(status: serde_json::Value) -> serde_json::Value {
+    let errors = support::status_schema_errors(&status);
+    assert!(
+        errors.is_empty(),
+        "{status}\ndoes not match the schema: {errors:?}"
+    );
+    status
 }

@@ -748,6 +748,26 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
         check(label.to_string(), &status);
     }
 
+    // Cancel: the cancelled target, and every answer to a cancel request.
+    check(
+        "cancelled".into(),
+        &report::cancelled(
+            &request,
+            "cancelled by request c-1 before it started".into(),
+        ),
+    );
+    for code in [
+        None,
+        Some("already_finished"),
+        Some("unknown_target"),
+        Some("cancel_failed"),
+    ] {
+        check(
+            format!("cancel answer {code:?}"),
+            &report::cancel_answer(&id, code, "what the cancel did".into()),
+        );
+    }
+
     assert_eq!(
         produced,
         codes_in_status_schema(),

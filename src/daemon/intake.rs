@@ -68,6 +68,12 @@ impl Daemon {
             }
         };
         let owner = Some(file.owner_uid);
+        if let Some(cancel) = crate::request::Cancel::parse(&file.bytes) {
+            return match cancel {
+                Err(rejection) => self.refuse(name, &Refusal::from(&*rejection), owner),
+                Ok(cancel) => self.cancel(name, &file.bytes, cancel, file.owner_uid),
+            };
+        }
         let request = match Request::parse(&file.bytes, config.component_names()) {
             Ok(request) => request,
             Err(rejection) => {
@@ -196,6 +202,79 @@ impl Daemon {
             file_name: name.to_owned(),
             owner_uid,
         });
+    }
+
+    /// A cancel request: a queued target is answered `cancelled` at once; a running one is
+    /// asked to stop (its monitor gets SIGTERM, the script gets SIGTERM and may trap it) and is
+    /// answered `cancelled` when it has.
+    fn cancel(&mut self, name: &str, bytes: &[u8], cancel: crate::request::Cancel, owner_uid: u32) {
+        let answer = |code: &'static str, message: String| Refusal {
+            id: Some(cancel.id.clone()),
+            component: None,
+            action: Some("cancel".into()),
+            code,
+            message,
+        };
+        if RequestId::from_file_name(name).is_none() {
+            return self.refuse(
+                name,
+                &answer(
+                    "invalid_file_name",
+                    format!("the request file name {:?} is not allowed", printable(name)),
+                ),
+                Some(owner_uid),
+            );
+        }
+        if let Some(verifier) = &self.verifier
+            && let Err(e) = verifier.verify(bytes, SystemTime::now())
+        {
+            return self.refuse(name, &answer(e.code(), e.to_string()), Some(owner_uid));
+        }
+        if self.is_known(&cancel.id) {
+            return self.duplicate(name, &cancel.id);
+        }
+        let target = &cancel.target;
+        let (code, message) = if let Some(pos) =
+            self.queue.iter().position(|j| &j.request.id == target)
+        {
+            let job = self.queue.remove(pos).expect("the position was just found");
+            let status = report::cancelled(
+                &job.request,
+                format!("cancelled by request {} before it started", cancel.id),
+            );
+            self.conclude(&job, &status);
+            (None, format!("cancelled the queued request {target}"))
+        } else if self.running.contains_key(target) {
+            if self.stop_run(target) {
+                self.cancelling.insert(target.clone(), cancel.id.clone());
+                (
+                    None,
+                    format!(
+                        "asked the running request {target} to stop: its script gets SIGTERM (it may trap it to stop safely); its own status will say cancelled"
+                    ),
+                )
+            } else {
+                (
+                    Some("cancel_failed"),
+                    format!("cannot signal the monitor of {target}; it keeps running"),
+                )
+            }
+        } else if self.store.exists(target) {
+            (
+                Some("already_finished"),
+                format!("{target} has already finished; nothing to cancel"),
+            )
+        } else {
+            (
+                Some("unknown_target"),
+                format!("no queued or running request {target}"),
+            )
+        };
+        info!(request_id = %cancel.id, target = %target, action = "cancel", outcome = if code.is_none() { "succeeded" } else { "failed" }, "{message}");
+        let status = report::cancel_answer(&cancel.id, code, message);
+        if self.write_status(&cancel.id, &status, Durability::BestEffort, Some(owner_uid)) {
+            self.refused_files.push(name.to_owned());
+        }
     }
 
     /// A request id seen before. Never run again; if it finished and its status file is gone

@@ -130,6 +130,8 @@ struct Daemon {
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
     inventory: crate::inventory::Inventory,
+    /// Running requests asked to stop, and by which cancel request.
+    cancelling: HashMap<RequestId, RequestId>,
 }
 
 fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
@@ -226,6 +228,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
+        cancelling: HashMap::new(),
     };
     daemon.load_inventory();
     // Watches are armed before the records and the directory are read, so nothing that

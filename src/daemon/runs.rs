@@ -422,6 +422,28 @@ impl Daemon {
         }
     }
 
+    /// Asks a run's monitor to stop its script (SIGTERM). Returns whether it was signalled.
+    pub(super) fn stop_run(&self, id: &RequestId) -> bool {
+        let run = self.store.run_path(id);
+        let Some(pid) = std::fs::read_to_string(run.join("monitor.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        // Only a live monitor of this very run: the pid file may be stale.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !(cmdline.contains("__monitor") && cmdline.contains(id.as_str())) {
+            return false;
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .is_ok()
+    }
+
     /// Looks at every exit record (after lost events or at start-up).
     pub(super) fn collect_exits(&mut self) {
         let ids: Vec<RequestId> = self.running.keys().cloned().collect();
@@ -462,6 +484,18 @@ impl Daemon {
             record.outcome_message.as_deref(),
             &record.steps,
         );
+        // Last: a cancelled run is `cancelled`, whatever else its steps say.
+        if let Some(by) = self.cancelling.remove(&id)
+            && record.stopped
+        {
+            status.code = Some("cancelled".into());
+            status.success = Some(false);
+            status.phase = "failed".into();
+            status.message = format!(
+                "cancelled by request {by}: {} was stopped (SIGTERM to its process group)",
+                request.action.script_name()
+            );
+        }
         let outcome = if status.success == Some(true) {
             "succeeded"
         } else {

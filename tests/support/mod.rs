@@ -445,3 +445,20 @@ pub fn processes_mentioning(path: &Path) -> Vec<(i32, String)> {
     }
     found
 }
+
+/// What docs/schema/status.schema.json says is wrong with `status` (empty: it conforms).
+pub fn status_schema_errors(status: &Value) -> Vec<String> {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/status.schema.json");
+        let schema: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap()
+    });
+    validator
+        .iter_errors(status)
+        .map(|e| format!("{e} (at {})", e.instance_path().as_str()))
+        .collect()
+}
