@@ -112,7 +112,8 @@ pub struct Applied {
     pub unit: Option<String>,
 }
 
-/// Decides what can be enforced for `wanted` on `host`.
+/// Decides what can be enforced for `wanted` on `host`. With scopes, `unit` is a fresh scope
+/// name for the run.
 pub fn plan(wanted: &Limits, host: &Host) -> Applied {
     let mut applied = Applied {
         mechanism: if host.scopes() {
@@ -120,6 +121,9 @@ pub fn plan(wanted: &Limits, host: &Host) -> Applied {
         } else {
             "none".into()
         },
+        unit: host
+            .scopes()
+            .then(|| format!("uc-run-{}.scope", uuid::Uuid::new_v4().simple())),
         ..Default::default()
     };
     let mut note = |what: &str, why: String| {
@@ -275,6 +279,11 @@ mod tests {
         assert_eq!(applied.mechanism, "systemd-scope");
         assert_eq!(applied.enforced, Limits::pi_defaults());
         assert!(applied.not_enforced.is_empty());
+        let unit = applied.unit.as_deref().unwrap_or_default();
+        assert!(
+            unit.starts_with("uc-run-") && unit.ends_with(".scope"),
+            "{unit}"
+        );
         let argv = scope_command(
             Path::new("/usr/bin/systemd-run"),
             "uc-run-x.scope",

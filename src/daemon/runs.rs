@@ -337,9 +337,11 @@ impl Daemon {
         // With systemd, the monitor (and so the script) starts inside the run's own scope:
         // the limits apply to the run, and stopping or killing the service leaves it alone.
         let mut command = match (&spec.applied, &self.host.systemd_run) {
-            (Some(applied), Some(systemd_run)) if applied.mechanism == "systemd-scope" => {
-                let unit = applied.unit.clone().unwrap_or_default();
-                let mut argv = crate::limits::scope_command(systemd_run, &unit, applied);
+            (Some(applied), Some(systemd_run))
+                if applied.mechanism == "systemd-scope" && applied.unit.is_some() =>
+            {
+                let unit = applied.unit.as_deref().unwrap_or_default();
+                let mut argv = crate::limits::scope_command(systemd_run, unit, applied);
                 let mut command = Command::new(argv.remove(0));
                 command.args(argv).arg(&self.exe);
                 command

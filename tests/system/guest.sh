@@ -34,6 +34,12 @@ wait_for() {
 status_of() { cat "$SPOOL/status/$1.json" 2>/dev/null; }
 final() { status_of "$1" | jq -e '.message != "in_progress"' >/dev/null 2>&1; }
 field() { status_of "$1" | jq -r "$2"; }
+# The checks run in `bash -c`: they need these too.
+export SPOOL
+export -f status_of final field
+# Scripts run with a private /tmp (PrivateTmp=yes): gates and pid files live here instead.
+RUN=/opt/uc-test/run
+mkdir -p "$RUN"
 submit() { update-coordinator submit --component "$1" --action "$2" ${3:+--version "$3"} | awk '{print $3}'; }
 
 # A test component: dir /opt/uc-test/NAME, scripts from heredocs, listed in the test config.
@@ -61,12 +67,12 @@ check reinstall-is-a-noop bash -c "bash $R/install.sh --binary $BIN >/dev/null &
 
 echo "== test configuration"
 for c in demo hog forker spinner daemonizer; do component "$c"; done
-script demo update 'echo PHASE:downloading; sleep 2; echo PROGRESS:50; echo PHASE:installing; while [ ! -e /tmp/gate-"$REQUEST_ID" ] && [ ! -e /tmp/gate-all ]; do sleep 0.2; done; echo "installed $1"'
+script demo update 'echo PHASE:downloading; sleep 2; echo PROGRESS:50; echo PHASE:installing; while [ ! -e /opt/uc-test/run/gate-"$REQUEST_ID" ] && [ ! -e /opt/uc-test/run/gate-all ]; do sleep 0.2; done; echo "installed $1"'
 script demo health-check 'echo healthy'
 script hog update 'python3 -c "b = bytearray(300 * 1024 * 1024); print(len(b))"'
 script forker update 'i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i + 1)); done; wait'
 script spinner update 'end=$(( $(date +%s) + 5 )); while [ "$(date +%s)" -lt "$end" ]; do :; done; echo spun'
-script daemonizer update 'setsid sh -c "echo \$\$ > /tmp/daemon.pid; trap \"\" TERM; while :; do sleep 1; done" & sleep 300'
+script daemonizer update 'setsid sh -c "echo \$\$ > /opt/uc-test/run/daemon.pid; trap \"\" TERM; while :; do sleep 1; done" & sleep 300'
 script demo rollback 'echo PHASE:restoring; echo restored'
 cat >/etc/dunebugger/update-coordinator.toml <<'TOML'
 [components.demo]
@@ -101,11 +107,11 @@ client() { docker run --rm --user 1000:1000 --group-add "$gid" -v "$SPOOL:$SPOOL
 out=$(client demo health) && id=$(echo "$out" | sed -n 's/^id //p')
 check container-health bash -c "echo '$out' | grep -q '\"success\": true'"
 check container-deleted-its-status bash -c "[ ! -e $SPOOL/status/$id.json ]"
-touch /tmp/gate-all
+touch "$RUN/gate-all"
 out=$(client demo update 1.4.2)
 check container-update-phases bash -c "echo '$out' | grep -q 'phase downloading' && echo '$out' | grep -q 'phase installing'"
 check container-update-success bash -c "echo '$out' | grep -q '\"success\": true'"
-rm -f /tmp/gate-all
+rm -f "$RUN/gate-all"
 out=$(client nosuch health)
 check container-invalid-request bash -c "echo '$out' | grep -q '\"code\": \"unknown_component\"'"
 script demo health-check 'echo "container restarting" >&2; exit 1'
@@ -117,7 +123,7 @@ script demo health-check 'echo healthy'
 
 echo "== 4. the journal tells one request's story"
 id=$(submit demo update 2.0.0)
-touch "/tmp/gate-$id"
+touch "$RUN/gate-$id"
 wait_for "final status" 60 final "$id"
 journalctl -u "$UNIT" "REQUEST_ID=$id" -o json >"$OUT/journal-$id.json"
 check journal-has-the-request bash -c "[ \$(wc -l < $OUT/journal-$id.json) -ge 4 ]"
@@ -140,7 +146,7 @@ check cpu-held-to-quota bash -c "c=\$(field $id .cpu_time_ms); d=\$(field $id .d
 status_of "$id" >"$OUT/spinner.json"
 id=$(submit daemonizer update 1.0.0); wait_for "daemonizer final" 120 final "$id"
 check timeout-reported bash -c "[ \"\$(field $id .code)\" = timeout ]"
-check daemonized-grandchild-gone bash -c "! kill -0 \$(cat /tmp/daemon.pid) 2>/dev/null"
+check daemonized-grandchild-gone bash -c "[ -s $RUN/daemon.pid ] && ! kill -0 \$(cat $RUN/daemon.pid) 2>/dev/null"
 check no-run-scope-left bash -c "[ -z \"\$(systemctl list-units --no-legend 'uc-run-*')\" ]"
 
 echo "== 6. systemctl kill -s KILL mid-update; the watchdog"
@@ -149,7 +155,7 @@ wait_for "installing" 60 bash -c "[ \"\$(field $id .phase)\" = installing ]"
 restarts=$(systemctl show -p NRestarts --value "$UNIT")
 systemctl kill -s KILL "$UNIT"
 wait_for "restart" 60 bash -c "[ \$(systemctl show -p NRestarts --value $UNIT) -gt $restarts ] && systemctl is-active --quiet $UNIT"
-touch "/tmp/gate-$id"
+touch "$RUN/gate-$id"
 wait_for "final after kill" 60 final "$id"
 check killed-service-restarted-and-update-finished bash -c "[ \"\$(field $id .success)\" = true ] && field $id .output | grep -q 'installed 3.0.0'"
 mkdir -p "/etc/systemd/system/$UNIT.service.d"
