@@ -25,6 +25,7 @@ pub fn init(verbose: u8) {
                 registry
                     .with(
                         journald
+                            .with_custom_fields(object_unit())
                             .with_priority_mappings(priorities())
                             .with_field_prefix(None)
                             .with_syslog_identifier("update-coordinator".into()),
@@ -53,4 +54,28 @@ fn priorities() -> tracing_journald::PriorityMappings {
         debug: tracing_journald::Priority::Debug,
         ..tracing_journald::PriorityMappings::new()
     }
+}
+
+/// Set by the coordinator for the monitors it starts: the service unit they work for.
+pub const UNIT_ENV: &str = "UPDATE_COORDINATOR_UNIT";
+
+/// A monitor runs in its own scope, so journald files its lines under that scope. Tagging them
+/// `OBJECT_SYSTEMD_UNIT=<the service>` (a root process speaking about a unit) makes
+/// `journalctl -u dunebugger-update-coordinator` include them, so one request's story,
+/// phases and script output included, stays in one place.
+fn object_unit() -> Vec<(&'static str, String)> {
+    std::env::var(UNIT_ENV)
+        .ok()
+        .filter(|unit| !unit.is_empty())
+        .map(|unit| vec![("OBJECT_SYSTEMD_UNIT", unit)])
+        .unwrap_or_default()
+}
+
+/// The systemd unit this process runs in (from its cgroup path), if any.
+pub fn own_unit() -> Option<String> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    path.rsplit('/')
+        .find(|part| part.ends_with(".service"))
+        .map(str::to_owned)
 }

@@ -111,6 +111,8 @@ struct Daemon {
     exe: PathBuf,
     /// What this host can enforce (cgroup controllers, systemd scopes); detected at start.
     host: crate::limits::Host,
+    /// Our systemd unit, if we run in one: monitors tag their journal lines with it.
+    unit: Option<String>,
     /// Uids whose scripts may run (see [`trust`]).
     script_owners: Vec<u32>,
     verifier: Option<Verifier>,
@@ -212,6 +214,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut daemon = Daemon {
         script_owners: trust::trusted_owners(&config.script_owners),
         host: crate::limits::Host::detect(),
+        unit: crate::logging::own_unit(),
         config: Arc::new(config),
         requests,
         status,

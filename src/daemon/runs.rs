@@ -354,6 +354,10 @@ impl Daemon {
             .arg(&self.config.state_dir)
             .arg("--id")
             .arg(id.as_str())
+            .env(
+                crate::logging::UNIT_ENV,
+                self.unit.as_deref().unwrap_or_default(),
+            )
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")

@@ -67,7 +67,7 @@ check reinstall-is-a-noop bash -c "bash $R/install.sh --binary $BIN >/dev/null &
 
 echo "== test configuration"
 for c in demo hog forker spinner daemonizer; do component "$c"; done
-script demo update 'echo PHASE:downloading; sleep 2; echo PROGRESS:50; echo PHASE:installing; while [ ! -e /opt/uc-test/run/gate-"$REQUEST_ID" ] && [ ! -e /opt/uc-test/run/gate-all ]; do sleep 0.2; done; echo "installed $1"'
+script demo update 'echo PHASE:downloading; sleep 2; echo PROGRESS:50; echo PHASE:installing; sleep 2; while [ ! -e /opt/uc-test/run/gate-"$REQUEST_ID" ] && [ ! -e /opt/uc-test/run/gate-all ]; do sleep 0.2; done; echo "installed $1"'
 script demo health-check 'echo healthy'
 script hog update 'python3 -c "b = bytearray(300 * 1024 * 1024); print(len(b))"'
 script forker update 'i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i + 1)); done; wait'
@@ -145,7 +145,7 @@ id=$(submit spinner update 1.0.0); wait_for "spinner final" 120 final "$id"
 check cpu-held-to-quota bash -c "c=\$(field $id .cpu_time_ms); d=\$(field $id .duration_ms); [ \$c -lt \$((d * 35 / 100)) ] && [ \$c -gt \$((d * 5 / 100)) ]"
 status_of "$id" >"$OUT/spinner.json"
 id=$(submit daemonizer update 1.0.0); wait_for "daemonizer final" 120 final "$id"
-check timeout-reported bash -c "[ \"\$(field $id .code)\" = timeout ]"
+check timeout-reported bash -c "[ \"\$(field $id .timed_out)\" = true ]"
 check daemonized-grandchild-gone bash -c "[ -s $RUN/daemon.pid ] && ! kill -0 \$(cat $RUN/daemon.pid) 2>/dev/null"
 check no-run-scope-left bash -c "[ -z \"\$(systemctl list-units --no-legend 'uc-run-*')\" ]"
 
