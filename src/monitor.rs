@@ -68,12 +68,12 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
     );
     if let Err(e) = store.mark_launched(&id) {
         // Without the marker a restarted coordinator would start the run again: do not run.
-        error!(request_id = %id, error = %e, "monitor: cannot record the launch; not running the script");
+        error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot record the launch; not running the script");
         return ExitCode::FAILURE;
     }
     let record = runtime.block_on(supervise(&spec, &id));
     if let Err(e) = store.write_exit(&id, &record) {
-        error!(request_id = %id, error = %e, "monitor: cannot write the exit record; the run will be reported interrupted");
+        error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot write the exit record; the run will be reported interrupted");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -189,7 +189,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     // limits hold for us and the script together, and our own cgroup is the run's.
     let applied = spec.applied.clone().unwrap_or_default();
     for note in &applied.not_enforced {
-        warn!(request_id = %id, "{note}");
+        warn!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, "{note}");
     }
     let cgroup = (applied.mechanism == "systemd-scope")
         .then(own_cgroup)
@@ -228,7 +228,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     }
     let swept = runner::kill_orphans();
     if swept > 0 {
-        warn!(request_id = %id, processes = swept, "killed processes the script left running outside its process group");
+        warn!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, processes = swept, "killed processes the script left running outside its process group");
     }
     // Read while we are still in the scope, so it cannot have been collected yet.
     let usage = usage(cgroup.as_deref().and_then(limits::read_cgroup_usage));
@@ -239,7 +239,8 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     if !steps.is_empty() {
         let version = spec.accepted.version.clone().unwrap_or_default();
         let (outcome, message) = crate::procedure::conclude(&steps, &version);
-        info!(request_id = %id, outcome = outcome.as_str(), "{message}");
+        let (component, action) = (&spec.accepted.component, &spec.accepted.action);
+        info!(request_id = %id, component = %component, action = %action, outcome = outcome.as_str(), "{message}");
         record.outcome = Some(outcome);
         record.outcome_message = Some(message);
         record.steps = steps;

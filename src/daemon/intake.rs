@@ -179,7 +179,7 @@ impl Daemon {
         let accepted = Accepted::new(&request, name, owner_uid);
         if let Err(e) = self.store.accept(&accepted) {
             // The file stays in requests/ and is taken again at the next scan.
-            return error!(request_id = %request.id, error = %e, "cannot record the accepted request");
+            return error!(request_id = %request.id, component = %request.component, action = %request.action, error = %e, "cannot record the accepted request");
         }
         let queued = report::in_progress(&request, PHASE_QUEUED, None);
         self.write_status(

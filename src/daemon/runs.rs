@@ -51,9 +51,9 @@ impl Daemon {
                     if !alive && self.store.exit(&id).is_none() && !self.store.launched(&id) {
                         // Stopped between recording the start and launching the script: it
                         // never ran, so it simply waits for its turn again.
-                        info!(request_id = %id, "run never launched before the restart; re-queued");
+                        info!(request_id = %id, component = %job.request.component, action = %job.request.action, "run never launched before the restart; re-queued");
                         if let Err(e) = self.store.unstart(&id) {
-                            warn!(request_id = %id, error = %e, "cannot reset the run record");
+                            warn!(request_id = %id, component = %job.request.component, action = %job.request.action, error = %e, "cannot reset the run record");
                         }
                         self.queue.push_back(job);
                         continue;
@@ -70,7 +70,8 @@ impl Daemon {
                     if self.store.exit(&id).is_some() {
                         self.exited(&format!("{id}.json"));
                     } else if alive {
-                        info!(request_id = %id, "re-attached to a running script");
+                        let request = &self.running[&id].job.request;
+                        info!(request_id = %id, component = %request.component, action = %request.action, "re-attached to a running script");
                     } else {
                         self.interrupted(&id, &spec, spec.boot_id != this_boot);
                     }
