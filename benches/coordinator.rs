@@ -1,8 +1,14 @@
 //! Benchmark: speed and footprint of the real `update-coordinator` binary, side by side with
 //! the bash `inotifywait` loop a user would otherwise write (`benches/baseline/inotify-loop.sh`).
 //!
-//!     cargo bench --bench coordinator              # full run (about 10 minutes)
-//!     cargo bench --bench coordinator -- --quick   # short run for CI (about 1 minute)
+//!     cargo bench --bench coordinator              # full run (about 15 minutes, 12 of them
+//!                                                  # the baseline's 10,000-request backlog)
+//!     cargo bench --bench coordinator -- --quick   # short run for CI (about 3 minutes)
+//!
+//! `--no-baseline` measures ours only; `UPDATE_COORDINATOR_BENCH_BIN=PATH` measures another
+//! build of the service. By default the harness builds the shipped binary itself
+//! (`cargo build --release` into `target/coordinator-bench/`): the one cargo builds for a bench
+//! has the dev-dependencies' features unified in.
 //!
 //! Every figure is measured on a fresh temp spool with a generated config and `/bin/sh`
 //! component scripts (`noop`: `exit 0`; `slow`: an update that sleeps; `chatty`: a health check
@@ -23,7 +29,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
@@ -49,6 +55,8 @@ const CHATTY_LINE: &str = "log line: the quick brown fox jumps over the lazy dog
 struct Settings {
     quick: bool,
     no_baseline: bool,
+    /// `--only a,b`: run just these measurements (see [`PHASES`]).
+    only: Option<Vec<String>>,
     latency: usize,
     burst: usize,
     backlog: usize,
@@ -59,24 +67,48 @@ struct Settings {
     warmup: usize,
 }
 
+/// The measurements, by the names `--only` takes.
+const PHASES: [&str; 6] = [
+    "latency",
+    "beside-slow",
+    "burst",
+    "backlog",
+    "idle",
+    "big-output",
+];
+
 impl Settings {
     fn from_args() -> Settings {
         let mut quick = false;
         let mut no_baseline = false;
+        let mut only = None;
         for arg in std::env::args().skip(1) {
             match arg.as_str() {
                 "--quick" => quick = true,
                 "--no-baseline" => no_baseline = true,
                 "--bench" => {} // cargo bench passes it to every bench binary
-                other => {
-                    eprintln!("ignoring unknown argument {other:?} (known: --quick, --no-baseline)")
+                other if other.starts_with("--only=") => {
+                    let names: Vec<String> = other["--only=".len()..]
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect();
+                    for n in &names {
+                        if !PHASES.contains(&n.as_str()) {
+                            eprintln!("unknown measurement {n:?} in --only (known: {PHASES:?})");
+                        }
+                    }
+                    only = Some(names);
                 }
+                other => eprintln!(
+                    "ignoring unknown argument {other:?} (known: --quick, --no-baseline, --only=a,b)"
+                ),
             }
         }
         if quick {
             Settings {
                 quick,
                 no_baseline,
+                only,
                 latency: 100,
                 burst: 200,
                 backlog: 1000,
@@ -90,6 +122,7 @@ impl Settings {
             Settings {
                 quick,
                 no_baseline,
+                only,
                 latency: 500,
                 burst: 1000,
                 backlog: 10_000,
@@ -216,6 +249,7 @@ struct Spool {
 impl Spool {
     fn new(settings: &Settings, dialect: &Dialect) -> Result<Spool, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+        cleanup().1.push(dir.path().to_owned());
         let spool = Spool { dir };
         for c in COMPONENTS {
             for s in ["update.sh", "rollback.sh", "health-check.sh"] {
@@ -326,6 +360,60 @@ impl Spool {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// Process groups of the subjects running now and the temp dirs made so far: removed if the
+/// harness is interrupted (the subjects run in their own process groups, so a Ctrl-C at the
+/// terminal does not reach them).
+static CLEANUP: Mutex<(Vec<i32>, Vec<PathBuf>)> = Mutex::new((Vec::new(), Vec::new()));
+
+fn cleanup() -> std::sync::MutexGuard<'static, (Vec<i32>, Vec<PathBuf>)> {
+    CLEANUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: nix::libc::c_int) {
+    INTERRUPTED.store(sig, Ordering::SeqCst);
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill the subjects' process groups, remove the temp dirs and
+/// exit. A handler (reset to the default in every child at exec, unlike a blocked mask) only
+/// sets a flag; a thread looks at it ten times a second.
+fn stop_subjects_on_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let sig = INTERRUPTED.load(Ordering::SeqCst);
+            if sig == 0 {
+                continue;
+            }
+            let (groups, dirs) = std::mem::take(&mut *cleanup());
+            for pgid in groups {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            for dir in dirs {
+                let _ = fs::remove_dir_all(dir);
+            }
+            eprintln!(
+                "\ninterrupted (signal {sig}): the services under test are stopped, temp dirs removed"
+            );
+            std::process::exit(130);
+        }
+    });
 }
 
 /// The service binary under test (set once by [`shipped_binary`] or the override).
@@ -451,6 +539,7 @@ impl Service {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", subject.name()))?;
         let pid = child.id() as i32;
+        cleanup().0.push(pid);
         Ok(Service {
             subject,
             child: Some(child),
@@ -523,6 +612,7 @@ impl Service {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
+        cleanup().0.retain(|&p| p != self.pid);
         let pid = Pid::from_raw(self.pid);
         let _ = match self.subject {
             Subject::Ours => kill(pid, Signal::SIGTERM),
@@ -561,6 +651,7 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.stop_notify.store(true, Ordering::Relaxed);
         if let Some(mut child) = self.child.take() {
+            cleanup().0.retain(|&p| p != self.pid);
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(self.pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -577,18 +668,25 @@ impl Drop for Service {
 /// its loop subshell, inotifywait and whatever helper runs at that moment. Component scripts
 /// (and their children) are left out when `scripts_under` is given.
 fn tree(root: i32, scripts_under: Option<&Path>) -> Vec<i32> {
+    tree_split(root, scripts_under).0
+}
+
+/// [`tree`], plus the script processes that were left out.
+fn tree_split(root: i32, scripts_under: Option<&Path>) -> (Vec<i32>, Vec<i32>) {
     let mut out = Vec::new();
+    let mut scripts = Vec::new();
     let mut todo = vec![root];
     while let Some(pid) = todo.pop() {
         if let Some(dir) = scripts_under
             && is_script(pid, dir)
         {
+            scripts.push(pid);
             continue;
         }
         out.push(pid);
         todo.extend(children(pid));
     }
-    out
+    (out, scripts)
 }
 
 fn children(pid: i32) -> Vec<i32> {
@@ -1033,6 +1131,11 @@ impl Ctx {
             if s == Subject::Baseline && self.baseline.is_err() {
                 return Err(SKIPPED.to_owned());
             }
+            if let Some(only) = &self.settings.only
+                && !only.iter().any(|n| n == what)
+            {
+                return Err(SKIPPED.to_owned());
+            }
             // Start every measurement with no dirty pages in flight (the build, the previous
             // phase's thousands of files): writeback would otherwise slow every fsync.
             nix::unistd::sync();
@@ -1234,8 +1337,9 @@ fn check_drain(
     spool: &Spool,
     service: &mut Service,
     result: Result<(Instant, Vec<Value>), HashSet<String>>,
-    n: usize,
+    ids: &[String],
 ) -> Result<Instant, String> {
+    let n = ids.len();
     match result {
         Ok((last, failed)) => {
             if let Some(first) = failed.first() {
@@ -1245,13 +1349,22 @@ fn check_drain(
                 ));
             }
             spool.wait_requests_empty(Duration::from_secs(60))?;
-            let statuses = fs::read_dir(spool.status())
-                .map_err(|e| e.to_string())?
-                .filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            // Every answer is still there and final (other files the service publishes in
+            // status/, such as an inventory, are not ours to count).
+            let still_final = ids
+                .iter()
+                .filter(|id| {
+                    fs::read(spool.status().join(format!("{id}.json")))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                        .is_some_and(|v| v["message"] != "in_progress")
+                })
                 .count();
-            if statuses != n {
-                return Err(format!("{statuses} status files for {n} requests"));
+            if still_final != n {
+                return Err(format!(
+                    "{} of {n} final statuses went missing or back to in_progress",
+                    n - still_final
+                ));
             }
             service.check_alive()?;
             Ok(last)
@@ -1294,8 +1407,8 @@ fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
             .map_err(|e| e.to_string())?;
     }
     let drop_time = t0.elapsed();
-    let result = watch.wait_all(ids.into_iter().collect(), Duration::from_secs(1800));
-    let last = check_drain(&spool, &mut service, result, n)?;
+    let result = watch.wait_all(ids.iter().cloned().collect(), Duration::from_secs(1800));
+    let last = check_drain(&spool, &mut service, result, &ids)?;
     std::thread::sleep(Duration::from_millis(100));
     let after = service.usage();
     service.stop()?;
@@ -1323,8 +1436,8 @@ fn backlog(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
     }
     let t0 = Instant::now();
     let mut service = Service::spawn(subject, &spool)?;
-    let result = watch.wait_all(ids.into_iter().collect(), Duration::from_secs(3600));
-    let last = check_drain(&spool, &mut service, result, n)?;
+    let result = watch.wait_all(ids.iter().cloned().collect(), Duration::from_secs(3600));
+    let last = check_drain(&spool, &mut service, result, &ids)?;
     std::thread::sleep(Duration::from_millis(100));
     let after = service.usage();
     service.stop()?;
@@ -1410,24 +1523,41 @@ fn big_output(ctx: &Ctx, subject: Subject) -> Result<BigOutput, String> {
         let root = service.pid;
         let scripts = spool.components();
         std::thread::spawn(move || {
-            let mut peak = 0;
-            let mut samples = 0;
+            // Per sample: (pid, VmRSS) of every service process. A pid that is seen as a
+            // script later was, in the earlier samples, that script between fork and exec (a
+            // copy of its parent): it is left out of every sample at the end.
+            let mut seen: Vec<Vec<(i32, u64)>> = Vec::new();
             let mut hwm = std::collections::HashMap::new();
+            let mut script_pids = HashSet::new();
             // One more sample after the stop, so the last state is seen too.
             let mut last = false;
             while !last {
                 last = stop.load(Ordering::Relaxed);
-                let pids = tree(root, Some(&scripts));
-                peak = peak.max(Usage::of(&pids).rss_kib);
+                let (pids, scripts) = tree_split(root, Some(&scripts));
+                script_pids.extend(scripts);
+                let mut sample = Vec::with_capacity(pids.len());
                 for pid in pids {
+                    sample.push((pid, status_kib(pid, "VmRSS").unwrap_or(0)));
                     let h = status_kib(pid, "VmHWM").unwrap_or(0);
                     let e = hwm.entry(pid).or_insert(0);
                     *e = h.max(*e);
                 }
-                samples += 1;
+                seen.push(sample);
                 std::thread::sleep(Duration::from_millis(2));
             }
-            (peak, samples, hwm.values().sum::<u64>(), hwm.len())
+            let peak = seen
+                .iter()
+                .map(|sample| {
+                    sample
+                        .iter()
+                        .filter(|(pid, _)| !script_pids.contains(pid))
+                        .map(|(_, rss)| rss)
+                        .sum::<u64>()
+                })
+                .max()
+                .unwrap_or(0);
+            hwm.retain(|pid, _| !script_pids.contains(pid));
+            (peak, seen.len(), hwm.values().sum::<u64>(), hwm.len())
         })
     };
     let id = new_id();
@@ -1595,9 +1725,17 @@ fn status_like(file: &str, key: &str) -> Option<u64> {
 
 // ---------------------------------------------------------------------------------------------
 
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() -> ExitCode {
+    stop_subjects_on_signals();
     let settings = Settings::from_args();
     let started = Instant::now();
+    let load_at_start = loadavg();
     let baseline = ["bash", "inotifywait", "jq", "timeout", "tail"]
         .iter()
         .find(|t| which(t).is_none())
@@ -1663,14 +1801,12 @@ fn main() -> ExitCode {
         report.problems.push(format!("script alone: {e}"));
     }
 
-    let lat = ctx.both("pickup latency", &mut report, |subj| latency(&ctx, subj));
-    let slow = ctx.both("health check beside a slow update", &mut report, |subj| {
-        beside_slow(&ctx, subj)
-    });
+    let lat = ctx.both("latency", &mut report, |subj| latency(&ctx, subj));
+    let slow = ctx.both("beside-slow", &mut report, |subj| beside_slow(&ctx, subj));
     let bursts = ctx.both("burst", &mut report, |subj| burst(&ctx, subj));
     let backlogs = ctx.both("backlog", &mut report, |subj| backlog(&ctx, subj));
     let idles = ctx.both("idle", &mut report, |subj| idle(&ctx, subj));
-    let bigs = ctx.both("big output", &mut report, |subj| big_output(&ctx, subj));
+    let bigs = ctx.both("big-output", &mut report, |subj| big_output(&ctx, subj));
     let (size_ours, size_base) = sizes(&ctx);
     if let Err(e) = &size_ours {
         report.problems.push(format!("binary size: {e}"));
@@ -2018,9 +2154,11 @@ fn main() -> ExitCode {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n## update-coordinator benchmark ({mode} run, {:.0} s)\n\n{}\n",
+        "\n## update-coordinator benchmark ({mode} run, {:.0} s)\n\n{}\n\
+         - load average (1, 5, 15 min) at the start: {load_at_start}; at the end: {}\n",
         started.elapsed().as_secs_f64(),
-        machine()
+        machine(),
+        loadavg()
     );
     if let Err(e) = &ctx.baseline {
         let _ = writeln!(out, "**Baseline column skipped: {e}**\n");
