@@ -268,8 +268,17 @@ impl RunStore {
         read_json(&root, crate::inventory::FILE)
     }
 
+    /// Saved atomically but not fsynced: it is rewritten after every request, and losing the
+    /// last rewrite to a power cut costs a stale line, not an answer (the answers are durable).
     pub fn save_inventory(&self, inventory: &crate::inventory::Inventory) -> io::Result<()> {
-        write_json(&Dir::open(&self.root)?, crate::inventory::FILE, inventory)
+        let bytes = serde_json::to_vec_pretty(inventory).map_err(io::Error::other)?;
+        write_atomic(
+            &Dir::open(&self.root)?,
+            crate::inventory::FILE,
+            &bytes,
+            Durability::BestEffort,
+            None,
+        )
     }
 
     /// Whether any record (in any state) exists for this id.
