@@ -49,6 +49,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Finished run records and uncollected final statuses are removed after this long.
     pub retention: Duration,
+    /// The audit log (`state/audit.jsonl`) is rotated past this size; 3 old files are kept.
+    pub audit_max_bytes: u64,
     /// How much of the end of stdout and of stderr a status carries.
     pub output_tail_bytes: usize,
     /// Allow-listed components by name.
@@ -83,6 +85,8 @@ pub struct Component {
     pub min_free_disk_mb: u64,
     /// Where to measure free space (default: the component's directory).
     pub disk_path: PathBuf,
+    /// When update and rollback requests may start (local time); `None` = any time.
+    pub window: Option<crate::window::Window>,
 }
 
 impl Component {
@@ -176,7 +180,15 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name)),
             );
+            let window = match c.window.as_deref() {
+                None | Some("") => None,
+                Some(text) => Some(
+                    crate::window::Window::parse(text)
+                        .map_err(|e| format!("key components.{name}.window: {e}"))?,
+                ),
+            };
             let component = Component {
+                window,
                 min_free_disk_mb: c.min_free_disk_mb.unwrap_or(0),
                 disk_path: c
                     .disk_path
@@ -252,6 +264,10 @@ impl Config {
                 state.retention_days.unwrap_or(7.0) * 86400.0,
             )?,
             output_tail_bytes,
+            audit_max_bytes: match state.audit_max_bytes.unwrap_or(1024 * 1024) {
+                n if n >= 4096 => n,
+                _ => return Err("key state.audit_max_bytes: must be at least 4096".into()),
+            },
             components,
         })
     }
@@ -296,6 +312,7 @@ struct RawSpool {
 struct RawState {
     dir: Option<PathBuf>,
     retention_days: Option<f64>,
+    audit_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +343,7 @@ struct RawComponent {
     health_interval: Option<f64>,
     min_free_disk_mb: Option<u64>,
     disk_path: Option<PathBuf>,
+    window: Option<String>,
     timeouts: Option<RawTimeouts>,
     limits: Option<RawLimits>,
 }

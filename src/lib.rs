@@ -16,6 +16,7 @@
 //! relative to a directory handle, no symlinks), [`trust`] (scripts nobody else can change),
 //! [`signature`] (optional HMAC-signed requests), [`ratelimit`] (update floods).
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -36,3 +37,4 @@ pub mod spool;
 pub mod status;
 pub mod systemd;
 pub mod trust;
+pub mod window;

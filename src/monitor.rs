@@ -12,6 +12,8 @@
 //! the final status.
 
 use std::io::Write;
+
+use crate::runner::RunEvents;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -71,7 +73,7 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot record the launch; not running the script");
         return ExitCode::FAILURE;
     }
-    let record = runtime.block_on(supervise(&spec, &id));
+    let record = runtime.block_on(supervise(&spec, &id, state_dir));
     if let Err(e) = store.write_exit(&id, &record) {
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot write the exit record; the run will be reported interrupted");
         return ExitCode::FAILURE;
@@ -95,6 +97,7 @@ struct Reporter {
     owner: u32,
     started_at: std::time::SystemTime,
     live: Mutex<Live>,
+    audit: crate::audit::AuditLog,
 }
 
 struct Live {
@@ -123,6 +126,18 @@ impl Reporter {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Appends an event to the audit log (best effort: the log is for people).
+    fn audit(&self, event: &str, detail: &str, component: &str) {
+        let Some(request) = &self.request else { return };
+        let mut event = crate::audit::Event::of(event, request).detail(detail);
+        if !component.is_empty() {
+            event.component = Some(component.to_owned());
+        }
+        if let Err(e) = self.audit.append(&event) {
+            warn!(request_id = %self.id, error = %e, "cannot append to the audit log");
+        }
+    }
+
     fn fields(&self) -> (&str, &str) {
         match &self.request {
             Some(r) => (r.component.as_str(), r.action.as_str()),
@@ -139,6 +154,7 @@ impl runner::RunEvents for Reporter {
         // does, and a failed write is fine.
         let _ = writeln!(std::io::stdout(), "PHASE {name}");
         let _ = std::io::stdout().flush();
+        self.audit("phase", &name, "");
         let mut live = self.live();
         live.phase = name;
         self.write(&mut live);
@@ -177,7 +193,12 @@ impl runner::RunEvents for Reporter {
     }
 }
 
-async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord {
+/// The reporter as the runner sees it.
+fn as_events(reporter: &Arc<Reporter>) -> Arc<dyn runner::RunEvents> {
+    Arc::clone(reporter) as Arc<dyn runner::RunEvents>
+}
+
+async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Path) -> ExitRecord {
     let mut invocation = spec.invocation.clone();
     let remaining = spec
         .deadline_monotonic_ns
@@ -210,6 +231,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
             journal_lines: 0,
             last_write: std::time::Instant::now(),
         }),
+        audit: crate::audit::AuditLog::new(state_dir, u64::MAX),
     });
 
     // SIGTERM to the monitor stops the script (SIGTERM, grace, SIGKILL to its group).
@@ -220,12 +242,19 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
             let _ = stop_tx.send(true);
         });
     }
-    let events: Arc<dyn runner::RunEvents> = reporter.clone();
-    let result = runner::run(invocation, Arc::clone(&events), stop_rx.clone()).await;
-    let mut steps = Vec::new();
-    if let Some(procedure) = &spec.procedure {
-        steps = gate(procedure, &result, &events, &stop_rx).await;
-    }
+    let mut batch = None;
+    let (result, mut steps) = if spec.batch.is_empty() {
+        let result = runner::run(invocation, as_events(&reporter), stop_rx.clone()).await;
+        let steps = match &spec.procedure {
+            Some(procedure) => gate(procedure, &result, &reporter, &stop_rx, "").await,
+            None => Vec::new(),
+        };
+        (result, steps)
+    } else {
+        let run = run_batch(&spec.batch, &reporter, &stop_rx).await;
+        batch = Some((run.members, run.failure));
+        (run.result, run.steps)
+    };
     let swept = runner::kill_orphans();
     if swept > 0 {
         warn!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, processes = swept, "killed processes the script left running outside its process group");
@@ -236,16 +265,129 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
     let mut record = ExitRecord::from_result(&result, &phase);
     record.usage = Some(usage);
     record.limits = Some(applied);
-    if !steps.is_empty() {
-        let version = spec.accepted.version.clone().unwrap_or_default();
-        let (outcome, message) = crate::procedure::conclude(&steps, &version);
+    let concluded = match &batch {
+        Some((members, failure)) => Some(crate::procedure::conclude_batch(
+            members,
+            failure.as_deref(),
+        )),
+        None if !steps.is_empty() => {
+            let version = spec.accepted.version.clone().unwrap_or_default();
+            Some(crate::procedure::conclude(&steps, &version))
+        }
+        None => None,
+    };
+    if let Some((outcome, message)) = concluded {
         let (component, action) = (&spec.accepted.component, &spec.accepted.action);
         info!(request_id = %id, component = %component, action = %action, outcome = outcome.as_str(), "{message}");
         record.outcome = Some(outcome);
         record.outcome_message = Some(message);
-        record.steps = steps;
+        record.steps = std::mem::take(&mut steps);
+    }
+    if let Some((members, _)) = batch {
+        record.members = members;
     }
     record
+}
+
+/// What a multi-component update did.
+struct BatchRun {
+    /// The update that decided the batch: the failing one, else the last one.
+    result: std::io::Result<runner::Outcome>,
+    steps: Vec<crate::procedure::Step>,
+    members: Vec<crate::procedure::MemberOutcome>,
+    /// The failing component's own sentence.
+    failure: Option<String>,
+}
+
+/// Updates the components in order, each through its health gate; when one fails, the ones
+/// already updated are rolled back, newest first, and the rest are not started.
+async fn run_batch(
+    members: &[crate::procedure::Member],
+    reporter: &Arc<Reporter>,
+    stop: &watch::Receiver<bool>,
+) -> BatchRun {
+    use crate::procedure::{MemberOutcome, Step, UpdateOutcome, conclude};
+    let mut run = BatchRun {
+        result: Err(std::io::Error::other("no component to update")),
+        steps: Vec::new(),
+        members: members
+            .iter()
+            .map(|m| MemberOutcome {
+                component: m.component.clone(),
+                version: m.version.clone(),
+                outcome: "not_started".into(),
+            })
+            .collect(),
+        failure: None,
+    };
+    let tag = |steps: Vec<Step>, component: &str| -> Vec<Step> {
+        steps
+            .into_iter()
+            .map(|mut s| {
+                s.component = Some(component.to_owned());
+                s
+            })
+            .collect()
+    };
+    let mut updated = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        if *stop.borrow() {
+            break;
+        }
+        reporter.phase(format!("updating {}", member.component));
+        let result = runner::run(member.update.clone(), as_events(reporter), stop.clone()).await;
+        let steps = match &member.procedure {
+            Some(procedure) => gate(procedure, &result, reporter, stop, &member.component).await,
+            None => vec![Step::of("update", &result)],
+        };
+        let (outcome, message) = match &member.procedure {
+            Some(_) => conclude(&steps, &member.version),
+            None if steps[0].succeeded() => (UpdateOutcome::Updated, String::new()),
+            None => (
+                UpdateOutcome::Failed,
+                format!("the update to {} failed", member.version),
+            ),
+        };
+        run.steps.extend(tag(steps, &member.component));
+        run.members[i].outcome = outcome.as_str().into();
+        run.result = result;
+        if outcome != UpdateOutcome::Updated {
+            run.failure = Some(format!("{}: {message}", member.component));
+            break;
+        }
+        updated.push(i);
+    }
+    if run.failure.is_none() && !*stop.borrow() {
+        return run;
+    }
+    // Newest first: the last one updated may depend on the earlier ones.
+    for &i in updated.iter().rev() {
+        let member = &members[i];
+        let Some(procedure) = &member.procedure else {
+            continue;
+        };
+        if *stop.borrow() {
+            break;
+        }
+        let mut steps = Vec::new();
+        let healthy = roll_back(
+            procedure,
+            "0",
+            reporter,
+            stop,
+            &mut steps,
+            &member.component,
+        )
+        .await;
+        run.steps.extend(tag(steps, &member.component));
+        run.members[i].outcome = if healthy {
+            "rolled_back"
+        } else {
+            "rollback_failed"
+        }
+        .into();
+    }
+    run
 }
 
 /// The health gate after `update.sh` and, when needed, the rollback (see [`crate::procedure`]).
@@ -253,8 +395,9 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId) -> ExitRecord 
 async fn gate(
     procedure: &crate::procedure::Procedure,
     update: &std::io::Result<runner::Outcome>,
-    events: &Arc<dyn runner::RunEvents>,
+    reporter: &Arc<Reporter>,
     stop: &watch::Receiver<bool>,
+    component: &str,
 ) -> Vec<crate::procedure::Step> {
     use crate::procedure::Step;
     let mut steps = vec![Step::of("update", update)];
@@ -262,47 +405,85 @@ async fn gate(
     if stopped(stop) {
         return steps;
     }
-    if steps[0].succeeded() && healthy(procedure, events, stop, &mut steps).await {
+    if steps[0].succeeded() && healthy(procedure, reporter, stop, &mut steps, component).await {
         return steps;
     }
     if stopped(stop) {
         return steps;
     }
-    events.phase("rolling_back".into());
-    // rollback.sh learns how the update ended (a script that restored itself may have
-    // nothing to undo).
-    let mut rollback = procedure.rollback.clone();
     let update_exit = steps[0]
         .exit_code
         .map_or_else(|| "none".to_owned(), |c| c.to_string());
-    rollback.env.push(("UPDATE_EXIT_CODE".into(), update_exit));
-    let result = runner::run(rollback, Arc::clone(events), stop.clone()).await;
-    steps.push(Step::of("rollback", &result));
-    if steps.last().is_some_and(Step::succeeded) && !stopped(stop) {
-        healthy(procedure, events, stop, &mut steps).await;
-    }
+    roll_back(
+        procedure,
+        &update_exit,
+        reporter,
+        stop,
+        &mut steps,
+        component,
+    )
+    .await;
     steps
+}
+
+/// Runs `rollback.sh`, then (if it succeeded) the health check; returns whether the
+/// component is healthy again. `update_exit` tells rollback.sh how the update ended (a
+/// script that restored itself may have nothing to undo).
+async fn roll_back(
+    procedure: &crate::procedure::Procedure,
+    update_exit: &str,
+    reporter: &Arc<Reporter>,
+    stop: &watch::Receiver<bool>,
+    steps: &mut Vec<crate::procedure::Step>,
+    component: &str,
+) -> bool {
+    use crate::procedure::Step;
+    reporter.phase(if component.is_empty() {
+        "rolling_back".into()
+    } else {
+        format!("rolling_back {component}")
+    });
+    let mut rollback = procedure.rollback.clone();
+    rollback
+        .env
+        .push(("UPDATE_EXIT_CODE".into(), update_exit.to_owned()));
+    let result = runner::run(rollback, as_events(reporter), stop.clone()).await;
+    steps.push(Step::of("rollback", &result));
+    let rolled_back = steps.last().is_some_and(Step::succeeded);
+    let detail = if rolled_back {
+        "rollback.sh succeeded"
+    } else {
+        "rollback.sh FAILED"
+    };
+    reporter.audit("rolled_back", detail, component);
+    rolled_back && !*stop.borrow() && healthy(procedure, reporter, stop, steps, component).await
 }
 
 /// Runs the health check up to `health_retries` times; returns whether it passed.
 async fn healthy(
     procedure: &crate::procedure::Procedure,
-    events: &Arc<dyn runner::RunEvents>,
+    reporter: &Arc<Reporter>,
     stop: &watch::Receiver<bool>,
     steps: &mut Vec<crate::procedure::Step>,
+    component: &str,
 ) -> bool {
     for attempt in 1..=procedure.health_retries {
-        events.phase(format!(
+        reporter.phase(format!(
             "health_check {attempt}/{}",
             procedure.health_retries
         ));
-        let result = runner::run(procedure.health.clone(), Arc::clone(events), stop.clone()).await;
+        let result = runner::run(procedure.health.clone(), as_events(reporter), stop.clone()).await;
         let step = crate::procedure::Step::of("health", &result);
         let passed = step.succeeded();
         steps.push(step);
         if passed {
             return true;
         }
+        reporter.audit(
+            "health_failed",
+            &format!("attempt {attempt}/{}", procedure.health_retries),
+            component,
+        );
         if *stop.borrow() || attempt == procedure.health_retries {
             break;
         }

@@ -45,11 +45,34 @@ impl UpdateOutcome {
     }
 }
 
+/// One component of a multi-component update, as the run record keeps it: its update and,
+/// unless it has no health gate (auto_rollback = false), its health check and rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub component: String,
+    pub version: String,
+    pub update: Invocation,
+    pub procedure: Option<Procedure>,
+}
+
+/// How one component of a multi-component update ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberOutcome {
+    pub component: String,
+    pub version: String,
+    /// `updated`, `rolled_back`, `rollback_failed`, `failed`, or `not_started` (an earlier
+    /// component failed first).
+    pub outcome: String,
+}
+
 /// One script run within the procedure, as the status reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// `update`, `health` or `rollback`.
     pub step: String,
+    /// In a multi-component update: the component this step ran for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +100,7 @@ impl Step {
         match result {
             Ok(o) => Step {
                 step: step.to_owned(),
+                component: None,
                 exit_code: match o.exit {
                     Exit::Code(c) => Some(c),
                     Exit::Signal(_) => None,
@@ -173,9 +197,111 @@ pub fn conclude(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
     }
 }
 
+/// A multi-component update's outcome and sentence, from its components' outcomes.
+/// `failure` is the failing component's own sentence (from [`conclude`]), if one failed.
+pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (UpdateOutcome, String) {
+    let list = |outcome: &str| {
+        members
+            .iter()
+            .filter(|m| m.outcome == outcome)
+            .map(|m| format!("{} {}", m.component, m.version))
+            .collect::<Vec<_>>()
+    };
+    let (updated, rolled_back, rollback_failed, not_started) = (
+        list("updated"),
+        list("rolled_back"),
+        list("rollback_failed"),
+        list("not_started"),
+    );
+    if updated.len() == members.len() {
+        return (
+            UpdateOutcome::Updated,
+            format!("Updated {}; every health check passed", updated.join(", ")),
+        );
+    }
+    let mut parts = vec![failure.unwrap_or("the update failed").to_owned()];
+    if !rolled_back.is_empty() {
+        parts.push(format!(
+            "rolled back (healthy again): {}",
+            rolled_back.join(", ")
+        ));
+    }
+    if !rollback_failed.is_empty() {
+        parts.push(format!(
+            "rollback FAILED (needs attention): {}",
+            rollback_failed.join(", ")
+        ));
+    }
+    if !updated.is_empty() {
+        parts.push(format!(
+            "left updated (no rollback configured): {}",
+            updated.join(", ")
+        ));
+    }
+    if !not_started.is_empty() {
+        parts.push(format!("not started: {}", not_started.join(", ")));
+    }
+    let outcome = if !rollback_failed.is_empty() {
+        UpdateOutcome::RollbackFailed
+    } else if updated.is_empty() && members.iter().any(|m| m.outcome == "rolled_back") {
+        UpdateOutcome::RolledBack
+    } else {
+        UpdateOutcome::Failed
+    };
+    (outcome, parts.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(component: &str, outcome: &str) -> MemberOutcome {
+        MemberOutcome {
+            component: component.into(),
+            version: "1.0".into(),
+            outcome: outcome.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_succeeds_only_when_every_component_was_updated() {
+        let (o, m) = conclude_batch(
+            &[member("remote", "updated"), member("core", "updated")],
+            None,
+        );
+        assert_eq!(o, UpdateOutcome::Updated);
+        assert_eq!(m, "Updated remote 1.0, core 1.0; every health check passed");
+        let (o, m) = conclude_batch(
+            &[
+                member("remote", "rolled_back"),
+                member("core", "rolled_back"),
+                member("scheduler", "not_started"),
+            ],
+            Some("core: the health check failed"),
+        );
+        assert_eq!(o, UpdateOutcome::RolledBack);
+        assert_eq!(
+            m,
+            "core: the health check failed; rolled back (healthy again): remote 1.0, core 1.0; not started: scheduler 1.0"
+        );
+        let (o, _) = conclude_batch(
+            &[
+                member("remote", "rollback_failed"),
+                member("core", "rolled_back"),
+            ],
+            None,
+        );
+        assert_eq!(o, UpdateOutcome::RollbackFailed);
+        let (o, m) = conclude_batch(
+            &[member("remote", "updated"), member("core", "failed")],
+            None,
+        );
+        assert_eq!(o, UpdateOutcome::Failed);
+        assert!(
+            m.contains("left updated (no rollback configured): remote 1.0"),
+            "{m}"
+        );
+    }
 
     fn step(name: &str, code: i32) -> Step {
         Step {

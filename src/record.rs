@@ -37,6 +37,12 @@ pub struct Accepted {
     pub owner_uid: u32,
     /// Nanoseconds since the epoch; orders the queue after a restart.
     pub accepted_at_ns: u128,
+    /// The request's `not_before` (RFC 3339), if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// A multi-component update: `[component, version]` in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<(String, String)>,
 }
 
 impl Accepted {
@@ -52,6 +58,12 @@ impl Accepted {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_nanos(),
+            not_before: request.not_before.map(|t| t.to_string()),
+            batch: request
+                .batch
+                .iter()
+                .map(|m| (m.component.clone(), m.version.as_str().to_owned()))
+                .collect(),
         }
     }
 
@@ -66,6 +78,20 @@ impl Accepted {
                 None => None,
             },
             dry_run: false, // dry runs are answered at once, never recorded
+            not_before: match &self.not_before {
+                Some(t) => Some(t.parse().ok()?),
+                None => None,
+            },
+            batch: self
+                .batch
+                .iter()
+                .map(|(component, version)| {
+                    Some(crate::request::Member {
+                        component: component.clone(),
+                        version: Version::parse(version).ok()?,
+                    })
+                })
+                .collect::<Option<_>>()?,
         })
     }
 }
@@ -92,6 +118,10 @@ pub struct RunSpec {
     /// For a health-gated update: the health check and rollback that follow `update.sh`.
     #[serde(default)]
     pub procedure: Option<crate::procedure::Procedure>,
+    /// A multi-component update: every component's update, in order (`invocation` is the
+    /// first one's, for messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<crate::procedure::Member>,
 }
 
 /// How the script ended, written by the monitor.
@@ -121,6 +151,9 @@ pub struct ExitRecord {
     pub outcome: Option<crate::procedure::UpdateOutcome>,
     #[serde(default)]
     pub outcome_message: Option<String>,
+    /// A multi-component update: each component's outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<crate::procedure::MemberOutcome>,
     #[serde(default)]
     pub limits: Option<crate::limits::Applied>,
 }
@@ -145,6 +178,7 @@ impl ExitRecord {
             steps: Vec::new(),
             outcome: None,
             outcome_message: None,
+            members: Vec::new(),
         };
         match result {
             Err(e) => {
@@ -503,7 +537,21 @@ mod tests {
             limits: Default::default(),
             applied: None,
             procedure: None,
+            batch: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_accepted_batch_with_not_before_survives_its_record() {
+        let request = Request::parse(
+            br#"{"action":"update","components":{"remote":"1.0","core":"2.0"},"request_id":"b","not_before":"2026-11-28T02:00:00Z"}"#,
+            ["remote", "core"],
+        )
+        .unwrap();
+        let accepted = Accepted::new(&request, "b.json", 1000);
+        let again: Accepted =
+            serde_json::from_slice(&serde_json::to_vec(&accepted).unwrap()).unwrap();
+        assert_eq!(again.request().unwrap(), request);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub const PHASE_RUNNING: &str = "running";
 fn base(request: &Request) -> Status {
     Status {
         request_id: request.id.to_string(),
-        component: Some(request.component.clone()),
+        component: Some(request.component_label()),
         action: Some(request.action.to_string()),
         version: request.version.as_ref().map(|v| v.as_str().to_owned()),
         timestamp: now_rfc3339(),
@@ -49,7 +49,7 @@ impl Refusal {
     pub fn of_request(request: &Request, code: &'static str, message: String) -> Self {
         Self {
             id: Some(request.id.clone()),
-            component: Some(request.component.clone()),
+            component: Some(request.component_label()),
             action: Some(request.action.to_string()),
             code,
             message,

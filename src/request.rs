@@ -138,12 +138,49 @@ impl Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub id: RequestId,
+    /// The component (for a batch: the first one; see [`Request::batch`]).
     pub component: String,
     pub action: Action,
     /// Present exactly when `action` is [`Action::Update`].
     pub version: Option<Version>,
     /// `"dry_run": true`: check everything, run nothing, answer with what would run.
     pub dry_run: bool,
+    /// `"not_before"`: the request waits until then (phase `scheduled`).
+    pub not_before: Option<jiff::Timestamp>,
+    /// A multi-component update (`"components": {"remote": "1.4.2", ...}`), in the given
+    /// order, the first one also in `component`/`version`. Empty for a single component.
+    pub batch: Vec<Member>,
+}
+
+/// One component of a multi-component update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub component: String,
+    pub version: Version,
+}
+
+impl Request {
+    pub fn version_text(&self) -> Option<String> {
+        self.version.as_ref().map(|v| v.as_str().to_owned())
+    }
+
+    pub fn is_batch(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// The components this request changes or checks, in order.
+    pub fn components(&self) -> Vec<&str> {
+        if self.is_batch() {
+            self.batch.iter().map(|m| m.component.as_str()).collect()
+        } else {
+            vec![self.component.as_str()]
+        }
+    }
+
+    /// What statuses and logs name: `remote` or, for a batch, `remote+scheduler`.
+    pub fn component_label(&self) -> String {
+        self.components().join("+")
+    }
 }
 
 /// Why a request file was refused. Each variant has a stable machine [`code`](Self::code) that
@@ -175,6 +212,12 @@ pub enum RequestError {
     InvalidVersion(String),
     #[error("`version` is only meaningful for update, not for {0}")]
     UnexpectedVersion(Action),
+    #[error(
+        "not_before {0:?} is not a time: write RFC 3339, e.g. \"2026-11-28T02:00:00Z\" or \"2026-11-28T03:00:00+01:00\" (without an offset: the host's local time)"
+    )]
+    InvalidNotBefore(String),
+    #[error("invalid multi-component update: {0}")]
+    InvalidBatch(String),
 }
 
 impl RequestError {
@@ -190,6 +233,8 @@ impl RequestError {
             Self::UnknownAction(_) => "unknown_action",
             Self::InvalidVersion(_) => "invalid_version",
             Self::UnexpectedVersion(_) => "unexpected_version",
+            Self::InvalidNotBefore(_) => "invalid_not_before",
+            Self::InvalidBatch(_) => "invalid_batch",
         }
     }
 }
@@ -231,10 +276,33 @@ impl Request {
         };
         let known = |e: RequestError| reject(Some(id.clone()), None, None, e);
 
-        let component = string_field(&fields, "component")
-            .map_err(known)?
-            .ok_or(RequestError::MissingField("component"))
-            .map_err(known)?;
+        let batch = match fields.get("components") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(members)) => Some(members),
+            Some(_) => {
+                return Err(known(RequestError::WrongType {
+                    field: "components",
+                    expected: "an object of component names to versions",
+                }));
+            }
+        };
+        let component = match (string_field(&fields, "component").map_err(known)?, batch) {
+            (Some(component), None) => component,
+            (None, Some(members)) => match members.keys().next() {
+                Some(first) => first.as_str(),
+                None => {
+                    return Err(known(RequestError::InvalidBatch(
+                        "`components` is empty; name at least one component and its version".into(),
+                    )));
+                }
+            },
+            (Some(_), Some(_)) => {
+                return Err(known(RequestError::InvalidBatch(
+                    "give either `component` (one) or `components` (several), not both".into(),
+                )));
+            }
+            (None, None) => return Err(known(RequestError::MissingField("component"))),
+        };
         let component_text = Some(printable(component));
         let action_raw = string_field(&fields, "action")
             .map_err(|e| reject(Some(id.clone()), component_text.clone(), None, e))?
@@ -263,11 +331,47 @@ impl Request {
         let action = Action::parse(action_raw)
             .ok_or_else(|| in_context(RequestError::UnknownAction(printable(action_raw))))?;
 
+        let mut members = Vec::new();
+        if let Some(batch) = batch {
+            if action != Action::Update || fields.get("version").is_some_and(|v| !v.is_null()) {
+                return Err(in_context(RequestError::InvalidBatch(
+                    "`components` is for action update, with each version in it (no `version`)"
+                        .into(),
+                )));
+            }
+            let known_names: Vec<&str> = components.clone().into_iter().collect();
+            for (name, version) in batch {
+                if !known_names.contains(&name.as_str()) {
+                    return Err(in_context(RequestError::UnknownComponent(
+                        printable(name),
+                        known_names.join(", "),
+                    )));
+                }
+                let Value::String(version) = version else {
+                    return Err(in_context(RequestError::WrongType {
+                        field: "components",
+                        expected: "an object of component names to version strings",
+                    }));
+                };
+                members.push(Member {
+                    component: name.clone(),
+                    version: Version::parse(version).map_err(in_context)?,
+                });
+            }
+        }
         // The client sends `"version": null` or omits it for rollback/health; both mean "none".
-        let version = match string_field(&fields, "version").map_err(in_context)? {
-            Some(raw) => Some(Version::parse(raw).map_err(in_context)?),
-            None => None,
+        let version = match (
+            string_field(&fields, "version").map_err(in_context)?,
+            members.first(),
+        ) {
+            (_, Some(first)) => Some(first.version.clone()),
+            (Some(raw), None) => Some(Version::parse(raw).map_err(in_context)?),
+            (None, None) => None,
         };
+        // One member is a plain update.
+        if members.len() == 1 {
+            members.clear();
+        }
         match (action, &version) {
             (Action::Update, None) => {
                 return Err(in_context(RequestError::MissingField("version")));
@@ -290,12 +394,22 @@ impl Request {
             }
         };
 
+        let not_before = match string_field(&fields, "not_before").map_err(in_context)? {
+            Some(raw) => Some(
+                crate::window::parse_instant(raw, &jiff::tz::TimeZone::system())
+                    .ok_or_else(|| in_context(RequestError::InvalidNotBefore(printable(raw))))?,
+            ),
+            None => None,
+        };
+
         Ok(Request {
             id,
             component: component.to_owned(),
             action,
             version,
             dry_run,
+            not_before,
+            batch: members,
         })
     }
 }
@@ -466,6 +580,86 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","dry_run":"yes"}"#),
+            "wrong_type"
+        );
+    }
+
+    #[test]
+    fn a_multi_component_update_keeps_the_given_order() {
+        let r = parse(
+            r#"{"action":"update","components":{"scheduler":"2.0.1","core":"1.4.2"},"request_id":"b"}"#,
+        )
+        .unwrap();
+        let members: Vec<(&str, &str)> = r
+            .batch
+            .iter()
+            .map(|m| (m.component.as_str(), m.version.as_str()))
+            .collect();
+        assert_eq!(members, [("scheduler", "2.0.1"), ("core", "1.4.2")]);
+        assert_eq!(
+            (r.component.as_str(), r.version_text().unwrap().as_str()),
+            ("scheduler", "2.0.1")
+        );
+        assert_eq!(r.component_label(), "scheduler+core");
+        // One member is a plain update.
+        let one =
+            parse(r#"{"action":"update","components":{"core":"1.0"},"request_id":"c"}"#).unwrap();
+        assert!(!one.is_batch() && one.component == "core");
+    }
+
+    #[test]
+    fn broken_multi_component_updates_are_refused_with_a_reason() {
+        for (json, expected) in [
+            (
+                r#"{"action":"update","components":{},"request_id":"b"}"#,
+                "invalid_batch",
+            ),
+            (
+                r#"{"action":"health","components":{"core":"1.0","remote":"2"},"request_id":"b"}"#,
+                "invalid_batch",
+            ),
+            (
+                r#"{"action":"update","component":"core","components":{"core":"1.0"},"request_id":"b"}"#,
+                "invalid_batch",
+            ),
+            (
+                r#"{"action":"update","components":{"core":"1.0","remote":"2"},"version":"1","request_id":"b"}"#,
+                "invalid_batch",
+            ),
+            (
+                r#"{"action":"update","components":{"core":"1.0","nas":"2"},"request_id":"b"}"#,
+                "unknown_component",
+            ),
+            (
+                r#"{"action":"update","components":{"core":"1.0","remote":"--x"},"request_id":"b"}"#,
+                "invalid_version",
+            ),
+            (
+                r#"{"action":"update","components":{"core":"1.0","remote":2},"request_id":"b"}"#,
+                "wrong_type",
+            ),
+            (
+                r#"{"action":"update","components":["core"],"request_id":"b"}"#,
+                "wrong_type",
+            ),
+        ] {
+            assert_eq!(code(json), expected, "{json}");
+        }
+    }
+
+    #[test]
+    fn not_before_is_an_rfc3339_time() {
+        let r = parse(
+            r#"{"component":"core","action":"health","request_id":"a","not_before":"2026-11-28T02:00:00+01:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.not_before.unwrap().to_string(), "2026-11-28T01:00:00Z");
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","request_id":"a","not_before":"soon"}"#),
+            "invalid_not_before"
+        );
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","request_id":"a","not_before":5}"#),
             "wrong_type"
         );
     }

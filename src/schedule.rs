@@ -21,10 +21,14 @@ pub struct Rules {
 pub struct Slot<'a> {
     pub component: &'a str,
     pub action: Action,
+    /// A multi-component update: it claims every component (and waits for all to be free).
+    pub all_components: bool,
 }
 
 #[derive(Default)]
 struct Claims<'a> {
+    /// A multi-component update runs or waits: nothing after it may start.
+    all: bool,
     any_exclusive: bool,
     exclusive: HashSet<&'a str>,
     health: HashSet<&'a str>,
@@ -32,6 +36,9 @@ struct Claims<'a> {
 
 impl<'a> Claims<'a> {
     fn add(&mut self, slot: Slot<'a>) {
+        if slot.all_components {
+            self.all = true;
+        }
         if slot.action.is_exclusive() {
             self.any_exclusive = true;
             self.exclusive.insert(slot.component);
@@ -41,6 +48,12 @@ impl<'a> Claims<'a> {
     }
 
     fn blocks(&self, slot: Slot<'_>, rules: Rules) -> bool {
+        if self.all {
+            return true;
+        }
+        if slot.all_components {
+            return self.any_exclusive || !self.health.is_empty();
+        }
         if slot.action.is_exclusive() {
             (rules.serialize_updates && self.any_exclusive)
                 || self.exclusive.contains(slot.component)
@@ -71,7 +84,7 @@ pub fn startable<'a>(
         }
         // Once every component has an exclusive claim, nothing further back can start; stop
         // here so a long backlog costs nothing per scheduling pass.
-        if claims.exclusive.len() >= component_count && claims.any_exclusive {
+        if claims.all || (claims.exclusive.len() >= component_count && claims.any_exclusive) {
             break;
         }
         if !claims.blocks(slot, rules) {
@@ -94,7 +107,44 @@ mod tests {
     };
 
     fn s(component: &str, action: Action) -> Slot<'_> {
-        Slot { component, action }
+        Slot {
+            component,
+            action,
+            all_components: false,
+        }
+    }
+
+    fn batch(first: &str) -> Slot<'_> {
+        Slot {
+            component: first,
+            action: Update,
+            all_components: true,
+        }
+    }
+
+    #[test]
+    fn a_multi_component_update_runs_alone() {
+        let parallel = Rules {
+            serialize_updates: false,
+            ..SERIAL
+        };
+        // It waits for a health check anywhere, and nothing behind it overtakes it.
+        assert!(startable([s("core", Health)], [batch("remote")], parallel, 3).is_empty());
+        assert!(
+            startable(
+                [s("core", Health)],
+                [batch("remote"), s("core", Health)],
+                parallel,
+                3
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            startable([], [batch("remote"), s("core", Health)], parallel, 3),
+            [0]
+        );
+        // While it runs, nothing else starts.
+        assert!(startable([batch("remote")], [s("scheduler", Health)], parallel, 3).is_empty());
     }
 
     #[test]

@@ -86,6 +86,18 @@ pub struct Status {
     /// In progress: when this status was last rewritten (a heartbeat while output flows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Queued: how many requests are ahead of this one, plus one (1 = next). Refreshed at
+    /// most once a second, for the first few in line only; further back it may be stale (too
+    /// high, never too low).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
+    /// Phase `scheduled`: when the request will start (RFC 3339, UTC): its `not_before`, or
+    /// the next opening of its component's maintenance window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+    /// A multi-component update: each component's version and outcome, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<crate::procedure::MemberOutcome>>,
     /// RFC 3339, UTC, when this status was written.
     pub timestamp: String,
 }

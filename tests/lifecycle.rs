@@ -344,3 +344,296 @@ fn conforming(status: serde_json::Value) -> serde_json::Value {
     );
     status
 }
+
+/// A spool where remote and scheduler are health-gated and every script appends
+/// "<component> <script> <version>" to a ledger; `fail_health` names a component whose health
+/// check fails until it is rolled back.
+fn batch_spool(fail_health: Option<&str>) -> (Spool, std::path::PathBuf) {
+    let mut spool = Spool::new();
+    let ledger = spool.evidence().join("ledger");
+    for component in ["remote", "scheduler"] {
+        spool.set_key(&format!("components.{component}"), "auto_rollback", "true");
+        spool.set_key(&format!("components.{component}"), "health_interval", "0");
+        spool.set_key(&format!("components.{component}"), "health_retries", "2");
+        let state = spool.evidence().join(format!("{component}.version"));
+        spool.script(
+            component,
+            "update.sh",
+            &format!(
+                "echo {component} update $1 >> {l}; echo $1 > {s}",
+                l = path_str(&ledger),
+                s = path_str(&state)
+            ),
+        );
+        spool.script(
+            component,
+            "rollback.sh",
+            &format!(
+                "echo {component} rollback >> {l}; echo old > {s}",
+                l = path_str(&ledger),
+                s = path_str(&state)
+            ),
+        );
+        let health = if fail_health == Some(component) {
+            format!(
+                "[ ! -e {s} ] || [ \"$(cat {s})\" = old ]",
+                s = path_str(&state)
+            )
+        } else {
+            "exit 0".to_owned()
+        };
+        spool.script(component, "health-check.sh", &health);
+    }
+    (spool, ledger)
+}
+
+fn batch_update(spool: &Spool) -> (String, serde_json::Value) {
+    let id = new_id();
+    let body = serde_json::json!({
+        "action": "update",
+        "components": {"remote": "1.4.2", "scheduler": "2.0.1"},
+        "request_id": id,
+    });
+    spool.drop_in_place(&id, &body.to_string());
+    let status = conforming(spool.wait_final(&id));
+    (id, status)
+}
+
+fn outcomes(status: &serde_json::Value) -> Vec<String> {
+    status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["component"].as_str().unwrap(),
+                c["version"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_component_update_updates_in_order_and_records_every_version() {
+    let (spool, ledger) = batch_spool(None);
+    let _service = Service::start(&spool);
+    let (_, status) = batch_update(&spool);
+    assert_eq!(status["success"], true, "{status}");
+    assert_eq!(status["outcome"], "updated");
+    assert_eq!(status["component"], "remote+scheduler");
+    assert_eq!(
+        outcomes(&status),
+        ["remote 1.4.2 updated", "scheduler 2.0.1 updated"]
+    );
+    assert_eq!(
+        fs::read_to_string(&ledger).unwrap(),
+        "remote update 1.4.2\nscheduler update 2.0.1\n"
+    );
+    let steps: Vec<String> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["component"].as_str().unwrap(),
+                s["step"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "remote:update",
+            "remote:health",
+            "scheduler:update",
+            "scheduler:health"
+        ]
+    );
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&fs::read(spool.status_dir().join("inventory.json")).unwrap())
+            .unwrap();
+    assert_eq!(inventory["components"]["remote"]["version"], "1.4.2");
+    assert_eq!(inventory["components"]["scheduler"]["version"], "2.0.1");
+}
+
+#[test]
+fn a_batch_whose_second_component_fails_its_health_gate_rolls_back_the_first() {
+    let (spool, ledger) = batch_spool(Some("scheduler"));
+    let _service = Service::start(&spool);
+    let (_, status) = batch_update(&spool);
+    assert_eq!(status["success"], false, "{status}");
+    assert_eq!(status["outcome"], "rolled_back");
+    assert_eq!(status["code"], "rolled_back");
+    assert_eq!(
+        outcomes(&status),
+        ["remote 1.4.2 rolled_back", "scheduler 2.0.1 rolled_back"]
+    );
+    // The failing one is rolled back by its own gate first, then the earlier ones, newest first.
+    assert_eq!(
+        fs::read_to_string(&ledger).unwrap(),
+        "remote update 1.4.2\nscheduler update 2.0.1\nscheduler rollback\nremote rollback\n"
+    );
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("scheduler: the health check failed 2 time(s)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("rolled back (healthy again): remote 1.4.2, scheduler 2.0.1"),
+        "{message}"
+    );
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&fs::read(spool.status_dir().join("inventory.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        inventory["components"]["remote"]["last_outcome"],
+        "rolled_back"
+    );
+    assert_ne!(inventory["components"]["remote"]["version"], "1.4.2");
+}
+
+#[test]
+fn a_batch_whose_first_component_fails_never_starts_the_second() {
+    let (spool, ledger) = batch_spool(Some("remote"));
+    let _service = Service::start(&spool);
+    let (_, status) = batch_update(&spool);
+    assert_eq!(status["outcome"], "rolled_back", "{status}");
+    assert_eq!(
+        outcomes(&status),
+        ["remote 1.4.2 rolled_back", "scheduler 2.0.1 not_started"]
+    );
+    assert_eq!(
+        fs::read_to_string(&ledger).unwrap(),
+        "remote update 1.4.2\nremote rollback\n"
+    );
+}
+
+#[test]
+fn a_batch_dry_run_checks_every_component() {
+    let (spool, ledger) = batch_spool(None);
+    let _service = Service::start(&spool);
+    let id = new_id();
+    let body = serde_json::json!({
+        "action": "update",
+        "components": {"remote": "1.4.2", "scheduler": "2.0.1"},
+        "request_id": id,
+        "dry_run": true,
+    });
+    spool.drop_in_place(&id, &body.to_string());
+    let status = conforming(spool.wait_final(&id));
+    assert_eq!(status["success"], true, "{status}");
+    let message = status["message"].as_str().unwrap();
+    let remote = message.find("remote/update.sh 1.4.2").expect(message);
+    let scheduler = message.find("scheduler/update.sh 2.0.1").expect(message);
+    assert!(remote < scheduler, "{message}");
+    assert!(!ledger.exists(), "nothing ran");
+
+    // The second component's script is not trusted: the whole batch would fail.
+    let update = spool.dir.path().join("components/scheduler/update.sh");
+    fs::set_permissions(&update, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let (_, status) = batch_update(&spool);
+    assert_eq!(status["code"], "script_untrusted", "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("scheduler: "),
+        "{status}"
+    );
+    assert!(
+        !ledger.exists(),
+        "a batch that cannot run entirely does not start"
+    );
+}
+
+#[test]
+fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
+    let (spool, _ledger) = batch_spool(Some("scheduler"));
+    let _service = Service::start(&spool);
+    let health = new_id();
+    spool.drop_in_place(
+        &health,
+        &Spool::request_json(&health, "remote", "health", None),
+    );
+    spool.wait_final(&health);
+    let (batch, _) = batch_update(&spool);
+    let bad = new_id();
+    spool.drop_in_place(&bad, &Spool::request_json(&bad, "nas", "health", None));
+    spool.wait_final(&bad);
+
+    let history = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_update-coordinator"))
+            .arg("history")
+            .arg("--config")
+            .arg(spool.config_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        history(&[args, &["--json"]].concat())
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let kinds = |events: &[serde_json::Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let story = events(&["--request", &batch]);
+    let story_kinds = kinds(&story);
+    for expected in [
+        "received",
+        "queued",
+        "started",
+        "phase",
+        "health_failed",
+        "rolled_back",
+        "finished",
+    ] {
+        assert!(
+            story_kinds.contains(&expected.to_owned()),
+            "no {expected} in {story_kinds:?}"
+        );
+    }
+    assert_eq!(story_kinds.first().unwrap(), "received");
+    assert_eq!(story_kinds.last().unwrap(), "finished");
+    let finished = story.last().unwrap();
+    assert_eq!(finished["outcome"], "rolled_back");
+    assert_eq!(finished["component"], "remote+scheduler");
+    assert!(finished["time"].as_str().unwrap().ends_with('Z'));
+
+    // --component finds the batch through either of its components, and the health check.
+    let remote = events(&["--component", "remote"]);
+    assert!(remote.iter().any(|e| e["request_id"] == health.as_str()));
+    assert!(remote.iter().any(|e| e["request_id"] == batch.as_str()));
+    assert!(!remote.iter().any(|e| e["request_id"] == bad.as_str()));
+    let rejected: Vec<_> = events(&["--request", &bad]);
+    assert_eq!(kinds(&rejected), ["rejected"]);
+    assert_eq!(rejected[0]["code"], "unknown_component");
+
+    // The table: a header and one line per event, the last N with -n.
+    let table = history(&["--component", "scheduler", "-n", "3"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("EVENT"),
+        "{table}"
+    );
+    assert!(
+        lines[3].contains("finished") && lines[3].contains("rolled_back"),
+        "{table}"
+    );
+}

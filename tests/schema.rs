@@ -461,6 +461,8 @@ fn every_request_error() -> Vec<RequestError> {
         RequestError::UnknownAction("reboot".into()),
         RequestError::InvalidVersion("v1".into()),
         RequestError::UnexpectedVersion(Action::Health),
+        RequestError::InvalidNotBefore("soon".into()),
+        RequestError::InvalidBatch("`components` is empty".into()),
     ];
     for e in &all {
         match e {
@@ -472,7 +474,9 @@ fn every_request_error() -> Vec<RequestError> {
             | RequestError::UnknownComponent(..)
             | RequestError::UnknownAction(_)
             | RequestError::InvalidVersion(_)
-            | RequestError::UnexpectedVersion(_) => {}
+            | RequestError::UnexpectedVersion(_)
+            | RequestError::InvalidNotBefore(_)
+            | RequestError::InvalidBatch(_) => {}
         }
     }
     all

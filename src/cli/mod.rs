@@ -2,6 +2,7 @@
 
 mod check;
 mod follow;
+mod history;
 mod inventory;
 mod run;
 mod status;
@@ -42,6 +43,9 @@ pub enum Command {
     Follow(follow::FollowArgs),
     /// The version each component runs, and its last results (status/inventory.json).
     Inventory(inventory::InventoryArgs),
+    /// What happened to requests, from the audit log: received, queued, started, phases,
+    /// health failures, rollbacks, results (reads the state directory: root).
+    History(history::HistoryArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.
@@ -103,6 +107,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(&args),
         Command::Follow(args) => follow::run(&args),
         Command::Inventory(args) => inventory::run(&args),
+        Command::History(args) => history::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 use tracing::{error, info, warn};
 
 use super::{Daemon, Job, Msg, SETTLE, Seen};
+use crate::audit::Event;
 use crate::record::Accepted;
 use crate::report::{self, PHASE_QUEUED, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
@@ -131,9 +132,15 @@ impl Daemon {
         if self.is_known(&request.id) {
             return self.duplicate(name, &request.id);
         }
+        self.audit(Event::of("received", &request));
         if request.dry_run {
             let status = self.dry_run_status(&request);
             info!(request_id = %request.id, component = %request.component, action = %request.action, outcome = "dry_run", "{}", status.message);
+            self.audit(
+                Event::of("dry_run", &request)
+                    .code(status.code.as_deref())
+                    .detail(status.message.clone()),
+            );
             // Answered like a refusal: at once, made durable with this batch, never recorded.
             if self.write_status(
                 &request.id,
@@ -156,24 +163,21 @@ impl Daemon {
                 Some(owner_uid),
             );
         }
-        let component = &self.config.components[&request.component];
-        let limit = component.max_updates_per_hour;
-        if request.action.is_exclusive()
-            && let Err(wait) = self
-                .rate
-                .try_acquire(&request.component, limit, Instant::now())
-        {
-            let message = format!(
-                "{} already had {limit} update/rollback requests in the last hour (components.{}.max_updates_per_hour); try again in {} s",
-                request.component,
-                request.component,
-                wait.as_secs() + 1
-            );
-            return self.refuse(
-                name,
-                &Refusal::of_request(&request, "rate_limited", message),
-                Some(owner_uid),
-            );
+        for component_name in request.components() {
+            let limit = self.config.components[component_name].max_updates_per_hour;
+            if request.action.is_exclusive()
+                && let Err(wait) = self.rate.try_acquire(component_name, limit, Instant::now())
+            {
+                let message = format!(
+                    "{component_name} already had {limit} update/rollback requests in the last hour (components.{component_name}.max_updates_per_hour); try again in {} s",
+                    wait.as_secs() + 1
+                );
+                return self.refuse(
+                    name,
+                    &Refusal::of_request(&request, "rate_limited", message),
+                    Some(owner_uid),
+                );
+            }
         }
         // Durable before anything else: from here on the request is never lost nor run twice.
         let accepted = Accepted::new(&request, name, owner_uid);
@@ -181,7 +185,11 @@ impl Daemon {
             // The file stays in requests/ and is taken again at the next scan.
             return error!(request_id = %request.id, component = %request.component, action = %request.action, error = %e, "cannot record the accepted request");
         }
-        let queued = report::in_progress(&request, PHASE_QUEUED, None);
+        // Its position: every request ahead of it, also those waiting for their window (an
+        // upper bound; the front of the line is refreshed as it moves).
+        let position = self.queue.len() + 1;
+        let mut queued = report::in_progress(&request, PHASE_QUEUED, None);
+        queued.queue_position = Some(position);
         self.write_status(
             &request.id,
             &queued,
@@ -197,11 +205,10 @@ impl Daemon {
         );
         self.in_flight.insert(name.to_owned());
         self.in_flight_ids.insert(request.id.clone());
-        self.queue.push_back(Job {
-            request,
-            file_name: name.to_owned(),
-            owner_uid,
-        });
+        self.audit(Event::of("queued", &request).detail(format!("position {position}")));
+        let mut job = Job::new(request, name.to_owned(), owner_uid);
+        job.shown.position = Some(position);
+        self.queue.push_back(job);
     }
 
     /// A cancel request: a queued target is answered `cancelled` at once; a running one is
@@ -271,6 +278,11 @@ impl Daemon {
             )
         };
         info!(request_id = %cancel.id, target = %target, action = "cancel", outcome = if code.is_none() { "succeeded" } else { "failed" }, "{message}");
+        let mut event = Event::about("cancel", Some(&cancel.id))
+            .code(code)
+            .detail(message.clone());
+        event.action = Some("cancel".into());
+        self.audit(event);
         let status = report::cancel_answer(&cancel.id, code, message);
         if self.write_status(&cancel.id, &status, Durability::BestEffort, Some(owner_uid)) {
             self.refused_files.push(name.to_owned());
@@ -300,6 +312,7 @@ impl Daemon {
                 warn!(request_id = %id, file = name, "duplicate request id: already queued, running or answered; ignoring this copy")
             }
         }
+        self.audit(Event::about("duplicate", Some(id)).detail(format!("file {}", printable(name))));
         self.remove_request_file(name, false);
     }
 
@@ -320,6 +333,12 @@ impl Daemon {
             outcome = "refused",
             "request refused: {}", refusal.message
         );
+        let mut event = Event::about("rejected", id.as_ref())
+            .code(Some(refusal.code))
+            .detail(refusal.message.clone());
+        event.component = refusal.component.clone();
+        event.action = refusal.action.clone();
+        self.audit(event);
         // The writer gets the answer, so it can delete it from the sticky status directory.
         let owner = owner.or_else(|| self.requests.lstat(name).ok().map(|st| st.st_uid));
         match id {

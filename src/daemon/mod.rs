@@ -4,6 +4,7 @@
 
 mod intake;
 mod runs;
+mod waiting;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -38,6 +39,15 @@ const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// How often the locks of re-attached runs are checked (only while there are such runs).
 const REATTACHED_CHECK: Duration = Duration::from_secs(5);
+
+/// Queued statuses get their `queue_position` refreshed at most this often...
+const POSITION_REFRESH: Duration = Duration::from_secs(1);
+/// ...and only for the first this-many in line (a long backlog costs no rewrites).
+const POSITIONS_SHOWN: usize = 16;
+
+/// A request waiting for its window or `not_before` is looked at again at least this often,
+/// so a wall-clock jump (a Pi without RTC syncing its time) delays it by no more than this.
+const SCHEDULED_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -91,6 +101,26 @@ struct Job {
     file_name: String,
     /// Who wrote the request; its status files are given to them.
     owner_uid: u32,
+    /// What its queued status file says now, so it is only rewritten when that changes.
+    shown: Shown,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Shown {
+    position: Option<usize>,
+    /// Set while it waits for its window or `not_before` (phase `scheduled`).
+    scheduled_for: Option<jiff::Timestamp>,
+}
+
+impl Job {
+    fn new(request: Request, file_name: String, owner_uid: u32) -> Self {
+        Self {
+            request,
+            file_name,
+            owner_uid,
+            shown: Shown::default(),
+        }
+    }
 }
 
 struct Running {
@@ -134,6 +164,14 @@ struct Daemon {
     inventory: crate::inventory::Inventory,
     /// Running requests asked to stop, and by which cancel request.
     cancelling: HashMap<RequestId, RequestId>,
+    /// The audit log (`state/audit.jsonl`).
+    audit: crate::audit::AuditLog,
+    /// Local time for maintenance windows (the host's zone, read at start).
+    zone: jiff::tz::TimeZone,
+    /// When queued statuses' positions are next refreshed (set when the queue moved).
+    positions_due: Option<tokio::time::Instant>,
+    /// When the next scheduled (deferred) request may start.
+    scheduled_wake: Option<tokio::time::Instant>,
 }
 
 fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
@@ -211,6 +249,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let mut retention = tokio::time::interval(RETENTION_SWEEP);
     let mut reattached = tokio::time::interval(REATTACHED_CHECK);
 
+    let (config_state_dir, config_audit_max_bytes) =
+        (config.state_dir.clone(), config.audit_max_bytes);
     let mut daemon = Daemon {
         script_owners: trust::trusted_owners(&config.script_owners),
         host: crate::limits::Host::detect(),
@@ -232,6 +272,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         last_status_line: String::new(),
         inventory: Default::default(),
         cancelling: HashMap::new(),
+        audit: crate::audit::AuditLog::new(&config_state_dir, config_audit_max_bytes),
+        zone: jiff::tz::TimeZone::system(),
+        positions_due: None,
+        scheduled_wake: None,
     };
     daemon.load_inventory();
     // Watches are armed before the records and the directory are read, so nothing that
@@ -262,6 +306,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             _ = tick(&mut watchdog) => systemd::watchdog(),
             _ = retention.tick() => daemon.expire(),
             _ = reattached.tick(), if daemon.running.values().any(|r| r.reattached) => daemon.check_reattached(),
+            _ = sleep_until(daemon.positions_due) => daemon.publish_positions(),
+            // Only wakes the loop: `schedule` below starts what is due.
+            _ = sleep_until(daemon.scheduled_wake) => daemon.scheduled_wake = None,
         }
         daemon.commit_refusals();
         daemon.schedule();
@@ -278,6 +325,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     systemd::stopping(&format!("stopping; {running} script(s) keep running"));
     Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
@@ -318,6 +372,7 @@ impl Daemon {
             Slot {
                 component: job.request.component.as_str(),
                 action: job.request.action,
+                all_components: job.request.is_batch(),
             }
         }
         if self.queue.is_empty() {
@@ -328,9 +383,11 @@ impl Daemon {
             serialize_updates: self.config.serialize_updates,
             max_concurrent: self.config.max_concurrent,
         };
+        // Requests waiting for their window or `not_before` take no part: they hold nobody up.
+        let due = self.due_jobs();
         let start = schedule::startable(
             self.running.values().map(|r| slot(&r.job)),
-            self.queue.iter().map(slot),
+            due.iter().map(|&i| slot(&self.queue[i])),
             rules,
             self.config.components.len(),
         );
@@ -338,9 +395,12 @@ impl Daemon {
         let mut jobs: Vec<Job> = start
             .iter()
             .rev()
-            .filter_map(|&i| self.queue.remove(i))
+            .filter_map(|&i| self.queue.remove(due[i]))
             .collect();
         jobs.reverse();
+        if !jobs.is_empty() {
+            self.positions_moved();
+        }
         for job in jobs {
             self.start(job);
         }

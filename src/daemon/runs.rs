@@ -131,14 +131,30 @@ impl Daemon {
     pub(super) fn start(&mut self, job: Job) {
         let request = &job.request;
         let component: &Component = &self.config.components[&request.component];
-        let program = match self.preflight(component, request) {
-            Ok(program) => program,
+        let checked = self.preflight_all(request);
+        let programs = match checked {
+            Ok(programs) => programs,
             Err(refusal) => {
                 error!(request_id = %request.id, component = %request.component, action = %request.action, code = refusal.code, outcome = "failed", "{}", refusal.message);
                 let status = report::refused(&request.id, &refusal);
                 return self.conclude(&job, &status);
             }
         };
+        let batch: Vec<crate::procedure::Member> = members(request)
+            .into_iter()
+            .zip(&programs)
+            .filter(|_| request.is_batch())
+            .map(|(member, program)| {
+                let component = &self.config.components[&member.component];
+                crate::procedure::Member {
+                    component: member.component.clone(),
+                    version: member.version_text().unwrap_or_default(),
+                    update: invocation(&self.config, component, &member, program.clone()),
+                    procedure: self.procedure(component, &member),
+                }
+            })
+            .collect();
+        let program = programs.into_iter().next().unwrap_or_default();
         let invocation = invocation(&self.config, component, request, program);
         let started_at = SystemTime::now();
         let accepted = Accepted::new(request, &job.file_name, job.owner_uid);
@@ -152,7 +168,12 @@ impl Daemon {
             accepted,
             limits: component.limits.clone(),
             applied: Some(crate::limits::plan(&component.limits, &self.host)),
-            procedure: self.procedure(component, request),
+            procedure: if batch.is_empty() {
+                self.procedure(component, request)
+            } else {
+                None
+            },
+            batch,
         };
         info!(
             request_id = %request.id,
@@ -161,6 +182,7 @@ impl Daemon {
             script = %spec.invocation.program.display(),
             "running script"
         );
+        self.audit(crate::audit::Event::of("started", request));
         let running = report::in_progress(request, PHASE_RUNNING, Some(started_at));
         self.write_status(
             &request.id,
@@ -238,8 +260,29 @@ impl Daemon {
         Ok(program)
     }
 
+    /// [`Daemon::preflight`] for every component of the request; the scripts in order.
+    pub(super) fn preflight_all(&self, request: &Request) -> Result<Vec<PathBuf>, Refusal> {
+        members(request)
+            .iter()
+            .map(|member| {
+                let component = &self.config.components[&member.component];
+                self.preflight(component, member).map_err(|mut refusal| {
+                    // Answered for the whole request, naming the component that failed.
+                    if request.is_batch() {
+                        refusal.message = format!("{}: {}", member.component, refusal.message);
+                    }
+                    refusal.component = Some(request.component_label());
+                    refusal
+                })
+            })
+            .collect()
+    }
+
     /// A dry run: everything a real run would check, and a description of what it would do.
     pub(super) fn dry_run_status(&self, request: &Request) -> Status {
+        if request.is_batch() {
+            return self.batch_dry_run_status(request);
+        }
         let component = &self.config.components[&request.component];
         let mut status = match self.preflight(component, request) {
             Err(refusal) => {
@@ -272,6 +315,46 @@ impl Daemon {
                     component.timeout(request.action).as_secs_f64()
                 );
                 status.limits = Some(applied);
+                status
+            }
+        };
+        status.dry_run = true;
+        status
+    }
+
+    /// A multi-component dry run: every component checked, the order of the updates told.
+    fn batch_dry_run_status(&self, request: &Request) -> Status {
+        let mut status = match self.preflight_all(request) {
+            Err(mut refusal) => {
+                refusal.message =
+                    format!("dry run: a real request would fail: {}", refusal.message);
+                report::refused(&request.id, &refusal)
+            }
+            Ok(programs) => {
+                let steps: Vec<String> = members(request)
+                    .iter()
+                    .zip(programs)
+                    .map(|(member, program)| {
+                        let component = &self.config.components[&member.component];
+                        let gate = if self.procedure(component, member).is_some() {
+                            " (health-gated)"
+                        } else {
+                            " (no health gate: auto_rollback = false)"
+                        };
+                        format!(
+                            "`{} {}`{gate}",
+                            program.display(),
+                            member.version_text().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                let mut status = report::in_progress(request, "dry_run", None);
+                status.success = Some(true);
+                status.phase = "done".into();
+                status.message = format!(
+                    "dry run: would run in order {}; if one fails, the ones already updated are rolled back, newest first. Nothing was run.",
+                    steps.join(", then ")
+                );
                 status
             }
         };
@@ -491,6 +574,9 @@ impl Daemon {
             record.outcome_message.as_deref(),
             &record.steps,
         );
+        if !record.members.is_empty() {
+            status.components = Some(record.members.clone());
+        }
         // Last: a cancelled run is `cancelled`, whatever else its steps say.
         if let Some(by) = self.cancelling.remove(&id)
             && record.stopped
@@ -525,6 +611,9 @@ impl Daemon {
         if let Err(e) = self.store.finish(id, status) {
             error!(request_id = %id, error = %e, "cannot record the final result");
         }
+        // Before the status: a client that reads its final status then the inventory sees
+        // the inventory already updated.
+        self.record_in_inventory(&job.request, status);
         if self.write_status(id, status, Durability::Durable, Some(job.owner_uid)) {
             self.remove_request_file(&job.file_name, true);
         }
@@ -533,7 +622,47 @@ impl Daemon {
         }
         self.in_flight.remove(&job.file_name);
         self.in_flight_ids.remove(id);
-        self.inventory.record(&job.request, status);
+        let cancelled = status.code.as_deref() == Some("cancelled");
+        let outcome = status.outcome.clone().unwrap_or_else(|| {
+            if status.success == Some(true) {
+                "succeeded"
+            } else {
+                "failed"
+            }
+            .into()
+        });
+        self.audit(
+            crate::audit::Event::of(
+                if cancelled { "cancelled" } else { "finished" },
+                &job.request,
+            )
+            .outcome(&outcome)
+            .code(status.code.as_deref())
+            .detail(status.message.clone()),
+        );
+    }
+
+    /// Records a final result in the inventory and publishes it.
+    fn record_in_inventory(&mut self, request: &Request, status: &Status) {
+        match &status.components {
+            // Each component of a batch is recorded with its own version and outcome.
+            Some(outcomes) => {
+                for (member, result) in members(request).iter().zip(outcomes) {
+                    let updated = result.outcome == "updated";
+                    let member_status = Status {
+                        success: Some(updated),
+                        code: (!updated).then(|| result.outcome.clone()),
+                        ..status.clone()
+                    };
+                    self.inventory.record(member, &member_status);
+                }
+            }
+            None => {
+                for member in members(request) {
+                    self.inventory.record(&member, status);
+                }
+            }
+        }
         self.save_inventory();
     }
 
@@ -609,13 +738,30 @@ impl Daemon {
     }
 }
 
+/// The request as one request per component (itself, unless it is a batch).
+fn members(request: &Request) -> Vec<Request> {
+    if !request.is_batch() {
+        return vec![request.clone()];
+    }
+    request
+        .batch
+        .iter()
+        .map(|member| Request {
+            component: member.component.clone(),
+            version: Some(member.version.clone()),
+            batch: Vec::new(),
+            ..request.clone()
+        })
+        .collect()
+}
+
 /// A queued job again, from its record.
 fn job_from(accepted: &Accepted) -> Option<Job> {
-    Some(Job {
-        request: accepted.request()?,
-        file_name: accepted.file_name.clone(),
-        owner_uid: accepted.owner_uid,
-    })
+    Some(Job::new(
+        accepted.request()?,
+        accepted.file_name.clone(),
+        accepted.owner_uid,
+    ))
 }
 
 /// The argv, directory and environment for one request's script.

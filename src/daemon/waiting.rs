@@ -1,0 +1,147 @@
+//! Waiting requests: maintenance windows and `not_before` (phase `scheduled`), and the queue
+//! position queued statuses show.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tracing::info;
+
+use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
+use crate::audit::Event;
+use crate::report::{self, PHASE_QUEUED};
+use crate::request::{Action, Request};
+use crate::status::Durability;
+
+/// Phase of a request waiting for its maintenance window or its `not_before`.
+pub const PHASE_SCHEDULED: &str = "scheduled";
+
+impl Daemon {
+    /// When `request` may start, if not now (see [`crate::window`]).
+    pub(super) fn start_time(&self, request: &Request, now: Timestamp) -> Option<Timestamp> {
+        let any_window = self.config.components.values().any(|c| c.window.is_some());
+        if request.not_before.is_none() && !any_window {
+            return None; // the common case, checked for every queued request at every turn
+        }
+        let windows: Vec<&crate::window::Window> = if request.action == Action::Update {
+            request
+                .components()
+                .iter()
+                .filter_map(|c| self.config.components.get(*c)?.window.as_ref())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        crate::window::start_time(now, request.not_before, &windows, &self.zone)
+    }
+
+    /// Indices of the queued jobs that may start now, in order. Jobs that must wait get (or
+    /// leave) the `scheduled` phase in their status, and the loop is woken for the earliest.
+    pub(super) fn due_jobs(&mut self) -> Vec<usize> {
+        let now = Timestamp::now();
+        let mut due = Vec::with_capacity(self.queue.len());
+        let mut earliest: Option<Timestamp> = None;
+        let mut changed = Vec::new();
+        for (i, job) in self.queue.iter().enumerate() {
+            let start = self.start_time(&job.request, now);
+            match start {
+                None => due.push(i),
+                Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+            }
+            if job.shown.scheduled_for != start {
+                changed.push((i, start));
+            }
+        }
+        for (i, start) in changed {
+            self.show_scheduled(i, start);
+        }
+        self.scheduled_wake = earliest.map(|t| {
+            let wait = Duration::try_from(t.duration_since(now)).unwrap_or_default();
+            tokio::time::Instant::now() + wait.min(SCHEDULED_RECHECK)
+        });
+        due
+    }
+
+    /// Rewrites a queued job's status for its new wait: `scheduled` until `start`, or back to
+    /// `queued` when it is due.
+    fn show_scheduled(&mut self, index: usize, start: Option<Timestamp>) {
+        let job = &self.queue[index];
+        let mut status = report::in_progress(
+            &job.request,
+            if start.is_some() {
+                PHASE_SCHEDULED
+            } else {
+                PHASE_QUEUED
+            },
+            None,
+        );
+        status.scheduled_for = start.map(|t| t.to_string());
+        if let Some(t) = start {
+            let why = match job.request.not_before {
+                Some(nb) if nb >= t => "its not_before".to_owned(),
+                _ => format!(
+                    "the maintenance window of {}",
+                    job.request.component_label()
+                ),
+            };
+            info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = PHASE_SCHEDULED, scheduled_for = %t, "waiting for {why}");
+            self.audit(Event::of("scheduled", &job.request).detail(format!("until {t} ({why})")));
+        }
+        self.write_status(
+            &job.request.id,
+            &status,
+            Durability::BestEffort,
+            Some(job.owner_uid),
+        );
+        let job = &mut self.queue[index];
+        job.shown.scheduled_for = start;
+        job.shown.position = None;
+        self.positions_moved();
+    }
+
+    /// The queue moved: refresh the front statuses' positions soon (coalesced).
+    pub(super) fn positions_moved(&mut self) {
+        if self.positions_due.is_none() {
+            self.positions_due = Some(tokio::time::Instant::now() + POSITION_REFRESH);
+        }
+    }
+
+    /// Rewrites the queued statuses of the first few in line whose position changed.
+    pub(super) fn publish_positions(&mut self) {
+        self.positions_due = None;
+        let mut position = 0;
+        for index in 0..self.queue.len() {
+            if self.queue[index].shown.scheduled_for.is_some() {
+                continue; // waits for its time, not for its turn
+            }
+            position += 1;
+            if position > POSITIONS_SHOWN {
+                break;
+            }
+            if self.queue[index].shown.position != Some(position) {
+                self.show_position(index, position);
+            }
+        }
+    }
+
+    /// Writes a queued job's status with its position (1 = next).
+    pub(super) fn show_position(&mut self, index: usize, position: usize) {
+        let job: &Job = &self.queue[index];
+        let mut status = report::in_progress(&job.request, PHASE_QUEUED, None);
+        status.queue_position = Some(position);
+        status.updated_at = Some(crate::status::now_rfc3339());
+        self.write_status(
+            &job.request.id,
+            &status,
+            Durability::BestEffort,
+            Some(job.owner_uid),
+        );
+        self.queue[index].shown.position = Some(position);
+    }
+
+    /// Appends to the audit log; a failure is logged, never fatal (the log is for people).
+    pub(super) fn audit(&self, event: Event) {
+        if let Err(e) = self.audit.record(&event) {
+            tracing::warn!(error = %e, "cannot append to the audit log");
+        }
+    }
+}
