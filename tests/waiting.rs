@@ -124,9 +124,9 @@ fn not_before_holds_a_request_until_its_time_then_it_runs() {
         "health-check.sh",
         &format!("date +%s.%N >> {}", path_str(&ledger)),
     );
-    let _service = Service::start(&spool);
+    let mut service = Service::start(&spool);
     let id = new_id();
-    let not_before = Timestamp::now().checked_add(3.seconds()).unwrap();
+    let not_before = Timestamp::now().checked_add(4.seconds()).unwrap();
     let mut body = request(&id, "core", "health", None);
     body["not_before"] = not_before.to_string().into();
     spool.drop_in_place(&id, &body.to_string());
@@ -134,6 +134,11 @@ fn not_before_holds_a_request_until_its_time_then_it_runs() {
     let waiting = wait_phase(&spool, &id, "scheduled");
     let scheduled_for: Timestamp = waiting["scheduled_for"].as_str().unwrap().parse().unwrap();
     assert_eq!(scheduled_for, not_before, "{waiting}");
+    // It keeps waiting across a restart of the service (not_before is in its run record).
+    assert!(service.stop(), "the service stops on SIGTERM");
+    drop(service);
+    let _service = Service::start(&spool);
+    assert!(!ledger.exists(), "not run early by the restart");
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], true, "{status}");
     let ran_at: f64 = fs::read_to_string(&ledger).unwrap().trim().parse().unwrap();
