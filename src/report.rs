@@ -9,6 +9,8 @@ use crate::status::{IN_PROGRESS, Status, now_rfc3339, rfc3339};
 
 /// Phase of a request that waits for its turn.
 pub const PHASE_QUEUED: &str = "queued";
+/// Phase of a request waiting for its maintenance window or its `not_before`.
+pub const PHASE_SCHEDULED: &str = "scheduled";
 /// Phase of a running script before it reports its own.
 pub const PHASE_RUNNING: &str = "running";
 

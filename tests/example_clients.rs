@@ -491,3 +491,39 @@ fn python_client_command_exits_with_the_result() {
     let bad = run(&["remote", "update"]);
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
 }
+
+/// A request waiting for its `not_before` (phase `scheduled`) is not a hang: the Python
+/// client keeps waiting past its timeout while the status says scheduled.
+#[test]
+fn python_client_waits_out_a_scheduled_request_beyond_its_timeout() {
+    let spool = Spool::new();
+    spool.create_dirs();
+    let _service = Service::start(&spool);
+    let id = support::new_id();
+    let not_before = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(3))
+        .unwrap();
+    let mut request: Value =
+        serde_json::from_str(&Spool::request_json(&id, "core", "health", None)).unwrap();
+    request["not_before"] = not_before.to_string().into();
+    spool.drop_in_place(&id, &request.to_string());
+
+    let out = python(
+        "import json\n\
+         spool, rid = sys.argv[1], sys.argv[2]\n\
+         seen = []\n\
+         status = u.wait(rid, timeout=1.5, poll=0.1, spool=spool,\n\
+         \x20   on_progress=lambda phase, status: seen.append(phase))\n\
+         print(json.dumps({'seen': seen, 'status': status}))",
+        &[&spool.root().display().to_string(), &id],
+    );
+    let result = json_line(&out);
+    assert_eq!(result["status"]["success"], true, "{result:#}");
+    assert!(
+        result["seen"]
+            .as_array()
+            .unwrap()
+            .contains(&"scheduled".into()),
+        "{result:#}"
+    );
+}

@@ -242,13 +242,17 @@ def wait(request_id, timeout=DEFAULT_TIMEOUT, poll=1.0, on_progress=None, spool=
     ``on_progress(phase, status)`` is called whenever the in-progress phase changes
     ("queued", "running", then the script's own phases such as "downloading"). Decides only
     on ``message``, as the protocol says. Raises ``TimeoutError`` after ``timeout`` seconds
-    without a final status (the file, if any, is left in place)."""
+    without a final status (the file, if any, is left in place). Time spent in phase
+    "scheduled" (waiting for a maintenance window or ``not_before``, with ``scheduled_for``
+    saying until when) does not count: that wait is announced, not a hang."""
     deadline = time.monotonic() + timeout
     last_phase = None
     while True:
         status = read_status(request_id, spool)
         if _is_final(status):
             return _collect(request_id, status, spool)
+        if status is not None and status.get("phase") == "scheduled":
+            deadline = time.monotonic() + timeout
         if status is not None and on_progress is not None:
             phase = status.get("phase")
             if phase != last_phase:

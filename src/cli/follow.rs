@@ -90,13 +90,19 @@ pub fn follow(
     let dir = StatusDir::open(&status_path)
         .map_err(|e| format!("cannot open {}: {e}", status_path.display()))?;
     let started = Instant::now();
+    // Patience counts from the last sign of a request that is not waiting for its maintenance
+    // window or not_before: a scheduled wait is announced, not a hang.
+    let mut patient_since = started;
     let mut view = View::new(output);
-    while started.elapsed() < patience {
+    while patient_since.elapsed() < patience {
         if let Ok(Some(status)) = dir.read(id) {
             view.show(&status, started.elapsed());
             if status.is_final() {
                 view.finish();
                 return Ok(status);
+            }
+            if status.phase == crate::report::PHASE_SCHEDULED {
+                patient_since = Instant::now();
             }
         }
         std::thread::sleep(POLL);
@@ -162,8 +168,14 @@ impl View {
                 .progress
                 .map(|p| format!(" {p:>3}%"))
                 .unwrap_or_default();
+            let until = status
+                .scheduled_for
+                .as_deref()
+                .map(|t| format!(" until {t}"))
+                .or_else(|| status.queue_position.map(|p| format!(" (position {p})")))
+                .unwrap_or_default();
             let line = format!(
-                "phase: {}{progress}  ({} s)",
+                "phase: {}{until}{progress}  ({} s)",
                 status.phase,
                 elapsed.as_secs()
             );

@@ -8,12 +8,9 @@ use tracing::info;
 
 use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
 use crate::audit::Event;
-use crate::report::{self, PHASE_QUEUED};
+use crate::report::{self, PHASE_QUEUED, PHASE_SCHEDULED};
 use crate::request::{Action, Request};
 use crate::status::Durability;
-
-/// Phase of a request waiting for its maintenance window or its `not_before`.
-pub const PHASE_SCHEDULED: &str = "scheduled";
 
 impl Daemon {
     /// When `request` may start, if not now (see [`crate::window`]).
