@@ -320,23 +320,28 @@ impl RunStore {
         self.runs.lstat(id.as_str()).is_ok()
     }
 
-    /// Records an accepted request durably: from now on it is never lost nor run twice.
+    /// Records an accepted request, without fsync: until it starts, its request file stays in
+    /// `requests/`, so a record lost to a power cut only means the file is taken again at the
+    /// next start (it never ran). [`RunStore::start`] makes the record durable.
     pub fn accept(&self, accepted: &Accepted) -> io::Result<()> {
         let path = self.root.join("runs").join(&accepted.request_id);
         match std::fs::create_dir(&path) {
-            Ok(()) => self.runs.sync()?,
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
         let dir = Dir::open(&path)?;
-        write_json(&dir, "request.json", accepted)
+        let bytes = serde_json::to_vec_pretty(accepted).map_err(io::Error::other)?;
+        write_atomic(&dir, "request.json", &bytes, Durability::BestEffort, None)
     }
 
-    /// Records that a run starts, and returns the lock its monitor will hold. The record is
-    /// durable before the monitor exists, so a crash right after can never lead to a re-run.
+    /// Records that a run starts, and returns the lock its monitor will hold. The record (and
+    /// its directory's entry in `runs/`) is durable before the monitor exists, so a crash
+    /// right after can never lead to a re-run. `run.json` holds the accepted request too.
     pub fn start(&self, id: &RequestId, spec: &RunSpec) -> io::Result<File> {
         let dir = self.run_dir(id)?;
         write_json(&dir, "run.json", spec)?;
+        self.runs.sync()?;
         let lock = match dir.create_new("lock", 0o600) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => dir.open_untrusted("lock")?,
@@ -346,9 +351,16 @@ impl RunStore {
     }
 
     /// Written by the monitor just before it starts the script: without it, the script
-    /// certainly never ran and the run may start again.
+    /// certainly never ran and the run may start again. An empty file: its name is the
+    /// record, so one directory fsync makes it durable.
     pub fn mark_launched(&self, id: &RequestId) -> io::Result<()> {
-        write_json(&self.run_dir(id)?, "launched", &true)
+        let dir = self.run_dir(id)?;
+        match dir.create_new("launched", 0o600) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        dir.sync()
     }
 
     pub fn launched(&self, id: &RequestId) -> bool {
@@ -399,9 +411,18 @@ impl RunStore {
         }
     }
 
-    /// Records the final answer; kept for idempotency until the retention period ends.
+    /// Records the final answer durably (with the record's entry in `runs/`, which a request
+    /// answered before it started has not made durable yet); kept for idempotency until the
+    /// retention period ends.
     pub fn finish(&self, id: &RequestId, status: &Status) -> io::Result<()> {
-        write_json(&self.run_dir(id)?, "final.json", status)
+        let dir = self.run_dir(id)?;
+        if dir.lstat("run.json").is_err() {
+            // Never started (cancelled while queued, refused at its turn): `request.json` is
+            // the only copy of the accepted request and was not fsynced yet.
+            dir.open_untrusted("request.json")?.sync_all()?;
+        }
+        write_json(&dir, "final.json", status)?;
+        self.runs.sync()
     }
 
     pub fn final_status(&self, id: &RequestId) -> Option<Status> {
@@ -431,15 +452,21 @@ impl RunStore {
             if !self.monitor_alive(&id) {
                 remove_temp_files(&dir, |_| false)?;
             }
-            let Some(accepted) = read_json::<Accepted>(&dir, "request.json") else {
-                // Created but the accept record never became durable: the request file is
-                // still in requests/, so the spool scan takes it again.
+            let spec = read_json::<RunSpec>(&dir, "run.json");
+            // `request.json` is not fsynced (see `accept`): a started run's `run.json` has the
+            // accepted request too.
+            let accepted = read_json::<Accepted>(&dir, "request.json")
+                .or_else(|| spec.as_ref().map(|s| s.accepted.clone()));
+            let Some(accepted) = accepted else {
+                // Accepted, never started, and the record did not survive (a power cut can
+                // leave it empty): the request file is still in requests/, so the spool scan
+                // takes it again.
                 let _ = std::fs::remove_dir_all(self.run_path(&id));
                 continue;
             };
             let state = if let Some(status) = read_json::<Status>(&dir, "final.json") {
                 RunState::Finished(Box::new(status))
-            } else if let Some(spec) = read_json::<RunSpec>(&dir, "run.json") {
+            } else if let Some(spec) = spec {
                 RunState::Started(Box::new(spec))
             } else {
                 RunState::Queued
@@ -589,6 +616,38 @@ mod tests {
         assert_eq!(store.expire(Duration::from_secs(3600)).unwrap(), 0);
         assert_eq!(store.expire(Duration::ZERO).unwrap(), 1);
         assert!(store.load().unwrap().0.is_empty());
+    }
+
+    /// A power cut can leave the unsynced `request.json` empty (ext4 allocates its data late).
+    #[test]
+    fn a_record_emptied_by_a_power_cut_is_dropped_if_never_started_and_kept_if_started() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = RunStore::open(tmp.path()).unwrap();
+        let (queued, started) = (request("q1"), request("s1"));
+        for r in [&queued, &started] {
+            store.accept(&Accepted::new(r, "x.json", 1000)).unwrap();
+        }
+        let _lock = store
+            .start(
+                &started.id,
+                &spec(&Accepted::new(&started, "s1.json", 1000)),
+            )
+            .unwrap();
+        for r in [&queued, &started] {
+            std::fs::write(store.run_path(&r.id).join("request.json"), "").unwrap();
+        }
+        let (records, _) = store.load().unwrap();
+        assert_eq!(
+            records.len(),
+            1,
+            "the never-started one is dropped: its file is taken again"
+        );
+        assert_eq!(records[0].accepted.request().unwrap(), started);
+        assert!(matches!(records[0].state, RunState::Started(_)));
+        assert!(
+            !store.exists(&queued.id),
+            "so its id is not taken for a duplicate"
+        );
     }
 
     #[test]

@@ -190,6 +190,22 @@ impl StatusDir {
         write_atomic(&self.dir, &id.status_file_name(), &json, durability, owner)
     }
 
+    /// Makes a status written with [`Durability::BestEffort`] durable without rewriting it.
+    /// Returns `false` when it is gone: the client collected it already (it had the answer).
+    pub fn make_durable(&self, id: &RequestId) -> io::Result<bool> {
+        let file = match self.dir.open_untrusted(&id.status_file_name()) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        // The directory is writable by clients: only our own kind of file is worth a flush.
+        if file.metadata()?.is_file() {
+            file.sync_all()?;
+        }
+        self.dir.sync()?;
+        Ok(true)
+    }
+
     /// Publishes a non-status file (the inventory) atomically, readable by everyone.
     pub fn publish(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         write_atomic(&self.dir, name, bytes, Durability::BestEffort, None)

@@ -600,21 +600,45 @@ impl Daemon {
         } else {
             warn!(request_id = %id, component = %request.component, action = %request.action, outcome, code, "request finished: {}", status.message);
         }
-        self.conclude(&running.job, &status);
+        // The exit record is durable: show the answer now, and make it durable (with the
+        // run's final record) right after. A crash in between concludes again from the exit
+        // record: the same answer, never another (docs/durability.md).
+        self.record_in_inventory(&running.job.request, &status);
+        let shown = self.write_status(
+            &id,
+            &status,
+            Durability::BestEffort,
+            Some(running.job.owner_uid),
+        );
+        self.finish_job(&running.job, &status, shown);
     }
 
     /// Concludes a job: the result is recorded, then the status written, then the request
     /// file removed, each durable before the next (docs/durability.md). From here on the
     /// request is answered and never runs again.
     pub(super) fn conclude(&mut self, job: &Job, status: &Status) {
+        // Before the status: a client that reads its final status then the inventory sees
+        // the inventory already updated.
+        self.record_in_inventory(&job.request, status);
+        self.finish_job(job, status, false);
+    }
+
+    /// [`Daemon::conclude`] once the inventory is updated; `shown`: the final status is
+    /// already in `status/` (best effort) and only needs to be made durable.
+    fn finish_job(&mut self, job: &Job, status: &Status, shown: bool) {
         let id = &job.request.id;
         if let Err(e) = self.store.finish(id, status) {
             error!(request_id = %id, error = %e, "cannot record the final result");
         }
-        // Before the status: a client that reads its final status then the inventory sees
-        // the inventory already updated.
-        self.record_in_inventory(&job.request, status);
-        if self.write_status(id, status, Durability::Durable, Some(job.owner_uid)) {
+        let durable = shown
+            && match self.status.make_durable(id) {
+                Ok(_) => true, // still there, now durable; or collected by the client already
+                Err(e) => {
+                    warn!(request_id = %id, error = %e, "cannot flush the status file; writing it again");
+                    false
+                }
+            };
+        if durable || self.write_status(id, status, Durability::Durable, Some(job.owner_uid)) {
             self.remove_request_file(&job.file_name, true);
         }
         if let Err(e) = self.store.remove_exit(id) {
