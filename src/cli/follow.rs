@@ -41,13 +41,7 @@ pub fn run(args: &FollowArgs) -> ExitCode {
         };
         follow(&root, &id, Duration::from_secs(args.timeout), output)
     })();
-    match result {
-        Ok(status) => exit_for(&status),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    super::exit_with(result.map(|status| exit_for(&status)))
 }
 
 pub fn exit_for(status: &Status) -> ExitCode {

@@ -51,13 +51,7 @@ pub fn run(args: &HistoryArgs) -> ExitCode {
         }
         Ok::<(), String>(())
     })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    super::exit_with(result.map(|()| ExitCode::SUCCESS))
 }
 
 fn matches(event: &Event, args: &HistoryArgs) -> bool {

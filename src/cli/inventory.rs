@@ -62,11 +62,5 @@ pub fn run(args: &InventoryArgs) -> ExitCode {
         }
         Ok::<(), String>(())
     })();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    super::exit_with(result.map(|()| ExitCode::SUCCESS))
 }

@@ -96,6 +96,15 @@ pub fn spool_root(spool: Option<&PathBuf>, config: &ConfigArg) -> Result<PathBuf
     }
 }
 
+/// A command's result as its exit status: an error is printed and exits 2 (bad arguments,
+/// unreadable config or files), distinct from the 1 of a request that failed.
+fn exit_with(result: Result<ExitCode, String>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     if !matches!(cli.command, Command::Run(_) | Command::Monitor { .. }) {
         crate::runner::default_sigpipe();

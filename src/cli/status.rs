@@ -45,13 +45,7 @@ pub struct Row {
 }
 
 pub fn run(args: &StatusArgs) -> ExitCode {
-    match show(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    super::exit_with(show(args))
 }
 
 fn show(args: &StatusArgs) -> Result<ExitCode, String> {

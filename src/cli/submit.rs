@@ -40,13 +40,7 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: &SubmitArgs) -> ExitCode {
-    match submit(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    super::exit_with(submit(args))
 }
 
 fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
