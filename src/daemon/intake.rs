@@ -245,6 +245,7 @@ impl Daemon {
             self.queue.iter().position(|j| &j.request.id == target)
         {
             let job = self.queue.remove(pos).expect("the position was just found");
+            self.positions_moved();
             let status = report::cancelled(
                 &job.request,
                 format!("cancelled by request {} before it started", cancel.id),
