@@ -29,11 +29,7 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
     let spool = Spool::new();
     let (ran, gate) = gated_update(&spool, 7);
     let mut service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
-    );
+    let id = spool.submit("remote", "update", Some("1.2.3"));
     wait_until("installing", || {
         spool
             .status(&id)
@@ -67,11 +63,7 @@ fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let spool = Spool::new();
     let (_, gate) = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
-    );
+    let id = spool.submit("remote", "update", Some("1.2.3"));
     wait_until("installing", || {
         spool
             .status(&id)
@@ -124,11 +116,7 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     let spool = Spool::new();
     let (ran, _gate) = gated_update(&spool, 0);
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
-    );
+    let id = spool.submit("remote", "update", Some("1.2.3"));
     wait_until("installing", || {
         spool
             .status(&id)
@@ -179,11 +167,7 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let spool = Spool::new();
     let (ran, _gate) = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
-    );
+    let id = spool.submit("remote", "update", Some("1.2.3"));
     wait_until("installing", || {
         spool
             .status(&id)
@@ -264,8 +248,7 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     let mut spool = Spool::new();
     spool.set("state", "retention_days = 0.00001"); // under a second
     let mut service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    let id = spool.submit("core", "health", None);
     spool.wait_final(&id);
     assert!(spool.dir.path().join(format!("state/runs/{id}")).exists());
     std::thread::sleep(Duration::from_millis(1500));
@@ -308,11 +291,7 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
         ),
     );
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.0.0")),
-    );
+    let id = spool.submit("remote", "update", Some("1.0.0"));
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "timeout", "{status}");
     let daemon: i32 = fs::read_to_string(&pidfile)
@@ -347,11 +326,7 @@ fn a_daemon_left_behind_by_a_successful_script_is_swept() {
         &format!("setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started", path_str(&pidfile)),
     );
     let service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "core", "update", Some("1.0.0")),
-    );
+    let id = spool.submit("core", "update", Some("1.0.0"));
     assert_eq!(spool.wait_final(&id)["success"], true);
     let daemon: i32 = fs::read_to_string(&pidfile)
         .unwrap()

@@ -12,8 +12,7 @@ use support::{Service, Spool, files_outside_spool, new_id, path_str, wait_until}
 
 /// A valid request is still answered: the service is up and not stuck.
 fn assert_still_answering(spool: &Spool) {
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    let id = spool.submit("core", "health", None);
     assert_eq!(
         spool.wait_final(&id)["success"],
         true,
@@ -191,8 +190,7 @@ fn files_from_writers_outside_the_allow_list_are_refused() {
         let mut spool = Spool::new();
         spool.set("spool", &format!("allowed_uids = [{stranger}]"));
         let _service = Service::start(&spool);
-        let id = new_id();
-        spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+        let id = spool.submit("core", "health", None);
         assert_eq!(code_of(&spool, &id), "writer_not_allowed");
         return;
     }
@@ -369,11 +367,7 @@ fn a_script_others_can_modify_is_not_run_and_the_status_says_why() {
             fs::set_permissions(&script, fs::Permissions::from_mode(0o777)).unwrap();
         },
         |spool| {
-            let id = new_id();
-            spool.drop_in_place(
-                &id,
-                &Spool::request_json(&id, "remote", "update", Some("1.0.0")),
-            );
+            let id = spool.submit("remote", "update", Some("1.0.0"));
             let status = spool.wait_final(&id);
             assert_eq!(status["code"], "script_untrusted");
             let message = status["message"].as_str().unwrap();
@@ -408,8 +402,7 @@ fn a_script_symlinked_out_of_its_component_directory_is_not_run() {
             std::os::unix::fs::symlink(&outside, &link).unwrap();
         },
         |spool| {
-            let id = new_id();
-            spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "rollback", None));
+            let id = spool.submit("remote", "rollback", None);
             let status = spool.wait_final(&id);
             assert_eq!(status["code"], "script_untrusted");
             assert!(
@@ -438,8 +431,7 @@ fn scripts_inherit_no_descriptors_and_run_with_umask_022() {
             fs::write(&ls, "#!/bin/ls /proc/self/fd\n").unwrap();
         },
         |spool| {
-            let id = new_id();
-            spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "health", None));
+            let id = spool.submit("remote", "health", None);
             let status = spool.wait_final(&id);
             let output = status["output"].as_str().unwrap();
             let fds: Vec<&str> = output
@@ -454,8 +446,7 @@ fn scripts_inherit_no_descriptors_and_run_with_umask_022() {
                 "only stdio and ls's own handle:\n{output}"
             );
 
-            let id = new_id();
-            spool.drop_in_place(&id, &Spool::request_json(&id, "core", "rollback", None));
+            let id = spool.submit("core", "rollback", None);
             assert_eq!(spool.wait_final(&id)["success"], true);
             let mode = fs::metadata(spool.evidence().join("made"))
                 .unwrap()
@@ -482,11 +473,7 @@ fn a_full_queue_refuses_more_with_queue_full() {
             );
         },
         |spool| {
-            let first = new_id();
-            spool.drop_in_place(
-                &first,
-                &Spool::request_json(&first, "remote", "update", Some("1.0.0")),
-            );
+            spool.submit("remote", "update", Some("1.0.0"));
             wait_until("first running", || {
                 spool.evidence().join("running").exists()
             });
@@ -550,8 +537,7 @@ fn ten_thousand_junk_files_are_cleared_with_bounded_memory_and_a_valid_request_s
                 };
                 fs::write(spool.requests().join(format!("junk-{i}.json")), content).unwrap();
             }
-            let id = new_id();
-            spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+            let id = spool.submit("core", "health", None);
             assert_eq!(
                 spool.wait_final_within(&id, Duration::from_secs(60))["success"],
                 true

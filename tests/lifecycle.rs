@@ -16,11 +16,7 @@ fn gated() -> Spool {
 }
 
 fn update(spool: &Spool) -> serde_json::Value {
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.4.2")),
-    );
+    let id = spool.submit("remote", "update", Some("1.4.2"));
     conforming(spool.wait_final(&id))
 }
 
@@ -242,8 +238,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     );
     assert_eq!(remote["last_outcome"], "succeeded");
 
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "rollback", None));
+    let id = spool.submit("remote", "rollback", None);
     assert_eq!(spool.wait_final(&id)["success"], true);
     support::wait_until("inventory updated", || recorded(&id.clone().into()));
     let remote = &inventory()["components"]["remote"];
@@ -289,17 +284,9 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
         ),
     );
     let _service = Service::start(&spool);
-    let running = new_id();
-    spool.drop_in_place(
-        &running,
-        &Spool::request_json(&running, "remote", "update", Some("1.0.0")),
-    );
+    let running = spool.submit("remote", "update", Some("1.0.0"));
     support::wait_until("running", || started.exists());
-    let queued = new_id();
-    spool.drop_in_place(
-        &queued,
-        &Spool::request_json(&queued, "remote", "update", Some("2.0.0")),
-    );
+    let queued = spool.submit("remote", "update", Some("2.0.0"));
     support::wait_until("queued", || {
         spool
             .status(&queued)
@@ -553,15 +540,10 @@ fn a_batch_dry_run_checks_every_component() {
 fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
     let (spool, _ledger) = batch_spool(Some("scheduler"));
     let _service = Service::start(&spool);
-    let health = new_id();
-    spool.drop_in_place(
-        &health,
-        &Spool::request_json(&health, "remote", "health", None),
-    );
+    let health = spool.submit("remote", "health", None);
     spool.wait_final(&health);
     let (batch, _) = batch_update(&spool);
-    let bad = new_id();
-    spool.drop_in_place(&bad, &Spool::request_json(&bad, "nas", "health", None));
+    let bad = spool.submit("nas", "health", None);
     spool.wait_final(&bad);
 
     let history = |args: &[&str]| -> String {

@@ -1014,11 +1014,7 @@ fn real_in_progress_and_final_statuses_match_the_status_schema() {
     let _service = Service::start(&spool);
 
     // An update that waits at a gate: running, then a PHASE of its own.
-    let update = new_id();
-    spool.drop_in_place(
-        &update,
-        &Spool::request_json(&update, "remote", "update", Some("1.0.0-beta.8")),
-    );
+    let update = spool.submit("remote", "update", Some("1.0.0-beta.8"));
     let running = wait_in_phase(&spool, &update, "running");
     assert!(running["success"].is_null() && running["started_at"].is_string());
     assert_eq!(running["version"], "1.0.0-beta.8");
@@ -1240,8 +1236,7 @@ fn real_writer_refusals_match_the_status_schema() {
     let someone_else = nix::unistd::geteuid().as_raw() + 4242;
     spool.set("spool", &format!("allowed_uids = [{someone_else}]"));
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    let id = spool.submit("core", "health", None);
     final_status(&spool, &id, Some("writer_not_allowed"));
 }
 
@@ -1290,8 +1285,7 @@ fn real_start_failures_and_interruptions_match_the_status_schema() {
     // One at a time: a request refused when its turn comes does not make the coordinator
     // look at the rest of its queue again until the next event arrives.
     for (component, action, version, code, phase) in cases {
-        let id = new_id();
-        spool.drop_in_place(&id, &Spool::request_json(&id, component, action, version));
+        let id = spool.submit(component, action, version);
         let s = final_status(&spool, &id, Some(code));
         assert_eq!(s["phase"], phase, "{s}");
     }

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::{BIN, Service, Spool, new_id, path_str, wait_until};
+use support::{BIN, Service, Spool, path_str, wait_until};
 
 #[test]
 fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
@@ -50,11 +50,7 @@ fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
     spool.set("components.coordinator", "dir = \"components/coordinator\"");
 
     let mut old = Service::start_binary(&spool, &installed, &[]);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "coordinator", "update", Some(version)),
-    );
+    let id = spool.submit("coordinator", "update", Some(version));
 
     // The script stops the old coordinator (no systemd here: we are its supervisor).
     assert!(
@@ -88,11 +84,7 @@ fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
     );
 
     // And back: rollback restores the previous build.
-    let rollback = new_id();
-    spool.drop_in_place(
-        &rollback,
-        &Spool::request_json(&rollback, "coordinator", "rollback", None),
-    );
+    let rollback = spool.submit("coordinator", "rollback", None);
     let mut new = new;
     assert!(new.wait_exit());
     let _third = Service::start_binary(&spool, &installed, &[]);

@@ -18,11 +18,7 @@ fn an_update_succeeds_with_output_exit_code_and_timing() {
         r#"echo "updating $COMPONENT to $1"; echo "note" >&2"#,
     );
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.0.0-beta.8")),
-    );
+    let id = spool.submit("remote", "update", Some("1.0.0-beta.8"));
 
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], true);
@@ -51,8 +47,7 @@ fn a_failing_script_reports_its_exit_code_and_stderr() {
         "echo 'core container is down' >&2; exit 3",
     );
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    let id = spool.submit("core", "health", None);
 
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], false);
@@ -78,11 +73,7 @@ sleep 300"#,
         ),
     );
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
-    );
+    let id = spool.submit("remote", "update", Some("1.2.3"));
 
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], false);
@@ -113,11 +104,7 @@ fn phases_are_seen_by_a_polling_client_then_the_final_status() {
         ),
     );
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("2.0.0")),
-    );
+    let id = spool.submit("remote", "update", Some("2.0.0"));
 
     let in_phase = |phase: &str| {
         wait_until(phase, || {
@@ -147,8 +134,7 @@ fn a_script_printing_100_mb_does_not_grow_the_service() {
         "head -c 104857600 /dev/zero | tr '\\0' 'x'\nhead -c 1048576 /dev/zero | tr '\\0' 'e' >&2\necho\necho last-line",
     );
     let service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "health", None));
+    let id = spool.submit("remote", "health", None);
 
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], true);
@@ -279,13 +265,11 @@ fn temp_files_and_non_json_names_are_ignored_until_renamed() {
 fn the_client_deleting_its_status_file_is_fine_and_nothing_reappears() {
     let spool = Spool::new();
     let mut service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    let id = spool.submit("core", "health", None);
     spool.wait_final(&id);
     fs::remove_file(spool.status_dir().join(format!("{id}.json"))).unwrap();
     // The service keeps working and does not recreate the answered status.
-    let next = new_id();
-    spool.drop_in_place(&next, &Spool::request_json(&next, "core", "health", None));
+    let next = spool.submit("core", "health", None);
     assert_eq!(spool.wait_final(&next)["success"], true);
     assert!(spool.status(&id).is_none());
     assert!(service.stop(), "clean exit");
@@ -375,12 +359,10 @@ fn a_missing_script_is_answered_not_fatal() {
     let spool = Spool::new();
     fs::remove_file(spool.dir.path().join("components/remote/rollback.sh")).unwrap();
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "remote", "rollback", None));
+    let id = spool.submit("remote", "rollback", None);
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "script_missing");
-    let next = new_id();
-    spool.drop_in_place(&next, &Spool::request_json(&next, "remote", "health", None));
+    let next = spool.submit("remote", "health", None);
     assert_eq!(
         spool.wait_final(&next)["success"],
         true,
@@ -397,11 +379,7 @@ fn scripts_get_a_clean_documented_environment_and_their_own_directory() {
         "env | sort; echo \"cwd=$(pwd)\"; echo \"args=$#:$1\"; ls /proc/self/fd | wc -l",
     );
     let _service = Service::start(&spool);
-    let id = new_id();
-    spool.drop_in_place(
-        &id,
-        &Spool::request_json(&id, "remote", "update", Some("1.2.3")),
-    );
+    let id = spool.submit("remote", "update", Some("1.2.3"));
     let status = spool.wait_final(&id);
     let output = status["output"].as_str().unwrap();
     for expected in [
@@ -629,8 +607,7 @@ fn a_request_whose_event_was_lost_to_an_inotify_overflow_is_found_by_the_rescan(
     for i in 0..max_events + 100 {
         fs::write(spool.requests().join(format!("flood-{i}.tmp")), "").unwrap();
     }
-    let id = new_id();
-    spool.drop_in_place(&id, &Spool::request_json(&id, "core", "health", None));
+    let id = spool.submit("core", "health", None);
     service.signal(nix::sys::signal::Signal::SIGCONT);
 
     assert_eq!(spool.wait_final(&id)["success"], true);

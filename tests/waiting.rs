@@ -57,11 +57,7 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
     }
     let _service = Service::start(&spool);
 
-    let deferred = new_id();
-    spool.drop_in_place(
-        &deferred,
-        &Spool::request_json(&deferred, "remote", "update", Some("1.4.2")),
-    );
+    let deferred = spool.submit("remote", "update", Some("1.4.2"));
     let status = wait_phase(&spool, &deferred, "scheduled");
     assert_eq!(status["message"], "in_progress", "{status}");
     let scheduled_for: Timestamp = status["scheduled_for"].as_str().unwrap().parse().unwrap();
@@ -79,17 +75,9 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
 
     // Meanwhile: health checks of remote and updates of other components run at once, even
     // with updates serialized across components.
-    let health = new_id();
-    spool.drop_in_place(
-        &health,
-        &Spool::request_json(&health, "remote", "health", None),
-    );
+    let health = spool.submit("remote", "health", None);
     assert_eq!(spool.wait_final(&health)["success"], true);
-    let other = new_id();
-    spool.drop_in_place(
-        &other,
-        &Spool::request_json(&other, "core", "update", Some("2.0")),
-    );
+    let other = spool.submit("core", "update", Some("2.0"));
     assert_eq!(spool.wait_final(&other)["success"], true);
     assert_eq!(
         fs::read_to_string(&ledger).unwrap(),

@@ -137,6 +137,20 @@ impl Spool {
         serde_json::to_string_pretty(&v).unwrap()
     }
 
+    /// Drops a request for `component` the way the existing client does (new uuid4 id,
+    /// written in place) and returns its id.
+    pub fn submit(&self, component: &str, action: &str, version: Option<&str>) -> String {
+        let id = new_id();
+        self.drop_in_place(&id, &Self::request_json(&id, component, action, version));
+        id
+    }
+
+    /// [`Spool::submit`], then waits for its final status.
+    pub fn run(&self, component: &str, action: &str, version: Option<&str>) -> Value {
+        let id = self.submit(component, action, version);
+        self.wait_final(&id)
+    }
+
     /// The existing client's way: open `<id>.json`, write, close (no rename).
     pub fn drop_in_place(&self, id: &str, content: &str) {
         let mut f = fs::File::create(self.requests().join(format!("{id}.json"))).unwrap();
