@@ -47,15 +47,28 @@ services:
 const REMOTE_OLD: &str = "ghcr.io/dunebugger/remote:1.0.0";
 const SCHEDULER_OLD: &str = "ghcr.io/dunebugger/scheduler:2.0.0";
 
-/// Just enough of `docker compose` and `docker inspect`. Containers are files
-/// `state/containers/SERVICE` holding their image; policies are files in `state/` listing
+/// Just enough of `docker compose`, `docker inspect` and `docker image inspect`. Containers are
+/// files `state/containers/SERVICE` holding their image; policies are files in `state/` listing
 /// images (`pull-fails`, `up-fails`, `unhealthy`, `starting`, `exited`, `no-healthcheck`,
-/// `unhealthy-on-health-check`: only when `health-check.sh` asks) or text that makes `config`
-/// fail (`config-rejects`).
+/// `unhealthy-on-health-check`: only when `health-check.sh` asks; `local-images`: present in
+/// the local image store) or text that makes `config` fail (`config-rejects`).
+///
+/// Run as `docker-compose` (a symlink), it is Compose v1 1.29 as Debian 12 ships it: calls are
+/// recorded as `docker-compose ...`, every call prints a Python warning on stderr, and `config`
+/// prints the file the way v1 does (no comments, unquoted values, `version:` added last).
+/// `state/no-plugin` makes `docker compose` fail as it does without the v2 plugin.
 const FAKE_DOCKER: &str = r#"#!/bin/bash
 set -u
 STATE=@STATE@
-printf '%s\n' "$*" >>"$STATE/calls"
+v1=""
+if [ "${0##*/}" = docker-compose ]; then
+    v1=yes
+    printf 'docker-compose %s\n' "$*" >>"$STATE/calls"
+    echo "/usr/lib/python3/dist-packages/paramiko/transport.py:236: CryptographyDeprecationWarning: Blowfish has been deprecated" >&2
+    set -- compose "$@"
+else
+    printf '%s\n' "$*" >>"$STATE/calls"
+fi
 image_of() {
     awk -v s="  $2:" '$0 == s { f = 1; next } f && /^  [^ ]/ { f = 0 }
         f && /^    image:/ { sub(/^    image:[ ]*/, ""); sub(/[ ]+#.*$/, ""); gsub(/["\047]/, ""); print; exit }' "$1"
@@ -79,7 +92,18 @@ if [ "$1" = inspect ]; then
     done
     exit 0
 fi
+if [ "$1" = image ] && [ "$2" = inspect ]; then
+    [ "$3" = --format ] && [ "$4" = '{{.Id}}' ] || exit 98
+    if listed local-images "$5"; then echo "sha256:$(printf '%s' "$5" | sha256sum | cut -c1-64)"; exit 0; fi
+    echo "Error: No such image: $5" >&2
+    exit 1
+fi
 [ "$1" = compose ] || { echo "fake docker: unsupported: $*" >&2; exit 97; }
+if [ -z "$v1" ] && [ -f "$STATE/no-plugin" ]; then
+    echo "docker: 'compose' is not a docker command." >&2
+    echo "See 'docker --help'" >&2
+    exit 1
+fi
 shift
 file=""
 while [ $# -gt 0 ]; do
@@ -89,13 +113,20 @@ cmd=$1
 shift
 svc=${!#}
 case $cmd in
-version) echo "Docker Compose version v2.99.0-fake" ;;
+version) if [ -n "$v1" ]; then echo "docker-compose version 1.29.2, build unknown"; else echo "Docker Compose version v2.99.0-fake"; fi ;;
 config)
     if [ -f "$STATE/config-rejects" ] && grep -qF -f "$STATE/config-rejects" -- "$file"; then
         echo "fake docker: invalid compose file" >&2
         exit 15
     fi
-    cat -- "$file" ;;
+    if [ -n "$v1" ]; then
+        awk '/^[ \t]*#/ { next }
+            /^    image:/ { sub(/[ ]+#.*$/, ""); gsub(/["\047]/, "") }
+            { print }
+            END { print "version: \0473.9\047" }' "$file"
+    else
+        cat -- "$file"
+    fi ;;
 pull)
     img=$(image_of "$file" "$svc")
     if [ -f "$STATE/pull-blocks" ]; then touch "$STATE/pulling"; sleep 60; fi
@@ -224,6 +255,7 @@ impl Host {
                 .replace("@INSTALL_DIR@", &host.install_dir().display().to_string())
         };
         write_exe(&host.path("bin/docker"), &fill(FAKE_DOCKER));
+        std::os::unix::fs::symlink("docker", host.path("bin/docker-compose")).unwrap();
         write_exe(&host.path("bin/yq"), &fill(FAKE_YQ));
         write_exe(&host.path("bin/systemctl"), &fill(FAKE_SYSTEMCTL));
         write_exe(&host.path("bin/curl"), &fill(FAKE_CURL));
@@ -273,7 +305,7 @@ impl Host {
         } else {
             format!(
                 "COMPOSE_FILE={d}/opt/docker-compose.yml\nSERVICE={component}\nDOCKER={d}/bin/docker\n\
-                 YQ=\nBACKUP_DIR={d}/backups/{component}\nLOCK_FILE={d}/compose.lock\nLOCK_TIMEOUT=5\n\
+                 DOCKER_COMPOSE={d}/bin/docker-compose\nYQ=\nBACKUP_DIR={d}/backups/{component}\nLOCK_FILE={d}/compose.lock\nLOCK_TIMEOUT=5\n\
                  HEALTH_TIMEOUT=5\nHEALTH_INTERVAL=0.05\nSTABLE_SECONDS=0\n"
             )
         };
@@ -388,6 +420,12 @@ impl Host {
             .unwrap_or_default();
         found.sort();
         found
+    }
+
+    /// Takes the Compose v2 plugin away: `docker compose` fails as it does on Debian 12's
+    /// docker.io, and the scripts must fall back to `docker-compose` (v1).
+    fn without_plugin(&self) {
+        fs::write(self.path("state/no-plugin"), "").unwrap();
     }
 
     fn read(&self, rel: &str) -> String {
@@ -519,6 +557,11 @@ fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
         ]
     );
     assert!(run.stderr.contains("pull access denied"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is not present locally"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         host.compose(),
         COMPOSE,
@@ -534,6 +577,48 @@ fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
         host.backups("remote").is_empty(),
         "the failed attempt's backup is dropped (it equals the restored file)"
     );
+}
+
+/// Images built or loaded on the host, and hosts without a network, have nothing to pull: the
+/// image present locally is used. `PULL=missing` does not even try.
+#[test]
+fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
+    let host = Host::new();
+    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
+    host.policy("local-images", "ghcr.io/dunebugger/remote:1.2.3");
+    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    run.expect(0);
+    assert_eq!(run.phases(), UPDATE_PHASES);
+    assert!(
+        run.stderr
+            .contains("using ghcr.io/dunebugger/remote:1.2.3 as present locally (sha256:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.count(" pull remote"), 1);
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+
+    host.conf("remote", "PULL=missing");
+    host.clear_calls();
+    host.policy("local-images", "ghcr.io/dunebugger/remote:1.3.0");
+    let run = host.run("remote", "update.sh", &["1.3.0"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("not pulling (PULL=missing)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(host.count(" pull remote"), 0, "{:?}", host.calls());
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.3.0");
+    // Not present locally: pulled.
+    host.run("remote", "update.sh", &["1.4.0"]).expect(0);
+    assert_eq!(host.count(" pull remote"), 1, "{:?}", host.calls());
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.4.0");
+
+    host.conf("remote", "PULL=sometimes");
+    let run = host.run("remote", "update.sh", &["1.5.0"]);
+    run.expect(2);
+    assert!(run.stderr.contains("PULL='sometimes'"), "{}", run.stderr);
 }
 
 #[test]
@@ -877,15 +962,40 @@ fn rollback_for_the_same_request_undoes_only_what_that_update_left_in_place() {
     // update.sh succeeded, then the health check failed: its rollback undoes exactly it.
     host.run_for("req-c", "remote", "update.sh", &["1.4.0"])
         .expect(0);
+    assert_eq!(host.backups("remote").len(), 2);
     host.run_for("req-c", "remote", "rollback.sh", &[])
         .expect(0);
     assert_eq!(host.compose(), at_123);
     assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+    // The undone update is as if it had failed: its backup is gone, and the same request's
+    // rollback again changes nothing.
+    assert_eq!(
+        host.backups("remote").len(),
+        1,
+        "{:?}",
+        host.backups("remote")
+    );
+    host.clear_calls();
+    let run = host.run_for("req-c", "remote", "rollback.sh", &[]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("nothing to roll back"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(host.count(" up -d --no-deps remote"), 0);
+    assert_eq!(host.compose(), at_123);
 
-    // A rollback request of its own goes back one update, as before.
+    // So a rollback request of its own goes back one update from what runs: the update that
+    // brought 1.2.3, not the one just undone (which would "roll back" to 1.2.3 itself).
+    host.run("remote", "rollback.sh", &[]).expect(0);
+    assert_eq!(host.container("remote"), REMOTE_OLD);
+    assert_eq!(host.compose(), COMPOSE);
+
+    // And, as ever, after a successful update a rollback request goes back over it.
     host.run("remote", "update.sh", &["1.4.0"]).expect(0);
     host.run("remote", "rollback.sh", &[]).expect(0);
-    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+    assert_eq!(host.container("remote"), REMOTE_OLD);
 }
 
 #[test]
@@ -931,6 +1041,155 @@ fn yq_when_present_must_read_the_file_as_the_line_edit_does() {
     run.expect(2);
     assert!(run.stderr.contains("refusing to edit"), "{}", run.stderr);
     assert_eq!(host.compose(), before);
+}
+
+/// Debian 12 and Raspberry Pi OS Bookworm ship Docker 20.10 (`docker.io`) without the Compose v2
+/// plugin, and `docker-compose` 1.29 (v1) as a package of its own. The scripts then use that,
+/// for everything: the edit checked by v1's `config` (keys sorted, quotes and comments gone,
+/// `version:` added), pull, `up -d --no-deps`, `ps -a -q` read without the warnings v1 prints
+/// on stderr, and a restore.
+#[test]
+fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
+    let host = Host::new();
+    host.without_plugin();
+    let v1 = host.path("bin/docker-compose").display().to_string();
+    // As on a host without a network: the image is local, the pull fails.
+    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
+    host.policy("local-images", "ghcr.io/dunebugger/remote:1.2.3");
+    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    run.expect(0);
+    assert_eq!(run.phases(), UPDATE_PHASES);
+    assert!(
+        run.stdout.contains(&format!("(with {v1})")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        changed_lines(COMPOSE, &host.compose()),
+        [(
+            3,
+            "    image: ghcr.io/dunebugger/remote:1.0.0   # pinned by update.sh",
+            "    image: ghcr.io/dunebugger/remote:1.2.3   # pinned by update.sh"
+        )]
+    );
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+    assert_eq!(host.container("scheduler"), SCHEDULER_OLD);
+
+    // Chosen once: one look for the plugin, then every compose command went to v1.
+    let calls = host.calls();
+    let plugin: Vec<&String> = calls.iter().filter(|c| c.starts_with("compose ")).collect();
+    assert_eq!(plugin, ["compose version"], "{calls:?}");
+    for suffix in [
+        " config",
+        " pull remote",
+        " up -d --no-deps remote",
+        " ps -a -q remote",
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("docker-compose -f ") && c.ends_with(suffix)),
+            "no docker-compose ...{suffix}: {calls:?}"
+        );
+    }
+
+    // A quoted image line: v1's config prints it unquoted, the file keeps its quotes.
+    host.run("scheduler", "update.sh", &["2.1.0"]).expect(0);
+    assert!(
+        host.compose()
+            .contains("    image: \"ghcr.io/dunebugger/scheduler:2.1.0\"\n"),
+        "{}",
+        host.compose()
+    );
+
+    // The health check, a failed update put right, and a rollback, all through v1.
+    let run = host.run("remote", "health-check.sh", &[]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("running, health healthy"),
+        "{}",
+        run.stdout
+    );
+    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.3.0");
+    let run = host.run("remote", "update.sh", &["1.3.0"]);
+    run.expect(4);
+    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("is back on ghcr.io/dunebugger/remote:1.2.3"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+    assert!(host.compose().contains("remote:1.2.3   # pinned"));
+    let run = host.run("remote", "rollback.sh", &[]);
+    run.expect(0);
+    assert_eq!(host.container("remote"), REMOTE_OLD);
+    assert!(host.compose().contains("remote:1.0.0   # pinned"));
+    assert!(
+        host.calls().iter().all(|c| !c.starts_with("compose -f")),
+        "the plugin was never used: {:?}",
+        host.calls()
+    );
+}
+
+#[test]
+fn compose_cli_forces_the_plugin_or_the_standalone_command() {
+    let host = Host::new();
+    let unchanged = |run: &Run, code: i32, says: &str| {
+        run.expect(code);
+        assert!(
+            run.stderr.contains(says),
+            "expected {says:?} in:\n{}",
+            run.stderr
+        );
+        assert!(host.compose().contains("remote:1.2.3   # pinned"));
+        assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+    };
+
+    // The plugin is there, but standalone is asked for: `docker compose` is never run.
+    host.conf("remote", "COMPOSE_CLI=standalone");
+    host.run("remote", "update.sh", &["1.2.3"]).expect(0);
+    host.run("remote", "health-check.sh", &[]).expect(0);
+    assert!(
+        host.calls().iter().all(|c| !c.starts_with("compose ")),
+        "{:?}",
+        host.calls()
+    );
+    assert!(host.count(" up -d --no-deps remote") == 1);
+
+    // plugin, when it is missing: a tool error naming the package, nothing changed.
+    host.without_plugin();
+    host.conf("remote", "COMPOSE_CLI=plugin");
+    unchanged(
+        &host.run("remote", "update.sh", &["1.3.0"]),
+        3,
+        "install docker-compose-plugin",
+    );
+    host.run("remote", "health-check.sh", &[]).expect(3);
+
+    // auto with neither: both ways out are named.
+    host.conf("remote", "DOCKER_COMPOSE=/nonexistent/docker-compose");
+    unchanged(&host.run("remote", "update.sh", &["1.3.0"]), 3, "neither");
+    let run = host.run("remote", "rollback.sh", &[]);
+    unchanged(&run, 3, "apt install docker-compose");
+
+    // standalone, when it is missing; and a value that is not one of the three.
+    host.conf(
+        "remote",
+        "COMPOSE_CLI=standalone\nDOCKER_COMPOSE=/nonexistent/docker-compose",
+    );
+    unchanged(
+        &host.run("remote", "update.sh", &["1.3.0"]),
+        3,
+        "required tool '/nonexistent/docker-compose' not found",
+    );
+    host.conf("remote", "COMPOSE_CLI=v1");
+    unchanged(
+        &host.run("remote", "update.sh", &["1.3.0"]),
+        2,
+        "COMPOSE_CLI='v1' must be auto, plugin or standalone",
+    );
 }
 
 #[test]
@@ -1563,5 +1822,41 @@ fn the_coordinators_health_gated_update_never_rolls_back_one_version_too_far() {
         changed_lines(COMPOSE, &host.compose()).len(),
         1,
         "only remote's line differs from the start"
+    );
+}
+
+/// The same health-gated update on a host with only `docker-compose` (v1): updated, then an
+/// unhealthy image rolled back, then a health request.
+#[test]
+fn the_coordinators_health_gated_update_with_docker_compose_v1() {
+    let host = Host::new();
+    host.without_plugin();
+    let spool = coordinator_spool(&host, true);
+    let _service = Service::start(&spool);
+
+    let status = request(&spool, "update", Some("1.2.3"));
+    assert_eq!(status["success"], true, "{status:#}");
+    assert_eq!(status["outcome"], "updated", "{status:#}");
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+
+    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.3.0");
+    let status = request(&spool, "update", Some("1.3.0"));
+    assert_eq!(status["success"], false, "{status:#}");
+    assert_eq!(status["outcome"], "rolled_back", "{status:#}");
+    assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
+    assert!(host.compose().contains("remote:1.2.3   # pinned"));
+
+    assert_eq!(request(&spool, "health", None)["success"], true);
+    assert!(
+        host.calls()
+            .iter()
+            .any(|c| c.starts_with("docker-compose -f ")),
+        "{:?}",
+        host.calls()
+    );
+    assert!(
+        host.calls().iter().all(|c| !c.starts_with("compose -f")),
+        "{:?}",
+        host.calls()
     );
 }

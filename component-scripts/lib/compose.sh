@@ -22,6 +22,9 @@ compose_defaults() {
     LOCK_FILE=/run/lock/dunebugger-compose.lock     # shared by all services of the compose file
     LOCK_TIMEOUT=120                                # seconds to wait for another update
     DOCKER=docker                                   # the docker command (name or path)
+    COMPOSE_CLI=auto                                # auto, plugin ("DOCKER compose") or standalone (DOCKER_COMPOSE)
+    DOCKER_COMPOSE=docker-compose                   # the standalone command (name or path), e.g. v1 1.29
+    PULL=always                                     # always, or missing: pull only when not present locally
     YQ=yq                                           # YAML reader for a cross-check ("" = none)
 }
 
@@ -85,20 +88,82 @@ END {
     print line "|" start "|" length(v) "|" v
 }'
 
-# compose CMD...: docker compose on COMPOSE_FILE (and COMPOSE_PROJECT).
+# The compose command, chosen once by compose_select_cli: ("$DOCKER" compose) or
+# ("$DOCKER_COMPOSE"); COMPOSE_NAME names it in messages.
+COMPOSE_CMD=()
+COMPOSE_NAME="docker compose"
+
+# compose_select_cli: picks the compose command per COMPOSE_CLI. auto: the Compose v2 plugin
+# when `DOCKER compose version` works, else the standalone DOCKER_COMPOSE (the docker-compose
+# package of Debian 12 and Raspberry Pi OS Bookworm is Compose v1 1.29; Docker's repository
+# ships the plugin instead). Everything the scripts ask of compose (config, pull, up -d
+# --no-deps, ps -a -q) means the same to both. Where their output differs (v1's config sorts
+# the keys and adds `version:`; v1, a Python program, may print library warnings on stderr),
+# it is read so that both work. Exits EX_TOOL when the chosen one is missing, EX_CONFIG on a
+# bad setting.
+compose_select_cli() {
+    local plugin_hint="install docker-compose-plugin (Docker's repository; get.docker.com installs it)"
+    local standalone_hint="install docker-compose (apt install docker-compose: Compose v1 on Debian 12) or set DOCKER_COMPOSE in component.conf"
+    case $COMPOSE_CLI in
+    auto | plugin)
+        if "$DOCKER" compose version >/dev/null 2>&1; then
+            COMPOSE_CMD=("$DOCKER" compose)
+            COMPOSE_NAME="$DOCKER compose"
+            return 0
+        fi
+        if [ "$COMPOSE_CLI" = plugin ]; then
+            die "$EX_TOOL" "'$DOCKER compose' (the Compose v2 plugin) is not available and COMPOSE_CLI=plugin: $plugin_hint, or set COMPOSE_CLI=auto to use docker-compose"
+        fi
+        if ! command -v -- "$DOCKER_COMPOSE" >/dev/null 2>&1; then
+            die "$EX_TOOL" "neither '$DOCKER compose' (the Compose v2 plugin) nor '$DOCKER_COMPOSE' is available: $plugin_hint; or $standalone_hint"
+        fi
+        ;;
+    standalone)
+        require_tool "$DOCKER_COMPOSE" "$standalone_hint"
+        ;;
+    *)
+        die "$EX_CONFIG" "setting COMPOSE_CLI='$COMPOSE_CLI' must be auto, plugin or standalone"
+        ;;
+    esac
+    COMPOSE_CMD=("$DOCKER_COMPOSE")
+    COMPOSE_NAME=$DOCKER_COMPOSE
+}
+
+# compose CMD...: the chosen compose command on COMPOSE_FILE (and COMPOSE_PROJECT).
 compose() {
     local args=(-f "$COMPOSE_FILE")
     if [ -n "$COMPOSE_PROJECT" ]; then
         args+=(-p "$COMPOSE_PROJECT")
     fi
-    "$DOCKER" compose "${args[@]}" "$@"
+    "${COMPOSE_CMD[@]}" "${args[@]}" "$@"
+}
+
+# compose_capture VAR CMD...: runs `compose CMD...` with its stdout in VAR and its stderr in
+# COMPOSE_ERR; returns its exit code. Output that is parsed must not pick up warnings printed
+# on stderr (Compose v1 is a Python program: deprecation warnings of its libraries land there).
+compose_capture() {
+    local _var=$1 _err _out _rc=0
+    shift
+    _err=$(mktemp) || return 1
+    TEMP_FILES+=("$_err")
+    _out=$(compose "$@" 2>"$_err") || _rc=$?
+    COMPOSE_ERR=$(cat -- "$_err")
+    rm -f -- "$_err"
+    unset 'TEMP_FILES[-1]'
+    printf -v "$_var" '%s' "$_out"
+    return "$_rc"
+}
+
+# compose_image_present REF: REF is in the local image store (`docker image inspect`).
+compose_image_present() {
+    "$DOCKER" image inspect --format '{{.Id}}' "$1" 2>/dev/null
 }
 
 # compose_locate FILE|-: prints "LINE|START|LENGTH|VALUE" for SERVICE's image (see the awk
 # program above), or explains on stderr why not and returns 1.
 compose_locate() {
     local out rc=0 what=$1
-    [ "$what" != - ] || what="the output of 'docker compose config'"
+    [ "$what" != - ] || what="the output of '$COMPOSE_NAME config'"
     out=$(SVC=$SERVICE awk "$COMPOSE_LOCATE_AWK" "$1") || rc=$?
     case $rc in
     0) printf '%s\n' "$out" ;;
@@ -178,19 +243,19 @@ compose_replace_file() {
     cp -p -- "$1" "$tmp" && mv -f -- "$tmp" "$COMPOSE_FILE"
 }
 
-# compose_validate EXPECTED: `docker compose config` accepts the file and resolves SERVICE's
-# image to EXPECTED.
+# compose_validate EXPECTED: `compose config` accepts the file and resolves SERVICE's image to
+# EXPECTED. The plugin prints the file normalized; v1 also sorts the keys and adds `version:`.
 compose_validate() {
     local out got
-    if ! out=$(compose config 2>&1); then
-        warn "docker compose config rejects $COMPOSE_FILE:"
-        printf '%s\n' "$out" >&2
+    if ! compose_capture out config; then
+        warn "$COMPOSE_NAME config rejects $COMPOSE_FILE:"
+        printf '%s\n' "$COMPOSE_ERR" >&2
         return 1
     fi
     got=$(printf '%s\n' "$out" | compose_locate -) || return 1
     got=${got#*|*|*|}
     if [ "$got" != "$1" ]; then
-        warn "docker compose config resolves service '$SERVICE''s image to '$got', expected '$1'"
+        warn "$COMPOSE_NAME config resolves service '$SERVICE''s image to '$got', expected '$1'"
         return 1
     fi
     compose_yq_check "$COMPOSE_FILE" "$1"
@@ -200,8 +265,8 @@ compose_validate() {
 # DETAIL"). With EXPECT_IMAGE set, a container running another image counts as failed.
 compose_probe() {
     local ids id out state health restarts image verdict rank worst=0 total=0 details=""
-    if ! ids=$(compose ps -a -q "$SERVICE" 2>&1); then
-        echo "starting 0 docker compose ps failed: ${ids//$'\n'/ }"
+    if ! compose_capture ids ps -a -q "$SERVICE"; then
+        echo "starting 0 $COMPOSE_NAME ps failed: ${COMPOSE_ERR//$'\n'/ }"
         return 0
     fi
     if [ -z "$ids" ]; then
@@ -239,9 +304,7 @@ compose_probe() {
 compose_preflight() {
     local tool
     require_tool "$DOCKER" "install Docker (docker-ce from Docker's repository, or docker.io) or set DOCKER in component.conf"
-    if ! "$DOCKER" compose version >/dev/null 2>&1; then
-        die "$EX_TOOL" "'$DOCKER compose' (Compose v2) is not available: install docker-compose-plugin (Docker's repository; get.docker.com installs it)"
-    fi
+    compose_select_cli
     for tool in awk mktemp cp mv chmod chown stat date sleep; do
         require_tool "$tool" "install coreutils/mawk (part of every Debian system)"
     done
@@ -256,6 +319,10 @@ compose_preflight() {
     if [ -n "$TAG_PREFIX" ] && ! [[ $TAG_PREFIX =~ ^[A-Za-z0-9_][A-Za-z0-9._-]*$ ]]; then
         die "$EX_CONFIG" "setting TAG_PREFIX='$TAG_PREFIX' cannot start a docker tag"
     fi
+    case $PULL in
+    always | missing) ;;
+    *) die "$EX_CONFIG" "setting PULL='$PULL' must be always or missing" ;;
+    esac
     for tool in HEALTH_TIMEOUT HEALTH_INTERVAL STABLE_SECONDS LOCK_TIMEOUT KEEP_BACKUPS; do
         require_number "$tool"
     done
@@ -271,9 +338,9 @@ compose_preflight() {
 # when the file cannot be edited safely.
 compose_current_image() {
     local ref out
-    if ! out=$(compose config 2>&1 >/dev/null); then
-        warn "docker compose config rejects $COMPOSE_FILE as it is (before any change):"
-        printf '%s\n' "$out" >&2
+    if ! compose_capture out config; then
+        warn "$COMPOSE_NAME config rejects $COMPOSE_FILE as it is (before any change):"
+        printf '%s\n' "$COMPOSE_ERR" >&2
         exit "$EX_CONFIG"
     fi
     ref=$(compose_image_of "$COMPOSE_FILE") || exit "$EX_CONFIG"
@@ -330,7 +397,7 @@ compose_finish() {
     fi
     if [ "$TXN" = restarted ] && [ "$ok" = 1 ]; then
         if ! compose up -d --no-deps "$SERVICE"; then
-            warn "docker compose up -d --no-deps $SERVICE failed after restoring $COMPOSE_FILE"
+            warn "$COMPOSE_NAME up -d --no-deps $SERVICE failed after restoring $COMPOSE_FILE"
             ok=0
         elif [ -n "$TERMINATED" ]; then
             info "restarted $SERVICE on $OLD_IMAGE (not waiting for its health: stopped by SIG$TERMINATED)"
@@ -378,6 +445,26 @@ compose_prune_backups() {
     fi
 }
 
+# compose_pull IMAGE: makes sure IMAGE (SERVICE's new image) is there to start. PULL=missing
+# skips the pull when it is present locally already. A failed pull is fatal only when the image
+# is not present locally: images built or loaded on the host (docker build, docker load) and
+# hosts without a network pull nothing, and a tag names one version, so the local copy is it.
+compose_pull() {
+    local id
+    if [ "$PULL" = missing ] && id=$(compose_image_present "$1"); then
+        info "$1 is present locally ($id); not pulling (PULL=missing)"
+        return 0
+    fi
+    if compose pull "$SERVICE"; then
+        return 0
+    fi
+    if id=$(compose_image_present "$1"); then
+        warn "note: $COMPOSE_NAME pull $SERVICE failed; using $1 as present locally ($id)"
+        return 0
+    fi
+    fail "$COMPOSE_NAME pull $SERVICE failed, and $1 is not present locally"
+}
+
 # update.sh VERSION
 compose_update() {
     local version=$1 tag repo
@@ -397,7 +484,7 @@ compose_update() {
     OLD_IMAGE=$(compose_current_image)
     repo=${IMAGE:-$(image_repository "$OLD_IMAGE")}
     local new_image=$repo:$tag
-    info "$SERVICE: $OLD_IMAGE -> $new_image"
+    info "$SERVICE: $OLD_IMAGE -> $new_image (with $COMPOSE_NAME)"
 
     phase backing-up
     mkdir -p -- "$BACKUP_DIR"
@@ -414,11 +501,11 @@ compose_update() {
     compose_validate "$new_image" || fail "the edited $COMPOSE_FILE does not check out"
 
     phase downloading
-    compose pull "$SERVICE" || fail "docker compose pull $SERVICE failed ($new_image)"
+    compose_pull "$new_image"
 
     phase restarting
     TXN=restarted
-    compose up -d --no-deps "$SERVICE" || fail "docker compose up -d --no-deps $SERVICE failed"
+    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
 
     phase verifying
     EXPECT_IMAGE=$new_image wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
@@ -433,7 +520,7 @@ compose_update() {
 # rollback.sh: SERVICE goes back to the image named in its newest backup. Only SERVICE's
 # image line changes: the other services in the file keep what they run now.
 compose_rollback() {
-    local backups previous source
+    local backups previous source undone=""
     ACTION_KIND=rollback
     phase checking
     compose_preflight
@@ -446,10 +533,11 @@ compose_rollback() {
     source=${backups[-1]}
     if recorded_update "$RECORD_FILE" && [ -f "$RECORDED_DETAIL" ]; then
         source=$RECORDED_DETAIL # the backup this request's update.sh made
+        undone=$source
     fi
     previous=$(compose_image_of "$source") || die "$EX_CONFIG" "cannot read $SERVICE's image from $source"
     OLD_IMAGE=$(compose_current_image)
-    info "$SERVICE: $OLD_IMAGE -> $previous (from $source)"
+    info "$SERVICE: $OLD_IMAGE -> $previous (from $source, with $COMPOSE_NAME)"
 
     phase backing-up
     BACKUP=$BACKUP_DIR/.before-rollback.$(utc_stamp)
@@ -467,7 +555,7 @@ compose_rollback() {
 
     phase restarting
     TXN=restarted
-    compose up -d --no-deps "$SERVICE" || fail "docker compose up -d --no-deps $SERVICE failed"
+    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
 
     phase verifying
     EXPECT_IMAGE=$previous wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
@@ -475,6 +563,13 @@ compose_rollback() {
 
     TXN=""
     rm -f -- "$BACKUP"
+    if [ -n "$undone" ]; then
+        # This request's update is undone, as if it had failed: its backup goes (update.sh drops
+        # the backup of an update it put right itself), so a later rollback request goes back
+        # one more update instead of to what runs now; run again for this request, it is a no-op.
+        rm -f -- "$undone"
+        record_update "$RECORD_FILE" restored
+    fi
     info "$SERVICE is back on $previous"
 }
 

@@ -9,8 +9,10 @@
 #   explains each): COMPOSE_FILE (default /opt/dunebugger/docker-compose.yml), SERVICE (default:
 #   this directory's name), IMAGE, TAG_PREFIX, COMPOSE_PROJECT, HEALTH_TIMEOUT (120 s),
 #   HEALTH_INTERVAL (2 s), STABLE_SECONDS (10 s), BACKUP_DIR (/var/backups/dunebugger/SERVICE),
-#   KEEP_BACKUPS (5), LOCK_FILE, LOCK_TIMEOUT (120 s), DOCKER (docker), YQ (yq).
-# Needs: bash, docker with the Compose v2 plugin, awk, flock, coreutils; yq is optional.
+#   KEEP_BACKUPS (5), LOCK_FILE, LOCK_TIMEOUT (120 s), DOCKER (docker), COMPOSE_CLI (auto),
+#   DOCKER_COMPOSE (docker-compose), PULL (always), YQ (yq).
+# Needs: bash, docker with the Compose v2 plugin or the standalone docker-compose (v1 1.29 on
+#   Debian 12), awk, flock, coreutils; yq is optional.
 # Exit codes:
 #   0  healthy (running; healthcheck "healthy" where there is one)
 #   1  unhealthy: no container, not running, restarting, healthcheck "starting" or "unhealthy"

@@ -121,6 +121,11 @@ out=$(client demo rollback)
 check container-rollback bash -c "echo '$out' | grep -q '\"success\": true'"
 script demo health-check 'echo healthy'
 
+if [ -f "$R/tests/system/compose.sh" ]; then
+    echo "== 3. the compose component scripts: update between local image tags, roll back an unhealthy one"
+    bash "$R/tests/system/compose.sh" || failures=$((failures + 1))
+fi
+
 echo "== 4. the journal tells one request's story"
 id=$(submit demo update 2.0.0)
 touch "$RUN/gate-$id"
