@@ -11,43 +11,21 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-lab=${LAB_DIR:-}
-for candidate in "$lab" "$repo/../shared/lab" /work/shared/lab; do
-    if [[ -n $candidate && -x $candidate/vm/run.sh ]]; then lab=$candidate; break; fi
-done
-if [[ -z $lab || ! -x $lab/vm/run.sh ]]; then
-    echo "SYSTEM TESTS NOT RUN: no lab found (set LAB_DIR to the directory holding vm/run.sh)" >&2
-    exit 1
-fi
-export LAB_CACHE=${LAB_CACHE:-/var/tmp/update-coordinator-lab}
+# shellcheck source=tests/system/lab.sh
+source "$repo/tests/system/lab.sh"
+lab_find "SYSTEM TESTS" || exit 1
 
 echo "=== building the release binary"
 (cd "$repo" && cargo build --release --quiet)
 
 echo "=== building the guest image (cached after the first time)"
-if ! bash "$lab/vm/build.sh" "$LAB_CACHE" docker.io busybox-static docker-compose jq python3; then
-    echo "SYSTEM TESTS NOT RUN: the lab image could not be built (see above)" >&2
-    exit 1
-fi
-
-# The image waits 10 s for the lab disk; a busy host under software emulation can miss that
-# (the guest then never runs the tests). Give it two minutes.
-image=$LAB_CACHE/root.img
-if debugfs -R "cat /etc/fstab" "$image" 2>/dev/null | grep -q 'device-timeout=10s'; then
-    fstab=$(mktemp)
-    debugfs -R "cat /etc/fstab" "$image" 2>/dev/null | sed 's/device-timeout=10s/device-timeout=120s/' >"$fstab"
-    chmod 644 "$fstab"
-    debugfs -w -R "rm /etc/fstab" "$image" >/dev/null 2>&1
-    debugfs -w -R "write $fstab /etc/fstab" "$image" >/dev/null 2>&1
-    rm -f "$fstab"
-fi
+lab_image "SYSTEM TESTS" || exit 1
 
 in=$(mktemp -d) out=$(mktemp -d)
 trap 'rm -rf "$in"' EXIT
 mkdir -p "$in/bin" "$in/repo"
 cp "$repo/target/release/update-coordinator" "$in/bin/"
-# The tracked files as they are in the working tree (what install.sh and the tests use).
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -c) | tar -x -C "$in/repo"
+lab_stage_repo "$in/repo"
 cat >"$in/cmd.sh" <<'CMD'
 exec bash /lab/repo/tests/system/guest.sh
 CMD
