@@ -334,6 +334,23 @@ compose_preflight() {
     COMPOSE_FILE=$(readlink -f -- "$COMPOSE_FILE")
 }
 
+# compose_require_writable: update and rollback replace COMPOSE_FILE through a temp file next to
+# it. Refuses, before anything changes, when that directory cannot be written: a read-only
+# mount, such as /home and /root under the coordinator's unit (ProtectHome=read-only).
+compose_require_writable() {
+    local dir hint=""
+    dir=$(dirname -- "$COMPOSE_FILE")
+    if [ -w "$dir" ]; then
+        return 0
+    fi
+    case $dir/ in
+    /home/* | /root/*)
+        hint=" The coordinator's unit makes /home and /root read-only (ProtectHome=read-only): keep the compose file elsewhere (the default is /opt/dunebugger), or let the unit write here: sudo systemctl edit dunebugger-update-coordinator, then [Service] ReadWritePaths=$dir"
+        ;;
+    esac
+    die "$EX_CONFIG" "cannot write in $dir, where $COMPOSE_FILE is replaced through a temp file; nothing was changed.$hint"
+}
+
 # compose_current_image: SERVICE's image in the compose file as it is now; exits EX_CONFIG
 # when the file cannot be edited safely.
 compose_current_image() {
@@ -472,6 +489,7 @@ compose_update() {
     phase checking
     compose_preflight
     record_update "$RECORD_FILE" started
+    compose_require_writable
     check_version "$version"
     if [[ $version == *+* ]]; then
         die "$EX_CONFIG" "version '$version' contains '+', which docker image tags cannot"
@@ -525,6 +543,7 @@ compose_rollback() {
     phase checking
     compose_preflight
     nothing_to_undo "$RECORD_FILE"
+    compose_require_writable
     take_lock "$LOCK_FILE" "$LOCK_TIMEOUT"
     mapfile -t backups < <(compose_backups)
     if [ "${#backups[@]}" -eq 0 ]; then
