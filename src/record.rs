@@ -320,28 +320,27 @@ impl RunStore {
         self.runs.lstat(id.as_str()).is_ok()
     }
 
-    /// Records an accepted request, without fsync: until it starts, its request file stays in
-    /// `requests/`, so a record lost to a power cut only means the file is taken again at the
-    /// next start (it never ran). [`RunStore::start`] makes the record durable.
+    /// Records an accepted request durably: from now on it is never lost nor run twice. This
+    /// record, not the request file, is what survives a power cut: clients write their
+    /// request files without fsync, and after a cut the file is often empty (the power-cut
+    /// system test found requests lost when this record was not fsynced).
     pub fn accept(&self, accepted: &Accepted) -> io::Result<()> {
         let path = self.root.join("runs").join(&accepted.request_id);
         match std::fs::create_dir(&path) {
-            Ok(()) => {}
+            Ok(()) => self.runs.sync()?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
         let dir = Dir::open(&path)?;
-        let bytes = serde_json::to_vec_pretty(accepted).map_err(io::Error::other)?;
-        write_atomic(&dir, "request.json", &bytes, Durability::BestEffort, None)
+        write_json(&dir, "request.json", accepted)
     }
 
-    /// Records that a run starts, and returns the lock its monitor will hold. The record (and
-    /// its directory's entry in `runs/`) is durable before the monitor exists, so a crash
-    /// right after can never lead to a re-run. `run.json` holds the accepted request too.
+    /// Records that a run starts, and returns the lock its monitor will hold. The record is
+    /// durable before the monitor exists, so a crash right after can never lead to a re-run.
+    /// `run.json` holds the accepted request too.
     pub fn start(&self, id: &RequestId, spec: &RunSpec) -> io::Result<File> {
         let dir = self.run_dir(id)?;
         write_json(&dir, "run.json", spec)?;
-        self.runs.sync()?;
         let lock = match dir.create_new("lock", 0o600) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => dir.open_untrusted("lock")?,
@@ -411,18 +410,9 @@ impl RunStore {
         }
     }
 
-    /// Records the final answer durably (with the record's entry in `runs/`, which a request
-    /// answered before it started has not made durable yet); kept for idempotency until the
-    /// retention period ends.
+    /// Records the final answer durably; kept for idempotency until the retention period ends.
     pub fn finish(&self, id: &RequestId, status: &Status) -> io::Result<()> {
-        let dir = self.run_dir(id)?;
-        if dir.lstat("run.json").is_err() {
-            // Never started (cancelled while queued, refused at its turn): `request.json` is
-            // the only copy of the accepted request and was not fsynced yet.
-            dir.open_untrusted("request.json")?.sync_all()?;
-        }
-        write_json(&dir, "final.json", status)?;
-        self.runs.sync()
+        write_json(&self.run_dir(id)?, "final.json", status)
     }
 
     pub fn final_status(&self, id: &RequestId) -> Option<Status> {
@@ -453,13 +443,12 @@ impl RunStore {
                 remove_temp_files(&dir, |_| false)?;
             }
             let spec = read_json::<RunSpec>(&dir, "run.json");
-            // `request.json` is not fsynced (see `accept`): a started run's `run.json` has the
-            // accepted request too.
+            // A started run's `run.json` has the accepted request too.
             let accepted = read_json::<Accepted>(&dir, "request.json")
                 .or_else(|| spec.as_ref().map(|s| s.accepted.clone()));
             let Some(accepted) = accepted else {
-                // Accepted, never started, and the record did not survive (a power cut can
-                // leave it empty): the request file is still in requests/, so the spool scan
+                // Created, but the accept record never became durable (a crash in the middle
+                // of `accept`): the request file is still in requests/, so the spool scan
                 // takes it again.
                 let _ = std::fs::remove_dir_all(self.run_path(&id));
                 continue;
@@ -618,9 +607,9 @@ mod tests {
         assert!(store.load().unwrap().0.is_empty());
     }
 
-    /// A power cut can leave the unsynced `request.json` empty (ext4 allocates its data late).
+    /// A crash in the middle of `accept` can leave `request.json` empty or missing.
     #[test]
-    fn a_record_emptied_by_a_power_cut_is_dropped_if_never_started_and_kept_if_started() {
+    fn a_half_written_record_is_dropped_if_never_started_and_kept_if_started() {
         let tmp = tempfile::tempdir().unwrap();
         let store = RunStore::open(tmp.path()).unwrap();
         let (queued, started) = (request("q1"), request("s1"));

@@ -126,6 +126,12 @@ pub fn now_rfc3339() -> String {
 pub enum Durability {
     /// fsync the file and the directory (final statuses).
     Durable,
+    /// fsync the file before the rename, not the directory: after a power cut the name is
+    /// absent, the old file, or the whole new one, never an empty file (ext4 allocates a new
+    /// file's data late, and a rename that creates a name can reach the disk before the
+    /// data does). For the first status a client reads (queued), which then may sit for
+    /// minutes; later rewrites replace it, which ext4 orders by itself (auto_da_alloc).
+    NeverEmpty,
     /// Atomic rename only (progress updates).
     BestEffort,
 }
@@ -304,7 +310,7 @@ pub fn write_atomic(
             nix::unistd::fchown(&file, Some(nix::unistd::Uid::from_raw(uid)), None)?;
         }
         file.write_all(bytes)?;
-        if durability == Durability::Durable {
+        if durability != Durability::BestEffort {
             file.sync_all()?;
         }
         dir.rename(&tmp, name)

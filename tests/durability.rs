@@ -58,6 +58,51 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
     wait_until("request file removed", || spool.request_files().is_empty());
 }
 
+/// After a power cut, ext4 often brings back unsynced files empty: in-progress statuses among
+/// them. A client must never read an empty file as an answer, so the service writes the
+/// in-progress status of every request it picks up again before it says it is ready.
+#[test]
+fn in_progress_statuses_emptied_by_a_power_cut_are_written_again_at_start() {
+    let spool = Spool::new();
+    let (_, gate) = gated_update(&spool, 0);
+    let mut service = Service::start(&spool);
+    let running = spool.submit("remote", "update", Some("1.2.3"));
+    wait_until("installing", || {
+        spool
+            .status(&running)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+    let queued = spool.submit("remote", "update", Some("1.2.4"));
+    wait_until("queued", || {
+        spool
+            .status(&queued)
+            .is_some_and(|s| s["phase"] == "queued")
+    });
+    service.crash();
+    for id in [&running, &queued] {
+        fs::write(spool.status_dir().join(format!("{id}.json")), "").unwrap();
+    }
+
+    // Service::start returns once the service said READY=1.
+    let _restarted = Service::start(&spool);
+    let phase = |id: &str| {
+        spool
+            .status(id)
+            .map(|s| (s["message"].clone(), s["phase"].clone()))
+    };
+    assert_eq!(
+        phase(&queued),
+        Some(("in_progress".into(), "queued".into()))
+    );
+    assert_eq!(
+        phase(&running),
+        Some(("in_progress".into(), "running".into()))
+    );
+    fs::write(&gate, "").unwrap();
+    assert_eq!(spool.wait_final(&running)["success"], true);
+    assert_eq!(spool.wait_final(&queued)["success"], true);
+}
+
 #[test]
 fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let spool = Spool::new();

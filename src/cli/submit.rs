@@ -91,7 +91,9 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         &requests_dir,
         &format!("{id}.json"),
         &bytes,
-        Durability::BestEffort,
+        // Once we say "submitted", a power cut must not lose it (the service's record only
+        // exists once it has taken the file).
+        Durability::Durable,
         None,
     )
     .map_err(cannot_write)?;

@@ -193,7 +193,7 @@ impl Daemon {
         self.write_status(
             &request.id,
             &queued,
-            Durability::BestEffort,
+            Durability::NeverEmpty,
             Some(owner_uid),
         );
         info!(

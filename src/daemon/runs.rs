@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use super::{Daemon, Job, Msg, Running};
 use crate::config::{Component, Config};
 use crate::record::{Accepted, RunSpec, RunState, boot_id, monotonic_now_ns};
-use crate::report::{self, PHASE_RUNNING, Refusal, RunContext};
+use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING, Refusal, RunContext};
 use crate::request::{Request, RequestId, printable};
 use crate::runner::Invocation;
 use crate::status::{Durability, Status};
@@ -41,6 +41,7 @@ impl Daemon {
                 RunState::Finished(status) => self.finish_leftovers(&job, &status),
                 RunState::Queued => {
                     info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-queued after restart");
+                    self.repair_status(&job, PHASE_QUEUED, None);
                     self.track(&job);
                     self.queue.push_back(job);
                 }
@@ -55,8 +56,12 @@ impl Daemon {
                         if let Err(e) = self.store.unstart(&id) {
                             warn!(request_id = %id, component = %job.request.component, action = %job.request.action, error = %e, "cannot reset the run record");
                         }
+                        self.repair_status(&job, PHASE_QUEUED, None);
                         self.queue.push_back(job);
                         continue;
+                    }
+                    if alive {
+                        self.repair_status(&job, PHASE_RUNNING, Some(started_at));
                     }
                     self.running.insert(
                         id.clone(),
@@ -78,7 +83,21 @@ impl Daemon {
                 }
             }
         }
+        self.positions_moved();
         self.expire();
+    }
+
+    /// At start-up, an in-flight request's in-progress status may be gone or unreadable: its
+    /// writes are not fsynced, and after a power cut ext4 often brings such a file back empty.
+    /// A client must never take that for an answer, so it is written again (a readable one is
+    /// left alone: its monitor's phase and output tail are newer than what we know).
+    fn repair_status(&self, job: &Job, phase: &str, started_at: Option<SystemTime>) {
+        let id = &job.request.id;
+        if matches!(self.status.read(id), Ok(Some(status)) if !status.is_final()) {
+            return;
+        }
+        let status = report::in_progress(&job.request, phase, started_at);
+        self.write_status(id, &status, Durability::NeverEmpty, Some(job.owner_uid));
     }
 
     fn track(&mut self, job: &Job) {
