@@ -4,7 +4,8 @@
 # repository for the guest. Expects `repo` (the checkout) to be set; sets `lab` and exports
 # LAB_CACHE.
 #
-# LAB_DIR (default: the shared lab next to the checkout, else /work/shared/lab) holds
+# LAB_DIR (default: the shared lab next to the checkout, else /work/shared/lab, else the copy in
+# tests/system/lab) holds
 # vm/build.sh and vm/run.sh; LAB_CACHE is where the guest image is cached.
 
 # One package list for every driver: the same list means the same cached image (build.sh
@@ -16,7 +17,9 @@ LAB_PACKAGES=(docker.io busybox-static docker-compose jq python3)
 lab_find() {
     local label=$1 candidate
     lab=${LAB_DIR:-}
-    for candidate in "$lab" "${repo:?}/../shared/lab" /work/shared/lab; do
+    # The shared lab when it is there (it may be newer), else the copy kept in the repository,
+    # so a CI machine with only a clone can run the system tests too.
+    for candidate in "$lab" "${repo:?}/../shared/lab" /work/shared/lab "$repo/tests/system/lab"; do
         if [[ -n $candidate && -x $candidate/vm/run.sh ]]; then lab=$candidate; break; fi
     done
     if [[ -z $lab || ! -x $lab/vm/run.sh ]]; then

@@ -6,8 +6,10 @@
 #
 #   tests/system/run.sh            # builds the release binary, boots the guest, runs guest.sh
 #
-# LAB_DIR (default: the shared lab next to the checkout, else /work/shared/lab) holds
-# vm/build.sh and vm/run.sh; LAB_CACHE is where the guest image is cached.
+# LAB_DIR (default: the shared lab next to the checkout, else /work/shared/lab, else the copy in
+# tests/system/lab) holds vm/build.sh and vm/run.sh; LAB_CACHE is where the guest image is
+# cached. SYSTEM_TEST_OUT (default: a new temp dir) receives the guest's log, journal and
+# console; on a failure their ends are printed too, so a CI log alone tells what broke.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,7 +23,8 @@ echo "=== building the release binary"
 echo "=== building the guest image (cached after the first time)"
 lab_image "SYSTEM TESTS" || exit 1
 
-in=$(mktemp -d) out=$(mktemp -d)
+in=$(mktemp -d) out=${SYSTEM_TEST_OUT:-$(mktemp -d)}
+mkdir -p "$out"
 trap 'rm -rf "$in"' EXIT
 mkdir -p "$in/bin" "$in/repo"
 cp "$repo/target/release/update-coordinator" "$in/bin/"
@@ -33,6 +36,14 @@ CMD
 echo "=== booting the guest (software emulation: a few minutes)"
 rc=0
 bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-1500}" || rc=$?
+if ((rc == 125)); then
+    # The lab itself failed (the guest never ran the tests): an infrastructure hiccup of an
+    # emulated boot on a busy host, not a test result. One more boot, then it counts.
+    echo "=== the lab failed to boot the guest; booting once more (console: $out/console.log)"
+    mv "$out/console.log" "$out/console.first-boot.log" 2>/dev/null || true
+    rc=0
+    bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-1500}" || rc=$?
+fi
 
 echo "=== results (guest output in $out)"
 grep -E '^(PASS|FAIL|NOTE) ' "$out/log" 2>/dev/null || true
@@ -47,5 +58,8 @@ esac
 echo "system tests: ${passed:-0} passed, ${failed:-0} failed"
 if ((rc != 0)) || [[ ${failed:-0} != 0 ]] || [[ ${passed:-0} == 0 ]]; then
     echo "--- last lines of the guest log:"; tail -n 40 "$out/log" 2>/dev/null || true
+    echo "--- the service's journal in the guest (last lines):"
+    grep -E 'update-coordinator|dunebugger-update' "$out/journal" 2>/dev/null | tail -n 60 || true
+    echo "--- the guest console (last lines):"; tail -n 30 "$out/console.log" 2>/dev/null || true
     exit 1
 fi
