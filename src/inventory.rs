@@ -54,11 +54,13 @@ pub struct Entry {
 
 impl Inventory {
     /// Adds a component that is not listed yet, with the version its directory declares.
-    pub fn discover(&mut self, name: &str, dir: &Path) {
+    /// `version.sh` runs as root like the other scripts, so only if it passes the same trust
+    /// check (`script_owners`: see [`crate::trust`]).
+    pub fn discover(&mut self, name: &str, dir: &Path, script_owners: &[u32]) {
         if self.components.contains_key(name) {
             return;
         }
-        let (version, source) = declared_version(dir);
+        let (version, source) = declared_version(dir, script_owners);
         self.components.insert(
             name.to_owned(),
             ComponentState {
@@ -118,7 +120,7 @@ impl Inventory {
 
 /// The version a component's directory declares: its `VERSION` file, else the output of its
 /// `version.sh` (run for at most 5 s), else unknown.
-fn declared_version(dir: &Path) -> (Option<String>, &'static str) {
+fn declared_version(dir: &Path, script_owners: &[u32]) -> (Option<String>, &'static str) {
     let clean = |text: &str| {
         let line = text.lines().next().unwrap_or("").trim();
         (!line.is_empty() && line.len() <= 64).then(|| crate::request::printable(line))
@@ -131,6 +133,7 @@ fn declared_version(dir: &Path) -> (Option<String>, &'static str) {
     }
     let script = dir.join("version.sh");
     if script.is_file()
+        && let Ok(script) = crate::trust::check_script(dir, &script, script_owners)
         && let Some(v) = run_briefly(&script, dir, Duration::from_secs(5)).and_then(|t| clean(&t))
     {
         return (Some(v), "version.sh");
@@ -196,7 +199,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("VERSION"), "1.0.0\n").unwrap();
         let mut inv = Inventory::default();
-        inv.discover("remote", tmp.path());
+        inv.discover("remote", tmp.path(), &[]);
         assert_eq!(inv.components["remote"].version.as_deref(), Some("1.0.0"));
         assert_eq!(inv.components["remote"].version_source, "VERSION");
 
@@ -242,9 +245,16 @@ mod tests {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let mut inv = Inventory::default();
-        inv.discover("core", tmp.path());
+        inv.discover("core", tmp.path(), &crate::trust::trusted_owners(&[]));
         assert_eq!(inv.components["core"].version.as_deref(), Some("2026.01.5"));
         assert_eq!(inv.components["core"].version_source, "version.sh");
+
+        // A version.sh others could change is never run as root.
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let mut inv = Inventory::default();
+        inv.discover("core", tmp.path(), &crate::trust::trusted_owners(&[]));
+        assert_eq!(inv.components["core"].version_source, "unknown");
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl Reporter {
 impl runner::RunEvents for Reporter {
     fn phase(&self, name: String) {
         let (component, action) = self.fields();
-        info!(request_id = %self.id, component, action, phase = %name, "phase");
+        info!(request_id = %self.id, component, action, phase = %name, "phase: {name}");
         // The coordinator that started us listens on our stdout; after its restart nobody
         // does, and a failed write is fine.
         let _ = writeln!(std::io::stdout(), "PHASE {name}");

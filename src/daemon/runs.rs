@@ -713,7 +713,8 @@ impl Daemon {
     pub(super) fn load_inventory(&mut self) {
         self.inventory = self.store.inventory().unwrap_or_default();
         for (name, component) in &self.config.components {
-            self.inventory.discover(name, &component.dir);
+            self.inventory
+                .discover(name, &component.dir, &self.script_owners);
         }
         self.save_inventory();
     }
