@@ -159,10 +159,15 @@ impl Daemon {
                 return self.conclude(&job, &status);
             }
         };
-        let batch: Vec<crate::procedure::Member> = members(request)
+        // A single request is run by `invocation` and `procedure` below, not as a batch.
+        let batch_members = if request.is_batch() {
+            members(request)
+        } else {
+            Vec::new()
+        };
+        let batch: Vec<crate::procedure::Member> = batch_members
             .into_iter()
             .zip(&programs)
-            .filter(|_| request.is_batch())
             .map(|(member, program)| {
                 let component = &self.config.components[&member.component];
                 crate::procedure::Member {

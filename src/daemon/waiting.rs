@@ -13,9 +13,9 @@ use crate::request::{Action, Request};
 use crate::status::Durability;
 
 impl Daemon {
-    /// When `request` may start, if not now (see [`crate::window`]).
-    pub(super) fn start_time(&self, request: &Request, now: Timestamp) -> Option<Timestamp> {
-        let any_window = self.config.components.values().any(|c| c.window.is_some());
+    /// When `request` may start, if not now (see [`crate::window`]). `any_window`: whether
+    /// any component has a window (asked once per pass over the queue, not per request).
+    fn start_time(&self, request: &Request, now: Timestamp, any_window: bool) -> Option<Timestamp> {
         if request.not_before.is_none() && !any_window {
             return None; // the common case, checked for every queued request at every turn
         }
@@ -38,8 +38,9 @@ impl Daemon {
         let mut due = Vec::with_capacity(self.queue.len());
         let mut earliest: Option<Timestamp> = None;
         let mut changed = Vec::new();
+        let any_window = self.config.components.values().any(|c| c.window.is_some());
         for (i, job) in self.queue.iter().enumerate() {
-            let start = self.start_time(&job.request, now);
+            let start = self.start_time(&job.request, now, any_window);
             match start {
                 None => due.push(i),
                 Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
