@@ -35,6 +35,9 @@ pub struct Config {
     /// The group that may drop requests; the spool's permissions are checked against it.
     /// `None` (configured as "") skips the check, for unprivileged demo setups.
     pub spool_group: Option<String>,
+    /// Progress records go into `status/<id>.json` itself instead of beside it (for clients
+    /// that all keep polling past `message: "in_progress"`; see docs/protocol.md).
+    pub progress_in_status: bool,
     /// Uids besides root and the service's own user whose scripts are trusted.
     pub script_owners: Vec<u32>,
     /// Signed requests, when required.
@@ -253,6 +256,7 @@ impl Config {
                 Some(g) => Some(g),
                 None => Some(DEFAULT_GROUP.into()),
             },
+            progress_in_status: spool.progress_in_status.unwrap_or(false),
             script_owners: exec.script_owners.unwrap_or_default(),
             signature,
             serialize_updates: exec.serialize_updates.unwrap_or(true),
@@ -305,6 +309,7 @@ struct RawSpool {
     allowed_uids: Option<Vec<u32>>,
     allowed_gids: Option<Vec<u32>>,
     group: Option<String>,
+    progress_in_status: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -94,6 +94,25 @@ impl Dir {
         self.rename_to(from, self, to)
     }
 
+    /// Renames `from` over `to` only if `to` exists (`NotFound` otherwise), atomically: `to`
+    /// is never re-created once someone removed it. Afterwards `from` holds what `to` held.
+    pub fn exchange(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from, to) = (check_name(from)?, check_name(to)?);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            use nix::fcntl::{RenameFlags, renameat2};
+            let fd = self.fd.as_fd();
+            match renameat2(fd, from, fd, to, RenameFlags::RENAME_EXCHANGE) {
+                // A filesystem without RENAME_EXCHANGE: fall through to the racy check.
+                Err(nix::errno::Errno::EINVAL) => {}
+                other => return Ok(other?),
+            }
+        }
+        // Without renameat2 a removal between the check and the rename re-creates `to`.
+        self.lstat(to)?;
+        self.rename(from, to)
+    }
+
     /// Removes a name (a file, symlink, FIFO, ...; not a directory).
     pub fn remove(&self, name: &str) -> io::Result<()> {
         Ok(unlinkat(
@@ -136,6 +155,27 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn exchange_replaces_an_existing_name_and_never_creates_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("new"), "new").unwrap();
+        std::fs::write(tmp.path().join("target"), "old").unwrap();
+        dir.exchange("new", "target").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("target")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("new")).unwrap(),
+            "old"
+        );
+        std::fs::remove_file(tmp.path().join("target")).unwrap();
+        let err = dir.exchange("new", "target").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(!tmp.path().join("target").exists());
     }
 
     #[test]

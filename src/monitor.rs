@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
 use crate::report::{self, PHASE_RUNNING};
 use crate::request::RequestId;
-use crate::status::{Durability, StatusDir};
+use crate::status::{Durability, Progress, StatusDir};
 use crate::{limits, runner};
 
 /// Runs one script for the run `id` in `state_dir`; returns when its exit record is durable.
@@ -101,6 +101,8 @@ struct Reporter {
 }
 
 struct Live {
+    /// The progress record is still there to be updated.
+    shown: bool,
     phase: String,
     progress: Option<u8>,
     tail: std::collections::VecDeque<String>,
@@ -114,11 +116,25 @@ impl Reporter {
         let (Some(dir), Some(request)) = (&self.status_dir, &self.request) else {
             return;
         };
+        if !live.shown {
+            return;
+        }
         let mut status = report::in_progress(request, &live.phase, Some(self.started_at));
         status.progress = live.progress;
         status.log_tail = Some(live.tail.iter().map(|l| format!("{l}\n")).collect());
         status.updated_at = Some(crate::status::now_rfc3339());
-        let _ = dir.write(&self.id, &status, Durability::BestEffort, Some(self.owner));
+        // Never creates the record: one the client deleted, or the coordinator withdrew for
+        // a self-update hand-off, stays gone (and then there is no point in writing more).
+        let written = dir.progress(
+            &self.id,
+            &status,
+            Durability::BestEffort,
+            Some(self.owner),
+            Progress::Update,
+        );
+        if let Ok(false) = written {
+            live.shown = false;
+        }
         live.last_write = std::time::Instant::now();
     }
 
@@ -221,10 +237,11 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     let reporter = Arc::new(Reporter {
         id: id.clone(),
         request: spec.accepted.request(),
-        status_dir: StatusDir::open(&spec.status_dir).ok(),
+        status_dir: StatusDir::open(&spec.status_dir, spec.progress_in_status).ok(),
         owner: spec.owner_uid,
         started_at: spec.started_at,
         live: Mutex::new(Live {
+            shown: true,
             phase: PHASE_RUNNING.to_owned(),
             progress: None,
             tail: Default::default(),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::dir::Dir;
 use crate::request::{Action, Request, RequestId, Version};
 use crate::runner::{Captured, Exit, Invocation, Outcome, Stopped};
-use crate::status::{Durability, Status, remove_temp_files, write_atomic};
+use crate::status::{Durability, Place, Status, remove_temp_files, write_atomic};
 
 /// The accepted request, as the record keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +107,9 @@ pub struct RunSpec {
     pub started_at: SystemTime,
     /// Where the monitor writes in-progress statuses, and for whom.
     pub status_dir: std::path::PathBuf,
+    /// `[spool] progress_in_status`: progress goes into the status file itself.
+    #[serde(default)]
+    pub progress_in_status: bool,
     pub owner_uid: u32,
     pub accepted: Accepted,
     /// The limits configured for the script.
@@ -312,6 +315,7 @@ impl RunStore {
             &bytes,
             Durability::BestEffort,
             None,
+            Place::Always,
         )
     }
 
@@ -494,7 +498,7 @@ impl RunStore {
 
 fn write_json(dir: &Dir, name: &str, value: &impl Serialize) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    write_atomic(dir, name, &bytes, Durability::Durable, None)
+    write_atomic(dir, name, &bytes, Durability::Durable, None, Place::Always)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(dir: &Dir, name: &str) -> Option<T> {
@@ -548,6 +552,7 @@ mod tests {
             deadline_monotonic_ns: monotonic_now_ns(),
             started_at: SystemTime::now(),
             status_dir: "/nonexistent".into(),
+            progress_in_status: false,
             owner_uid: 0,
             accepted: accepted.clone(),
             limits: Default::default(),

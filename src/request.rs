@@ -30,7 +30,9 @@ impl RequestId {
             && !raw.starts_with('-')
             && !raw.contains("..")
             // `status/inventory.json` is the published inventory, not a request's answer.
-            && raw != "inventory";
+            && raw != "inventory"
+            // `status/<id>.progress.json` is request <id>'s progress record.
+            && !raw.ends_with(PROGRESS_SUFFIX);
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -51,7 +53,22 @@ impl RequestId {
     pub fn status_file_name(&self) -> String {
         format!("{}.json", self.0)
     }
+
+    /// The name of this request's progress record, `<id>.progress.json` (beside the status
+    /// file, where clients that only know final statuses never look).
+    pub fn progress_file_name(&self) -> String {
+        format!("{}{PROGRESS_SUFFIX}.json", self.0)
+    }
+
+    /// The id a progress record's name (`<id>.progress.json`) stands for.
+    pub fn from_progress_file_name(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".json")?.strip_suffix(PROGRESS_SUFFIX)?;
+        Self::parse(stem).ok()
+    }
 }
+
+/// What marks a progress record's name; no request id may end with it.
+const PROGRESS_SUFFIX: &str = ".progress";
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -365,6 +382,9 @@ impl Request {
             members.first(),
         ) {
             (_, Some(first)) => Some(first.version.clone()),
+            // Seed 001 shows `version` in every request: an empty one where no version is used
+            // means none. An update still needs a real one (refused below as invalid_version).
+            (Some(""), None) if action != Action::Update => None,
             (Some(raw), None) => Some(Version::parse(raw).map_err(in_context)?),
             (None, None) => None,
         };
@@ -544,6 +564,28 @@ mod tests {
             parse(r#"{"component":"core","action":"rollback","version":null,"request_id":"a2"}"#)
                 .unwrap();
         assert_eq!(r.action, Action::Rollback);
+    }
+
+    #[test]
+    fn an_empty_version_is_ignored_where_no_version_is_used_and_refused_on_update() {
+        // Seed 001's clients put `version` into every request.
+        for action in ["health", "rollback"] {
+            let json = format!(
+                r#"{{"component":"core","action":"{action}","version":"","request_id":"e1"}}"#
+            );
+            assert_eq!(parse(&json).unwrap().version, None, "{action}");
+        }
+        let cancel = br#"{"action":"cancel","target":"t-1","version":"","request_id":"c-1"}"#;
+        assert!(Cancel::parse(cancel).unwrap().is_ok());
+        assert_eq!(
+            code(r#"{"component":"core","action":"update","version":"","request_id":"e2"}"#),
+            "invalid_version"
+        );
+        // A real version where none is used is still a mistake worth saying.
+        assert_eq!(
+            code(r#"{"component":"core","action":"health","version":"1.2","request_id":"e3"}"#),
+            "unexpected_version"
+        );
     }
 
     #[test]
@@ -727,6 +769,8 @@ mod tests {
             ".hidden",
             "-rf",
             "a..b",
+            // Would collide with request `x`'s progress record.
+            "x.progress",
             "a\nb",
             "é",
             &"x".repeat(129),
@@ -769,6 +813,15 @@ mod tests {
         );
         assert!(RequestId::from_file_name("abc.txt").is_none());
         assert!(RequestId::from_file_name(".abc.json").is_none());
+        // A progress record is not a request's status.
+        assert!(RequestId::from_file_name("abc.progress.json").is_none());
+        assert_eq!(
+            RequestId::from_progress_file_name("abc.progress.json")
+                .unwrap()
+                .as_str(),
+            "abc"
+        );
+        assert!(RequestId::from_progress_file_name("abc.json").is_none());
     }
 
     #[test]

@@ -57,6 +57,37 @@ pub fn watch(
     Ok(watcher)
 }
 
+/// Arms an inotify watch on `dir` for one name: `send` is called whenever a writer finished
+/// with it (closed after writing, or renamed into place), and after lost events.
+pub fn watch_name(
+    dir: &Path,
+    wanted: &'static str,
+    send: impl Fn() + Send + 'static,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let finished = match res {
+            Ok(event) => {
+                event.need_rescan()
+                    || (matches!(
+                        event.kind,
+                        EventKind::Access(AccessKind::Close(AccessMode::Write))
+                            | EventKind::Modify(ModifyKind::Name(RenameMode::To))
+                            | EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+                    ) && event
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name().is_some_and(|n| n == wanted)))
+            }
+            Err(_) => true,
+        };
+        if finished {
+            send();
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
 /// What an inotify event means for the spool, if anything.
 fn classify(event: &notify::Event) -> Option<SpoolEvent> {
     if event.need_rescan() {

@@ -1,11 +1,19 @@
 //! Status files: the [`Status`] type *is* the file format, plus the atomic write.
 //!
-//! The client polls `status/<request_id>.json`. `message == "in_progress"` (with
-//! `success: null`) means "keep waiting"; anything else is final. A file is either complete or
-//! absent: we write a temp file in the same directory and rename it over the name. Final
-//! statuses are also fsynced (file, then directory) before anything depends on them, i.e.
-//! before the request file is removed. In-progress statuses are not fsynced: losing one costs
-//! nothing, because the request file is still in `requests/` until the final status is durable.
+//! `status/<request_id>.json` is written once, with the final answer: clients written to seed
+//! 001's protocol take the first status they can parse as the answer. Progress (queued, queue
+//! position, scheduled, phases, percent) goes beside it, to `status/<request_id>.progress.json`,
+//! where only clients that know about it look; it is removed when the answer is written. With
+//! `[spool] progress_in_status` the progress record is `status/<request_id>.json` itself
+//! (`message == "in_progress"`, `success: null`), for deployments whose clients all keep
+//! polling past such records.
+//!
+//! A file is either complete or absent: we write a temp file in the same directory and rename
+//! it over the name. Only the first progress record is created; later ones replace it only
+//! while it is there, so a record a client deleted is never re-created. Final statuses are
+//! fsynced (file, then directory) before anything depends on them, i.e. before the request
+//! file is removed. Progress records are not: losing one costs nothing, because the request
+//! file is still in `requests/` until the final status is durable.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -136,20 +144,50 @@ pub enum Durability {
     BestEffort,
 }
 
+/// How a progress record may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The request's first record (at acceptance): created.
+    First,
+    /// Every later one: replaces the record only while it is there. A record the client
+    /// deleted (or the coordinator withdrew for a hand-off) stays deleted.
+    Update,
+    /// Written again at start-up for an in-flight request whose record may have been lost in
+    /// a power cut: re-created where it is a file of its own (only the coordinator removes
+    /// that), only replaced where it is the status file (a client may have deleted that).
+    Restore,
+}
+
 /// The `status/` directory, through a handle (see [`Dir`]).
 #[derive(Debug)]
 pub struct StatusDir {
     dir: Dir,
+    /// Progress records live in `<id>.json` instead of `<id>.progress.json`.
+    progress_in_status: bool,
 }
 
 /// Status files are small; a bigger one was not written by us and is not read.
 const MAX_STATUS_BYTES: u64 = 4 * 1024 * 1024;
 
 impl StatusDir {
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(path: &Path, progress_in_status: bool) -> io::Result<Self> {
         Ok(Self {
             dir: Dir::open(path)?,
+            progress_in_status,
         })
+    }
+
+    /// Whether progress records are written into the status file itself.
+    pub fn progress_in_status(&self) -> bool {
+        self.progress_in_status
+    }
+
+    fn progress_name(&self, id: &RequestId) -> String {
+        if self.progress_in_status {
+            id.status_file_name()
+        } else {
+            id.progress_file_name()
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -164,7 +202,28 @@ impl StatusDir {
     /// this reads like an untrusted file: no symlinks, regular files only, bounded. A file that
     /// does not parse counts as absent, never as final.
     pub fn read(&self, id: &RequestId) -> io::Result<Option<Status>> {
-        let file = match self.dir.open_untrusted(&id.status_file_name()) {
+        self.read_name(&id.status_file_name())
+    }
+
+    /// Reads a request's progress record, wherever this spool keeps it (see [`Self::read`]).
+    pub fn read_progress(&self, id: &RequestId) -> io::Result<Option<Status>> {
+        Ok(self
+            .read_name(&self.progress_name(id))?
+            .filter(|status| !status.is_final()))
+    }
+
+    /// What a client polling the request sees now, whichever way the spool keeps progress:
+    /// the status file (the answer, or with `progress_in_status` the progress record), else
+    /// the progress record beside it. How the project's own clients poll.
+    pub fn read_latest(&self, id: &RequestId) -> io::Result<Option<Status>> {
+        match self.read(id)? {
+            Some(status) => Ok(Some(status)),
+            None => self.read_name(&id.progress_file_name()),
+        }
+    }
+
+    fn read_name(&self, name: &str) -> io::Result<Option<Status>> {
+        let file = match self.dir.open_untrusted(name) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(None),
@@ -182,18 +241,76 @@ impl StatusDir {
         matches!(self.read(id), Ok(Some(s)) if s.is_final())
     }
 
-    /// Atomically replaces `status/<id>.json` with `status`. With `owner`, the file is given to
-    /// that uid (the request's writer) so the client can delete it in a sticky directory.
-    pub fn write(
+    /// Atomically writes the final answer to `status/<id>.json`, then removes the progress
+    /// record beside it. With `owner`, the file is given to that uid (the request's writer)
+    /// so the client can delete it in a sticky directory.
+    pub fn answer(
         &self,
         id: &RequestId,
         status: &Status,
         durability: Durability,
         owner: Option<u32>,
     ) -> io::Result<()> {
-        let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
-        json.push(b'\n');
-        write_atomic(&self.dir, &id.status_file_name(), &json, durability, owner)
+        debug_assert!(status.is_final(), "an answer must be final");
+        let json = to_json(status)?;
+        write_atomic(
+            &self.dir,
+            &id.status_file_name(),
+            &json,
+            durability,
+            owner,
+            Place::Always,
+        )?;
+        if !self.progress_in_status {
+            match self.dir.remove(&id.progress_file_name()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a request's progress record (see [`Progress`] for when it is created).
+    /// Returns `false` when it was not written because the record is gone.
+    pub fn progress(
+        &self,
+        id: &RequestId,
+        status: &Status,
+        durability: Durability,
+        owner: Option<u32>,
+        how: Progress,
+    ) -> io::Result<bool> {
+        debug_assert!(!status.is_final(), "a progress record is never final");
+        let place = match how {
+            Progress::First => Place::Always,
+            Progress::Restore if !self.progress_in_status => Place::Always,
+            Progress::Update | Progress::Restore => Place::OnlyOverExisting,
+        };
+        match write_atomic(
+            &self.dir,
+            &self.progress_name(id),
+            &to_json(status)?,
+            durability,
+            owner,
+            place,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && place == Place::OnlyOverExisting => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a request's progress record, so that nothing but its answer is found under
+    /// its name from now on (the self-update hand-off, see the daemon). Returns whether
+    /// there was one.
+    pub fn withdraw_progress(&self, id: &RequestId) -> io::Result<bool> {
+        match self.dir.remove(&self.progress_name(id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes a status written with [`Durability::BestEffort`] durable without rewriting it.
@@ -214,7 +331,14 @@ impl StatusDir {
 
     /// Publishes a non-status file (the inventory) atomically, readable by everyone.
     pub fn publish(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        write_atomic(&self.dir, name, bytes, Durability::BestEffort, None)
+        write_atomic(
+            &self.dir,
+            name,
+            bytes,
+            Durability::BestEffort,
+            None,
+            Place::Always,
+        )
     }
 
     /// Flushes everything written to the status directory's filesystem (one call for a batch
@@ -224,7 +348,9 @@ impl StatusDir {
     }
 
     /// Removes final statuses older than `retention` that nobody collected, except those of
-    /// requests still in flight. Returns how many were removed.
+    /// requests still in flight, and progress records of requests no longer in flight (a
+    /// crash between an answer and the removal of its progress record). Returns how many
+    /// were removed.
     pub fn expire(
         &self,
         retention: std::time::Duration,
@@ -232,6 +358,16 @@ impl StatusDir {
     ) -> io::Result<usize> {
         let mut removed = 0;
         for name in self.dir.names()? {
+            if let Some(id) = name.to_str().and_then(RequestId::from_progress_file_name)
+                && !in_flight(&id)
+            {
+                match self.dir.remove(&id.progress_file_name()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let Some(id) = name.to_str().and_then(RequestId::from_file_name) else {
                 continue;
             };
@@ -256,7 +392,9 @@ impl StatusDir {
         being_written: impl Fn(&RequestId) -> bool,
     ) -> io::Result<usize> {
         remove_temp_files(&self.dir, |target| {
-            RequestId::from_file_name(target).is_some_and(|id| being_written(&id))
+            RequestId::from_file_name(target)
+                .or_else(|| RequestId::from_progress_file_name(target))
+                .is_some_and(|id| being_written(&id))
         })
     }
 }
@@ -287,6 +425,21 @@ pub fn remove_temp_files(dir: &Dir, keep: impl Fn(&str) -> bool) -> io::Result<u
     Ok(removed)
 }
 
+fn to_json(status: &Status) -> io::Result<Vec<u8>> {
+    let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
+    json.push(b'\n');
+    Ok(json)
+}
+
+/// Where [`write_atomic`] may put its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Creates the name or replaces what is there.
+    Always,
+    /// Only replaces an existing name (`NotFound` otherwise); never re-creates a removed one.
+    OnlyOverExisting,
+}
+
 /// Temp file in the same directory (random name, exclusive create, so nothing planted can
 /// redirect the write), optionally fsync, rename over `name`, optionally fsync the directory.
 pub fn write_atomic(
@@ -295,6 +448,7 @@ pub fn write_atomic(
     bytes: &[u8],
     durability: Durability,
     owner: Option<u32>,
+    place: Place,
 ) -> io::Result<()> {
     let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
     let foreign_owner = owner.filter(|&uid| uid != nix::unistd::geteuid().as_raw());
@@ -313,9 +467,13 @@ pub fn write_atomic(
         if durability != Durability::BestEffort {
             file.sync_all()?;
         }
-        dir.rename(&tmp, name)
+        match place {
+            Place::Always => dir.rename(&tmp, name),
+            // The temp name now holds the old record: removed below.
+            Place::OnlyOverExisting => dir.exchange(&tmp, name),
+        }
     })();
-    if result.is_err() {
+    if result.is_err() || place == Place::OnlyOverExisting {
         let _ = dir.remove(&tmp);
     }
     result?;
@@ -359,30 +517,152 @@ mod tests {
         }
     }
 
-    #[test]
-    fn write_replaces_atomically_and_leaves_no_temp_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let status_dir = StatusDir::open(dir.path()).unwrap();
-        let mut s = Status {
+    fn in_progress(phase: &str) -> Status {
+        Status {
             request_id: "r1".into(),
             message: IN_PROGRESS.into(),
+            phase: phase.into(),
             ..Default::default()
-        };
-        status_dir
-            .write(&id("r1"), &s, Durability::BestEffort, None)
-            .unwrap();
-        s.message = "done".into();
-        s.success = Some(true);
-        status_dir
-            .write(&id("r1"), &s, Durability::Durable, None)
-            .unwrap();
-        assert_eq!(status_dir.read(&id("r1")).unwrap().unwrap(), s);
-        assert!(status_dir.has_final(&id("r1")));
-        let names: Vec<_> = fs::read_dir(dir.path())
+        }
+    }
+
+    fn done() -> Status {
+        Status {
+            request_id: "r1".into(),
+            message: "done".into(),
+            success: Some(true),
+            ..Default::default()
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["r1.json"]);
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn by_default_the_status_file_holds_only_the_answer_and_progress_goes_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = StatusDir::open(dir.path(), false).unwrap();
+        let r1 = id("r1");
+        let progress = |s: &Status, how| {
+            status_dir
+                .progress(&r1, s, Durability::BestEffort, None, how)
+                .unwrap()
+        };
+        assert!(progress(&in_progress("queued"), Progress::First));
+        assert!(progress(&in_progress("running"), Progress::Update));
+        assert_eq!(names(dir.path()), ["r1.progress.json"]);
+        // A client that takes the first status it can parse finds nothing yet.
+        assert_eq!(status_dir.read(&r1).unwrap(), None);
+        assert_eq!(
+            status_dir.read_latest(&r1).unwrap().unwrap().phase,
+            "running"
+        );
+        status_dir
+            .answer(&r1, &done(), Durability::Durable, None)
+            .unwrap();
+        // The answer replaces the progress record: nothing else is left, no temp file either.
+        assert_eq!(names(dir.path()), ["r1.json"]);
+        assert_eq!(status_dir.read(&r1).unwrap().unwrap(), done());
+        assert_eq!(status_dir.read_latest(&r1).unwrap().unwrap(), done());
+        assert!(status_dir.has_final(&r1));
+        // Lost in a power cut: restored (nobody but the coordinator removes it).
+        let r2 = id("r2");
+        assert!(
+            status_dir
+                .progress(
+                    &r2,
+                    &in_progress("queued"),
+                    Durability::NeverEmpty,
+                    None,
+                    Progress::Restore
+                )
+                .unwrap()
+        );
+        assert!(dir.path().join("r2.progress.json").exists());
+    }
+
+    #[test]
+    fn in_the_status_file_a_progress_record_the_client_deleted_is_never_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = StatusDir::open(dir.path(), true).unwrap();
+        let r1 = id("r1");
+        let progress = |s: &Status, how| {
+            status_dir
+                .progress(&r1, s, Durability::BestEffort, None, how)
+                .unwrap()
+        };
+        assert!(progress(&in_progress("queued"), Progress::First));
+        assert_eq!(names(dir.path()), ["r1.json"]);
+        assert_eq!(status_dir.read(&r1).unwrap().unwrap().phase, "queued");
+        assert!(progress(&in_progress("running"), Progress::Update));
+        assert_eq!(
+            status_dir.read_progress(&r1).unwrap().unwrap().phase,
+            "running"
+        );
+        // An old client took it for the answer and deleted it.
+        fs::remove_file(dir.path().join("r1.json")).unwrap();
+        assert!(!progress(&in_progress("installing"), Progress::Update));
+        assert!(!progress(&in_progress("installing"), Progress::Restore));
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+        // The answer is always written.
+        status_dir
+            .answer(&r1, &done(), Durability::Durable, None)
+            .unwrap();
+        assert_eq!(names(dir.path()), ["r1.json"]);
+        // Withdrawn for a hand-off: the same.
+        let r2 = id("r2");
+        status_dir
+            .progress(
+                &r2,
+                &in_progress("queued"),
+                Durability::BestEffort,
+                None,
+                Progress::First,
+            )
+            .unwrap();
+        assert!(status_dir.withdraw_progress(&r2).unwrap());
+        assert!(
+            !status_dir
+                .progress(
+                    &r2,
+                    &in_progress("running"),
+                    Durability::BestEffort,
+                    None,
+                    Progress::Update
+                )
+                .unwrap()
+        );
+        assert_eq!(names(dir.path()), ["r1.json"]);
+    }
+
+    #[test]
+    fn orphaned_progress_records_are_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = StatusDir::open(dir.path(), false).unwrap();
+        for name in ["gone", "alive"] {
+            status_dir
+                .progress(
+                    &id(name),
+                    &in_progress("running"),
+                    Durability::BestEffort,
+                    None,
+                    Progress::First,
+                )
+                .unwrap();
+        }
+        let removed = status_dir
+            .expire(std::time::Duration::from_secs(3600), |id| {
+                id.as_str() == "alive"
+            })
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(names(dir.path()), ["alive.progress.json"]);
     }
 
     #[test]
@@ -398,9 +678,9 @@ mod tests {
             message: "done".into(),
             ..Default::default()
         };
-        let status_dir = StatusDir::open(&status).unwrap();
+        let status_dir = StatusDir::open(&status, false).unwrap();
         status_dir
-            .write(&id("r1"), &s, Durability::Durable, None)
+            .answer(&id("r1"), &s, Durability::Durable, None)
             .unwrap();
         // Reading does not follow a planted symlink either.
         std::os::unix::fs::symlink(&victim, status.join("r2.json")).unwrap();
@@ -418,12 +698,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(".r1.json.abc.tmp"), "x").unwrap();
         fs::write(dir.path().join(".r3.json.abc.tmp"), "being written").unwrap();
+        fs::write(
+            dir.path().join(".r3.progress.json.abc.tmp"),
+            "being written",
+        )
+        .unwrap();
+        fs::write(dir.path().join(".r4.progress.json.abc.tmp"), "x").unwrap();
         fs::write(dir.path().join("r2.json"), "{}").unwrap();
-        let n = StatusDir::open(dir.path())
+        let n = StatusDir::open(dir.path(), false)
             .unwrap()
             .remove_stale_temp_files(|id| id.as_str() == "r3")
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 2);
+        assert!(dir.path().join(".r3.progress.json.abc.tmp").exists());
         assert!(dir.path().join("r2.json").exists());
         assert!(
             dir.path().join(".r3.json.abc.tmp").exists(),

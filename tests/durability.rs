@@ -63,7 +63,19 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
 /// in-progress status of every request it picks up again before it says it is ready.
 #[test]
 fn in_progress_statuses_emptied_by_a_power_cut_are_written_again_at_start() {
-    let spool = Spool::new();
+    progress_emptied_by_a_power_cut_is_written_again(false);
+}
+
+#[test]
+fn with_progress_in_status_emptied_status_files_are_written_again_at_start() {
+    progress_emptied_by_a_power_cut_is_written_again(true);
+}
+
+fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
+    let mut spool = Spool::new();
+    if progress_in_status {
+        spool.set("spool", "progress_in_status = true");
+    }
     let (_, gate) = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let running = spool.submit("remote", "update", Some("1.2.3"));
@@ -80,7 +92,12 @@ fn in_progress_statuses_emptied_by_a_power_cut_are_written_again_at_start() {
     });
     service.crash();
     for id in [&running, &queued] {
-        fs::write(spool.status_dir().join(format!("{id}.json")), "").unwrap();
+        let record = if progress_in_status {
+            spool.status_dir().join(format!("{id}.json"))
+        } else {
+            spool.progress_path(id)
+        };
+        fs::write(record, "").unwrap();
     }
 
     // Service::start returns once the service said READY=1.

@@ -1,6 +1,6 @@
 //! `update-coordinator follow ID`, and the status-following shared with `submit --wait`:
-//! polls `status/<id>.json` and shows phases, progress and new output lines until the status
-//! is final. On a terminal a single progress line is redrawn; piped, plain lines are printed.
+//! polls `status/<id>.json` and the progress record beside it, and shows phases, progress and
+//! new output lines until the status is final. On a terminal a single progress line is redrawn; piped, plain lines are printed.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -81,7 +81,8 @@ pub fn follow(
     output: Output,
 ) -> Result<Status, String> {
     let status_path = root.join("status");
-    let dir = StatusDir::open(&status_path)
+    // Reading only: `read_latest` looks where either kind of spool keeps progress.
+    let dir = StatusDir::open(&status_path, false)
         .map_err(|e| format!("cannot open {}: {e}", status_path.display()))?;
     let started = Instant::now();
     // Patience counts from the last sign of a request that is not waiting for its maintenance
@@ -89,7 +90,7 @@ pub fn follow(
     let mut patient_since = started;
     let mut view = View::new(output);
     while patient_since.elapsed() < patience {
-        if let Ok(Some(status)) = dir.read(id) {
+        if let Ok(Some(status)) = dir.read_latest(id) {
             view.show(&status, started.elapsed());
             if status.is_final() {
                 view.finish();

@@ -70,10 +70,10 @@ fn show(args: &StatusArgs) -> Result<ExitCode, String> {
     let (records, _) = store
         .load()
         .map_err(|e| format!("cannot read {}: {e}", state.display()))?;
-    let status_dir = StatusDir::open(&config.status_dir()).ok();
+    let status_dir = StatusDir::open(&config.status_dir(), config.progress_in_status).ok();
     let current = |id: &str| -> Option<Status> {
         let id = RequestId::parse(id).ok()?;
-        status_dir.as_ref()?.read(&id).ok()?
+        status_dir.as_ref()?.read_latest(&id).ok()?
     };
 
     if let Some(wanted) = &args.id {

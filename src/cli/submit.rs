@@ -95,6 +95,7 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         // exists once it has taken the file).
         Durability::Durable,
         None,
+        crate::status::Place::Always,
     )
     .map_err(cannot_write)?;
     println!("submitted request {id}");

@@ -11,7 +11,7 @@ use crate::record::Accepted;
 use crate::report::{self, PHASE_QUEUED, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
 use crate::spool;
-use crate::status::Durability;
+use crate::status::{Durability, Progress};
 
 impl Daemon {
     pub(super) fn rescan(&mut self, reason: &str) {
@@ -142,7 +142,7 @@ impl Daemon {
                     .detail(status.message.clone()),
             );
             // Answered like a refusal: at once, made durable with this batch, never recorded.
-            if self.write_status(
+            if self.answer(
                 &request.id,
                 &status,
                 Durability::BestEffort,
@@ -190,12 +190,12 @@ impl Daemon {
         let position = self.queue.len() + 1;
         let mut queued = report::in_progress(&request, PHASE_QUEUED, None);
         queued.queue_position = Some(position);
-        self.write_status(
-            &request.id,
-            &queued,
-            Durability::NeverEmpty,
-            Some(owner_uid),
-        );
+        let job = Job::new(request, name.to_owned(), owner_uid);
+        // A request handed off already (see `handoff`) never shows progress in its status file.
+        if !self.handed_off(&job.request.id) {
+            self.show_progress(&job, &queued, Durability::NeverEmpty, Progress::First);
+        }
+        let request = &job.request;
         info!(
             request_id = %request.id,
             component = %request.component,
@@ -205,8 +205,8 @@ impl Daemon {
         );
         self.in_flight.insert(name.to_owned());
         self.in_flight_ids.insert(request.id.clone());
-        self.audit(Event::of("queued", &request).detail(format!("position {position}")));
-        let mut job = Job::new(request, name.to_owned(), owner_uid);
+        self.audit(Event::of("queued", request).detail(format!("position {position}")));
+        let mut job = job;
         job.shown.position = Some(position);
         self.queue.push_back(job);
     }
@@ -285,7 +285,7 @@ impl Daemon {
         event.action = Some("cancel".into());
         self.audit(event);
         let status = report::cancel_answer(&cancel.id, code, message);
-        if self.write_status(&cancel.id, &status, Durability::BestEffort, Some(owner_uid)) {
+        if self.answer(&cancel.id, &status, Durability::BestEffort, Some(owner_uid)) {
             self.refused_files.push(name.to_owned());
         }
     }
@@ -305,7 +305,7 @@ impl Daemon {
                 )
                 .ok()
                 .map(|f| f.owner_uid);
-                if !self.write_status(id, &status, Durability::Durable, owner) {
+                if !self.answer(id, &status, Durability::Durable, owner) {
                     return;
                 }
             }
@@ -344,7 +344,7 @@ impl Daemon {
         let owner = owner.or_else(|| self.requests.lstat(name).ok().map(|st| st.st_uid));
         match id {
             Some(id) if !self.is_known(&id) => {
-                if self.write_status(
+                if self.answer(
                     &id,
                     &report::refused(&id, refusal),
                     Durability::BestEffort,

@@ -2,6 +2,7 @@
 //! run exits, progress, signals and timers. Each `select!` arm calls a named method; intake
 //! lives in [`intake`], starting and concluding runs in [`runs`].
 
+mod handoff;
 mod intake;
 mod runs;
 mod waiting;
@@ -86,6 +87,8 @@ enum Msg {
     Exited(String),
     /// A monitor we started has exited (its exit record, if any, tells the result).
     MonitorGone(RequestId),
+    /// The self-update hand-off file was written (see [`handoff`]).
+    Handoff,
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -134,6 +137,8 @@ struct Running {
 
 struct Daemon {
     config: Arc<Config>,
+    /// The spool root, for the self-update hand-off file (see [`handoff`]).
+    spool_root: Dir,
     requests: Dir,
     status: StatusDir,
     store: RunStore,
@@ -189,8 +194,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     for dir in [&requests_dir, &status_dir] {
         std::fs::create_dir_all(dir).map_err(prepare(dir))?;
     }
+    let spool_root = Dir::open(&config.spool_root).map_err(prepare(&config.spool_root))?;
     let requests = Dir::open(&requests_dir).map_err(prepare(&requests_dir))?;
-    let status = StatusDir::open(&status_dir).map_err(prepare(&status_dir))?;
+    let status =
+        StatusDir::open(&status_dir, config.progress_in_status).map_err(prepare(&status_dir))?;
     let store = RunStore::open(&config.state_dir).map_err(prepare(&config.state_dir))?;
     match status.remove_stale_temp_files(|id| store.monitor_alive(id)) {
         Ok(0) => {}
@@ -243,6 +250,22 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         source,
     })?;
 
+    // Only where progress shares the status file does the hand-off need watching.
+    let handoff_watch = if config.progress_in_status {
+        let handoff_tx = tx.clone();
+        Some(
+            spool::watch_name(&config.spool_root, handoff::HANDOFF_FILE, move || {
+                let _ = handoff_tx.send(Msg::Handoff);
+            })
+            .map_err(|source| ServeError::Watch {
+                path: config.spool_root.clone(),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
+
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
@@ -256,6 +279,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         host: crate::limits::Host::detect(),
         unit: crate::logging::own_unit(),
         config: Arc::new(config),
+        spool_root,
         requests,
         status,
         store,
@@ -281,6 +305,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();
+    // A hand-off written while we were stopped.
+    daemon.handoff();
     let _ = tx.send(Msg::Spool(SpoolEvent::Rescan("start-up".into())));
     info!(
         spool = %requests_dir.display(),
@@ -316,6 +342,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     drop(request_watch);
     drop(exit_watch);
+    drop(handoff_watch);
     daemon.commit_refusals();
     let running = daemon.running.len();
     info!(
@@ -364,6 +391,7 @@ impl Daemon {
             Msg::Phase { id, phase } => self.progress(&id, phase),
             Msg::Exited(name) => self.exited(&name),
             Msg::MonitorGone(id) => self.monitor_gone(&id),
+            Msg::Handoff => self.handoff(),
         }
     }
 

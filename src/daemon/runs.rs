@@ -15,7 +15,7 @@ use crate::record::{Accepted, RunSpec, RunState, boot_id, monotonic_now_ns};
 use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING, Refusal, RunContext};
 use crate::request::{Request, RequestId, printable};
 use crate::runner::Invocation;
-use crate::status::{Durability, Status};
+use crate::status::{Durability, Progress, Status};
 use crate::{spool, status, trust};
 
 impl Daemon {
@@ -93,11 +93,11 @@ impl Daemon {
     /// left alone: its monitor's phase and output tail are newer than what we know).
     fn repair_status(&self, job: &Job, phase: &str, started_at: Option<SystemTime>) {
         let id = &job.request.id;
-        if matches!(self.status.read(id), Ok(Some(status)) if !status.is_final()) {
+        if matches!(self.status.read_progress(id), Ok(Some(_))) {
             return;
         }
         let status = report::in_progress(&job.request, phase, started_at);
-        self.write_status(id, &status, Durability::NeverEmpty, Some(job.owner_uid));
+        self.show_progress(job, &status, Durability::NeverEmpty, Progress::Restore);
     }
 
     fn track(&mut self, job: &Job) {
@@ -110,7 +110,7 @@ impl Daemon {
     /// (again), then remove the file.
     fn finish_leftovers(&mut self, job: &Job, status: &Status) {
         if self.requests.lstat(&job.file_name).is_ok() {
-            self.write_status(
+            self.answer(
                 &job.request.id,
                 status,
                 Durability::Durable,
@@ -188,6 +188,7 @@ impl Daemon {
             boot_id: boot_id(),
             started_at,
             status_dir: self.config.status_dir(),
+            progress_in_status: self.config.progress_in_status,
             owner_uid: job.owner_uid,
             accepted,
             limits: component.limits.clone(),
@@ -208,12 +209,7 @@ impl Daemon {
         );
         self.audit(crate::audit::Event::of("started", request));
         let running = report::in_progress(request, PHASE_RUNNING, Some(started_at));
-        self.write_status(
-            &request.id,
-            &running,
-            Durability::BestEffort,
-            Some(job.owner_uid),
-        );
+        self.show_progress(&job, &running, Durability::BestEffort, Progress::Update);
 
         if let Err(e) = self.spawn_monitor(&request.id, &spec) {
             error!(request_id = %request.id, error = %e, "cannot start the run's monitor");
@@ -628,7 +624,7 @@ impl Daemon {
         // run's final record) right after. A crash in between concludes again from the exit
         // record: the same answer, never another (docs/durability.md).
         self.record_in_inventory(&running.job.request, &status);
-        let shown = self.write_status(
+        let shown = self.answer(
             &id,
             &status,
             Durability::BestEffort,
@@ -662,7 +658,7 @@ impl Daemon {
                     false
                 }
             };
-        if durable || self.write_status(id, status, Durability::Durable, Some(job.owner_uid)) {
+        if durable || self.answer(id, status, Durability::Durable, Some(job.owner_uid)) {
             self.remove_request_file(&job.file_name, true);
         }
         if let Err(e) = self.store.remove_exit(id) {
@@ -739,20 +735,37 @@ impl Daemon {
         }
     }
 
-    /// Returns whether the status is on disk. Failures are logged here, once.
-    pub(super) fn write_status(
+    /// Writes a final status. Returns whether it is on disk. Failures are logged here, once.
+    pub(super) fn answer(
         &self,
         id: &RequestId,
         status: &Status,
         durability: Durability,
         owner: Option<u32>,
     ) -> bool {
-        match self.status.write(id, status, durability, owner) {
+        match self.status.answer(id, status, durability, owner) {
             Ok(()) => true,
             Err(e) => {
                 error!(request_id = %id, error = %e, dir = %self.status.path().display(), "cannot write the status file");
                 false
             }
+        }
+    }
+
+    /// Writes an in-flight job's progress record (best effort: the answer is what counts).
+    pub(super) fn show_progress(
+        &self,
+        job: &Job,
+        status: &Status,
+        durability: Durability,
+        how: Progress,
+    ) {
+        let id = &job.request.id;
+        if let Err(e) = self
+            .status
+            .progress(id, status, durability, Some(job.owner_uid), how)
+        {
+            warn!(request_id = %id, error = %e, dir = %self.status.path().display(), "cannot write the progress record");
         }
     }
 
@@ -784,6 +797,7 @@ impl Daemon {
             ),
             Err(e) => warn!(error = %e, "cannot remove old status files"),
         }
+        self.expire_handoff(retention);
     }
 }
 

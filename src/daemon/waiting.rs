@@ -10,7 +10,7 @@ use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
 use crate::audit::Event;
 use crate::report::{self, PHASE_QUEUED, PHASE_SCHEDULED};
 use crate::request::{Action, Request};
-use crate::status::Durability;
+use crate::status::{Durability, Progress};
 
 impl Daemon {
     /// When `request` may start, if not now (see [`crate::window`]). `any_window`: whether
@@ -84,12 +84,7 @@ impl Daemon {
             info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = PHASE_SCHEDULED, scheduled_for = %t, "waiting for {why}");
             self.audit(Event::of("scheduled", &job.request).detail(format!("until {t} ({why})")));
         }
-        self.write_status(
-            &job.request.id,
-            &status,
-            Durability::BestEffort,
-            Some(job.owner_uid),
-        );
+        self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
         let job = &mut self.queue[index];
         job.shown.scheduled_for = start;
         job.shown.position = None;
@@ -127,12 +122,7 @@ impl Daemon {
         let mut status = report::in_progress(&job.request, PHASE_QUEUED, None);
         status.queue_position = Some(position);
         status.updated_at = Some(crate::status::now_rfc3339());
-        self.write_status(
-            &job.request.id,
-            &status,
-            Durability::BestEffort,
-            Some(job.owner_uid),
-        );
+        self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
         self.queue[index].shown.position = Some(position);
     }
 

@@ -164,9 +164,35 @@ impl Spool {
         fs::rename(&tmp, self.requests().join(format!("{id}.json"))).unwrap();
     }
 
+    /// What the project's own clients see: the status file, else the progress record beside
+    /// it (`<id>.progress.json`).
     pub fn status(&self, id: &str) -> Option<Value> {
-        let bytes = fs::read(self.status_dir().join(format!("{id}.json"))).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        self.status_file(id).or_else(|| self.progress(id))
+    }
+
+    /// `status/<id>.json` alone: what a client that only knows final statuses reads.
+    pub fn status_file(&self, id: &str) -> Option<Value> {
+        read_json(&self.status_dir().join(format!("{id}.json")))
+    }
+
+    /// The progress record beside the status file.
+    pub fn progress(&self, id: &str) -> Option<Value> {
+        read_json(&self.progress_path(id))
+    }
+
+    pub fn progress_path(&self, id: &str) -> PathBuf {
+        self.status_dir().join(format!("{id}.progress.json"))
+    }
+
+    /// Names in `status/`, sorted, without the published inventory.
+    pub fn status_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.status_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "inventory.json")
+            .collect();
+        names.sort();
+        names
     }
 
     /// Polls like the client (but faster) until the status is final.
@@ -176,11 +202,17 @@ impl Spool {
 
     pub fn wait_final_within(&self, id: &str, patience: Duration) -> Value {
         let deadline = Instant::now() + patience;
+        let progress_in_status = self.progress_in_status();
         loop {
-            if let Some(s) = self.status(id)
-                && s["message"] != "in_progress"
-            {
-                return s;
+            if let Some(s) = self.status_file(id) {
+                // The promise to clients that only know final statuses (seed 001, beta.8).
+                assert!(
+                    progress_in_status || s["message"] != "in_progress",
+                    "status/{id}.json holds an in-progress record: {s:#}"
+                );
+                if s["message"] != "in_progress" {
+                    return s;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -188,6 +220,13 @@ impl Spool {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether this spool's config says `progress_in_status = true`.
+    pub fn progress_in_status(&self) -> bool {
+        self.tables
+            .get("spool")
+            .is_some_and(|lines| lines.iter().any(|l| l.replace(' ', "") == "progress_in_status=true"))
     }
 
     pub fn request_files(&self) -> Vec<String> {
@@ -368,6 +407,10 @@ impl Drop for Service {
 }
 
 /// A fresh uuid4-shaped request id, as the client makes.
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
