@@ -115,9 +115,9 @@ def _root(spool):
     return spool if spool is not None else SPOOL
 
 
-def _status_path(request_id, spool=None):
+def _status_path(request_id, spool=None, suffix=".json"):
     _check_id(request_id)
-    return os.path.join(_root(spool), "status", request_id + ".json")
+    return os.path.join(_root(spool), "status", request_id + suffix)
 
 
 def _check_id(request_id):
@@ -211,10 +211,18 @@ def submit(component, action, version=None, *, request_id=None, spool=None, key=
 
 
 def read_status(request_id, spool=None):
-    """The current status of ``request_id`` as a dict, or ``None`` when there is no status
-    file (yet). Does not delete anything."""
+    """The current status of ``request_id`` as a dict, or ``None`` when there is none (yet).
+    The final answer is ``status/<id>.json``; until then progress is in
+    ``status/<id>.progress.json`` beside it (or, with the coordinator's
+    ``progress_in_status``, in ``status/<id>.json`` itself). Does not delete anything."""
+    return _read_json(_status_path(request_id, spool)) or _read_json(
+        _status_path(request_id, spool, ".progress.json")
+    )
+
+
+def _read_json(path):
     try:
-        with open(_status_path(request_id, spool), "rb") as f:
+        with open(path, "rb") as f:
             return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         return None

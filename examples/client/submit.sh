@@ -8,8 +8,8 @@
 #   submit.sh -s /var/dunebugger/updates core health
 #
 # The request is written as requests/.ID.tmp and renamed to requests/ID.json; then
-# status/ID.json is polled once a second until its message is not "in_progress", printed, and
-# deleted (docs/protocol.md). Requests are not signed: use dunebugger_updates.py when the
+# status/ID.json (the answer) and status/ID.progress.json (phases until then) are polled once a
+# second until the answer is there; it is printed and deleted (docs/protocol.md). Requests are not signed: use dunebugger_updates.py when the
 # coordinator requires signatures.
 #
 # Options: -s SPOOL   spool root (default $DUNEBUGGER_UPDATES_SPOOL or /var/dunebugger/updates)
@@ -74,6 +74,7 @@ else
 fi
 requests=$spool/requests
 status=$spool/status/$id.json
+progress=$spool/status/$id.progress.json
 if [ ! -d "$requests" ]; then
     echo "submit.sh: $requests does not exist: is the spool bind-mounted into the container?" >&2
     exit 2
@@ -156,7 +157,16 @@ json() {
 waited=0
 last_phase=""
 while :; do
-    if [ -f "$status" ] && doc=$(cat "$status" 2>/dev/null); then
+    # The answer is status/ID.json; until then progress is in status/ID.progress.json beside
+    # it (or in status/ID.json itself where the coordinator has progress_in_status).
+    doc=""
+    for file in "$status" "$progress"; do
+        if [ -f "$file" ] && doc=$(cat "$file" 2>/dev/null) && [ -n "$doc" ]; then
+            break
+        fi
+        doc=""
+    done
+    if [ -n "$doc" ]; then
         message=$(printf '%s' "$doc" | json message)
         if [ -n "$message" ] && [ "$message" != in_progress ]; then
             success=$(printf '%s' "$doc" | json success)

@@ -224,9 +224,11 @@ impl Spool {
 
     /// Whether this spool's config says `progress_in_status = true`.
     pub fn progress_in_status(&self) -> bool {
-        self.tables
-            .get("spool")
-            .is_some_and(|lines| lines.iter().any(|l| l.replace(' ', "") == "progress_in_status=true"))
+        self.tables.get("spool").is_some_and(|lines| {
+            lines
+                .iter()
+                .any(|l| l.replace(' ', "") == "progress_in_status=true")
+        })
     }
 
     pub fn request_files(&self) -> Vec<String> {
