@@ -309,7 +309,7 @@ pub fn remove_request(dir: &Dir, name: &str, durable: bool) -> io::Result<()> {
 
 /// Moves an entry that cannot be unlinked into `<spool>/quarantine/` (created 0700), so it
 /// is never seen again and an administrator can look at it.
-fn quarantine(dir: &Dir, name: &str) -> io::Result<()> {
+pub(crate) fn quarantine(dir: &Dir, name: &str) -> io::Result<()> {
     let Some(spool_root) = dir.path().parent() else {
         return Err(io::Error::other("the request directory has no parent"));
     };

@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -253,8 +253,7 @@ impl StatusDir {
     ) -> io::Result<()> {
         debug_assert!(status.is_final(), "an answer must be final");
         let json = to_json(status)?;
-        write_atomic(
-            &self.dir,
+        self.write(
             &id.status_file_name(),
             &json,
             durability,
@@ -286,8 +285,7 @@ impl StatusDir {
             Progress::Restore if !self.progress_in_status => Place::Always,
             Progress::Update | Progress::Restore => Place::OnlyOverExisting,
         };
-        match write_atomic(
-            &self.dir,
+        match self.write(
             &self.progress_name(id),
             &to_json(status)?,
             durability,
@@ -331,14 +329,33 @@ impl StatusDir {
 
     /// Publishes a non-status file (the inventory) atomically, readable by everyone.
     pub fn publish(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        write_atomic(
-            &self.dir,
-            name,
-            bytes,
-            Durability::BestEffort,
-            None,
-            Place::Always,
-        )
+        self.write(name, bytes, Durability::BestEffort, None, Place::Always)
+    }
+
+    /// [`write_via`] for `status/`, which clients can write to. The temp file's name is random
+    /// and carries no request id (a writer watching `status/` learns nothing from it). The
+    /// coordinator owns every name it writes: whatever a writer planted there is moved aside
+    /// (a symlink, FIFO or file is simply replaced by the rename; a directory is quarantined).
+    fn write(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        durability: Durability,
+        owner: Option<u32>,
+        place: Place,
+    ) -> io::Result<()> {
+        let temp = || format!(".{}.tmp", uuid::Uuid::new_v4().simple());
+        match write_via(&self.dir, &temp(), name, bytes, durability, owner, place) {
+            Err(e) if is_directory_in_the_way(&e) => {
+                crate::spool::quarantine(&self.dir, name)?;
+                tracing::warn!(
+                    file = name,
+                    "a directory planted at a status file's name was moved to quarantine/"
+                );
+                write_via(&self.dir, &temp(), name, bytes, durability, owner, place)
+            }
+            other => other,
+        }
     }
 
     /// Flushes everything written to the status directory's filesystem (one call for a batch
@@ -385,18 +402,43 @@ impl StatusDir {
         Ok(removed)
     }
 
-    /// Removes temp files a crash left behind, except those of requests for which
-    /// `being_written` is true (a live monitor may be writing them right now).
-    pub fn remove_stale_temp_files(
-        &self,
-        being_written: impl Fn(&RequestId) -> bool,
-    ) -> io::Result<usize> {
-        remove_temp_files(&self.dir, |target| {
-            RequestId::from_file_name(target)
-                .or_else(|| RequestId::from_progress_file_name(target))
-                .is_some_and(|id| being_written(&id))
-        })
+    /// Removes temp files a crash left behind. Their names say nothing about their request,
+    /// so age tells: a live writer renames its temp file within milliseconds, and the worst a
+    /// wrong guess costs is one lost progress update. Returns how many were removed.
+    pub fn remove_stale_temp_files(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for name in self.dir.names()? {
+            let Some(name) = name.to_str() else { continue };
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let Ok(st) = self.dir.lstat(name) else {
+                continue;
+            };
+            let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+            let age = SystemTime::now()
+                .duration_since(
+                    UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64),
+                )
+                .unwrap_or_default();
+            // Not ours if it is not a plain file: left alone (and never descended into).
+            if regular && age > STALE_TEMP && self.dir.remove(name).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
+}
+
+/// A temp file in `status/` older than this was left by a writer that died.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `rename` over a directory fails like this (a file cannot replace a directory).
+fn is_directory_in_the_way(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EISDIR | nix::libc::ENOTEMPTY | nix::libc::EEXIST)
+    )
 }
 
 /// The file a temp file of [`write_atomic`] was going to become: `.<target>.<hex>.tmp`.
@@ -440,8 +482,8 @@ pub enum Place {
     OnlyOverExisting,
 }
 
-/// Temp file in the same directory (random name, exclusive create, so nothing planted can
-/// redirect the write), optionally fsync, rename over `name`, optionally fsync the directory.
+/// [`write_via`] a temp file named after `name` (`.<name>.<hex>.tmp`), for directories only
+/// the coordinator writes to, where [`remove_temp_files`] can tell what a leftover was for.
 pub fn write_atomic(
     dir: &Dir,
     name: &str,
@@ -451,6 +493,21 @@ pub fn write_atomic(
     place: Place,
 ) -> io::Result<()> {
     let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
+    write_via(dir, &tmp, name, bytes, durability, owner, place)
+}
+
+/// Writes `bytes` to a new temp file `tmp` in `dir` (exclusive create, so nothing planted can
+/// redirect the write), optionally fsyncs it, renames it over `name`, optionally fsyncs the
+/// directory.
+fn write_via(
+    dir: &Dir,
+    tmp: &str,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+    owner: Option<u32>,
+    place: Place,
+) -> io::Result<()> {
     let foreign_owner = owner.filter(|&uid| uid != nix::unistd::geteuid().as_raw());
     // A file given to a client is private to it; our own files are world-readable.
     let mode = if foreign_owner.is_some() {
@@ -459,7 +516,7 @@ pub fn write_atomic(
         0o644
     };
     let result = (|| {
-        let mut file = dir.create_new(&tmp, mode)?;
+        let mut file = dir.create_new(tmp, mode)?;
         if let Some(uid) = foreign_owner {
             nix::unistd::fchown(&file, Some(nix::unistd::Uid::from_raw(uid)), None)?;
         }
@@ -468,13 +525,20 @@ pub fn write_atomic(
             file.sync_all()?;
         }
         match place {
-            Place::Always => dir.rename(&tmp, name),
+            Place::Always => dir.rename(tmp, name),
             // The temp name now holds the old record: removed below.
-            Place::OnlyOverExisting => dir.exchange(&tmp, name),
+            // Only over a record of ours: anything else counts as gone.
+            Place::OnlyOverExisting => match dir.lstat(name) {
+                Ok(st) if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG => {
+                    dir.exchange(tmp, name)
+                }
+                Ok(_) => Err(io::ErrorKind::NotFound.into()),
+                Err(e) => Err(e),
+            },
         }
     })();
     if result.is_err() || place == Place::OnlyOverExisting {
-        let _ = dir.remove(&tmp);
+        let _ = dir.remove(tmp);
     }
     result?;
     if durability == Durability::Durable {
@@ -694,27 +758,60 @@ mod tests {
     }
 
     #[test]
-    fn stale_temp_files_are_cleaned_up() {
+    fn stale_temp_files_are_cleaned_up_by_age() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(".r1.json.abc.tmp"), "x").unwrap();
-        fs::write(dir.path().join(".r3.json.abc.tmp"), "being written").unwrap();
-        fs::write(
-            dir.path().join(".r3.progress.json.abc.tmp"),
-            "being written",
+        let status_dir = StatusDir::open(dir.path(), false).unwrap();
+        let old = dir.path().join(".0123abcd.tmp");
+        fs::write(&old, "left by a crash").unwrap();
+        let an_hour_ago = nix::sys::time::TimeSpec::new(
+            (SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - 3600) as i64,
+            0,
+        );
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &old,
+            &an_hour_ago,
+            &an_hour_ago,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         )
         .unwrap();
-        fs::write(dir.path().join(".r4.progress.json.abc.tmp"), "x").unwrap();
+        fs::write(dir.path().join(".fedcba98.tmp"), "being written").unwrap();
+        fs::create_dir(dir.path().join(".planted.tmp")).unwrap();
         fs::write(dir.path().join("r2.json"), "{}").unwrap();
-        let n = StatusDir::open(dir.path(), false)
-            .unwrap()
-            .remove_stale_temp_files(|id| id.as_str() == "r3")
-            .unwrap();
-        assert_eq!(n, 2);
-        assert!(dir.path().join(".r3.progress.json.abc.tmp").exists());
-        assert!(dir.path().join("r2.json").exists());
-        assert!(
-            dir.path().join(".r3.json.abc.tmp").exists(),
-            "still being written: kept"
+        assert_eq!(status_dir.remove_stale_temp_files().unwrap(), 1);
+        assert_eq!(
+            names(dir.path()),
+            [".fedcba98.tmp", ".planted.tmp", "r2.json"]
         );
+    }
+
+    #[test]
+    fn a_directory_planted_at_a_status_name_is_quarantined_and_the_answer_written() {
+        let root = tempfile::tempdir().unwrap();
+        let status = root.path().join("status");
+        fs::create_dir_all(status.join("r1.json/inner")).unwrap();
+        fs::create_dir_all(status.join("r1.progress.json")).unwrap();
+        let status_dir = StatusDir::open(&status, false).unwrap();
+        assert!(
+            status_dir
+                .progress(
+                    &id("r1"),
+                    &in_progress("queued"),
+                    Durability::BestEffort,
+                    None,
+                    Progress::First
+                )
+                .unwrap()
+        );
+        status_dir
+            .answer(&id("r1"), &done(), Durability::Durable, None)
+            .unwrap();
+        assert_eq!(status_dir.read(&id("r1")).unwrap().unwrap(), done());
+        assert_eq!(names(&status), ["r1.json"]);
+        assert_eq!(names(&root.path().join("quarantine")).len(), 2);
     }
 }

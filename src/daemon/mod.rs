@@ -199,7 +199,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let status =
         StatusDir::open(&status_dir, config.progress_in_status).map_err(prepare(&status_dir))?;
     let store = RunStore::open(&config.state_dir).map_err(prepare(&config.state_dir))?;
-    match status.remove_stale_temp_files(|id| store.monitor_alive(id)) {
+    match status.remove_stale_temp_files() {
         Ok(0) => {}
         Ok(n) => info!(count = n, "removed temp files left by an earlier crash"),
         Err(e) => warn!(error = %e, "cannot clean up temp files in the status directory"),
