@@ -25,14 +25,17 @@
 # exits 1 if any failed. Request logs and statuses go to $LOGS (default /lab/out/compose).
 set -uo pipefail
 
+R=${R:-/lab/repo}
 UNIT=dunebugger-update-coordinator
+STATE=/var/lib/update-coordinator
 CONFIG=/etc/dunebugger/update-coordinator.toml
 SPOOL=/var/dunebugger/updates
 DIR=/opt/dunebugger/remote           # where install.sh put the remote component's scripts
 COMPOSE_FILE=/opt/dunebugger/docker-compose.yml
 IMAGE=dunebugger-test/remote
 if [[ -d /lab/out ]]; then LOGS=${LOGS:-/lab/out/compose}; else LOGS=${LOGS:-$(mktemp -d)}; fi
-mkdir -p "$LOGS"
+HANDOFF_OUT=$LOGS/handoff         # the remote container's /out: what the updater replica reports
+mkdir -p "$LOGS" "$HANDOFF_OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 failures=0
@@ -77,6 +80,8 @@ request() {
     ID=$(sed -n 's/^submitted request \([^ ]*\)$/\1/p' "$LOGS/$name.log" | head -n 1)
     cp "$SPOOL/status/$ID.json" "$LOGS/$name.json" 2>/dev/null
     echo "NOTE compose: $name ($2${3:+ $3}) took $((SECONDS - t0)) s, exit $RC"
+    # The answer replaced the progress record, which went with it.
+    expect "$name-no-progress-record-left" test ! -e "$SPOOL/status/$ID.progress.json"
 }
 # status_is NAME JQ: the final status of request NAME satisfies the jq condition; else FAIL
 # with what the status says.
@@ -91,15 +96,17 @@ status_is() {
 
 echo "NOTE compose: $(docker compose version 2>&1 | head -n 1) / $(docker-compose version --short 2>&1)"
 
-# Three tags of one image, imported from a busybox tree (no registry): 1.0 and 1.1 have
-# /healthy, which the compose file's healthcheck tests; 2.0 does not, so it never gets healthy.
+# Tags of one image, imported from a busybox tree (no registry): 1.x have /healthy, which the
+# compose file's healthcheck tests; 2.0 does not, so it never gets healthy. Each runs the
+# replica of dunebugger-remote's updater (remote_client.sh) as its main process.
 build_images() {
     local tag root
-    for tag in 1.0 1.1 2.0; do
+    for tag in 1.0 1.1 1.2 1.3 2.0; do
         root=$WORK/root-$tag
-        mkdir -p "$root/bin"
+        mkdir -p "$root/bin" "$root/out"
         cp /bin/busybox "$root/bin/busybox"
-        for applet in sh sleep test cat; do ln -s busybox "$root/bin/$applet"; done
+        for applet in sh sleep test cat rm cp mv sed head date printf echo; do ln -s busybox "$root/bin/$applet"; done
+        cp "$R/tests/system/remote_client.sh" "$root/remote_client.sh"
         echo "$tag" >"$root/version"
         [[ $tag == 2.* ]] || : >"$root/healthy"
         tar -C "$root" -c . | docker import - "$IMAGE:$tag" >/dev/null || return 1
@@ -107,14 +114,23 @@ build_images() {
 }
 expect images-imported build_images
 
-# The operator's compose file. The container stops at once on SIGTERM.
+# The operator's compose file. The container runs the updater replica, which stops at once on
+# SIGTERM. It runs as root: the 52d3692 client writes <spool>/.pending_remote_request, and the
+# spool root is root's (0755); see handoff-file-writable-by-the-documented-user below.
+# HANDOFF_TRIES: the client waits 10 s for the answer after a self-update; emulated, the
+# health gate alone takes longer than that (see the NOTE each hand-off prints).
 cat >"$COMPOSE_FILE" <<EOF
 # DuneBugger system test: the remote service, images built on this host.
 services:
   remote:
     image: $IMAGE:1.0   # set by /opt/dunebugger/remote/update.sh
-    command: ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    command: ["/bin/sh", "/remote_client.sh", "start"]
     restart: unless-stopped
+    environment:
+      HANDOFF_TRIES: "240"
+    volumes:
+      - $SPOOL:$SPOOL
+      - $HANDOFF_OUT:/out
     healthcheck:
       test: ["CMD", "test", "-e", "/healthy"]
       interval: 2s
@@ -190,6 +206,158 @@ cp "$WORK/component.conf" "$DIR/component.conf"
 expect home-readwritepaths-remedy-works systemd-run --wait --quiet -p ProtectHome=read-only -p PrivateTmp=yes \
     -p ProtectSystem=full -p "ReadWritePaths=$HOME_DIR" \
     bash -c "mktemp $HOME_DIR/docker-compose.yml.XXXXXX >/dev/null && ! touch /home/pi/outside 2>/dev/null"
+
+echo "-- self-update hand-off: the remote container asks for its own update (dunebugger-remote 52d3692)"
+# The container runs remote_client.sh, a replica of that client's behaviour: the old container
+# writes the request and <spool>/.pending_remote_request and polls; update.sh recreates it
+# mid-request; the new container waits for status/<id>.json to exist, reads it once without
+# looking at `message`, deletes it and the hand-off file, and reports to /out. Both status
+# layouts: the default (the status file only ever holds the answer) and progress_in_status
+# (the coordinator withdraws the in-progress record once the hand-off file names the request).
+PENDING=$SPOOL/.pending_remote_request
+
+# The documented container user (uid 1000, the spool group added; install.sh's next steps and
+# docs/security.md) must be able to write the hand-off file, or the client's update request
+# ends with a PermissionError right after its request file went in.
+gid=$(getent group dunebugger-updates | cut -d: -f3)
+if out=$(docker run --rm --user 1000:1000 --group-add "$gid" -v "$SPOOL:$SPOOL" "$IMAGE:1.1" \
+    /bin/sh -c "printf probe >$PENDING && rm $PENDING" 2>&1); then
+    pass handoff-file-writable-by-the-documented-container-user
+else
+    fail handoff-file-writable-by-the-documented-container-user "uid 1000 with group_add $gid cannot write $PENDING ($(tr '\n' ' ' <<<"$out")): the spool root is $(stat -c '%a %U:%G' "$SPOOL"), so dunebugger-remote 52d3692 running as a non-root user gets a PermissionError after its request went in, and no container ever learns the outcome; the scenario below runs the container as root"
+fi
+rm -f "$PENDING"
+
+# watch_status ID: what a client finds at status/ID.json, every 0.3 s, until killed:
+# "TIME in_progress|answer|empty [pending]" (pending: the hand-off file exists).
+watch_status() {
+    local status=$SPOOL/status/$1.json s kind
+    while :; do
+        if s=$(cat "$status" 2>/dev/null); then
+            if [[ $s == *'"message": "in_progress"'* ]]; then kind=in_progress; elif [[ -n $s ]]; then kind=answer; else kind=empty; fi
+            echo "$(date +%s.%N) $kind$([[ -e $PENDING ]] && echo " pending")"
+        fi
+        sleep 0.3
+    done
+}
+
+# handoff NAME VERSION: the container in the remote service asks for remote's update to
+# VERSION and waits for the container that replaces it to report. Sets HID. Evidence in
+# $LOGS/NAME.*: .watch (watch_status), .old-gone (when the old client died), .final.json (the
+# coordinator's answer, from its run record); the container's own files in $HANDOFF_OUT.
+handoff() {
+    local name=$1 version=$2 t0=$SECONDS cid exec_pid watch_pid end
+    HID=""
+    rm -f "$HANDOFF_OUT/request.id"
+    cid=$(docker ps -q --filter label=com.docker.compose.service=remote)
+    docker exec "$cid" /bin/sh /remote_client.sh request remote "$version" >"$LOGS/$name.exec.log" 2>&1 &
+    exec_pid=$!
+    end=$((SECONDS + 60))
+    until [[ -s $HANDOFF_OUT/request.id ]] || ((SECONDS > end)); do sleep 0.2; done
+    HID=$(cat "$HANDOFF_OUT/request.id" 2>/dev/null)
+    if [[ -z $HID ]]; then
+        kill "$exec_pid" 2>/dev/null
+        fail "$name-requested" "the container wrote no request within 60 s: $(tr '\n' ' ' <"$LOGS/$name.exec.log")"
+        return 1
+    fi
+    watch_status "$HID" >"$LOGS/$name.watch" &
+    watch_pid=$!
+    # The old client polls until update.sh replaces its container (docker exec then returns).
+    wait "$exec_pid"
+    echo "$(date +%s.%N) $?" >"$LOGS/$name.old-gone"
+    local gone=$((SECONDS - t0))
+    # The new container starts about then and reports within HANDOFF_TRIES seconds (unless the
+    # old client got the answer itself: then there is no hand-off to wait for).
+    end=$((SECONDS + 300))
+    until [[ -e $HANDOFF_OUT/$HID.report || -e $HANDOFF_OUT/$HID.nostatus ]] || ((SECONDS > end)); do
+        grep -q '^answer ' "$HANDOFF_OUT/$HID.old" 2>/dev/null && break
+        sleep 1
+    done
+    kill "$watch_pid" 2>/dev/null
+    wait "$watch_pid" 2>/dev/null
+    # The request file goes right after the answer is durable; the run record keeps the answer.
+    end=$((SECONDS + 30))
+    while [[ -e $SPOOL/requests/$HID.json ]] && ((SECONDS < end)); do sleep 1; done
+    cp "$STATE/runs/$HID/final.json" "$LOGS/$name.final.json" 2>/dev/null
+    echo "NOTE compose: $name (remote $version, request $HID) took $((SECONDS - t0)) s; the old container went after $gone s; the new one waited $(sed -n 's/^waited //p' "$HANDOFF_OUT/$HID.report" 2>/dev/null || echo '?') s for the answer (the real client waits 10 s); the old client saw: $(tail -n +2 "$HANDOFF_OUT/$HID.old" 2>/dev/null | tr '\n' ';')"
+}
+
+# handoff_checks NAME MODE ANSWER_JQ TAG: what the new container reported is the coordinator's
+# answer, which satisfies ANSWER_JQ; the right image runs; nothing is left behind.
+handoff_checks() {
+    local name=$1 mode=$2 want=$3 tag=$4 final=$LOGS/$1.final.json read=$HANDOFF_OUT/$HID.read.json report=$HANDOFF_OUT/$HID.report
+    [[ -n $HID ]] || return 0
+    expect "$name-answered" jq -e "$want" "$final"
+    if [[ -s $report ]]; then
+        pass "$name-new-container-reported"
+    else
+        fail "$name-new-container-reported" "no report from the new container ($(cat "$HANDOFF_OUT/$HID.nostatus" 2>/dev/null))"
+    fi
+    # It read the answer, not an in-progress record, and reported what the answer says.
+    local keys='{request_id, success, message, outcome, code, exit_code}'
+    expect "$name-new-container-read-the-answer" test "$(jq -c "$keys" "$read" 2>&1)" = "$(jq -c "$keys" "$final" 2>&1)"
+    expect "$name-reported-the-true-outcome" test "$(sed -n 's/^success //p; s/^message //p' "$report" 2>&1 | tr '\n' '|')" \
+        = "$(jq -r '.success' "$final")|$(jq '.message' "$final" | sed 's/^"//; s/"$//')|"
+    # The old client was killed before the answer: this was a hand-off, not a plain poll.
+    expect "$name-old-client-killed-mid-request" bash -c "grep -q '^requested ' '$HANDOFF_OUT/$HID.old' && ! grep -q '^answer ' '$HANDOFF_OUT/$HID.old'"
+    if [[ $mode == default ]]; then
+        expect "$name-status-file-never-in-progress" bash -c "! grep -q in_progress '$LOGS/$name.watch'"
+    else
+        # Once the hand-off file names the request its in-progress record goes; certainly
+        # nothing in progress is there once the container that reads it can start.
+        local gone
+        gone=$(cut -d' ' -f1 "$LOGS/$name.old-gone")
+        expect "$name-no-in-progress-record-once-handed-off" bash -c "! awk -v t=$gone '\$2 == \"in_progress\" && \$1 >= t' '$LOGS/$name.watch' | grep -q ."
+        echo "NOTE compose: $name: a watcher saw an in-progress status file $(grep -c in_progress "$LOGS/$name.watch") time(s), first/last at $(awk '$2 == "in_progress" {print $1}' "$LOGS/$name.watch" | sed -n '1p;$p' | tr '\n' ' ')(the hand-off file was written right after the request; the old container went at $gone); journal: $(journalctl -u "$UNIT" "REQUEST_ID=$HID" -o cat --no-pager 2>/dev/null | grep -c 'hand-off') hand-off line(s)"
+    fi
+    expect "$name-runs-$tag" runs_healthy "$tag"
+    expect "$name-nothing-left" bash -c "for f in '$SPOOL/status/$HID.json' '$SPOOL/status/$HID.progress.json' '$PENDING' '$SPOOL/requests/$HID.json'; do if [ -e \"\$f\" ]; then echo \"left: \$f\"; exit 1; fi; done"
+}
+
+echo "-- hand-off, default layout: 1.1 -> 1.2, healthy"
+handoff handoff-default 1.2
+handoff_checks handoff-default default '.success == true and .outcome == "updated"' 1.2
+expect handoff-default-inventory test "$(inventory .components.remote.version)" = 1.2
+
+echo "-- hand-off, progress_in_status = true"
+cp "$CONFIG" "$WORK/config.default"
+cat >>"$CONFIG" <<'EOF'
+
+# tests/system/compose.sh: in-progress records in status/<id>.json (the hand-off scenario).
+[spool]
+progress_in_status = true
+EOF
+systemctl restart "$UNIT"
+expect progress-in-status-service-restarted systemctl is-active --quiet "$UNIT"
+# The mode is on: a health check's status file holds an in-progress record while it runs.
+probe_in_progress() {
+    local id end=$((SECONDS + 120)) seen=0 s
+    id=$(update-coordinator submit --component remote --action health | awk '{print $3}')
+    while ((SECONDS < end)); do
+        s=$(cat "$SPOOL/status/$id.json" 2>/dev/null) || s=""
+        if [[ $s == *'"message": "in_progress"'* ]]; then seen=1
+        elif [[ -n $s ]]; then break; fi
+        sleep 0.2
+    done
+    rm -f "$SPOOL/status/$id.json"
+    ((seen)) || echo "no in-progress record seen in status/$id.json (final: ${s:0:200})"
+    ((seen))
+}
+expect progress-in-status-is-on probe_in_progress
+
+echo "-- hand-off, progress_in_status: 1.2 -> 1.3, healthy"
+handoff handoff-pis 1.3
+handoff_checks handoff-pis progress_in_status '.success == true and .outcome == "updated"' 1.3
+
+echo "-- hand-off, progress_in_status: 1.3 -> 2.0, never healthy: the new container reports the rollback"
+handoff handoff-pis-rollback 2.0
+handoff_checks handoff-pis-rollback progress_in_status '.success == false and .outcome == "rolled_back"' 1.3
+
+cp "$WORK/config.default" "$CONFIG"
+systemctl restart "$UNIT"
+expect default-layout-service-restarted systemctl is-active --quiet "$UNIT"
+expect handoff-no-progress-records-left bash -c "! ls '$SPOOL/status' | grep -q '\\.progress\\.json\$'"
+expect handoff-no-hand-off-file-left test ! -e "$PENDING"
 
 # Stop the service: its healthcheck would cost CPU in the next sections (CPU quota checks).
 docker-compose -f "$COMPOSE_FILE" down >"$LOGS/down.log" 2>&1 || echo "NOTE compose: docker-compose down failed (see $LOGS/down.log)"

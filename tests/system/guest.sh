@@ -31,12 +31,24 @@ wait_for() {
         sleep 0.5
     done
 }
+# status/<id>.json holds only the answer (the default layout); progress is in
+# status/<id>.progress.json beside it until then. final() also notes any in-progress record it
+# finds in a status file (checked at the end: status-files-only-ever-final).
 status_of() { cat "$SPOOL/status/$1.json" 2>/dev/null; }
-final() { status_of "$1" | jq -e '.message != "in_progress"' >/dev/null 2>&1; }
+final() {
+    local s
+    s=$(status_of "$1") || return 1
+    if jq -e '.message == "in_progress"' >/dev/null 2>&1 <<<"$s"; then
+        echo "$1 $(jq -r .phase <<<"$s")" >>"$OUT/in-progress-status-files"
+        return 1
+    fi
+    jq -e . >/dev/null 2>&1 <<<"$s"
+}
 field() { status_of "$1" | jq -r "$2"; }
+progress_field() { jq -r "$2" "$SPOOL/status/$1.progress.json" 2>/dev/null; }
 # The checks run in `bash -c`: they need these too.
-export SPOOL
-export -f status_of final field
+export SPOOL OUT
+export -f status_of final field progress_field
 # Scripts run with a private /tmp (PrivateTmp=yes): gates and pid files live here instead.
 RUN=/opt/uc-test/run
 mkdir -p "$RUN"
@@ -106,11 +118,15 @@ check import-client-image bash -c "tar -C $rootfs -c . | docker import - uc-clie
 client() { docker run --rm --user 1000:1000 --group-add "$gid" -v "$SPOOL:$SPOOL" -v "$OUT:/out" uc-client:1 /bin/sh /client.sh "$@"; }
 out=$(client demo health) && id=$(echo "$out" | sed -n 's/^id //p')
 check container-health bash -c "echo '$out' | grep -q '\"success\": true'"
-check container-deleted-its-status bash -c "[ ! -e $SPOOL/status/$id.json ]"
+check container-deleted-its-status bash -c "[ ! -e $SPOOL/status/$id.json ] && [ ! -e $SPOOL/status/$id.progress.json ]"
 touch "$RUN/gate-all"
-out=$(client demo update 1.4.2)
+out=$(client demo update 1.4.2) && id=$(echo "$out" | sed -n 's/^id //p')
+echo "$out" >"$OUT/container-update.log"
+# Phases from the progress record beside the status file, which only ever held the answer.
 check container-update-phases bash -c "echo '$out' | grep -q 'phase downloading' && echo '$out' | grep -q 'phase installing'"
+check container-status-file-only-final bash -c "! echo '$out' | grep -q 'in-progress status file'"
 check container-update-success bash -c "echo '$out' | grep -q '\"success\": true'"
+check container-progress-record-removed bash -c "[ ! -e $SPOOL/status/$id.progress.json ]"
 rm -f "$RUN/gate-all"
 out=$(client nosuch health)
 check container-invalid-request bash -c "echo '$out' | grep -q '\"code\": \"unknown_component\"'"
@@ -128,8 +144,12 @@ fi
 
 echo "== 4. the journal tells one request's story"
 id=$(submit demo update 2.0.0)
+# While it runs: the progress record says where it is; no status file yet.
+wait_for "installing" 60 bash -c "[ \"\$(progress_field $id .phase)\" = installing ]"
+check progress-beside-the-status-file bash -c "[ \"\$(progress_field $id .message)\" = in_progress ] && [ \"\$(progress_field $id .success)\" = null ] && [ ! -e $SPOOL/status/$id.json ]"
 touch "$RUN/gate-$id"
 wait_for "final status" 60 final "$id"
+check answer-replaced-the-progress-record bash -c "[ \"\$(field $id .success)\" = true ] && [ ! -e $SPOOL/status/$id.progress.json ]"
 journalctl -u "$UNIT" "REQUEST_ID=$id" -o json >"$OUT/journal-$id.json"
 check journal-has-the-request bash -c "[ \$(wc -l < $OUT/journal-$id.json) -ge 4 ]"
 check journal-fields bash -c "jq -s -e 'all(.[]; .COMPONENT == \"demo\" and .ACTION == \"update\")' $OUT/journal-$id.json"
@@ -156,7 +176,7 @@ check no-run-scope-left bash -c "[ -z \"\$(systemctl list-units --no-legend 'uc-
 
 echo "== 6. systemctl kill -s KILL mid-update; the watchdog"
 id=$(submit demo update 3.0.0)
-wait_for "installing" 60 bash -c "[ \"\$(field $id .phase)\" = installing ]"
+wait_for "installing" 60 bash -c "[ \"\$(progress_field $id .phase)\" = installing ]"
 restarts=$(systemctl show -p NRestarts --value "$UNIT")
 systemctl kill -s KILL "$UNIT"
 wait_for "restart" 60 bash -c "[ \$(systemctl show -p NRestarts --value $UNIT) -gt $restarts ] && systemctl is-active --quiet $UNIT"
@@ -181,6 +201,11 @@ wait_for "self-update final" 120 final "$id"
 check self-update-succeeded bash -c "[ \"\$(field $id .success)\" = true ]"
 check self-update-restarted-the-service bash -c "[ \"\$(systemctl show -p MainPID --value $UNIT)\" != $pid_before ]"
 check self-update-answered-by-the-new-process bash -c "journalctl -u $UNIT REQUEST_ID=$id _PID=\$(systemctl show -p MainPID --value $UNIT) | grep -q 'request finished'"
+
+echo "== the status files held only answers"
+# Every final() above polled status/<id>.json; in the default layout it never held progress.
+check status-files-only-ever-final bash -c "[ ! -s $OUT/in-progress-status-files ] || { cat $OUT/in-progress-status-files; false; }"
+check no-progress-records-left bash -c "[ -d $SPOOL/status ] && ! ls $SPOOL/status | grep '\.progress\.json\$'"
 
 if [ -f "$R/tests/system/install_flow.sh" ]; then
     echo "== 1b. upgrade, uninstall, purge"

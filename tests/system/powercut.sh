@@ -52,7 +52,10 @@ else
         echo "power-cut test FAILED: cargo build --release failed (see above)" >&2
         exit 1
     fi
-    binary=$repo/target/release/update-coordinator
+    # Where cargo put it: CARGO_TARGET_DIR (relative to the checkout) when set.
+    target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$repo/$target
+    binary=$target/release/update-coordinator
 fi
 
 echo "=== building the guest image (cached after the first time)"

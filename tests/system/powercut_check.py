@@ -10,8 +10,10 @@ P holds what powercut_guest.sh recorded, all fsynced so that it survived the pow
   submitted   "<id> <component> <action> <version|-> <code> <how> <cycle>", written before the
               request file (how: inplace, client, slow, submit; submit lines come after)
   writes      "half <id>" / "whole <id>" around a slow writer's stall
-  seen        "seen <id> <phase|final>" (first status a client saw), "fin <id> <code>
-              <exit_code> <success>" (every final answer a client saw)
+  seen        "seen <id> <phase|final>" (first status a client saw: a phase from the progress
+              record status/<id>.progress.json, or final), "fin <id> <code> <exit_code>
+              <success>" (every final answer a client saw), "inprog <id> <phase>" (an
+              in-progress record found in status/<id>.json, which by default holds only answers)
   ledger      "start <action> <id>" / "end <action> <id> <code>" from the scripts themselves
   snap/cut-<n>.tar   the spool and state directories as power cut n left them (copied at the
               next boot before the service started)
@@ -85,11 +87,15 @@ half = {f[1] for f in lines("writes") if f[0] == "half"}
 whole = {f[1] for f in lines("writes") if f[0] == "whole"}
 first_seen = {}
 answers_seen = collections.defaultdict(set)
+# status/<id>.json holding an in-progress record: seen by the watcher, or left by a cut.
+in_progress_in_status = []
 for f in lines("seen"):
     if f[0] == "seen" and len(f) == 3:
         first_seen.setdefault(f[1], f[2])
     elif f[0] == "fin" and len(f) == 5:
         answers_seen[f[1]].add(tuple(f[2:]))
+    elif f[0] == "inprog" and len(f) == 3:
+        in_progress_in_status.append(f"{f[1]}: {f[2]}, seen by a client")
 starts = collections.Counter()
 ends = collections.defaultdict(list)
 ledger_ids = set()
@@ -103,9 +109,12 @@ for f in lines("ledger"):
 # ---- the final state -----------------------------------------------------------------------
 
 status_dir = os.path.join(live_spool, "status")
-statuses, unreadable_statuses = {}, []
+statuses, unreadable_statuses, progress_left = {}, [], []
 for name in os.listdir(status_dir):
     if name.startswith(".") or not name.endswith(".json") or name == "inventory.json":
+        continue
+    if name.endswith(".progress.json"):
+        progress_left.append(name)
         continue
     s = parse(read(os.path.join(status_dir, name)) or b"")
     if s is None:
@@ -145,6 +154,13 @@ for n in range(1, cuts + 1):
             per_run[rid][base] = data
         elif name.startswith(state + "/exits/"):
             exits[base[:-5]] = parse(data)
+        elif name.startswith(spool + "/status/") and base.endswith(".progress.json"):
+            # Progress records are not fsynced: a cut may leave them empty (restored at start).
+            s = parse(data)
+            if s is None:
+                counts["empty progress records" if not data else "unparsable progress records"] += 1
+            else:
+                counts["progress records"] += 1
         elif name.startswith(spool + "/status/") and base != "inventory.json":
             s = parse(data)
             if s is None:
@@ -152,6 +168,7 @@ for n in range(1, cuts + 1):
                 broken_statuses.append(f"{base[:-5]} at cut {n} ({len(data)} bytes)")
             elif s.get("message") == "in_progress":
                 counts["in-progress statuses"] += 1
+                in_progress_in_status.append(f"{base[:-5]}: {s.get('phase')}, left by cut {n}")
         elif name.startswith(spool + "/requests/"):
             counts["request files"] += 1
             if parse(data) is None:
@@ -275,10 +292,13 @@ check("launched-and-cut-answered-interrupted", not_interrupted)
 check("exit-records-honoured", exit_ignored)
 check("recorded-finals-kept", final_changed)
 check("answers-never-change", answer_changed)
+# The default layout: status/<id>.json is created once, with the answer; progress is beside it.
+check("status-files-only-ever-answers", in_progress_in_status)
 if broken_statuses:
-    # What a client polling between the reboot and the service's start finds (in-progress
-    # statuses are not fsynced); whether the service repairs them when it starts is checked
-    # at each boot (statuses-readable-once-ready-after-cut-<n>).
+    # What a client polling between the reboot and the service's start finds: an answer is
+    # shown first and made durable right after (its exit record is durable before), so a cut
+    # in between can leave it empty; the service writes it again when it starts, which is
+    # checked at each boot (statuses-readable-once-ready-after-cut-<n>).
     note("status files the cuts left unreadable: " + "; ".join(sorted(broken_statuses)))
 
 # ---- nothing left behind (as tests/crash.rs checks) ------------------------------------------
@@ -288,6 +308,7 @@ for top in (status_dir, live_state):
     for d, _, names in os.walk(top):
         leftovers += [os.path.join(d, n) for n in names if n.startswith(".")]
 check("no-temp-files-left", leftovers, "files")
+check("progress-records-removed-once-answered", progress_left, "files")
 pending = [n for n in os.listdir(os.path.join(live_spool, "requests")) if not n.startswith(".")]
 check("request-files-answered-and-removed", pending, "files")
 client_temps = [n for n in os.listdir(os.path.join(live_spool, "requests")) if n.startswith(".")]

@@ -171,25 +171,38 @@ snapshot() {
 }
 
 # From the ready unit, right after the service said READY (it has read its records): the status
-# files of the requests it carries on with, as a polling client finds them. A status whose data
-# the cut lost comes back as an empty file (its rename was journalled, its data never written);
-# docs/protocol.md promises "a reader never sees a partly written file", and the DuneBugger
-# client (tests/system/client.sh) takes any status without "in_progress" as final and deletes
-# it. Written to $P/ready/cut-<n> for after_cut to judge; must never fail the boot.
+# files and progress records of the requests it carries on with, as a polling client finds
+# them. status/<id>.json only ever holds the answer (fsynced), so for these it is absent or a
+# readable answer, never empty: docs/protocol.md promises "a reader never sees a partly written
+# file", and the DuneBugger client (tests/system/client.sh) takes any status file as final
+# and deletes it. Progress records (status/<id>.progress.json) are not fsynced: a cut may take
+# them or leave them empty (its rename was journalled, its data never written), and the
+# service restores them at start, before READY. Written to $P/ready/cut-<n> for after_cut to
+# judge; must never fail the boot.
 ready() {
-    local n dir id f bad=()
+    local n dir id f p bad=()
     n=$(find "$P/snap" -name 'cut-*.tar' | wc -l)
     ((n > 0)) || return 0
     # Empty files first (a plain test, while the queue has not moved yet), then the rest parsed.
     for dir in "$STATE"/runs/*/; do
-        id=${dir%/} && id=${id##*/} && f=$SPOOL/status/$id.json
-        [[ -e $dir/final.json || ! -e $f ]] && continue
-        if [[ ! -s $f ]]; then bad+=("$id (empty)"); fi
+        id=${dir%/} && id=${id##*/} && f=$SPOOL/status/$id.json && p=$SPOOL/status/$id.progress.json
+        [[ -e $dir/final.json ]] && continue
+        if [[ -e $f && ! -s $f ]]; then bad+=("$id (empty status file)"); fi
+        if [[ -e $p && ! -s $p ]]; then bad+=("$id (empty progress record)"); fi
     done
     for dir in "$STATE"/runs/*/; do
-        id=${dir%/} && id=${id##*/} && f=$SPOOL/status/$id.json
-        [[ -e $dir/final.json || ! -s $f ]] && continue
-        jq -e . "$f" >/dev/null 2>&1 || bad+=("$id (unparsable)")
+        id=${dir%/} && id=${id##*/} && f=$SPOOL/status/$id.json && p=$SPOOL/status/$id.progress.json
+        [[ -e $dir/final.json ]] && continue
+        # The answer may come while we look (the queue moves): then the progress record goes.
+        if [[ -s $f ]] && ! jq -e '.message != "in_progress"' "$f" >/dev/null 2>&1; then
+            bad+=("$id (status file unparsable or in progress)")
+        fi
+        if [[ -s $p ]] && ! jq -e '.message == "in_progress"' "$p" >/dev/null 2>&1 && [[ -e $p ]]; then
+            bad+=("$id (progress record unparsable)")
+        elif [[ ! -e $p ]]; then
+            sleep 1
+            [[ -e $dir/final.json || -s $f ]] || bad+=("$id (in flight, no progress record: not restored)")
+        fi
     done
     mkdir -p "$P/ready"
     printf '%s\n' checked "${bad[@]}" >"$P/ready/cut-$n"
@@ -223,7 +236,7 @@ after_cut() {
     elif (($(wc -l <"$report") == 1)); then
         result PASS "statuses-readable-once-ready-after-cut-$cut"
     else
-        result FAIL "statuses-readable-once-ready-after-cut-$cut" "the service is ready and carries on with these requests, but their status files are not JSON: $(tail -n +2 "$report" | tr '\n' ' ')"
+        result FAIL "statuses-readable-once-ready-after-cut-$cut" "the service is ready and carries on with these requests, but their status files or progress records are not right: $(tail -n +2 "$report" | tr '\n' ' ')"
     fi
     if [[ -s $P/snap/cut-$cut.tar ]]; then
         result PASS "snapshot-of-cut-$cut"
@@ -236,28 +249,40 @@ after_cut() {
 # The workload: a stream of requests, until the power goes.
 
 # Records which requests the coordinator has answered how, as a client would see it: the first
-# status seen for each id (its phase, or "final") and every final answer seen. A request seen
-# in progress was durably accepted (the queued status is written after the run record), so it
+# status seen for each id (its phase from the progress record status/<id>.progress.json, or
+# "final"), every final answer seen (status/<id>.json), and any in-progress record found in a
+# status file ("inprog": the default layout never writes one there). A request seen in
+# progress was durably accepted (the queued record is written after the run record), so it
 # must end with its run's answer; a final answer seen must never change.
 start_watcher() {
     python3 - "$P" "$SPOOL/status" <<'PY' &
 import json, os, sys, time
 p, status_dir = sys.argv[1], sys.argv[2]
-seen, final = set(), set()
+seen, final, inprog = set(), set(), set()
 out = open(os.path.join(p, "seen"), "a")
 def record(line):
     out.write(line + "\n"); out.flush(); os.fsync(out.fileno())
+def load(name):
+    try:
+        with open(os.path.join(status_dir, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 while True:
     with open(os.path.join(p, "submitted")) as f:
         ids = [line.split()[0] for line in f if line.strip()]
     for i in ids:
         if i in final:
             continue
-        try:
-            with open(os.path.join(status_dir, i + ".json")) as f:
-                s = json.load(f)
-        except (OSError, ValueError):
-            continue
+        s = load(i + ".json")
+        if s is not None and s.get("message") == "in_progress":
+            if i not in inprog:
+                inprog.add(i)
+                record(f"inprog {i} {s.get('phase', '?')}")
+        elif s is None:
+            s = load(i + ".progress.json")
+            if s is None or s.get("message") != "in_progress":
+                continue
         done = s.get("message") != "in_progress"
         if i not in seen:
             seen.add(i)
@@ -356,7 +381,11 @@ outstanding() {
     for f in "$STATE"/exits/*.json; do [[ -e $f ]] && pending=$((pending + 1)); done
     for f in "$SPOOL"/status/*.json; do
         [[ $f == */inventory.json ]] && continue
-        grep -q '"message": "in_progress"' "$f" 2>/dev/null && pending=$((pending + 1))
+        if [[ $f == *.progress.json ]]; then
+            pending=$((pending + 1))
+        elif grep -q '"message": "in_progress"' "$f" 2>/dev/null; then
+            pending=$((pending + 1))
+        fi
     done
     echo "$pending"
 }

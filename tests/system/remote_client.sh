@@ -23,7 +23,7 @@
 # (what the new container read), <id>.report ("waited N", "success X", "message M").
 spool=${SPOOL:-/var/dunebugger/updates}
 pending=$spool/.pending_remote_request
-out=/out
+out=${OUT_DIR:-/out}
 
 # field NAME FILE: the raw value of a top-level "NAME": value line of a pretty-printed JSON
 # status (serde_json's to_vec_pretty puts one key per line), without quotes or comma.

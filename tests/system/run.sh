@@ -27,7 +27,10 @@ in=$(mktemp -d) out=${SYSTEM_TEST_OUT:-$(mktemp -d)}
 mkdir -p "$out"
 trap 'rm -rf "$in"' EXIT
 mkdir -p "$in/bin" "$in/repo"
-cp "$repo/target/release/update-coordinator" "$in/bin/"
+# Where cargo put it: CARGO_TARGET_DIR (relative to the checkout) when set.
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target=$repo/$target
+cp "$target/release/update-coordinator" "$in/bin/"
 lab_stage_repo "$in/repo"
 cat >"$in/cmd.sh" <<'CMD'
 exec bash /lab/repo/tests/system/guest.sh
@@ -35,14 +38,14 @@ CMD
 
 echo "=== booting the guest (software emulation: a few minutes)"
 rc=0
-bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-1500}" || rc=$?
+bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-2400}" || rc=$?
 if ((rc == 125)); then
     # The lab itself failed (the guest never ran the tests): an infrastructure hiccup of an
     # emulated boot on a busy host, not a test result. One more boot, then it counts.
     echo "=== the lab failed to boot the guest; booting once more (console: $out/console.log)"
     mv "$out/console.log" "$out/console.first-boot.log" 2>/dev/null || true
     rc=0
-    bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-1500}" || rc=$?
+    bash "$lab/vm/run.sh" "$in" "$out" "${SYSTEM_TEST_TIMEOUT:-2400}" || rc=$?
 fi
 
 echo "=== results (guest output in $out)"
