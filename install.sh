@@ -89,7 +89,7 @@ Where things go on the host:
                                              the group dunebugger-updates
   /usr/local/lib/tmpfiles.d/update-coordinator.conf
                                              the spool /var/dunebugger/updates (requests/ 1730,
-                                             status/ 1770), re-asserted at every boot; to
+                                             status/ 1730), re-asserted at every boot; to
                                              change it, copy it to /etc/tmpfiles.d/ and edit
   /etc/dunebugger/update-coordinator.toml    the config: created only if absent
   /opt/dunebugger/NAME/                      component scripts (from component-scripts/NAME/,

@@ -34,6 +34,9 @@ pub struct ComponentState {
     pub previous_version: Option<String>,
     pub last_action: Option<String>,
     pub last_outcome: Option<String>,
+    /// Kept in the state directory only: the copy published in `status/` names no request
+    /// (every container can read it, and an id is the key to another container's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_id: Option<String>,
     pub last_at: Option<String>,
     /// The last results, newest first.
@@ -42,6 +45,8 @@ pub struct ComponentState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Empty in the published copy (see [`ComponentState::last_request_id`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +58,18 @@ pub struct Entry {
 }
 
 impl Inventory {
+    /// The copy every container may read (`status/inventory.json`): no request ids.
+    pub fn published(&self) -> Inventory {
+        let mut copy = self.clone();
+        for state in copy.components.values_mut() {
+            state.last_request_id = None;
+            for entry in &mut state.recent {
+                entry.request_id.clear();
+            }
+        }
+        copy
+    }
+
     /// Adds a component that is not listed yet, with the version its directory declares.
     /// `version.sh` runs as root like the other scripts, so only if it passes the same trust
     /// check (`script_owners`: see [`crate::trust`]).

@@ -419,6 +419,14 @@ impl RunStore {
         write_json(&self.run_dir(id)?, "final.json", status)
     }
 
+    /// Who wrote request `id` (the uid that owned its file), if it is recorded.
+    pub fn owner(&self, id: &RequestId) -> Option<u32> {
+        let dir = self.run_dir(id).ok()?;
+        read_json::<Accepted>(&dir, "request.json")
+            .map(|accepted| accepted.owner_uid)
+            .or_else(|| read_json::<RunSpec>(&dir, "run.json").map(|spec| spec.accepted.owner_uid))
+    }
+
     pub fn final_status(&self, id: &RequestId) -> Option<Status> {
         read_json(&self.run_dir(id).ok()?, "final.json")
     }

@@ -344,7 +344,8 @@ pub fn remove_junk(dir: &Dir, name: &std::ffi::OsStr) -> io::Result<()> {
 
 /// Deviations of the spool directories from the installed layout (modelled on Postfix's
 /// maildrop): `requests/` root:GROUP 1730 (writers create, but cannot list or delete others'
-/// files), `status/` root:GROUP 1770 (a client deletes its own status, nobody else's).
+/// files), `status/` root:GROUP 1730 (a client reads and deletes its own status by name,
+/// nobody else's, and cannot list the others' ids).
 pub fn permission_deviations(requests: &Path, status: &Path, group: &str) -> Vec<String> {
     let gid = match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => g.gid.as_raw(),
@@ -369,7 +370,7 @@ pub fn permission_deviations(requests: &Path, status: &Path, group: &str) -> Vec
             Ok(_) => {}
         }
     }
-    for (dir, expected_mode) in [(requests, 0o1730), (status, 0o1770)] {
+    for (dir, expected_mode) in [(requests, 0o1730), (status, 0o1730)] {
         match nix::sys::stat::stat(dir) {
             Err(e) => deviations.push(format!("{}: {e}", dir.display())),
             Ok(st) => {

@@ -300,6 +300,29 @@ impl StatusDir {
         }
     }
 
+    /// Clears the status name of a request just accepted: nothing legitimate can be there yet,
+    /// so whatever is (a forged "answer" a writer planted for an id it guessed, a directory,
+    /// a FIFO) is removed or quarantined, and the client only ever finds the real answer.
+    /// With `progress_in_status` the first progress record replaces it instead.
+    pub fn claim(&self, id: &RequestId) -> io::Result<()> {
+        if self.progress_in_status {
+            return Ok(());
+        }
+        let name = id.status_file_name();
+        match self.dir.remove(&name) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EISDIR) => {
+                crate::spool::quarantine(&self.dir, &name)
+            }
+            other => {
+                if other.is_ok() {
+                    tracing::warn!(request_id = %id, "removed a status file planted for a request that had none yet");
+                }
+                other
+            }
+        }
+    }
+
     /// Removes a request's progress record, so that nothing but its answer is found under
     /// its name from now on (the self-update hand-off, see the daemon). Returns whether
     /// there was one.

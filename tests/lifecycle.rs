@@ -227,10 +227,21 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
 
     let updated = update(&spool);
     assert_eq!(updated["outcome"], "updated");
-    // The inventory is rewritten just after the answer.
+    // The inventory is rewritten just after the answer. The state directory's copy names the
+    // request; the copy every container can read does not.
+    let state_copy = || -> serde_json::Value {
+        serde_json::from_slice(&fs::read(spool.dir.path().join("state/inventory.json")).unwrap())
+            .unwrap()
+    };
     let recorded =
-        |id: &serde_json::Value| inventory()["components"]["remote"]["last_request_id"] == *id;
+        |id: &serde_json::Value| state_copy()["components"]["remote"]["last_request_id"] == *id;
     support::wait_until("inventory updated", || recorded(&updated["request_id"]));
+    let published = fs::read_to_string(spool.status_dir().join("inventory.json")).unwrap();
+    assert!(
+        !published.contains(updated["request_id"].as_str().unwrap())
+            && !published.contains("request_id"),
+        "the published inventory names a request: {published}"
+    );
     let remote = &inventory()["components"]["remote"];
     assert_eq!(
         (&remote["version"], &remote["previous_version"]),

@@ -244,7 +244,7 @@ fn the_sysusers_and_tmpfiles_rules_are_the_layout_the_service_checks() {
             [
                 "d",
                 &path(defaults.status_dir()),
-                "1770",
+                "1730",
                 "root",
                 group,
                 "-"
@@ -308,7 +308,7 @@ fn the_real_systemd_tools_create_that_layout_from_the_rules() {
     for (dir, mode, group) in [
         (defaults.spool_root.clone(), 0o755, 0),
         (defaults.requests_dir(), 0o1730, gid),
-        (defaults.status_dir(), 0o1770, gid),
+        (defaults.status_dir(), 0o1730, gid),
     ] {
         let meta = fs::metadata(inside(&dir)).unwrap();
         assert_eq!(

@@ -109,7 +109,7 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
                 findings.push(Finding::ok(
                     "permissions",
                     "spool",
-                    format!("requests/ root:{group} 1730, status/ root:{group} 1770"),
+                    format!("requests/ root:{group} 1730, status/ root:{group} 1730"),
                 ));
             }
         }

@@ -20,7 +20,14 @@ pub struct InventoryArgs {
 pub fn run(args: &InventoryArgs) -> ExitCode {
     let result = (|| {
         let (config, _) = args.config.load().map_err(|e| e.to_string())?;
-        let path = config.status_dir().join(crate::inventory::FILE);
+        // The state directory's copy (root only) names each result's request; the one
+        // published in status/ does not.
+        let state_copy = config.state_dir.join(crate::inventory::FILE);
+        let path = if std::fs::File::open(&state_copy).is_ok() {
+            state_copy
+        } else {
+            config.status_dir().join(crate::inventory::FILE)
+        };
         let text = std::fs::read_to_string(&path).map_err(|e| {
             format!(
                 "cannot read {}: {e} (the service writes it at start)",

@@ -191,6 +191,9 @@ impl Daemon {
         let mut queued = report::in_progress(&request, PHASE_QUEUED, None);
         queued.queue_position = Some(position);
         let job = Job::new(request, name.to_owned(), owner_uid);
+        if let Err(e) = self.status.claim(&job.request.id) {
+            warn!(request_id = %job.request.id, error = %e, "cannot clear a name planted at the request's status file");
+        }
         // A request handed off already (see `handoff`) never shows progress in its status file.
         if !self.handed_off(&job.request.id) {
             self.show_progress(&job, &queued, Durability::NeverEmpty, Progress::First);
@@ -241,9 +244,16 @@ impl Daemon {
             return self.duplicate(name, &cancel.id);
         }
         let target = &cancel.target;
-        let (code, message) = if let Some(pos) =
-            self.queue.iter().position(|j| &j.request.id == target)
-        {
+        // Only its own writer (or root) may cancel a request; to anyone else, another
+        // writer's request does not exist (the same answer as for an id nobody used).
+        let may_cancel = |writer: u32| writer == owner_uid || owner_uid == 0;
+        let theirs = self.writer_of(target).is_some_and(may_cancel);
+        let (code, message) = if !theirs {
+            (
+                Some("unknown_target"),
+                format!("you have no queued or running request {target}"),
+            )
+        } else if let Some(pos) = self.queue.iter().position(|j| &j.request.id == target) {
             let job = self.queue.remove(pos).expect("the position was just found");
             self.positions_moved();
             let status = report::cancelled(
@@ -275,7 +285,7 @@ impl Daemon {
         } else {
             (
                 Some("unknown_target"),
-                format!("no queued or running request {target}"),
+                format!("you have no queued or running request {target}"),
             )
         };
         info!(request_id = %cancel.id, target = %target, action = "cancel", outcome = if code.is_none() { "succeeded" } else { "failed" }, "{message}");
@@ -290,22 +300,31 @@ impl Daemon {
         }
     }
 
-    /// A request id seen before. Never run again; if it finished and its status file is gone
-    /// (the client collected it), the recorded result is written again for this copy.
+    /// Who wrote request `id`, while it is queued, running or recorded.
+    pub(super) fn writer_of(&self, id: &RequestId) -> Option<u32> {
+        self.queue
+            .iter()
+            .find(|job| &job.request.id == id)
+            .or_else(|| self.running.get(id).map(|r| &r.job))
+            .map(|job| job.owner_uid)
+            .or_else(|| self.store.owner(id))
+    }
+
+    /// A request id seen before. Never run again. If its own writer sends it again after the
+    /// answer was collected (a client restarted mid-request), the recorded result is written
+    /// again. A copy from anyone else gets no answer at all: an answer would either overwrite
+    /// the original's status or re-create it under the original's name, and either way tell
+    /// the copier something about another container's request.
     pub(super) fn duplicate(&mut self, name: &str, id: &RequestId) {
-        let recorded = self.store.final_status(id);
-        match recorded {
+        let copier = self.requests.lstat(name).ok().map(|st| st.st_uid);
+        let same_writer = copier.is_some() && copier == self.writer_of(id);
+        match self.store.final_status(id) {
+            _ if !same_writer => {
+                warn!(request_id = %id, file = %printable(name), writer_uid = copier, "a request reuses the id of another writer's request; removed without an answer")
+            }
             Some(status) if !self.status.has_final(id) => {
                 info!(request_id = %id, file = name, "request already finished; answering with the recorded result");
-                let owner = spool::read_request(
-                    &self.requests,
-                    name,
-                    self.config.max_request_bytes,
-                    &self.config.writers,
-                )
-                .ok()
-                .map(|f| f.owner_uid);
-                if !self.answer(id, &status, Durability::Durable, owner) {
+                if !self.answer(id, &status, Durability::Durable, copier) {
                     return;
                 }
             }

@@ -725,7 +725,7 @@ impl Daemon {
         if let Err(e) = self.store.save_inventory(&self.inventory) {
             warn!(error = %e, "cannot save the inventory");
         }
-        match serde_json::to_vec_pretty(&self.inventory) {
+        match serde_json::to_vec_pretty(&self.inventory.published()) {
             Ok(bytes) => {
                 if let Err(e) = self.status.publish(crate::inventory::FILE, &bytes) {
                     warn!(error = %e, "cannot publish status/inventory.json");

@@ -116,7 +116,7 @@ expect images-imported build_images
 
 # The operator's compose file. The container runs the updater replica, which stops at once on
 # SIGTERM. It runs as root: the 52d3692 client writes <spool>/.pending_remote_request, and the
-# spool root is root's (0755); see handoff-file-writable-by-the-documented-user below.
+# spool root is root's (0755); see handoff-file-writable-by-the-documented-container-user.
 # HANDOFF_TRIES: the client waits 10 s for the answer after a self-update; emulated, the
 # health gate alone takes longer than that (see the NOTE each hand-off prints).
 cat >"$COMPOSE_FILE" <<EOF
