@@ -71,7 +71,7 @@ check install "bash" "$R/install.sh" --binary "$BIN"
 check unit-active systemctl is-active --quiet "$UNIT"
 check ready-status-line bash -c "systemctl show -p StatusText --value $UNIT | grep -qx idle"
 check requests-permissions bash -c "[ \"\$(stat -c '%a %U %G' $SPOOL/requests)\" = '1730 root dunebugger-updates' ]"
-check status-permissions bash -c "[ \"\$(stat -c '%a %U %G' $SPOOL/status)\" = '1770 root dunebugger-updates' ]"
+check status-permissions bash -c "[ \"\$(stat -c '%a %U %G' $SPOOL/status)\" = '1730 root dunebugger-updates' ]"
 check state-directory bash -c "[ \"\$(stat -c '%a %U' /var/lib/update-coordinator)\" = '700 root' ]"
 check check-clean update-coordinator check
 pid_before=$(systemctl show -p MainPID --value "$UNIT")

@@ -224,7 +224,7 @@ step_fresh_install_after_purge() {
     expect fresh-install-default-config cmp -s "$REPO/packaging/update-coordinator.toml" "$CONFIG"
     expect fresh-install-spool-root test "$(layout "$SPOOL")" = "755 root root"
     expect fresh-install-requests test "$(layout "$SPOOL/requests")" = "1730 root dunebugger-updates"
-    expect fresh-install-status test "$(layout "$SPOOL/status")" = "1770 root dunebugger-updates"
+    expect fresh-install-status test "$(layout "$SPOOL/status")" = "1730 root dunebugger-updates"
     expect fresh-install-state-dir test "$(stat -c '%a %U' "$STATE" 2>/dev/null)" = "700 root"
     expect fresh-install-check-clean update-coordinator check
     expect fresh-install-prints-group-add said "group_add: [\"$(getent group dunebugger-updates | cut -d: -f3)\"]"
