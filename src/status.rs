@@ -17,7 +17,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -425,9 +425,10 @@ impl StatusDir {
         Ok(removed)
     }
 
-    /// Removes temp files a crash left behind. Their names say nothing about their request,
-    /// so age tells: a live writer renames its temp file within milliseconds, and the worst a
-    /// wrong guess costs is one lost progress update. Returns how many were removed.
+    /// Removes temp files a crash left behind (called at start-up, before anything of ours
+    /// writes here). Their names say nothing about their request, so a live monitor's temp
+    /// file, which exists for microseconds, may go too: that costs it one progress update,
+    /// never an answer. Returns how many were removed.
     pub fn remove_stale_temp_files(&self) -> io::Result<usize> {
         let mut removed = 0;
         for name in self.dir.names()? {
@@ -439,22 +440,14 @@ impl StatusDir {
                 continue;
             };
             let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
-            let age = SystemTime::now()
-                .duration_since(
-                    UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64),
-                )
-                .unwrap_or_default();
             // Not ours if it is not a plain file: left alone (and never descended into).
-            if regular && age > STALE_TEMP && self.dir.remove(name).is_ok() {
+            if regular && self.dir.remove(name).is_ok() {
                 removed += 1;
             }
         }
         Ok(removed)
     }
 }
-
-/// A temp file in `status/` older than this was left by a writer that died.
-const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `rename` over a directory fails like this (a file cannot replace a directory).
 fn is_directory_in_the_way(e: &io::Error) -> bool {
@@ -781,35 +774,19 @@ mod tests {
     }
 
     #[test]
-    fn stale_temp_files_are_cleaned_up_by_age() {
+    fn temp_files_left_by_a_crash_are_cleaned_up() {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), false).unwrap();
-        let old = dir.path().join(".0123abcd.tmp");
-        fs::write(&old, "left by a crash").unwrap();
-        let an_hour_ago = nix::sys::time::TimeSpec::new(
-            (SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                - 3600) as i64,
-            0,
-        );
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            &old,
-            &an_hour_ago,
-            &an_hour_ago,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        fs::write(dir.path().join(".0123abcd.tmp"), "left by a crash").unwrap();
+        fs::write(
+            dir.path().join(".r1.json.abc.tmp"),
+            "left by an older version",
         )
         .unwrap();
-        fs::write(dir.path().join(".fedcba98.tmp"), "being written").unwrap();
         fs::create_dir(dir.path().join(".planted.tmp")).unwrap();
         fs::write(dir.path().join("r2.json"), "{}").unwrap();
-        assert_eq!(status_dir.remove_stale_temp_files().unwrap(), 1);
-        assert_eq!(
-            names(dir.path()),
-            [".fedcba98.tmp", ".planted.tmp", "r2.json"]
-        );
+        assert_eq!(status_dir.remove_stale_temp_files().unwrap(), 2);
+        assert_eq!(names(dir.path()), [".planted.tmp", "r2.json"]);
     }
 
     #[test]
