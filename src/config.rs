@@ -58,6 +58,63 @@ pub struct Config {
     pub output_tail_bytes: usize,
     /// Allow-listed components by name.
     pub components: BTreeMap<String, Component>,
+    /// Every spool: `[spool]` first (its root is `spool_root`), then `[spools.NAME]` by name.
+    pub spools: Vec<SpoolConfig>,
+}
+
+/// One spool: a drop box with its own `requests/` and `status/`. The first is `[spool]`; the
+/// others are `[spools.NAME]`, one per client container, so that each container's requests,
+/// answers and ids are out of the others' reach even where uids say nothing (containers that
+/// all run as root).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolConfig {
+    /// `NAME` of `[spools.NAME]`; [`MAIN_SPOOL`] for `[spool]`.
+    pub name: String,
+    pub root: PathBuf,
+    /// Components requests dropped here may name; `None`: every configured one.
+    pub components: Option<Vec<String>>,
+    /// Actions requests dropped here may ask for; `None`: all. Cancel is always allowed (a
+    /// writer's own requests only).
+    pub actions: Option<Vec<Action>>,
+}
+
+/// The name of the `[spool]` table's spool in logs and records.
+pub const MAIN_SPOOL: &str = "main";
+
+impl SpoolConfig {
+    pub fn requests_dir(&self) -> PathBuf {
+        self.root.join("requests")
+    }
+
+    pub fn status_dir(&self) -> PathBuf {
+        self.root.join("status")
+    }
+
+    /// Why a request may not be dropped here, if it may not.
+    pub fn refuses(&self, components: &[&str], action: Action) -> Option<String> {
+        if let Some(allowed) = &self.actions
+            && !allowed.contains(&action)
+        {
+            let list: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+            return Some(format!(
+                "spool {} may not ask for {action}; it may ask for: {} (spools.{}.actions)",
+                self.name,
+                list.join(", "),
+                self.name
+            ));
+        }
+        if let Some(allowed) = &self.components
+            && let Some(other) = components.iter().find(|c| !allowed.iter().any(|a| a == *c))
+        {
+            return Some(format!(
+                "spool {} may not ask for component {other}; it may ask for: {} (spools.{}.components)",
+                self.name,
+                allowed.join(", "),
+                self.name
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -239,12 +296,13 @@ impl Config {
             }),
             _ => None,
         };
+        let spools = spools(&spool, raw.spools.unwrap_or_default(), &components, resolve)?;
         let max_queued = spool.max_queued.unwrap_or(100);
         if max_queued == 0 {
             return Err("key spool.max_queued: must be at least 1".into());
         }
         Ok(Config {
-            spool_root: resolve(spool.root.unwrap_or_else(|| DEFAULT_SPOOL_ROOT.into())),
+            spool_root: spools[0].root.clone(),
             max_request_bytes: spool.max_request_bytes.unwrap_or(64 * 1024),
             max_queued,
             writers: Writers {
@@ -273,8 +331,101 @@ impl Config {
                 _ => return Err("key state.audit_max_bytes: must be at least 4096".into()),
             },
             components,
+            spools,
         })
     }
+}
+
+/// `[spool]` and the `[spools.NAME]` drop boxes, checked: distinct roots, none inside
+/// another, components and actions that exist.
+fn spools(
+    main: &RawSpool,
+    drop_boxes: BTreeMap<String, RawDropBox>,
+    components: &BTreeMap<String, Component>,
+    resolve: impl Fn(PathBuf) -> PathBuf,
+) -> Result<Vec<SpoolConfig>, String> {
+    let checked = |name: &str,
+                   key: &str,
+                   root: PathBuf,
+                   allowed: Option<&Vec<String>>,
+                   actions: Option<&Vec<String>>|
+     -> Result<SpoolConfig, String> {
+        if let Some(allowed) = allowed
+            && let Some(unknown) = allowed.iter().find(|c| !components.contains_key(*c))
+        {
+            return Err(format!(
+                "key {key}.components: {unknown:?} is not a configured component"
+            ));
+        }
+        let actions = match actions {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|a| {
+                        Action::parse(a).ok_or_else(|| {
+                            format!("key {key}.actions: {a:?} is not update, rollback or health")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        // A list of everything is no restriction (and reads as the default).
+        let every_component =
+            allowed.is_some_and(|list| components.keys().all(|name| list.contains(name)));
+        let every_action = actions.as_ref().is_some_and(|list| {
+            [Action::Update, Action::Rollback, Action::Health]
+                .iter()
+                .all(|a| list.contains(a))
+        });
+        Ok(SpoolConfig {
+            name: name.to_owned(),
+            root: resolve(root),
+            components: allowed.filter(|_| !every_component).cloned(),
+            actions: actions.filter(|_| !every_action),
+        })
+    };
+    let mut spools = vec![checked(
+        MAIN_SPOOL,
+        "spool",
+        main.root
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SPOOL_ROOT.into()),
+        main.components.as_ref(),
+        main.actions.as_ref(),
+    )?];
+    for (name, raw) in drop_boxes {
+        let key = format!("spools.{name}");
+        if !is_component_name(&name) || name == MAIN_SPOOL {
+            return Err(format!(
+                "key {key}: a spool name uses a-z, 0-9, _ and - (at most 64 characters) and is not {MAIN_SPOOL:?}"
+            ));
+        }
+        let root = raw
+            .root
+            .clone()
+            .ok_or(format!("key {key}.root: required"))?;
+        spools.push(checked(
+            &name,
+            &key,
+            root,
+            raw.components.as_ref(),
+            raw.actions.as_ref(),
+        )?);
+    }
+    for (i, a) in spools.iter().enumerate() {
+        for b in &spools[i + 1..] {
+            if a.root.starts_with(&b.root) || b.root.starts_with(&a.root) {
+                return Err(format!(
+                    "spools {} and {} share a directory ({} and {}): give each its own root",
+                    a.name,
+                    b.name,
+                    a.root.display(),
+                    b.root.display()
+                ));
+            }
+        }
+    }
+    Ok(spools)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +449,15 @@ struct RawConfig {
     signature: Option<RawSignature>,
     execution: Option<RawExecution>,
     components: Option<BTreeMap<String, RawComponent>>,
+    spools: Option<BTreeMap<String, RawDropBox>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDropBox {
+    root: Option<PathBuf>,
+    components: Option<Vec<String>>,
+    actions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,6 +470,8 @@ struct RawSpool {
     allowed_gids: Option<Vec<u32>>,
     group: Option<String>,
     progress_in_status: Option<bool>,
+    components: Option<Vec<String>>,
+    actions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -611,6 +773,53 @@ health = 2.5
         let err =
             Config::from_toml("[execution]\nmax_concurrent = 0\n", Path::new("/")).unwrap_err();
         assert!(err.contains("execution.max_concurrent"), "{err}");
+    }
+
+    #[test]
+    fn drop_boxes_are_checked_and_say_what_they_refuse() {
+        let c = Config::from_toml(
+            "[spools.sched]\nroot = \"/srv/sched\"\ncomponents = [\"scheduler\"]\nactions = [\"health\"]\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let names: Vec<&str> = c.spools.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, [MAIN_SPOOL, "sched"]);
+        let sched = &c.spools[1];
+        assert_eq!(sched.status_dir(), Path::new("/srv/sched/status"));
+        assert_eq!(sched.refuses(&["scheduler"], Action::Health), None);
+        let why = sched.refuses(&["scheduler"], Action::Update).unwrap();
+        assert!(
+            why.contains("may not ask for update") && why.contains("spools.sched.actions"),
+            "{why}"
+        );
+        let why = sched.refuses(&["core"], Action::Health).unwrap();
+        assert!(why.contains("component core"), "{why}");
+        // The main spool may ask for anything unless told otherwise.
+        assert_eq!(c.spools[0].refuses(&["core"], Action::Update), None);
+
+        for (text, expected) in [
+            (
+                "[spools.a]\nroot = \"/var/dunebugger/updates/a\"\n",
+                "share a directory",
+            ),
+            (
+                "[spools.a]\nroot = \"/srv/a\"\n[spools.b]\nroot = \"/srv/a\"\n",
+                "share a directory",
+            ),
+            ("[spools.a]\n", "spools.a.root: required"),
+            (
+                "[spools.a]\nroot = \"/a\"\ncomponents = [\"nas\"]\n",
+                "not a configured component",
+            ),
+            (
+                "[spools.a]\nroot = \"/a\"\nactions = [\"reboot\"]\n",
+                "spools.a.actions",
+            ),
+            ("[spools.main]\nroot = \"/a\"\n", "spool name"),
+        ] {
+            let err = Config::from_toml(text, Path::new("/")).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Accepted {
     pub component: String,
     pub action: String,
     pub version: Option<String>,
+    /// The spool it was dropped into (`[spools.NAME]`); empty for the main `[spool]`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spool: String,
     /// Name of the request file in `requests/` (removed once answered).
     pub file_name: String,
     pub owner_uid: u32,
@@ -46,8 +49,14 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    pub fn new(request: &Request, file_name: &str, owner_uid: u32) -> Self {
+    pub fn new(request: &Request, spool: &str, file_name: &str, owner_uid: u32) -> Self {
         Self {
+            // The main spool is recorded as "" (records written before there were others).
+            spool: if spool == crate::config::MAIN_SPOOL {
+                String::new()
+            } else {
+                spool.to_owned()
+            },
             request_id: request.id.to_string(),
             component: request.component.clone(),
             action: request.action.to_string(),
@@ -419,12 +428,13 @@ impl RunStore {
         write_json(&self.run_dir(id)?, "final.json", status)
     }
 
-    /// Who wrote request `id` (the uid that owned its file), if it is recorded.
-    pub fn owner(&self, id: &RequestId) -> Option<u32> {
+    /// Who wrote request `id` (its spool's name and the uid that owned its file), if it is
+    /// recorded.
+    pub fn owner(&self, id: &RequestId) -> Option<(String, u32)> {
         let dir = self.run_dir(id).ok()?;
         read_json::<Accepted>(&dir, "request.json")
-            .map(|accepted| accepted.owner_uid)
-            .or_else(|| read_json::<RunSpec>(&dir, "run.json").map(|spec| spec.accepted.owner_uid))
+            .or_else(|| read_json::<RunSpec>(&dir, "run.json").map(|spec| spec.accepted))
+            .map(|accepted| (accepted.spool, accepted.owner_uid))
     }
 
     pub fn final_status(&self, id: &RequestId) -> Option<Status> {
@@ -577,7 +587,7 @@ mod tests {
             ["remote", "core"],
         )
         .unwrap();
-        let accepted = Accepted::new(&request, "b.json", 1000);
+        let accepted = Accepted::new(&request, "main", "b.json", 1000);
         let again: Accepted =
             serde_json::from_slice(&serde_json::to_vec(&accepted).unwrap()).unwrap();
         assert_eq!(again.request().unwrap(), request);
@@ -588,7 +598,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = RunStore::open(tmp.path()).unwrap();
         let r = request("r1");
-        let accepted = Accepted::new(&r, "r1.json", 1000);
+        let accepted = Accepted::new(&r, "main", "r1.json", 1000);
         store.accept(&accepted).unwrap();
         let (records, _) = store.load().unwrap();
         assert!(matches!(records[0].state, RunState::Queued));
@@ -627,12 +637,14 @@ mod tests {
         let store = RunStore::open(tmp.path()).unwrap();
         let (queued, started) = (request("q1"), request("s1"));
         for r in [&queued, &started] {
-            store.accept(&Accepted::new(r, "x.json", 1000)).unwrap();
+            store
+                .accept(&Accepted::new(r, "main", "x.json", 1000))
+                .unwrap();
         }
         let _lock = store
             .start(
                 &started.id,
-                &spec(&Accepted::new(&started, "s1.json", 1000)),
+                &spec(&Accepted::new(&started, "main", "s1.json", 1000)),
             )
             .unwrap();
         for r in [&queued, &started] {

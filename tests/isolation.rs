@@ -258,3 +258,80 @@ fn a_name_planted_at_another_writers_status_never_blocks_or_forges_its_answer() 
         spool.status_names()
     );
 }
+
+/// Where uids say nothing (every container runs as root, as DuneBugger's `remote` does), one
+/// spool per container keeps them apart: the same attacks from another spool fail too.
+#[test]
+fn drop_boxes_keep_containers_apart_where_uids_say_nothing() {
+    let mut spool = Spool::new();
+    spool.add_config(
+        "[spools.scheduler]\nroot = \"spool-scheduler\"\ncomponents = [\"scheduler\"]\nactions = [\"health\"]\n",
+    );
+    spool.script("core", "health-check.sh", "echo secret output of main");
+    let gate = spool.evidence().join("gate");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!(
+            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done",
+            path_str(&gate)
+        ),
+    );
+    let _service = Service::start(&spool);
+    let other = spool.dir.path().join("spool-scheduler");
+    let drop_into_other = |id: &str, request: &str| {
+        fs::write(other.join(format!("requests/{id}.json")), request).unwrap();
+        let file = other.join(format!("requests/{id}.json"));
+        wait_until("taken from the drop box", || !file.exists());
+        fs::read_to_string(other.join(format!("status/{id}.json")))
+            .ok()
+            .map(|text| serde_json::from_str::<Value>(&text).unwrap())
+    };
+
+    // What the drop box may ask for, it gets, answered in its own status/.
+    let own = new_id();
+    let answer = drop_into_other(
+        &own,
+        &Spool::request_json(&own, "scheduler", "health", None),
+    )
+    .expect("answered in the drop box");
+    assert_eq!(answer["success"], true, "{answer}");
+    assert!(
+        spool.status_file(&own).is_none(),
+        "answered in the main spool"
+    );
+    // Nothing else.
+    for (component, action, version) in [
+        ("core", "health", None),
+        ("scheduler", "update", Some("1.2.3")),
+    ] {
+        let id = new_id();
+        let answer = drop_into_other(&id, &Spool::request_json(&id, component, action, version))
+            .expect("refused in the drop box");
+        assert_eq!(answer["code"], "not_allowed_here", "{answer}");
+    }
+
+    // The main spool's answer is not the drop box's, though both writers are the same uid.
+    let main = spool.submit("core", "health", None);
+    spool.wait_final(&main);
+    fs::remove_file(spool.status_dir().join(format!("{main}.json"))).unwrap();
+    assert_eq!(drop_into_other(&main, &health(&main)), None);
+
+    // Nor can it cancel, or learn of, the main spool's running update.
+    let running = spool.submit("remote", "update", Some("1.2.3"));
+    wait_until("the update runs", || {
+        spool
+            .status(&running)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+    let cancel = new_id();
+    let answer = drop_into_other(
+        &cancel,
+        &serde_json::json!({"action": "cancel", "target": running, "request_id": cancel})
+            .to_string(),
+    )
+    .expect("the cancel is answered");
+    assert_eq!(answer["code"], "unknown_target", "{answer}");
+    fs::write(&gate, "").unwrap();
+    assert_eq!(spool.wait_final(&running)["success"], true);
+}

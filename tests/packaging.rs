@@ -75,6 +75,14 @@ fn every_setting_of_the_packaged_config_shows_its_true_default() {
 /// Every key the config accepts, read from the `Raw*` structs of `src/config.rs`, as dotted
 /// paths with `*` for a component name: `spool.root`, `components.*.timeouts.update`, ...
 fn keys_accepted_by_src_config_rs() -> BTreeSet<String> {
+    let mut keys = keys_accepted_by_src_config_rs_with_drop_boxes();
+    // Drop boxes exist only when configured: the packaged config shows an indented example
+    // (see `the_packaged_config_shows_a_drop_box_example`).
+    keys.retain(|key| !key.starts_with("spools."));
+    keys
+}
+
+fn keys_accepted_by_src_config_rs_with_drop_boxes() -> BTreeSet<String> {
     let source = read("src/config.rs");
     let fields_of = |name: &str| -> Vec<(String, String)> {
         let start = source
@@ -117,6 +125,27 @@ fn keys_accepted_by_src_config_rs() -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     walk(&fields_of, "RawConfig", "", &mut keys);
     keys
+}
+
+#[test]
+fn the_packaged_config_shows_a_drop_box_example() {
+    let accepted = keys_accepted_by_src_config_rs_with_drop_boxes();
+    let text = read(CONFIG);
+    for key in accepted.iter().filter_map(|k| k.strip_prefix("spools.*.")) {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("#   {key} = "))),
+            "{CONFIG}: the [spools.NAME] example does not show {key}"
+        );
+    }
+    // The example is valid as it stands.
+    let example: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("#   [spools."))
+        .map_while(|l| l.strip_prefix("#   "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Config::from_toml(&example, Path::new("/")).unwrap_or_else(|e| panic!("{example}: {e}"));
 }
 
 fn keys_in(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {

@@ -81,43 +81,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 /// Everything `check` looks at besides loading the config.
 pub fn inspect(config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for dir in [config.requests_dir(), config.status_dir()] {
-        findings.push(match std::fs::metadata(&dir) {
-            Ok(m) if m.is_dir() => Finding::ok("spool", dir.display().to_string(), "exists"),
-            Ok(_) => Finding::problem("spool", dir.display().to_string(), "exists but is not a directory; remove it, the service (or install.sh) creates the directory"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Finding::ok("spool", dir.display().to_string(), "missing; the service creates it at start (install.sh creates it with the right permissions)")
-            }
-            Err(e) => Finding::problem("spool", dir.display().to_string(), e.to_string()),
-        });
-    }
-    match &config.spool_group {
-        Some(group) => {
-            let deviations = crate::spool::permission_deviations(
-                &config.requests_dir(),
-                &config.status_dir(),
-                group,
-            );
-            for deviation in &deviations {
-                findings.push(Finding::problem(
-                    "permissions",
-                    "spool",
-                    format!("{deviation}; fix with `systemd-tmpfiles --create` (install.sh installs the rules) or chown/chmod by hand"),
-                ));
-            }
-            if deviations.is_empty() {
-                findings.push(Finding::ok(
-                    "permissions",
-                    "spool",
-                    format!("requests/ root:{group} 1730, status/ root:{group} 1730"),
-                ));
-            }
-        }
-        None => findings.push(Finding::ok(
-            "permissions",
-            "spool",
-            "not checked (spool.group = \"\")",
-        )),
+    for spool in &config.spools {
+        inspect_spool(config, spool, &mut findings);
     }
     if let Some(sig) = &config.signature {
         findings.push(match std::fs::metadata(&sig.key_file) {
@@ -239,5 +204,47 @@ fn print(findings: &[Finding], problems: usize) {
         println!("all checks passed");
     } else {
         println!("{problems} problem(s) found");
+    }
+}
+
+/// One spool's directories and their permissions.
+fn inspect_spool(config: &Config, spool: &crate::config::SpoolConfig, findings: &mut Vec<Finding>) {
+    for dir in [spool.requests_dir(), spool.status_dir()] {
+        findings.push(match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => Finding::ok("spool", dir.display().to_string(), "exists"),
+            Ok(_) => Finding::problem("spool", dir.display().to_string(), "exists but is not a directory; remove it, the service (or install.sh) creates the directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Finding::ok("spool", dir.display().to_string(), "missing; the service creates it at start (install.sh creates it with the right permissions)")
+            }
+            Err(e) => Finding::problem("spool", dir.display().to_string(), e.to_string()),
+        });
+    }
+    match &config.spool_group {
+        Some(group) => {
+            let deviations = crate::spool::permission_deviations(
+                &spool.requests_dir(),
+                &spool.status_dir(),
+                group,
+            );
+            for deviation in &deviations {
+                findings.push(Finding::problem(
+                    "permissions",
+                    format!("spool {}", spool.name),
+                    format!("{deviation}; fix with `systemd-tmpfiles --create` (install.sh installs the rules) or chown/chmod by hand"),
+                ));
+            }
+            if deviations.is_empty() {
+                findings.push(Finding::ok(
+                    "permissions",
+                    format!("spool {}", spool.name),
+                    format!("requests/ root:{group} 1730, status/ root:{group} 1730"),
+                ));
+            }
+        }
+        None => findings.push(Finding::ok(
+            "permissions",
+            format!("spool {}", spool.name),
+            "not checked (spool.group = \"\")",
+        )),
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use super::Daemon;
+use super::{Daemon, SpoolIx};
 use crate::request::RequestId;
 use crate::spool::{self, ReadError, Writers};
 
@@ -31,9 +31,9 @@ const MAX_HANDOFF_BYTES: u64 = 512;
 impl Daemon {
     /// The request the hand-off file names, and when it was written. The file is written by a
     /// container: it is read like a request file (no links, no FIFOs, bounded).
-    fn handoff_file(&self) -> Option<(Option<RequestId>, SystemTime)> {
+    fn handoff_file(&self, ix: SpoolIx) -> Option<(Option<RequestId>, SystemTime)> {
         match spool::read_request(
-            &self.spool_root,
+            &self.spools[ix].root,
             HANDOFF_FILE,
             MAX_HANDOFF_BYTES,
             &Writers::default(),
@@ -50,25 +50,27 @@ impl Daemon {
         }
     }
 
-    /// Whether `id` is handed off and must never show progress in its status file.
-    pub(super) fn handed_off(&self, id: &RequestId) -> bool {
-        self.status.progress_in_status()
-            && self.handoff_file().and_then(|(named, _)| named).as_ref() == Some(id)
+    /// Whether `id`, dropped into spool `ix`, is handed off and must never show progress in
+    /// its status file.
+    pub(super) fn handed_off(&self, ix: SpoolIx, id: &RequestId) -> bool {
+        self.config.progress_in_status
+            && self.handoff_file(ix).and_then(|(named, _)| named).as_ref() == Some(id)
     }
 
-    /// The hand-off file was written: withdraw the named request's in-progress record.
-    pub(super) fn handoff(&mut self) {
-        if !self.status.progress_in_status() {
+    /// Spool `ix`'s hand-off file was written: withdraw the named request's in-progress record.
+    pub(super) fn handoff(&mut self, ix: SpoolIx) {
+        if !self.config.progress_in_status {
             return;
         }
-        let Some((Some(id), _)) = self.handoff_file() else {
+        let Some((Some(id), _)) = self.handoff_file(ix) else {
             return;
         };
-        // A request no longer in flight has its answer under that name: never touch it.
-        if !self.in_flight_ids.contains(&id) {
+        // Only a request of this spool still in flight: a finished one has its answer under
+        // that name, and another spool's is none of this client's business.
+        if !self.in_flight_ids.contains(&id) || self.job(&id).is_none_or(|job| job.spool != ix) {
             return;
         }
-        match self.status.withdraw_progress(&id) {
+        match self.spools[ix].status.withdraw_progress(&id) {
             Ok(true) => {
                 info!(request_id = %id, "self-update hand-off: in-progress status withdrawn; the status file will hold only the answer")
             }
@@ -80,13 +82,13 @@ impl Daemon {
     }
 
     /// Removes a hand-off file nobody came back for (see the module doc).
-    pub(super) fn expire_handoff(&self, retention: Duration) {
-        let Some((named, written)) = self.handoff_file() else {
+    pub(super) fn expire_handoff(&self, ix: SpoolIx, retention: Duration) {
+        let Some((named, written)) = self.handoff_file(ix) else {
             return;
         };
         let old = written.elapsed().is_ok_and(|age| age > retention);
         if old && !named.is_some_and(|id| self.in_flight_ids.contains(&id)) {
-            match self.spool_root.remove(HANDOFF_FILE) {
+            match self.spools[ix].root.remove(HANDOFF_FILE) {
                 Ok(()) => info!(
                     file = HANDOFF_FILE,
                     "removed a self-update hand-off file nobody collected within the retention period"

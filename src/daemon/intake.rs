@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 
 use tracing::{error, info, warn};
 
-use super::{Daemon, Job, Msg, SETTLE, Seen};
+use super::{Daemon, Job, Msg, SETTLE, Seen, SpoolIx, Writer};
 use crate::audit::Event;
 use crate::record::Accepted;
 use crate::report::{self, PHASE_QUEUED, Refusal};
@@ -14,43 +14,46 @@ use crate::spool;
 use crate::status::{Durability, Progress};
 
 impl Daemon {
-    pub(super) fn rescan(&mut self, reason: &str) {
-        let listing = match spool::scan(&self.requests) {
+    pub(super) fn rescan(&mut self, ix: SpoolIx, reason: &str) {
+        let requests = &self.spools[ix].requests;
+        let listing = match spool::scan(requests) {
             Ok(listing) => listing,
             Err(e) => {
-                let dir = self.requests.path().display();
+                let dir = requests.path().display();
                 return error!(error = %e, %dir, "cannot list the request directory");
             }
         };
         info!(
             reason,
+            spool = %self.spools[ix].config.name,
             files = listing.requests.len(),
             "scanning the request directory"
         );
         for junk in listing.junk {
-            self.remove_junk(&junk);
+            self.remove_junk(ix, &junk);
         }
         for name in listing.requests {
-            self.take(&name, Seen::Listing);
+            self.take(ix, &name, Seen::Listing);
         }
     }
 
-    pub(super) fn remove_junk(&self, name: &std::ffi::OsStr) {
+    pub(super) fn remove_junk(&self, ix: SpoolIx, name: &std::ffi::OsStr) {
         let file = printable(&name.to_string_lossy());
         warn!(%file, "removing a request file whose name is not UTF-8");
-        if let Err(e) = spool::remove_junk(&self.requests, name) {
+        if let Err(e) = spool::remove_junk(&self.spools[ix].requests, name) {
             error!(error = %e, %file, "cannot remove it");
         }
     }
 
-    /// Reads, checks and queues (or answers) one request file.
-    pub(super) fn take(&mut self, name: &str, seen: Seen) {
-        if self.in_flight.contains(name) || self.settling.contains(name) {
+    /// Reads, checks and queues (or answers) one request file of spool `ix`.
+    pub(super) fn take(&mut self, ix: SpoolIx, name: &str, seen: Seen) {
+        let key = (ix, name.to_owned());
+        if self.in_flight.contains(&key) || self.settling.contains(&key) {
             return;
         }
         let config = Arc::clone(&self.config);
         let file = match spool::read_request(
-            &self.requests,
+            &self.spools[ix].requests,
             name,
             config.max_request_bytes,
             &config.writers,
@@ -65,14 +68,14 @@ impl Daemon {
                     code: e.code(),
                     message: format!("invalid request file: {e}"),
                 };
-                return self.refuse(name, &refusal, None);
+                return self.refuse(ix, name, &refusal, None);
             }
         };
         let owner = Some(file.owner_uid);
         if let Some(cancel) = crate::request::Cancel::parse(&file.bytes) {
             return match cancel {
-                Err(rejection) => self.refuse(name, &Refusal::from(&*rejection), owner),
-                Ok(cancel) => self.cancel(name, &file.bytes, cancel, file.owner_uid),
+                Err(rejection) => self.refuse(ix, name, &Refusal::from(&*rejection), owner),
+                Ok(cancel) => self.cancel(ix, name, &file.bytes, cancel, file.owner_uid),
             };
         }
         let request = match Request::parse(&file.bytes, config.component_names()) {
@@ -84,9 +87,9 @@ impl Daemon {
                     && matches!(rejection.error, RequestError::InvalidJson(_))
                 {
                     // Possibly still being written in place; its close will send an event.
-                    return self.settle(name);
+                    return self.settle(ix, name);
                 }
-                return self.refuse(name, &Refusal::from(&*rejection), owner);
+                return self.refuse(ix, name, &Refusal::from(&*rejection), owner);
             }
         };
         if RequestId::from_file_name(name).is_none() {
@@ -95,6 +98,7 @@ impl Daemon {
                 printable(name)
             );
             return self.refuse(
+                ix,
                 name,
                 &Refusal::of_request(&request, "invalid_file_name", message),
                 owner,
@@ -104,21 +108,33 @@ impl Daemon {
             && let Err(e) = verifier.verify(&file.bytes, SystemTime::now())
         {
             return self.refuse(
+                ix,
                 name,
                 &Refusal::of_request(&request, e.code(), e.to_string()),
                 owner,
             );
         }
-        self.accept(name, request, file.owner_uid);
+        if let Some(message) = self.spools[ix]
+            .config
+            .refuses(&request.components(), request.action)
+        {
+            return self.refuse(
+                ix,
+                name,
+                &Refusal::of_request(&request, "not_allowed_here", message),
+                owner,
+            );
+        }
+        self.accept(ix, name, request, file.owner_uid);
     }
 
-    pub(super) fn settle(&mut self, name: &str) {
-        self.settling.insert(name.to_owned());
+    pub(super) fn settle(&mut self, ix: SpoolIx, name: &str) {
+        self.settling.insert((ix, name.to_owned()));
         let tx = self.tx.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
             tokio::time::sleep(SETTLE).await;
-            let _ = tx.send(Msg::Recheck(name));
+            let _ = tx.send(Msg::Recheck(ix, name));
         });
     }
 
@@ -128,9 +144,9 @@ impl Daemon {
         self.in_flight_ids.contains(id) || self.store.exists(id)
     }
 
-    pub(super) fn accept(&mut self, name: &str, request: Request, owner_uid: u32) {
+    pub(super) fn accept(&mut self, ix: SpoolIx, name: &str, request: Request, owner_uid: u32) {
         if self.is_known(&request.id) {
-            return self.duplicate(name, &request.id);
+            return self.duplicate(ix, name, &request.id);
         }
         self.audit(Event::of("received", &request));
         if request.dry_run {
@@ -143,12 +159,13 @@ impl Daemon {
             );
             // Answered like a refusal: at once, made durable with this batch, never recorded.
             if self.answer(
+                ix,
                 &request.id,
                 &status,
                 Durability::BestEffort,
                 Some(owner_uid),
             ) {
-                self.refused_files.push(name.to_owned());
+                self.answered_files.push((ix, name.to_owned()));
             }
             return;
         }
@@ -158,6 +175,7 @@ impl Daemon {
                 self.queue.len()
             );
             return self.refuse(
+                ix,
                 name,
                 &Refusal::of_request(&request, "queue_full", message),
                 Some(owner_uid),
@@ -173,6 +191,7 @@ impl Daemon {
                     wait.as_secs() + 1
                 );
                 return self.refuse(
+                    ix,
                     name,
                     &Refusal::of_request(&request, "rate_limited", message),
                     Some(owner_uid),
@@ -180,7 +199,7 @@ impl Daemon {
             }
         }
         // Durable before anything else: from here on the request is never lost nor run twice.
-        let accepted = Accepted::new(&request, name, owner_uid);
+        let accepted = Accepted::new(&request, &self.spools[ix].config.name, name, owner_uid);
         if let Err(e) = self.store.accept(&accepted) {
             // The file stays in requests/ and is taken again at the next scan.
             return error!(request_id = %request.id, component = %request.component, action = %request.action, error = %e, "cannot record the accepted request");
@@ -190,12 +209,12 @@ impl Daemon {
         let position = self.queue.len() + 1;
         let mut queued = report::in_progress(&request, PHASE_QUEUED, None);
         queued.queue_position = Some(position);
-        let job = Job::new(request, name.to_owned(), owner_uid);
-        if let Err(e) = self.status.claim(&job.request.id) {
+        let job = Job::new(ix, request, name.to_owned(), owner_uid);
+        if let Err(e) = self.spools[ix].status.claim(&job.request.id) {
             warn!(request_id = %job.request.id, error = %e, "cannot clear a name planted at the request's status file");
         }
         // A request handed off already (see `handoff`) never shows progress in its status file.
-        if !self.handed_off(&job.request.id) {
+        if !self.handed_off(ix, &job.request.id) {
             self.show_progress(&job, &queued, Durability::NeverEmpty, Progress::First);
         }
         let request = &job.request;
@@ -206,7 +225,7 @@ impl Daemon {
             version = request.version.as_ref().map(|v| v.as_str()),
             "request accepted"
         );
-        self.in_flight.insert(name.to_owned());
+        self.in_flight.insert((ix, name.to_owned()));
         self.in_flight_ids.insert(request.id.clone());
         self.audit(Event::of("queued", request).detail(format!("position {position}")));
         let mut job = job;
@@ -217,7 +236,14 @@ impl Daemon {
     /// A cancel request: a queued target is answered `cancelled` at once; a running one is
     /// asked to stop (its monitor gets SIGTERM, the script gets SIGTERM and may trap it) and is
     /// answered `cancelled` when it has.
-    fn cancel(&mut self, name: &str, bytes: &[u8], cancel: crate::request::Cancel, owner_uid: u32) {
+    fn cancel(
+        &mut self,
+        ix: SpoolIx,
+        name: &str,
+        bytes: &[u8],
+        cancel: crate::request::Cancel,
+        owner_uid: u32,
+    ) {
         let answer = |code: &'static str, message: String| Refusal {
             id: Some(cancel.id.clone()),
             component: None,
@@ -227,6 +253,7 @@ impl Daemon {
         };
         if RequestId::from_file_name(name).is_none() {
             return self.refuse(
+                ix,
                 name,
                 &answer(
                     "invalid_file_name",
@@ -238,15 +265,16 @@ impl Daemon {
         if let Some(verifier) = &self.verifier
             && let Err(e) = verifier.verify(bytes, SystemTime::now())
         {
-            return self.refuse(name, &answer(e.code(), e.to_string()), Some(owner_uid));
+            return self.refuse(ix, name, &answer(e.code(), e.to_string()), Some(owner_uid));
         }
         if self.is_known(&cancel.id) {
-            return self.duplicate(name, &cancel.id);
+            return self.duplicate(ix, name, &cancel.id);
         }
         let target = &cancel.target;
-        // Only its own writer (or root) may cancel a request; to anyone else, another
-        // writer's request does not exist (the same answer as for an id nobody used).
-        let may_cancel = |writer: u32| writer == owner_uid || owner_uid == 0;
+        // Only its own writer (or root, in the same spool) may cancel a request; to anyone
+        // else, another writer's request does not exist (the same answer as for an id nobody
+        // used).
+        let may_cancel = |(spool, uid): Writer| spool == ix && (uid == owner_uid || owner_uid == 0);
         let theirs = self.writer_of(target).is_some_and(may_cancel);
         let (code, message) = if !theirs {
             (
@@ -295,19 +323,26 @@ impl Daemon {
         event.action = Some("cancel".into());
         self.audit(event);
         let status = report::cancel_answer(&cancel.id, code, message);
-        if self.answer(&cancel.id, &status, Durability::BestEffort, Some(owner_uid)) {
-            self.refused_files.push(name.to_owned());
+        if self.answer(
+            ix,
+            &cancel.id,
+            &status,
+            Durability::BestEffort,
+            Some(owner_uid),
+        ) {
+            self.answered_files.push((ix, name.to_owned()));
         }
     }
 
-    /// Who wrote request `id`, while it is queued, running or recorded.
-    pub(super) fn writer_of(&self, id: &RequestId) -> Option<u32> {
-        self.queue
-            .iter()
-            .find(|job| &job.request.id == id)
-            .or_else(|| self.running.get(id).map(|r| &r.job))
-            .map(|job| job.owner_uid)
-            .or_else(|| self.store.owner(id))
+    /// Who wrote request `id` (its spool and uid), while it is queued, running or recorded.
+    pub(super) fn writer_of(&self, id: &RequestId) -> Option<Writer> {
+        match self.job(id) {
+            Some(job) => Some((job.spool, job.owner_uid)),
+            None => {
+                let (spool, uid) = self.store.owner(id)?;
+                Some((self.spool_ix(&spool), uid))
+            }
+        }
     }
 
     /// A request id seen before. Never run again. If its own writer sends it again after the
@@ -315,16 +350,20 @@ impl Daemon {
     /// again. A copy from anyone else gets no answer at all: an answer would either overwrite
     /// the original's status or re-create it under the original's name, and either way tell
     /// the copier something about another container's request.
-    pub(super) fn duplicate(&mut self, name: &str, id: &RequestId) {
-        let copier = self.requests.lstat(name).ok().map(|st| st.st_uid);
-        let same_writer = copier.is_some() && copier == self.writer_of(id);
+    pub(super) fn duplicate(&mut self, ix: SpoolIx, name: &str, id: &RequestId) {
+        let copier = self.spools[ix]
+            .requests
+            .lstat(name)
+            .ok()
+            .map(|st| st.st_uid);
+        let same_writer = copier.is_some_and(|uid| self.writer_of(id) == Some((ix, uid)));
         match self.store.final_status(id) {
             _ if !same_writer => {
-                warn!(request_id = %id, file = %printable(name), writer_uid = copier, "a request reuses the id of another writer's request; removed without an answer")
+                warn!(request_id = %id, file = %printable(name), writer_uid = copier, spool = %self.spools[ix].config.name, "a request reuses the id of another writer's request; removed without an answer")
             }
-            Some(status) if !self.status.has_final(id) => {
+            Some(status) if !self.spools[ix].status.has_final(id) => {
                 info!(request_id = %id, file = name, "request already finished; answering with the recorded result");
-                if !self.answer(id, &status, Durability::Durable, copier) {
+                if !self.answer(ix, id, &status, Durability::Durable, copier) {
                     return;
                 }
             }
@@ -333,13 +372,19 @@ impl Daemon {
             }
         }
         self.audit(Event::about("duplicate", Some(id)).detail(format!("file {}", printable(name))));
-        self.remove_request_file(name, false);
+        self.remove_request_file(ix, name, false);
     }
 
     /// Answers a refused request (unless its id is unusable, or already answered or in flight:
     /// never overwrite another request's answer). The file is removed once the answer is
-    /// durable, in [`Daemon::commit_refusals`].
-    pub(super) fn refuse(&mut self, name: &str, refusal: &Refusal, owner: Option<u32>) {
+    /// durable, in [`Daemon::commit_answered`].
+    pub(super) fn refuse(
+        &mut self,
+        ix: SpoolIx,
+        name: &str,
+        refusal: &Refusal,
+        owner: Option<u32>,
+    ) {
         let id = refusal
             .id
             .clone()
@@ -360,37 +405,51 @@ impl Daemon {
         event.action = refusal.action.clone();
         self.audit(event);
         // The writer gets the answer, so it can delete it from the sticky status directory.
-        let owner = owner.or_else(|| self.requests.lstat(name).ok().map(|st| st.st_uid));
+        let owner = owner.or_else(|| {
+            self.spools[ix]
+                .requests
+                .lstat(name)
+                .ok()
+                .map(|st| st.st_uid)
+        });
         match id {
             Some(id) if !self.is_known(&id) => {
                 if self.answer(
+                    ix,
                     &id,
                     &report::refused(&id, refusal),
                     Durability::BestEffort,
                     owner,
                 ) {
-                    self.refused_files.push(name.to_owned());
+                    self.answered_files.push((ix, name.to_owned()));
                 } // else keep the file: without an answer it must not disappear
             }
-            _ => self.remove_request_file(name, false),
+            _ => self.remove_request_file(ix, name, false),
         }
     }
 
-    /// Makes this batch's refusals durable with one filesystem sync, then removes their files.
-    pub(super) fn commit_refusals(&mut self) {
-        if self.refused_files.is_empty() {
+    /// Makes this batch's answers (refusals, dry runs, cancels) durable with one filesystem
+    /// sync per spool, then removes their files.
+    pub(super) fn commit_answered(&mut self) {
+        if self.answered_files.is_empty() {
             return;
         }
-        let names = std::mem::take(&mut self.refused_files);
-        if let Err(e) = self.status.sync_filesystem() {
-            // The files stay; the next scan finds them answered and removes them.
-            return error!(error = %e, "cannot sync the status directory; refused requests stay for now");
-        }
-        for name in &names {
-            self.remove_request_file(name, false);
-        }
-        if let Err(e) = self.requests.sync() {
-            error!(error = %e, "cannot sync the request directory");
+        let files = std::mem::take(&mut self.answered_files);
+        let mut spools: Vec<SpoolIx> = files.iter().map(|(ix, _)| *ix).collect();
+        spools.sort_unstable();
+        spools.dedup();
+        for ix in spools {
+            if let Err(e) = self.spools[ix].status.sync_filesystem() {
+                // The files stay; the next scan finds them answered and removes them.
+                error!(error = %e, "cannot sync the status directory; answered requests stay for now");
+                continue;
+            }
+            for (_, name) in files.iter().filter(|(i, _)| *i == ix) {
+                self.remove_request_file(ix, name, false);
+            }
+            if let Err(e) = self.spools[ix].requests.sync() {
+                error!(error = %e, "cannot sync the request directory");
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, SpoolConfig};
 use crate::dir::Dir;
 use crate::ratelimit::RateLimiter;
 use crate::record::RunStore;
@@ -74,10 +74,17 @@ pub enum ServeError {
     },
 }
 
+/// Which spool (an index into `Daemon::spools`; 0 is `[spool]`).
+type SpoolIx = usize;
+
+/// Who wrote a request: the spool it was dropped into and the uid that owned its file. One
+/// writer's answers, cancels and duplicates never reach another's requests.
+type Writer = (SpoolIx, u32);
+
 enum Msg {
-    Spool(SpoolEvent),
+    Spool(SpoolIx, SpoolEvent),
     /// Look at a file again once it had time to settle.
-    Recheck(String),
+    Recheck(SpoolIx, String),
     /// A monitor reported a phase (only while we are the coordinator that started it).
     Phase {
         id: RequestId,
@@ -88,7 +95,9 @@ enum Msg {
     /// A monitor we started has exited (its exit record, if any, tells the result).
     MonitorGone(RequestId),
     /// The self-update hand-off file was written (see [`handoff`]).
-    Handoff,
+    Handoff(SpoolIx),
+    /// Events of `state/exits/` were lost: look at every exit record.
+    ExitsRescan,
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -100,6 +109,8 @@ enum Seen {
 
 struct Job {
     request: Request,
+    /// The spool it was dropped into; its answer goes there.
+    spool: SpoolIx,
     /// The request file's name in `requests/`; removed once the final status is durable.
     file_name: String,
     /// Who wrote the request; its status files are given to them.
@@ -116,8 +127,9 @@ struct Shown {
 }
 
 impl Job {
-    fn new(request: Request, file_name: String, owner_uid: u32) -> Self {
+    fn new(spool: SpoolIx, request: Request, file_name: String, owner_uid: u32) -> Self {
         Self {
+            spool,
             request,
             file_name,
             owner_uid,
@@ -135,12 +147,58 @@ struct Running {
     reattached: bool,
 }
 
-struct Daemon {
-    config: Arc<Config>,
+/// One spool as the daemon holds it: handles on its directories, and what may be asked there.
+struct DropBox {
+    config: SpoolConfig,
     /// The spool root, for the self-update hand-off file (see [`handoff`]).
-    spool_root: Dir,
+    root: Dir,
     requests: Dir,
     status: StatusDir,
+}
+
+impl DropBox {
+    /// Prepares a spool's directories (created if missing) and checks their layout.
+    fn open(
+        config: &SpoolConfig,
+        progress_in_status: bool,
+        group: Option<&str>,
+    ) -> Result<DropBox, ServeError> {
+        let (requests_dir, status_dir) = (config.requests_dir(), config.status_dir());
+        for dir in [&requests_dir, &status_dir] {
+            std::fs::create_dir_all(dir).map_err(prepare(dir))?;
+        }
+        let status =
+            StatusDir::open(&status_dir, progress_in_status).map_err(prepare(&status_dir))?;
+        match status.remove_stale_temp_files() {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(spool = %config.name, count = n, "removed temp files left by an earlier crash")
+            }
+            Err(e) => {
+                warn!(spool = %config.name, error = %e, "cannot clean up temp files in the status directory")
+            }
+        }
+        if let Some(group) = group {
+            for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
+                warn!(
+                    spool = %config.name,
+                    "spool permissions: {deviation}; run `update-coordinator check` (install.sh sets them)"
+                );
+            }
+        }
+        Ok(DropBox {
+            root: Dir::open(&config.root).map_err(prepare(&config.root))?,
+            requests: Dir::open(&requests_dir).map_err(prepare(&requests_dir))?,
+            status,
+            config: config.clone(),
+        })
+    }
+}
+
+struct Daemon {
+    config: Arc<Config>,
+    /// Every spool; requests, jobs and files name theirs by index.
+    spools: Vec<DropBox>,
     store: RunStore,
     /// The binary to start monitors from (resolved once: a self-update replaces the file).
     exe: PathBuf,
@@ -155,14 +213,15 @@ struct Daemon {
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
     /// File names of queued and running requests, so repeated events for them are ignored.
-    in_flight: HashSet<String>,
+    in_flight: HashSet<(SpoolIx, String)>,
     /// Ids of queued and running requests: a second request with one of them is a duplicate.
     in_flight_ids: HashSet<RequestId>,
     /// File names waiting for a [`Msg::Recheck`].
-    settling: HashSet<String>,
-    /// Refused request files whose answer is written but not yet durable; removed together
-    /// after one filesystem sync (a flood of junk costs one sync per batch, not per file).
-    refused_files: Vec<String>,
+    settling: HashSet<(SpoolIx, String)>,
+    /// Answered request files (refusals, dry runs, cancels) whose answer is written but not
+    /// yet durable; removed together after one filesystem sync (a flood of junk costs one sync
+    /// per batch, not per file).
+    answered_files: Vec<(SpoolIx, String)>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
@@ -189,28 +248,18 @@ fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ 
 /// Runs the service until SIGTERM/SIGINT. Stopping never stops running scripts: their
 /// monitors carry on and the next start re-attaches to them.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let requests_dir = config.requests_dir();
-    let status_dir = config.status_dir();
-    for dir in [&requests_dir, &status_dir] {
-        std::fs::create_dir_all(dir).map_err(prepare(dir))?;
-    }
-    let spool_root = Dir::open(&config.spool_root).map_err(prepare(&config.spool_root))?;
-    let requests = Dir::open(&requests_dir).map_err(prepare(&requests_dir))?;
-    let status =
-        StatusDir::open(&status_dir, config.progress_in_status).map_err(prepare(&status_dir))?;
+    let spools = config
+        .spools
+        .iter()
+        .map(|spool| {
+            DropBox::open(
+                spool,
+                config.progress_in_status,
+                config.spool_group.as_deref(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let store = RunStore::open(&config.state_dir).map_err(prepare(&config.state_dir))?;
-    match status.remove_stale_temp_files() {
-        Ok(0) => {}
-        Ok(n) => info!(count = n, "removed temp files left by an earlier crash"),
-        Err(e) => warn!(error = %e, "cannot clean up temp files in the status directory"),
-    }
-    if let Some(group) = &config.spool_group {
-        for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
-            warn!(
-                "spool permissions: {deviation}; run `update-coordinator check` (install.sh sets them)"
-            );
-        }
-    }
     let verifier = match &config.signature {
         Some(sig) => {
             let key = std::fs::read(&sig.key_file).map_err(|source| ServeError::SignatureKey {
@@ -228,43 +277,47 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     })?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let watch_tx = tx.clone();
-    let request_watch = spool::watch(&requests_dir, move |event| {
-        let _ = watch_tx.send(Msg::Spool(event));
-    })
-    .map_err(|source| ServeError::Watch {
-        path: requests_dir.clone(),
-        source,
-    })?;
+    let mut watches = Vec::new();
+    for (ix, spool) in config.spools.iter().enumerate() {
+        let watch_tx = tx.clone();
+        let requests_dir = spool.requests_dir();
+        watches.push(
+            spool::watch(&requests_dir, move |event| {
+                let _ = watch_tx.send(Msg::Spool(ix, event));
+            })
+            .map_err(|source| ServeError::Watch {
+                path: requests_dir.clone(),
+                source,
+            })?,
+        );
+        // Only where progress shares the status file does the hand-off need watching.
+        if config.progress_in_status {
+            let handoff_tx = tx.clone();
+            watches.push(
+                spool::watch_name(&spool.root, handoff::HANDOFF_FILE, move || {
+                    let _ = handoff_tx.send(Msg::Handoff(ix));
+                })
+                .map_err(|source| ServeError::Watch {
+                    path: spool.root.clone(),
+                    source,
+                })?,
+            );
+        }
+    }
     let exit_tx = tx.clone();
     let exits_dir = store.exits_path();
     let exit_watch = spool::watch(&exits_dir, move |event| {
         let _ = exit_tx.send(match event {
             SpoolEvent::Ready(name) => Msg::Exited(name),
-            // Lost events: look at every exit record again.
-            other => Msg::Spool(other),
+            SpoolEvent::Rescan(_) => Msg::ExitsRescan,
+            // Only exit records are written there.
+            SpoolEvent::Created(_) | SpoolEvent::Junk(_) => Msg::ExitsRescan,
         });
     })
     .map_err(|source| ServeError::Watch {
         path: exits_dir.clone(),
         source,
     })?;
-
-    // Only where progress shares the status file does the hand-off need watching.
-    let handoff_watch = if config.progress_in_status {
-        let handoff_tx = tx.clone();
-        Some(
-            spool::watch_name(&config.spool_root, handoff::HANDOFF_FILE, move || {
-                let _ = handoff_tx.send(Msg::Handoff);
-            })
-            .map_err(|source| ServeError::Watch {
-                path: config.spool_root.clone(),
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
@@ -279,9 +332,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         host: crate::limits::Host::detect(),
         unit: crate::logging::own_unit(),
         config: Arc::new(config),
-        spool_root,
-        requests,
-        status,
+        spools,
         store,
         exe,
         verifier,
@@ -291,7 +342,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         in_flight: HashSet::new(),
         in_flight_ids: HashSet::new(),
         settling: HashSet::new(),
-        refused_files: Vec::new(),
+        answered_files: Vec::new(),
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
@@ -305,11 +356,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();
-    // A hand-off written while we were stopped.
-    daemon.handoff();
-    let _ = tx.send(Msg::Spool(SpoolEvent::Rescan("start-up".into())));
+    for ix in 0..daemon.spools.len() {
+        // A hand-off written while we were stopped.
+        daemon.handoff(ix);
+        let _ = tx.send(Msg::Spool(ix, SpoolEvent::Rescan("start-up".into())));
+    }
     info!(
-        spool = %requests_dir.display(),
+        spool = %daemon.config.spool_root.display(),
+        spools = daemon.spools.len(),
         state = %daemon.config.state_dir.display(),
         signed_requests = daemon.verifier.is_some(),
         components = %daemon.config.component_names().collect::<Vec<_>>().join(", "),
@@ -336,14 +390,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             // Only wakes the loop: `schedule` below starts what is due.
             _ = sleep_until(daemon.scheduled_wake) => daemon.scheduled_wake = None,
         }
-        daemon.commit_refusals();
+        daemon.commit_answered();
         daemon.schedule();
         daemon.publish_status_line();
     }
-    drop(request_watch);
+    drop(watches);
     drop(exit_watch);
-    drop(handoff_watch);
-    daemon.commit_refusals();
+    daemon.commit_answered();
     let running = daemon.running.len();
     info!(
         running,
@@ -373,25 +426,26 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 impl Daemon {
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Spool(SpoolEvent::Ready(name)) => self.take(&name, Seen::Event),
-            Msg::Spool(SpoolEvent::Created(name)) => {
-                if !spool::may_be_in_progress(&self.requests, &name) {
-                    self.take(&name, Seen::Event);
+            Msg::Spool(ix, SpoolEvent::Ready(name)) => self.take(ix, &name, Seen::Event),
+            Msg::Spool(ix, SpoolEvent::Created(name)) => {
+                if !spool::may_be_in_progress(&self.spools[ix].requests, &name) {
+                    self.take(ix, &name, Seen::Event);
                 }
             }
-            Msg::Spool(SpoolEvent::Rescan(reason)) => {
-                self.rescan(&reason);
+            Msg::Spool(ix, SpoolEvent::Rescan(reason)) => {
+                self.rescan(ix, &reason);
                 self.collect_exits();
             }
-            Msg::Spool(SpoolEvent::Junk(name)) => self.remove_junk(&name),
-            Msg::Recheck(name) => {
-                self.settling.remove(&name);
-                self.take(&name, Seen::Listing);
+            Msg::Spool(ix, SpoolEvent::Junk(name)) => self.remove_junk(ix, &name),
+            Msg::Recheck(ix, name) => {
+                self.settling.remove(&(ix, name.clone()));
+                self.take(ix, &name, Seen::Listing);
             }
+            Msg::ExitsRescan => self.collect_exits(),
             Msg::Phase { id, phase } => self.progress(&id, phase),
             Msg::Exited(name) => self.exited(&name),
             Msg::MonitorGone(id) => self.monitor_gone(&id),
-            Msg::Handoff => self.handoff(),
+            Msg::Handoff(ix) => self.handoff(ix),
         }
     }
 
@@ -439,6 +493,27 @@ impl Daemon {
         {
             self.schedule();
         }
+    }
+
+    /// A queued or running job.
+    fn job(&self, id: &RequestId) -> Option<&Job> {
+        self.queue
+            .iter()
+            .find(|job| &job.request.id == id)
+            .or_else(|| self.running.get(id).map(|r| &r.job))
+    }
+
+    /// The index of the spool a record names; an unknown name (a spool removed from the
+    /// config since) falls back to the main spool.
+    fn spool_ix(&self, name: &str) -> SpoolIx {
+        let ix = self.spools.iter().position(|s| s.config.name == name);
+        if ix.is_none() && !name.is_empty() {
+            warn!(
+                spool = name,
+                "a record names a spool that is no longer configured; using the main spool"
+            );
+        }
+        ix.unwrap_or(0)
     }
 
     fn status_line(&self) -> String {

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use tracing::{error, info, warn};
 
-use super::{Daemon, Job, Msg, Running};
+use super::{Daemon, Job, Msg, Running, SpoolIx};
 use crate::config::{Component, Config};
 use crate::record::{Accepted, RunSpec, RunState, boot_id, monotonic_now_ns};
 use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING, Refusal, RunContext};
@@ -32,7 +32,8 @@ impl Daemon {
         }
         let this_boot = boot_id();
         for record in records {
-            let Some(job) = job_from(&record.accepted) else {
+            let spool = self.spool_ix(&record.accepted.spool);
+            let Some(job) = job_from(spool, &record.accepted) else {
                 warn!(request_id = %printable(&record.accepted.request_id), "run record names an unknown request; skipped");
                 continue;
             };
@@ -93,7 +94,7 @@ impl Daemon {
     /// left alone: its monitor's phase and output tail are newer than what we know).
     fn repair_status(&self, job: &Job, phase: &str, started_at: Option<SystemTime>) {
         let id = &job.request.id;
-        if matches!(self.status.read_progress(id), Ok(Some(_))) {
+        if matches!(self.spools[job.spool].status.read_progress(id), Ok(Some(_))) {
             return;
         }
         let status = report::in_progress(&job.request, phase, started_at);
@@ -101,7 +102,7 @@ impl Daemon {
     }
 
     fn track(&mut self, job: &Job) {
-        self.in_flight.insert(job.file_name.clone());
+        self.in_flight.insert((job.spool, job.file_name.clone()));
         self.in_flight_ids.insert(job.request.id.clone());
     }
 
@@ -109,14 +110,19 @@ impl Daemon {
     /// result and removing the file, so the status may never have been written. Write it
     /// (again), then remove the file.
     fn finish_leftovers(&mut self, job: &Job, status: &Status) {
-        if self.requests.lstat(&job.file_name).is_ok() {
+        if self.spools[job.spool]
+            .requests
+            .lstat(&job.file_name)
+            .is_ok()
+        {
             self.answer(
+                job.spool,
                 &job.request.id,
                 status,
                 Durability::Durable,
                 Some(job.owner_uid),
             );
-            self.remove_request_file(&job.file_name, true);
+            self.remove_request_file(job.spool, &job.file_name, true);
         }
         let _ = self.store.remove_exit(&job.request.id);
     }
@@ -181,13 +187,18 @@ impl Daemon {
         let program = programs.into_iter().next().unwrap_or_default();
         let invocation = invocation(&self.config, component, request, program);
         let started_at = SystemTime::now();
-        let accepted = Accepted::new(request, &job.file_name, job.owner_uid);
+        let accepted = Accepted::new(
+            request,
+            &self.spools[job.spool].config.name,
+            &job.file_name,
+            job.owner_uid,
+        );
         let spec = RunSpec {
             deadline_monotonic_ns: monotonic_now_ns() + invocation.timeout.as_nanos(),
             invocation,
             boot_id: boot_id(),
             started_at,
-            status_dir: self.config.status_dir(),
+            status_dir: self.spools[job.spool].config.status_dir(),
             progress_in_status: self.config.progress_in_status,
             owner_uid: job.owner_uid,
             accepted,
@@ -625,6 +636,7 @@ impl Daemon {
         // record: the same answer, never another (docs/durability.md).
         self.record_in_inventory(&running.job.request, &status);
         let shown = self.answer(
+            running.job.spool,
             &id,
             &status,
             Durability::BestEffort,
@@ -651,20 +663,28 @@ impl Daemon {
             error!(request_id = %id, error = %e, "cannot record the final result");
         }
         let durable = shown
-            && match self.status.make_durable(id) {
+            && match self.spools[job.spool].status.make_durable(id) {
                 Ok(_) => true, // still there, now durable; or collected by the client already
                 Err(e) => {
                     warn!(request_id = %id, error = %e, "cannot flush the status file; writing it again");
                     false
                 }
             };
-        if durable || self.answer(id, status, Durability::Durable, Some(job.owner_uid)) {
-            self.remove_request_file(&job.file_name, true);
+        if durable
+            || self.answer(
+                job.spool,
+                id,
+                status,
+                Durability::Durable,
+                Some(job.owner_uid),
+            )
+        {
+            self.remove_request_file(job.spool, &job.file_name, true);
         }
         if let Err(e) = self.store.remove_exit(id) {
             warn!(request_id = %id, error = %e, "cannot remove the exit record");
         }
-        self.in_flight.remove(&job.file_name);
+        self.in_flight.remove(&(job.spool, job.file_name.clone()));
         self.in_flight_ids.remove(id);
         let cancelled = status.code.as_deref() == Some("cancelled");
         let outcome = status.outcome.clone().unwrap_or_else(|| {
@@ -727,8 +747,10 @@ impl Daemon {
         }
         match serde_json::to_vec_pretty(&self.inventory.published()) {
             Ok(bytes) => {
-                if let Err(e) = self.status.publish(crate::inventory::FILE, &bytes) {
-                    warn!(error = %e, "cannot publish status/inventory.json");
+                for spool in &self.spools {
+                    if let Err(e) = spool.status.publish(crate::inventory::FILE, &bytes) {
+                        warn!(spool = %spool.config.name, error = %e, "cannot publish status/inventory.json");
+                    }
                 }
             }
             Err(e) => warn!(error = %e, "cannot serialize the inventory"),
@@ -738,15 +760,17 @@ impl Daemon {
     /// Writes a final status. Returns whether it is on disk. Failures are logged here, once.
     pub(super) fn answer(
         &self,
+        ix: SpoolIx,
         id: &RequestId,
         status: &Status,
         durability: Durability,
         owner: Option<u32>,
     ) -> bool {
-        match self.status.answer(id, status, durability, owner) {
+        let dir = &self.spools[ix].status;
+        match dir.answer(id, status, durability, owner) {
             Ok(()) => true,
             Err(e) => {
-                error!(request_id = %id, error = %e, dir = %self.status.path().display(), "cannot write the status file");
+                error!(request_id = %id, error = %e, dir = %dir.path().display(), "cannot write the status file");
                 false
             }
         }
@@ -761,16 +785,14 @@ impl Daemon {
         how: Progress,
     ) {
         let id = &job.request.id;
-        if let Err(e) = self
-            .status
-            .progress(id, status, durability, Some(job.owner_uid), how)
-        {
-            warn!(request_id = %id, error = %e, dir = %self.status.path().display(), "cannot write the progress record");
+        let dir = &self.spools[job.spool].status;
+        if let Err(e) = dir.progress(id, status, durability, Some(job.owner_uid), how) {
+            warn!(request_id = %id, error = %e, dir = %dir.path().display(), "cannot write the progress record");
         }
     }
 
-    pub(super) fn remove_request_file(&self, name: &str, durable: bool) {
-        if let Err(e) = spool::remove_request(&self.requests, name, durable) {
+    pub(super) fn remove_request_file(&self, ix: SpoolIx, name: &str, durable: bool) {
+        if let Err(e) = spool::remove_request(&self.spools[ix].requests, name, durable) {
             error!(file = %printable(name), error = %e, "cannot remove the request file");
         }
     }
@@ -786,18 +808,23 @@ impl Daemon {
             ),
             Err(e) => warn!(error = %e, "cannot remove old run records"),
         }
-        match self
-            .status
-            .expire(retention, |id| self.in_flight_ids.contains(id))
-        {
-            Ok(0) => {}
-            Ok(n) => info!(
-                statuses = n,
-                "removed final statuses nobody collected within the retention period"
-            ),
-            Err(e) => warn!(error = %e, "cannot remove old status files"),
+        for (ix, spool) in self.spools.iter().enumerate() {
+            match spool
+                .status
+                .expire(retention, |id| self.in_flight_ids.contains(id))
+            {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    spool = %spool.config.name,
+                    statuses = n,
+                    "removed final statuses nobody collected within the retention period"
+                ),
+                Err(e) => {
+                    warn!(spool = %spool.config.name, error = %e, "cannot remove old status files")
+                }
+            }
+            self.expire_handoff(ix, retention);
         }
-        self.expire_handoff(retention);
     }
 }
 
@@ -818,9 +845,10 @@ fn members(request: &Request) -> Vec<Request> {
         .collect()
 }
 
-/// A queued job again, from its record.
-fn job_from(accepted: &Accepted) -> Option<Job> {
+/// A queued job again, from its record (in spool `spool`).
+fn job_from(spool: SpoolIx, accepted: &Accepted) -> Option<Job> {
     Some(Job::new(
+        spool,
         accepted.request()?,
         accepted.file_name.clone(),
         accepted.owner_uid,
