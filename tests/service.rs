@@ -616,3 +616,89 @@ fn a_request_whose_event_was_lost_to_an_inotify_overflow_is_found_by_the_rescan(
         "answered through the overflow rescan"
     );
 }
+
+#[test]
+fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_the_first() {
+    let spool = Spool::new();
+    let gate = spool.evidence().join("gate");
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!(
+            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done",
+            path_str(&gate)
+        ),
+    );
+    let mut first = Service::start(&spool);
+    let id = spool.submit("remote", "update", Some("1.2.3"));
+    wait_until("installing", || {
+        spool
+            .status(&id)
+            .is_some_and(|s| s["phase"] == "installing")
+    });
+
+    let mut second = std::process::Command::new(support::BIN)
+        .args(["run", "--config"])
+        .arg(spool.config_path())
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + support::PATIENCE;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second coordinator did not refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let state_dir = spool.dir.path().join("state");
+    for needle in [
+        format!("pid {}: ", first.pid()),
+        format!("{} run --config", support::BIN),
+        format!("state directory {}", path_str(&state_dir)),
+    ] {
+        assert!(
+            stderr.contains(&needle),
+            "{needle:?} missing from: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("coordinator ready"), "{stderr}");
+
+    // The run's monitor is a process of its own that never holds the coordinator's lock...
+    let monitors: Vec<i32> = support::processes_mentioning(spool.dir.path())
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("__monitor"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(monitors.len(), 1, "one monitor for the running update");
+    let lock_file = state_dir.join("coordinator.lock");
+    for fd in fs::read_dir(format!("/proc/{}/fd", monitors[0])).unwrap() {
+        let target = fs::read_link(fd.unwrap().path()).unwrap_or_default();
+        assert_ne!(
+            target, lock_file,
+            "the monitor inherited the coordinator's lock"
+        );
+    }
+
+    // ...so once the holder is killed, a new coordinator starts while that monitor still runs.
+    first.crash();
+    let restarted = Service::start(&spool);
+    assert!(
+        !process_gone(monitors[0]),
+        "the monitor outlives the coordinator"
+    );
+    assert_eq!(
+        fs::read_to_string(&lock_file).unwrap(),
+        format!("{}\n", restarted.pid())
+    );
+    fs::write(&gate, "").unwrap();
+    assert_eq!(spool.wait_final(&id)["success"], true);
+}

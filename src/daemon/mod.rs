@@ -52,6 +52,9 @@ const SCHEDULED_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// Another coordinator holds the state directory.
+    #[error(transparent)]
+    Instance(#[from] crate::instance::LockError),
     #[error("cannot prepare {path}: {source}")]
     Prepare {
         path: PathBuf,
@@ -248,6 +251,8 @@ fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ 
 /// Runs the service until SIGTERM/SIGINT. Stopping never stops running scripts: their
 /// monitors carry on and the next start re-attaches to them.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    // Before anything touches the spool or the records: one coordinator per state directory.
+    let _instance = crate::instance::acquire(&config.state_dir)?;
     let spools = config
         .spools
         .iter()
