@@ -1,10 +1,8 @@
 //! The `update-coordinator` binary: parse the command line, set up logging, hand over to the
 //! library, map the result to an exit code.
 
-use clap::Parser;
-use update_coordinator::cli::{self, Cli};
+use update_coordinator::cli;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    cli::main(cli)
+    cli::main(cli::parse())
 }

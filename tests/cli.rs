@@ -342,3 +342,112 @@ fn completions_and_man_page_are_generated_from_the_command_line_definition() {
         &stdout[..200.min(stdout.len())]
     );
 }
+
+#[test]
+fn bash_completion_offers_the_action_values_and_paths_for_config_and_spool() {
+    let (code, stdout, _) = run_cli(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    let action = stdout
+        .split("--action)")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_else(|| panic!("no --action case in:\n{stdout}"));
+    for value in ["update", "rollback", "health"] {
+        assert!(action.contains(value), "{value} not offered: {action}");
+    }
+    // zsh says what kind of path each option takes.
+    let (_, zsh, _) = run_cli(&["completions", "zsh"]);
+    let spec = |option: &str| {
+        zsh.lines()
+            .find(|l| l.starts_with(&format!("'--{option}=[")))
+            .unwrap_or_else(|| panic!("no --{option} in:\n{zsh}"))
+            .to_owned()
+    };
+    assert!(
+        spec("config").ends_with(":FILE:_files' \\"),
+        "{}",
+        spec("config")
+    );
+    assert!(
+        spec("spool").ends_with(":DIR:_files -/' \\"),
+        "{}",
+        spec("spool")
+    );
+    // The values are offered, not enforced by clap: submit parses the action itself.
+    let (code, _, stderr) = run_cli(&[
+        "submit",
+        "--spool",
+        "/nonexistent",
+        "--component",
+        "remote",
+        "--action",
+        "reboot",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown action \"reboot\""), "{stderr}");
+}
+
+/// The roff names of the pages a page refers to: `update\-coordinator\-run(1)` -> `update-coordinator-run`.
+fn referenced_pages(roff: &str) -> Vec<String> {
+    regex::Regex::new(r"(update\\-coordinator(?:\\-[a-z]+)*)\(1\)")
+        .unwrap()
+        .captures_iter(roff)
+        .map(|c| c[1].replace("\\-", "-"))
+        .collect()
+}
+
+#[test]
+fn man_dir_writes_a_page_for_every_subcommand_the_main_page_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let (code, stdout, stderr) = run_cli(&["man", "--dir", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+
+    let main = fs::read_to_string(out.join("update-coordinator.1")).unwrap();
+    let (_, printed, _) = run_cli(&["man"]);
+    assert_eq!(printed, main, "`man` prints the main page");
+    let listed = referenced_pages(&main);
+    assert!(listed.len() >= 8, "{listed:?}");
+    for page in &listed {
+        let path = out.join(format!("{page}.1"));
+        let roff = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{page}(1) is listed but {}: {e}", path.display()));
+        assert!(roff.contains(&format!(".TH {page} 1 ")), "{roff}");
+        assert!(stdout.contains(&path.display().to_string()), "{stdout}");
+        assert_eq!(referenced_pages(&roff), ["update-coordinator"], "SEE ALSO");
+    }
+    let mut written: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    let mut expected: Vec<String> = listed.iter().map(|p| format!("{p}.1")).collect();
+    expected.push("update-coordinator.1".into());
+    expected.sort();
+    assert_eq!(written, expected, "no page for hidden subcommands or help");
+    assert!(
+        !listed
+            .iter()
+            .any(|p| p.contains("monitor") || p.ends_with("-help"))
+    );
+
+    // The submit page documents every option `submit --help` lists.
+    let submit = fs::read_to_string(out.join("update-coordinator-submit.1")).unwrap();
+    let (_, help, _) = run_cli(&["submit", "--help"]);
+    let long = regex::Regex::new(r"--([a-z][a-z-]*)").unwrap();
+    let options: Vec<&str> = long
+        .captures_iter(&help)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    for option in ["component", "action", "version", "wait", "spool", "config"] {
+        assert!(options.contains(&option), "{option} not in submit --help");
+    }
+    for option in options {
+        let roff_option = format!("\\-\\-{}", option.replace('-', "\\-"));
+        assert!(
+            submit.contains(&roff_option),
+            "--{option} missing from:\n{submit}"
+        );
+    }
+    assert!(submit.contains("rollback"), "the action values are listed");
+}

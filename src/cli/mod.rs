@@ -1,9 +1,11 @@
 //! Command line: one file per subcommand, each with a `run()`.
 
 mod check;
+mod completions;
 mod follow;
 mod history;
 mod inventory;
+mod man;
 mod run;
 mod status;
 mod submit;
@@ -11,9 +13,11 @@ mod submit;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueHint};
 
 use crate::config::{self, Config, ConfigError};
+use crate::request::Action;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,9 +51,9 @@ pub enum Command {
     /// health failures, rollbacks, results (reads the state directory: root).
     History(history::HistoryArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
-    Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) to stdout.
-    Man,
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write every page into a directory (--dir).
+    Man(man::ManArgs),
     /// Internal: the per-run monitor the service starts for each script.
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -63,7 +67,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// Config file [default: /etc/dunebugger/update-coordinator.toml; built-in defaults if absent]
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub config: Option<PathBuf>,
 }
 
@@ -85,6 +89,51 @@ impl ConfigArg {
                 ),
             )),
         }
+    }
+}
+
+/// The command line as clap sees it, for parsing, completions and man pages alike: the derive
+/// definition, plus what an argument of the same name means in every subcommand that has one
+/// (so the subcommands' files need not repeat it): `--action` takes [`Action::ALL`]'s names,
+/// `--spool` is a directory.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommands(|sub| {
+        sub.mut_args(|arg| match arg.get_id().as_str() {
+            // A subcommand that gives `--action` values of its own keeps them.
+            "action" if arg.get_possible_values().is_empty() => arg.value_parser(ActionValues),
+            "spool" => arg.value_hint(ValueHint::DirPath),
+            _ => arg,
+        })
+    })
+}
+
+/// Parses the process's arguments with [`command`]; exits with clap's message on bad ones.
+pub fn parse() -> Cli {
+    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// `--action`: any string, so the value is still parsed in one place (`Action::parse`, where
+/// the subcommand uses it, with its own message); the names are offered to completions and
+/// listed in `--help` and the man pages.
+#[derive(Clone)]
+struct ActionValues;
+
+impl TypedValueParser for ActionValues {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            Action::ALL.iter().map(|a| PossibleValue::new(a.as_str())),
+        ))
     }
 }
 
@@ -117,26 +166,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Follow(args) => follow::run(&args),
         Command::Inventory(args) => inventory::run(&args),
         Command::History(args) => history::run(&args),
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "update-coordinator",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
-        }
-        Command::Man => {
-            use clap::CommandFactory;
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(&args),
         Command::Monitor { state_dir, id } => {
             crate::runner::seal_inherited_fds();
             crate::logging::init(cli.verbose);
@@ -149,7 +180,6 @@ pub fn main(cli: Cli) -> ExitCode {
 mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
+        super::command().debug_assert();
     }
 }
