@@ -5,7 +5,7 @@ mod support;
 use std::fs;
 use std::process::Command;
 
-use support::{BIN, Service, Spool};
+use support::{BIN, Service, Spool, path_str};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(BIN)
@@ -32,7 +32,52 @@ fn check_passes_on_a_complete_setup_and_lists_every_script() {
     ] {
         assert!(text.contains(script), "{script} missing from:\n{text}");
     }
-    assert!(text.contains("all checks passed"));
+    // Without systemd, cgroups or a spool group, this setup has warnings: shown, exit 0.
+    assert!(text.contains("\nno problems; "), "{text}");
+    assert!(!text.contains("PROBLEM"), "{text}");
+}
+
+#[test]
+fn check_warns_once_about_a_missing_spool_directory_and_says_how_to_create_it() {
+    let mut spool = Spool::new();
+    // An installed spool names the containers' group (one that exists here).
+    spool.set_key("spool", "root", "\"spool\"");
+    spool.set_key("spool", "group", "\"root\"");
+    let (code, text) = check(&spool);
+    assert_eq!(code, 0, "warnings do not fail the check:\n{text}");
+    let requests = path_str(&spool.requests());
+    let about: Vec<&str> = text.lines().filter(|l| l.contains(&requests)).collect();
+    assert_eq!(about.len(), 1, "said once:\n{text}");
+    assert!(
+        about[0].starts_with("  warn    ") && about[0].contains("systemd-tmpfiles --create"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("PROBLEM") && !text.contains("permissions:"),
+        "{text}"
+    );
+    for warned in [
+        "warn    dunebugger-update-coordinator.service: systemd is not running here; not checked",
+        "warn    enforcement: limits not enforced",
+    ] {
+        assert!(text.contains(warned), "{warned:?} missing from:\n{text}");
+    }
+    let warnings = text.lines().filter(|l| l.starts_with("  warn ")).count();
+    assert!(
+        text.ends_with(&format!("\nno problems; {warnings} warning(s)\n")),
+        "{text}"
+    );
+
+    // Once it exists, its permissions are looked at: the service's own 0755 is a problem.
+    spool.create_dirs();
+    let (code, text) = check(&spool);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "PROBLEM spool main: {requests}: mode 0755, expected 1730"
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -49,7 +94,7 @@ fn check_fails_and_says_why_on_a_missing_or_non_executable_script() {
         "{text}"
     );
     assert!(text.contains("is not executable; chmod 755 it"), "{text}");
-    assert!(text.contains("2 problem(s) found"), "{text}");
+    assert!(text.contains("2 problem(s) found; "), "{text}");
 }
 
 #[test]
@@ -230,12 +275,12 @@ fn check_snapshot_and_json() {
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["problems"], 1);
-    let problem = report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["ok"] == false)
-        .unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let warnings: Vec<_> = findings.iter().filter(|f| f["level"] == "warn").collect();
+    assert_eq!(report["warnings"], warnings.len(), "{report:#}");
+    assert!(warnings.iter().all(|f| f["ok"] == true), "{report:#}");
+    let problem = findings.iter().find(|f| f["ok"] == false).unwrap();
+    assert_eq!(problem["level"], "problem");
     assert_eq!(problem["area"], "script");
     assert!(
         problem["detail"]

@@ -1,6 +1,10 @@
 //! `update-coordinator check`: the same config loading as `run`, then a look at everything the
-//! service will touch. Every problem says how to fix it. Exits 1 if anything would fail a
-//! request or the service.
+//! service will touch. Each finding is said once, at one of three levels: `ok`; `warn`, for what
+//! works but less well than it could or could not be checked here (limits not enforced, no
+//! systemd, a spool directory the service would create without the containers' permissions);
+//! `PROBLEM`, for what would fail a request or the service. Warnings and problems say how to
+//! fix them. Exit status: 1 if there is a problem, else 0 (warnings are shown, and counted in
+//! the summary and the JSON, but do not fail the check).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,34 +24,57 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// How a finding counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// As it should be.
+    Ok,
+    /// Works, but less well than it could, or not checked here: shown, exit status 0.
+    Warn,
+    /// Would fail a request or the service: exit status 1.
+    Problem,
+}
+
 /// One thing looked at.
 #[derive(Debug, Serialize)]
 pub struct Finding {
-    /// config, spool, permissions, signature, service, script
+    /// config, spool, permissions, signature, service, limits, script
     pub area: &'static str,
     pub subject: String,
+    pub level: Level,
+    /// False exactly for problems (what fails the check); `level` tells ok from warn.
     pub ok: bool,
-    /// What was found (for problems: what is wrong and how to fix it).
+    /// What was found (for warnings and problems: what is wrong and how to fix it).
     pub detail: String,
 }
 
 impl Finding {
-    fn ok(area: &'static str, subject: impl Into<String>, detail: impl Into<String>) -> Self {
+    fn new(
+        level: Level,
+        area: &'static str,
+        subject: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             area,
             subject: subject.into(),
-            ok: true,
+            level,
+            ok: level != Level::Problem,
             detail: detail.into(),
         }
     }
 
+    fn ok(area: &'static str, subject: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(Level::Ok, area, subject, detail)
+    }
+
+    fn warn(area: &'static str, subject: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(Level::Warn, area, subject, detail)
+    }
+
     fn problem(area: &'static str, subject: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            area,
-            subject: subject.into(),
-            ok: false,
-            detail: detail.into(),
-        }
+        Self::new(Level::Problem, area, subject, detail)
     }
 }
 
@@ -60,16 +87,21 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
         Err(e) => vec![Finding::problem("config", "config", e.to_string())],
     };
-    let problems = findings.iter().filter(|f| !f.ok).count();
+    let count = |level| findings.iter().filter(|f| f.level == level).count();
+    let (problems, warnings) = (count(Level::Problem), count(Level::Warn));
     if args.json {
-        let report =
-            serde_json::json!({ "ok": problems == 0, "problems": problems, "findings": findings });
+        let report = serde_json::json!({
+            "ok": problems == 0,
+            "problems": problems,
+            "warnings": warnings,
+            "findings": findings,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        print(&findings, problems);
+        print(&findings, problems, warnings);
     }
     if problems == 0 {
         ExitCode::SUCCESS
@@ -118,10 +150,10 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
 fn service_findings() -> Vec<Finding> {
     const UNIT: &str = "dunebugger-update-coordinator.service";
     if !Path::new("/run/systemd/system").exists() {
-        return vec![Finding::ok(
+        return vec![Finding::warn(
             "service",
             UNIT,
-            "systemd is not running here; not checked",
+            "systemd is not running here; not checked (fine for the demo; under systemd, install.sh installs the unit)",
         )];
     }
     let installed = [
@@ -144,7 +176,7 @@ fn service_findings() -> Vec<Finding> {
 }
 
 /// Which resource limits the host can enforce. A limit that cannot be is a problem on a
-/// systemd host (the fix is given); without systemd (demo, containers) it is only noted.
+/// systemd host (the fix is given); without systemd (demo, containers) a warning.
 fn limit_findings(config: &Config) -> Vec<Finding> {
     let host = crate::limits::Host::detect();
     let mut findings = Vec::new();
@@ -181,7 +213,7 @@ fn limit_findings(config: &Config) -> Vec<Finding> {
                 findings.push(if host.systemd {
                     Finding::problem("limits", "enforcement", note)
                 } else {
-                    Finding::ok("limits", "enforcement", note)
+                    Finding::warn("limits", "enforcement", note)
                 });
             }
         }
@@ -189,37 +221,56 @@ fn limit_findings(config: &Config) -> Vec<Finding> {
     findings
 }
 
-fn print(findings: &[Finding], problems: usize) {
+fn print(findings: &[Finding], problems: usize, warnings: usize) {
     let mut area = "";
     for f in findings {
         if f.area != area {
             println!("{}:", f.area);
             area = f.area;
         }
-        let mark = if f.ok { "ok     " } else { "PROBLEM" };
+        let mark = match f.level {
+            Level::Ok => "ok     ",
+            Level::Warn => "warn   ",
+            Level::Problem => "PROBLEM",
+        };
         println!("  {mark} {}: {}", f.subject, f.detail);
     }
     println!();
-    if problems == 0 {
-        println!("all checks passed");
-    } else {
-        println!("{problems} problem(s) found");
+    match (problems, warnings) {
+        (0, 0) => println!("all checks passed"),
+        (0, w) => println!("no problems; {w} warning(s)"),
+        (p, 0) => println!("{p} problem(s) found"),
+        (p, w) => println!("{p} problem(s) found; {w} warning(s)"),
     }
 }
 
-/// One spool's directories and their permissions.
+/// One spool's directories and their permissions. A missing directory is said once: without
+/// a spool group the service's own creation is all it needs; with one, the service would create
+/// it root-only at start, so containers could not use it until it is created as installed.
 fn inspect_spool(config: &Config, spool: &crate::config::SpoolConfig, findings: &mut Vec<Finding>) {
+    let group = config.spool_group.as_deref();
+    // Permissions are looked at once both directories can be (the findings below say why not).
+    let mut all_there = true;
     for dir in [spool.requests_dir(), spool.status_dir()] {
+        let subject = dir.display().to_string();
         findings.push(match std::fs::metadata(&dir) {
-            Ok(m) if m.is_dir() => Finding::ok("spool", dir.display().to_string(), "exists"),
-            Ok(_) => Finding::problem("spool", dir.display().to_string(), "exists but is not a directory; remove it, the service (or install.sh) creates the directory"),
+            Ok(m) if m.is_dir() => Finding::ok("spool", subject, "exists"),
+            Ok(_) => Finding::problem("spool", subject, "exists but is not a directory; remove it, the service (or install.sh) creates the directory"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Finding::ok("spool", dir.display().to_string(), "missing; the service creates it at start (install.sh creates it with the right permissions)")
+                all_there = false;
+                match group {
+                    None => Finding::ok("spool", subject, "missing; the service creates it at start"),
+                    Some(group) => Finding::warn("spool", subject, format!("missing; create it as installed (root:{group} 1730) with `sudo ./install.sh` or `systemd-tmpfiles --create` (install.sh installs the rules): the service would create it at start, but only root could write to it")),
+                }
             }
-            Err(e) => Finding::problem("spool", dir.display().to_string(), e.to_string()),
+            Err(e) => {
+                all_there = false;
+                Finding::problem("spool", subject, e.to_string())
+            }
         });
     }
-    match &config.spool_group {
+    match group {
+        Some(_) if !all_there => {}
         Some(group) => {
             let deviations = crate::spool::permission_deviations(
                 &spool.requests_dir(),
@@ -241,10 +292,10 @@ fn inspect_spool(config: &Config, spool: &crate::config::SpoolConfig, findings: 
                 ));
             }
         }
-        None => findings.push(Finding::ok(
+        None => findings.push(Finding::warn(
             "permissions",
             format!("spool {}", spool.name),
-            "not checked (spool.group = \"\")",
+            "not checked (spool.group = \"\": fine for the demo and tests; installed spools name the containers' group)",
         )),
     }
 }

@@ -37,7 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the service (what the systemd unit starts).
     Run(ConfigArg),
-    /// Check the config, the spool directories and every component's scripts; exit 1 on problems.
+    /// Check the config, the spool directories and every component's scripts; exit 1 on problems,
+    /// 0 with only warnings.
     Check(check::CheckArgs),
     /// Drop a request into the spool, as a container would, and optionally wait for its result.
     Submit(submit::SubmitArgs),
