@@ -1,29 +1,33 @@
-//! One coordinator per state directory: `run` holds an exclusive `flock` on
+//! One coordinator per state directory: `run` holds an exclusive lock on
 //! `<state>/coordinator.lock` for its whole life, so a second one refuses to start instead of
 //! scanning the same spool and writing the same records. The kernel releases the lock when the
 //! holder dies, however it dies: a lock file left behind by a crash holds nobody up.
 //!
-//! The file also says who holds it (the pid, written after locking), so the refusal can name
-//! the process. Monitors neither inherit nor need this lock: the file is opened close-on-exec,
-//! and they have their own per-run locks (see [`crate::record`]), so a restarted coordinator
-//! gets it while the old monitors still run.
+//! A POSIX record lock (`fcntl(F_SETLK)`), not `flock`: an `flock` belongs to the open file,
+//! which every child shares from `fork` until its `exec` closes it, so a coordinator killed
+//! while starting a monitor left the lock held by that child for a moment and its successor
+//! refused to start (the crash test saw it). A record lock belongs to the process alone: no
+//! child (monitor, script, `systemd-run`) ever holds it, and none needs it (monitors have their
+//! own per-run locks, see [`crate::record`]), so a restarted coordinator gets it while the old
+//! monitors still run. It also tells a refused process who holds it (`F_GETLK`); the holder
+//! writes its pid into the file too, for operators.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, fcntl};
 
 /// The lock file's name in the state directory.
 pub const LOCK_FILE: &str = "coordinator.lock";
 
-/// Held for as long as the coordinator runs; dropping it (or dying) releases the lock.
+/// Held for as long as the coordinator runs; dropping it (or dying) releases the lock. Nothing
+/// else in the process may open the lock file: closing any descriptor of it releases the lock.
 #[derive(Debug)]
 pub struct InstanceLock {
-    _file: Flock<File>,
+    _file: File,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +45,7 @@ pub enum LockError {
     },
 }
 
-/// Who holds the lock, as far as its file and `/proc` tell.
+/// Who holds the lock, as far as the kernel, the lock file and `/proc` tell.
 #[derive(Debug)]
 pub struct Holder {
     pub pid: Option<u32>,
@@ -54,7 +58,7 @@ impl std::fmt::Display for Holder {
         match (self.pid, &self.cmdline) {
             (Some(pid), Some(cmdline)) => write!(f, "pid {pid}: {cmdline}"),
             (Some(pid), None) => write!(f, "pid {pid}"),
-            (None, _) => f.write_str("pid unknown: the lock file names none yet"),
+            (None, _) => f.write_str("pid unknown"),
         }
     }
 }
@@ -68,8 +72,8 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(io_error)?;
-    // std opens with O_CLOEXEC: no child (monitor, systemd-run, script) ever holds it.
-    let file = OpenOptions::new()
+    // std opens with O_CLOEXEC: children do not even get the descriptor.
+    let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -78,39 +82,58 @@ pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(io_error)?;
-    let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(locked) => locked,
-        Err((file, Errno::EWOULDBLOCK)) => {
+    // A holder that dies between our attempt and our question leaves nobody to name: try again.
+    for _ in 0..3 {
+        match fcntl(&file, FcntlArg::F_SETLK(&whole_file(nix::libc::F_WRLCK))) {
+            Ok(_) => return own(file).map_err(io_error),
+            Err(Errno::EAGAIN | Errno::EACCES) => {}
+            Err(errno) => return Err(io_error(errno.into())),
+        }
+        let mut query = whole_file(nix::libc::F_WRLCK);
+        fcntl(&file, FcntlArg::F_GETLK(&mut query)).map_err(|e| io_error(e.into()))?;
+        if query.l_type != nix::libc::F_UNLCK as i16 {
             return Err(LockError::Held {
                 state_dir: state_dir.to_owned(),
-                holder: holder(file),
+                holder: holder(&mut file, query.l_pid),
             });
         }
-        Err((_, errno)) => return Err(io_error(errno.into())),
-    };
-    // Ours now: replace whatever pid an earlier holder left.
-    let pid = format!("{}\n", std::process::id());
-    locked
-        .set_len(0)
-        .and_then(|()| locked.rewind())
-        .and_then(|()| locked.write_all(pid.as_bytes()))
-        .map_err(io_error)?;
-    Ok(InstanceLock { _file: locked })
+    }
+    Err(io_error(io::Error::other(
+        "it was taken and released again three times in a row",
+    )))
 }
 
-/// Reads the holder's pid from the lock file. The holder writes it just after locking, so an
-/// empty file (or the pid of an earlier, dead holder) is given a moment to be replaced.
-fn holder(mut file: File) -> Holder {
-    let mut pid = None;
-    for _ in 0..10 {
-        let mut text = String::new();
-        let read = file.rewind().and_then(|()| file.read_to_string(&mut text));
-        pid = read.ok().and_then(|_| text.trim().parse::<u32>().ok());
-        if pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// A lock request (or question) for the whole file.
+fn whole_file(kind: i32) -> nix::libc::flock {
+    nix::libc::flock {
+        l_type: kind as i16,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
     }
+}
+
+/// Ours now: replace whatever pid an earlier holder left.
+fn own(mut file: File) -> io::Result<InstanceLock> {
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(InstanceLock { _file: file })
+}
+
+/// Who holds the lock: the kernel's answer (`l_pid`; 0 when the holder is in another pid
+/// namespace), else the pid the holder wrote into the file.
+fn holder(file: &mut File, l_pid: i32) -> Holder {
+    let pid = u32::try_from(l_pid)
+        .ok()
+        .filter(|&pid| pid > 0)
+        .or_else(|| {
+            let mut text = String::new();
+            file.rewind().ok()?;
+            file.read_to_string(&mut text).ok()?;
+            text.trim().parse().ok()
+        });
     Holder {
         pid,
         cmdline: pid.and_then(cmdline),
@@ -132,30 +155,16 @@ fn cmdline(pid: u32) -> Option<String> {
 mod tests {
     use super::*;
 
+    // Refusal needs a second process (a record lock is the process's own): the real binary's
+    // test, tests/service.rs `a_second_coordinator_...`, shows it.
+
     #[test]
-    fn a_second_lock_on_the_same_state_directory_is_refused_and_names_the_holder() {
+    fn the_holder_creates_the_state_directory_and_writes_its_pid() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let first = acquire(&state).unwrap();
+        let _lock = acquire(&state).unwrap();
         let written = std::fs::read_to_string(state.join(LOCK_FILE)).unwrap();
         assert_eq!(written, format!("{}\n", std::process::id()));
-
-        // flock locks belong to the open file, so a second open in this process conflicts too.
-        let err = acquire(&state).unwrap_err();
-        let LockError::Held { holder, .. } = &err else {
-            panic!("{err}");
-        };
-        assert_eq!(holder.pid, Some(std::process::id()));
-        assert!(holder.cmdline.is_some());
-        let text = err.to_string();
-        assert!(
-            text.contains(&format!("pid {}", std::process::id())),
-            "{text}"
-        );
-        assert!(text.contains(&state.display().to_string()), "{text}");
-
-        drop(first);
-        acquire(&state).expect("free again once the holder is gone");
     }
 
     #[test]
@@ -165,5 +174,27 @@ mod tests {
         let _lock = acquire(dir.path()).unwrap();
         let written = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert_eq!(written, format!("{}\n", std::process::id()));
+    }
+
+    #[test]
+    fn the_refusal_names_the_holder_and_the_state_directory() {
+        let err = LockError::Held {
+            state_dir: "/var/lib/update-coordinator".into(),
+            holder: Holder {
+                pid: Some(42),
+                cmdline: Some("/usr/bin/update-coordinator run".into()),
+            },
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("another coordinator (pid 42: /usr/bin/update-coordinator run) already serves the state directory /var/lib/update-coordinator; "),
+            "{text}"
+        );
+        let unknown = Holder {
+            pid: None,
+            cmdline: None,
+        }
+        .to_string();
+        assert_eq!(unknown, "pid unknown");
     }
 }
