@@ -8,6 +8,7 @@
 //! state/runs/<id>/lock           held (flock) by the run's monitor while it lives
 //! state/exits/<id>.json          the monitor's record of how the script ended
 //! state/runs/<id>/final.json     the final status, kept for the retention period
+//! state/coordinator.lock         held by the running coordinator (see crate::instance)
 //! ```
 //! Every file is written with [`write_atomic`] (temp, fsync, rename, fsync dir), so each one
 //! is either complete or absent.
