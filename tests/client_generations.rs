@@ -604,15 +604,14 @@ fn beta8_client_with_progress_in_status_takes_a_progress_record_for_the_answer_w
     assert_nothing_left(&spool);
 }
 
-/// Found by these tests (an operator looking at `update-coordinator status` while a client
-/// waits for its answer): `status` reads the run records through the repairs the service
-/// makes at its start (temp files of runs without a live monitor removed, a run directory
-/// without `request.json` or `run.json` removed), so while the service accepts and concludes
-/// requests it removes what the service is writing. The service then logs "cannot record the
-/// accepted request" (the request stays in `requests/`, unanswered until a rescan) or "cannot
-/// record the final result" (the record stays `running` after the answer was given).
+/// Regression, found by these tests (an operator looking at `update-coordinator status` while
+/// a client waits for its answer): `status` used to read the run records through the repairs
+/// the service makes at its start (temp files of runs without a live monitor removed, a run
+/// directory without `request.json` or `run.json` removed), and so removed what the running
+/// service was writing: requests went unanswered ("cannot record the accepted request") or
+/// stayed `running` after their answer ("cannot record the final result"). It reads only now
+/// (`RunStore::read`).
 #[test]
-#[ignore = "bug: `update-coordinator status` repairs the state directory under a running service"]
 fn status_cli_while_the_service_works_loses_no_request() {
     let spool = Spool::new();
     spool.create_dirs();

@@ -7,6 +7,7 @@ mod inventory;
 mod run;
 mod status;
 mod submit;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
