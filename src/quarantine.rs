@@ -5,7 +5,7 @@
 //! Each time an entry comes in, the quarantine keeps only the newest [`MAX_ENTRIES`] entries,
 //! none older than [`MAX_AGE`], at most [`MAX_BYTES`] together; the rest is removed. The size
 //! of an entry is measured once, as it comes in, and written into its name with its arrival
-//! time (`<unix seconds>-<bytes>-<random>-<original name>`): only the coordinator writes in
+//! time (`<unix time in ns>-<bytes>-<random>-<original name>`): only the coordinator writes in
 //! `quarantine/` (0700), so the names can be trusted. A planted tree is walked and removed
 //! through directory handles only: no symlink is followed, no other filesystem is entered,
 //! a tree deeper than [`MAX_DEPTH`] is cut into pieces that are removed one after the other
@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use nix::dir::{Dir as DirStream, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::libc;
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use tracing::{info, warn};
@@ -55,7 +56,7 @@ pub fn admit(requests: &Dir, name: &str) -> io::Result<()> {
     let quarantine = open(&Dir::open(root)?)?;
     let dev = fstat(quarantine.as_fd())?.st_dev;
     let bytes = measure(requests.as_fd(), name, dev);
-    let now = unix_seconds(SystemTime::now());
+    let now = unix_nanos(SystemTime::now());
     let kept_name = Entry::name(now, bytes, name);
     requests.rename_to(name, &quarantine, &kept_name)?;
     if bytes > MAX_BYTES {
@@ -89,7 +90,7 @@ fn open(root: &Dir) -> io::Result<Dir> {
     Ok(dir)
 }
 
-/// Removes entries beyond the bounds (see the module doc) as of `now` (unix seconds).
+/// Removes entries beyond the bounds (see the module doc) as of `now` (unix time in ns).
 pub fn prune(quarantine: &Dir, now: u64) {
     let mut entries: Vec<(Entry, OsString)> = Vec::new();
     let listed = entries_of(quarantine.as_fd()).and_then(|mut stream| {
@@ -112,7 +113,7 @@ pub fn prune(quarantine: &Dir, now: u64) {
     let mut work = WORK_PER_CALL;
     let mut removed = 0;
     for (entry, name) in entries {
-        let young = entry.at.saturating_add(MAX_AGE.as_secs()) >= now;
+        let young = entry.at.saturating_add(MAX_AGE.as_nanos() as u64) >= now;
         if young && kept < MAX_ENTRIES && bytes.saturating_add(entry.bytes) <= MAX_BYTES {
             kept += 1;
             bytes += entry.bytes;
@@ -137,7 +138,8 @@ pub fn prune(quarantine: &Dir, now: u64) {
 /// What a quarantined entry's name says about it.
 #[derive(Debug, PartialEq, Eq)]
 struct Entry {
-    /// Unix seconds when it was quarantined; 0 if the name is not ours.
+    /// When it was quarantined (unix time in ns, so arrival order is kept); 0 if the name is
+    /// not ours.
     at: u64,
     bytes: u64,
 }
@@ -170,9 +172,9 @@ impl Entry {
     }
 }
 
-fn unix_seconds(t: SystemTime) -> u64 {
+fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn is_dir(st: &FileStat) -> bool {
@@ -365,10 +367,18 @@ fn remove_one(
                 renameat(dir.as_fd(), child.as_c_str(), top, cut.as_c_str())?;
                 pending.push(cut);
             }
-            Some(child) => {
-                let opened = open_dir(dir.as_fd(), &child, dev)?;
-                stack.push((opened, child));
-            }
+            Some(child) => match open_dir(dir.as_fd(), &child, dev) {
+                Ok(opened) => stack.push((opened, child)),
+                // Swapped for a link or file since it was listed: unlink that instead.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    ignore_gone(unlinkat(
+                        dir.as_fd(),
+                        child.as_c_str(),
+                        UnlinkatFlags::NoRemoveDir,
+                    ))?;
+                }
+                Err(e) => return Err(e),
+            },
             None => {
                 let Some((_, empty)) = stack.pop() else { break };
                 let parent = stack.last().map_or(top, |(fd, _)| fd.as_fd());
@@ -442,13 +452,13 @@ mod tests {
 
     #[test]
     fn entry_names_carry_time_and_size_and_fit_a_file_name() {
-        let name = Entry::name(1_771_030_263, 12_288, "evil-1.json");
-        assert!(name.starts_with("1771030263-12288-"), "{name}");
+        let name = Entry::name(1_771_030_263_123_456_789, 12_288, "evil-1.json");
+        assert!(name.starts_with("1771030263123456789-12288-"), "{name}");
         assert!(name.ends_with("-evil-1.json"), "{name}");
         assert_eq!(
             Entry::parse(OsStr::new(&name)),
             Entry {
-                at: 1_771_030_263,
+                at: 1_771_030_263_123_456_789,
                 bytes: 12_288
             }
         );
@@ -498,9 +508,10 @@ mod tests {
         plant(tmp.path(), "a.json", tmp.path());
         admit(&requests, "a.json").unwrap();
         let q = tmp.path().join(DIR_NAME);
-        let now = unix_seconds(SystemTime::now());
-        let stale = Entry::name(now - MAX_AGE.as_secs() - 1, 4096, "stale.json");
-        let fresh = Entry::name(now - MAX_AGE.as_secs() + 60, 4096, "fresh.json");
+        let now = unix_nanos(SystemTime::now());
+        let age = MAX_AGE.as_nanos() as u64;
+        let stale = Entry::name(now - age - 1, 4096, "stale.json");
+        let fresh = Entry::name(now - age + 60_000_000_000, 4096, "fresh.json");
         for name in [&stale, &fresh, "0b6f1c2e6a574d8e9a532f0c8d7e9b11-old.json"] {
             fs::create_dir_all(q.join(name).join("inner")).unwrap();
         }
