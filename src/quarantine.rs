@@ -1,6 +1,6 @@
-//! `<spool>/quarantine/`: where entries of `requests/` that cannot be unlinked (directories
-//! planted under a request name) are moved for an administrator to look at, and the bounds
-//! that keep it from growing without end.
+//! `<spool>/quarantine/`: where entries of `requests/` and `status/` that cannot be unlinked
+//! or replaced (directories planted under a request or status name) are moved for an
+//! administrator to look at, and the bounds that keep it from growing without end.
 //!
 //! Each time an entry comes in, the quarantine keeps only the newest [`MAX_ENTRIES`] entries,
 //! none older than [`MAX_AGE`], at most [`MAX_BYTES`] together; the rest is removed. The size
@@ -46,19 +46,19 @@ const WORK_PER_CALL: usize = 20_000;
 /// Name of the directory below the spool root.
 const DIR_NAME: &str = "quarantine";
 
-/// Moves `name` (in `requests`, the spool's `requests/`) into `<spool>/quarantine/`, then
-/// removes what exceeds the bounds. Failing to prune is logged, not returned: the entry is
-/// out of `requests/` either way.
-pub fn admit(requests: &Dir, name: &str) -> io::Result<()> {
-    let Some(root) = requests.path().parent() else {
-        return Err(io::Error::other("the request directory has no parent"));
+/// Moves `name` (in `dir`, the spool's `requests/` or `status/`) into `<spool>/quarantine/`,
+/// then removes what exceeds the bounds. Failing to prune is logged, not returned: the entry
+/// is out of `dir` either way.
+pub fn admit(dir: &Dir, name: &str) -> io::Result<()> {
+    let Some(root) = dir.path().parent() else {
+        return Err(io::Error::other("the spool directory has no parent"));
     };
     let quarantine = open(&Dir::open(root)?)?;
     let dev = fstat(quarantine.as_fd())?.st_dev;
-    let bytes = measure(requests.as_fd(), name, dev);
+    let bytes = measure(dir.as_fd(), name, dev);
     let now = unix_nanos(SystemTime::now());
     let kept_name = Entry::name(now, bytes, name);
-    requests.rename_to(name, &quarantine, &kept_name)?;
+    dir.rename_to(name, &quarantine, &kept_name)?;
     if bytes > MAX_BYTES {
         warn!(
             entry = kept_name,
