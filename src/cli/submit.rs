@@ -92,13 +92,7 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         }
     }
     if let Some(sig) = config.as_ref().and_then(|c| c.signature.as_ref()) {
-        let key = std::fs::read(&sig.key_file).map_err(|e| {
-            format!(
-                "cannot read the signature key {}: {e}",
-                sig.key_file.display()
-            )
-        })?;
-        let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
+        let key = crate::signature::read_key(&sig.key_file).map_err(|e| e.to_string())?;
         let signature = crate::signature::Verifier::new(key, sig.max_age).sign(&request);
         request["signature"] = signature.into();
     }
