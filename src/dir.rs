@@ -42,6 +42,16 @@ impl Dir {
         })
     }
 
+    /// Opens the subdirectory `name` without following a symlink.
+    pub fn open_dir(&self, name: &str) -> io::Result<Dir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(self.fd.as_fd(), check_name(name)?, flags, Mode::empty())?;
+        Ok(Dir {
+            fd,
+            path: self.path.join(name),
+        })
+    }
+
     /// For messages only; all access goes through the handle.
     pub fn path(&self) -> &Path {
         &self.path
@@ -137,6 +147,12 @@ impl Dir {
         std::fs::read_dir(&self.path)?
             .map(|entry| entry.map(|e| e.file_name()))
             .collect()
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

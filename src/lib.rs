@@ -28,6 +28,7 @@ pub mod limits;
 pub mod logging;
 pub mod monitor;
 pub mod procedure;
+pub mod quarantine;
 pub mod ratelimit;
 pub mod record;
 pub mod report;

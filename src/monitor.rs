@@ -63,11 +63,6 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Where a cancel request finds us (best effort: without it, cancel says it cannot stop us).
-    let _ = std::fs::write(
-        store.run_path(&id).join("monitor.pid"),
-        std::process::id().to_string(),
-    );
     if let Err(e) = store.mark_launched(&id) {
         // Without the marker a restarted coordinator would start the run again: do not run.
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot record the launch; not running the script");
@@ -251,13 +246,25 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
         audit: crate::audit::AuditLog::new(state_dir, u64::MAX),
     });
 
-    // SIGTERM to the monitor stops the script (SIGTERM, grace, SIGKILL to its group).
+    // SIGTERM to the monitor stops the script (SIGTERM, grace, SIGKILL to its group). A
+    // cancel that came before we could be signalled left a stop marker instead: the handler
+    // is in place before our pid is published, and the marker is read after, so a cancel is
+    // never lost whichever comes first (the coordinator writes the marker, then reads the pid).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let run_dir = RunStore::open(state_dir).map(|store| store.run_path(id));
     if let Ok(mut sigterm) = signal(SignalKind::terminate()) {
+        let stop_tx = stop_tx.clone();
         tokio::spawn(async move {
             sigterm.recv().await;
             let _ = stop_tx.send(true);
         });
+    }
+    if let Ok(run_dir) = &run_dir {
+        // Where a cancel request finds us.
+        let _ = std::fs::write(run_dir.join("monitor.pid"), std::process::id().to_string());
+        if run_dir.join(crate::record::STOP_MARKER).exists() {
+            let _ = stop_tx.send(true);
+        }
     }
     let mut batch = None;
     let (result, mut steps) = if spec.batch.is_empty() {

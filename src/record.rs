@@ -137,6 +137,17 @@ pub struct RunSpec {
     pub batch: Vec<crate::procedure::Member>,
 }
 
+/// In a run's directory: a cancel asked the run to stop (read by a monitor that was not yet
+/// ready to be signalled when the cancel came).
+pub const STOP_MARKER: &str = "stop";
+
+/// Whether reading the records may repair what a crash left (only the service, at start-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    AtStartUp,
+    Never,
+}
+
 /// How the script ended, written by the monitor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExitRecord {
@@ -445,13 +456,26 @@ impl RunStore {
     /// Every record, oldest accepted first. Unreadable records are skipped with a reason.
     /// Temp files a crash left behind are removed on the way.
     pub fn load(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
+        self.load_records(Repair::AtStartUp)
+    }
+
+    /// Every record, as [`RunStore::load`], but read only: for the CLI, which runs beside a
+    /// live service (whose half-written records are not leftovers of a crash).
+    pub fn read(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
+        self.load_records(Repair::Never)
+    }
+
+    fn load_records(&self, repair: Repair) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
         let mut records = Vec::new();
         let mut problems = Vec::new();
-        // Only the coordinator writes in the state directory itself (the inventory).
-        remove_temp_files(&Dir::open(&self.root)?, |_| false)?;
-        remove_temp_files(&self.exits, |target| {
-            RequestId::from_file_name(target).is_some_and(|id| self.monitor_alive(&id))
-        })?;
+        let repairing = repair == Repair::AtStartUp;
+        if repairing {
+            // Only the coordinator writes in the state directory itself (the inventory).
+            remove_temp_files(&Dir::open(&self.root)?, |_| false)?;
+            remove_temp_files(&self.exits, |target| {
+                RequestId::from_file_name(target).is_some_and(|id| self.monitor_alive(&id))
+            })?;
+        }
         for name in self.runs.names()? {
             let Some(name) = name.to_str() else { continue };
             if name.starts_with('.') {
@@ -462,7 +486,7 @@ impl RunStore {
                 continue;
             };
             let Ok(dir) = self.run_dir(&id) else { continue };
-            if !self.monitor_alive(&id) {
+            if repairing && !self.monitor_alive(&id) {
                 remove_temp_files(&dir, |_| false)?;
             }
             let spec = read_json::<RunSpec>(&dir, "run.json");
@@ -472,8 +496,10 @@ impl RunStore {
             let Some(accepted) = accepted else {
                 // Created, but the accept record never became durable (a crash in the middle
                 // of `accept`): the request file is still in requests/, so the spool scan
-                // takes it again.
-                let _ = std::fs::remove_dir_all(self.run_path(&id));
+                // takes it again. (Read only: a request being accepted right now.)
+                if repairing {
+                    let _ = std::fs::remove_dir_all(self.run_path(&id));
+                }
                 continue;
             };
             let state = if let Some(status) = read_json::<Status>(&dir, "final.json") {

@@ -1,9 +1,12 @@
 //! Optional signed requests: `signature` = hex HMAC-SHA256, keyed with a shared secret, over
 //! the request's canonical JSON (the object without `signature`, keys sorted at every level,
 //! no whitespace, UTF-8 unescaped: Python's `json.dumps(obj, sort_keys=True,
-//! separators=(",", ":"), ensure_ascii=False)`). A request whose `timestamp` (naive ISO-8601 is
-//! taken as UTC) is further than `max_age` from now is stale. Pure: the caller passes the clock.
+//! separators=(",", ":"), ensure_ascii=False)`). A request whose `timestamp` (RFC 3339 with
+//! its offset honoured; naive ISO-8601 is taken as UTC) is further than `max_age` from now is
+//! stale. Verifying is pure: the caller passes the clock. [`read_key`] is the one place the
+//! key file is read and its length checked (`run`, `check` and `submit` use it).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -76,7 +79,7 @@ impl Verifier {
             .unwrap_or("");
         let stale =
             || SignatureError::Stale(crate::request::printable(timestamp), self.max_age.as_secs());
-        let at = humantime::parse_rfc3339_weak(timestamp).map_err(|_| stale())?;
+        let at = parse_timestamp(timestamp).ok_or_else(stale)?;
         let skew = now.duration_since(at).unwrap_or_else(|e| e.duration());
         if skew > self.max_age {
             return Err(stale());
@@ -94,6 +97,63 @@ impl Verifier {
     fn mac(&self) -> Hmac<Sha256> {
         Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length")
     }
+}
+
+/// A signed request's `timestamp`: RFC 3339 with any offset (`Z`, `+05:00`, `-03:30`, with or
+/// without fractional seconds), or naive ISO-8601, which is read as UTC (docs/protocol.md,
+/// "Signed requests"). A date alone is not a timestamp.
+pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
+    let at = crate::window::parse_instant(text, &jiff::tz::TimeZone::UTC)?;
+    SystemTime::try_from(at).ok()
+}
+
+/// Keys shorter than this are refused: an HMAC key that can be guessed protects nothing.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// How to make a key; every key error says it.
+const MAKE_A_KEY: &str = "create one with `head -c 32 /dev/urandom | base64 > FILE` \
+    (docs/security.md, \"Key distribution\")";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "cannot read the signature key {path} (signature.key_file): {source}; {}",
+        MAKE_A_KEY
+    )]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the signature key {path} (signature.key_file) holds {len} byte(s) without its trailing \
+         newline, fewer than the {} required; {}",
+        MIN_KEY_BYTES,
+        MAKE_A_KEY
+    )]
+    TooShort { path: PathBuf, len: usize },
+}
+
+/// Reads the shared key: the file's bytes, one trailing newline dropped, at least
+/// [`MIN_KEY_BYTES`] of them (a file holding only a newline is an empty key).
+pub fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let mut key = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if key.last() == Some(&b'\n') {
+        key.pop();
+    }
+    if key.len() < MIN_KEY_BYTES {
+        return Err(KeyError::TooShort {
+            path: path.to_owned(),
+            len: key.len(),
+        });
+    }
+    Ok(key)
 }
 
 /// Compact JSON with object keys sorted at every level, whatever map type serde_json uses.
@@ -184,5 +244,81 @@ mod tests {
             v.verify(&signed(undated), now()).unwrap_err().code(),
             "stale_request"
         );
+    }
+
+    #[test]
+    fn timestamps_honour_their_offset_and_naive_ones_are_utc() {
+        let at = |text: &str| parse_timestamp(text).unwrap_or_else(|| panic!("{text}"));
+        let utc = humantime::parse_rfc3339("2026-02-14T00:51:03Z").unwrap();
+        let utc_frac = humantime::parse_rfc3339("2026-02-14T00:51:03.123Z").unwrap();
+        for text in [
+            "2026-02-14T00:51:03",
+            "2026-02-14 00:51:03",
+            "2026-02-14T00:51:03Z",
+            "2026-02-14T00:51:03z",
+            "2026-02-14T00:51:03+00:00",
+            "2026-02-14T05:51:03+05:00",
+            "2026-02-13T21:21:03-03:30",
+        ] {
+            assert_eq!(at(text), utc, "{text}");
+        }
+        for text in [
+            "2026-02-14T00:51:03.123",
+            "2026-02-14T00:51:03.123Z",
+            "2026-02-14T00:51:03.123+00:00",
+            // Issue 15: the offset after fractional seconds was ignored (read as UTC).
+            "2026-02-14T05:51:03.123+05:00",
+            "2026-02-13T21:21:03.123-03:30",
+        ] {
+            assert_eq!(at(text), utc_frac, "{text}");
+        }
+        assert_eq!(
+            at("2026-02-14T00:51:03.123456"),
+            utc + Duration::from_micros(123_456)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-02-14",
+            "2026-02-14T25:00:00Z",
+            "1771030263",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_offset_after_fractional_seconds_is_fresh_not_five_hours_off() {
+        let mut req = request();
+        req["timestamp"] = "2026-02-14T05:51:03.123+05:00".into();
+        assert_eq!(verifier().verify(&signed(req.clone()), now()), Ok(()));
+        // The same wall-clock reading in UTC is five hours off: stale.
+        req["timestamp"] = "2026-02-14T05:51:03.123Z".into();
+        assert_eq!(
+            verifier().verify(&signed(req), now()).unwrap_err().code(),
+            "stale_request"
+        );
+    }
+
+    #[test]
+    fn empty_and_short_keys_are_refused_with_how_to_make_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("key");
+        for short in [&b""[..], b"\n", b"fifteen bytes..", b"fifteen bytes..\n"] {
+            std::fs::write(&key, short).unwrap();
+            let err = read_key(&key).unwrap_err();
+            assert!(matches!(err, KeyError::TooShort { .. }), "{short:?}");
+            assert!(
+                err.to_string().contains("head -c 32 /dev/urandom | base64"),
+                "{err}"
+            );
+        }
+        std::fs::write(&key, "sixteen bytes...\n").unwrap();
+        assert_eq!(read_key(&key).unwrap(), b"sixteen bytes...");
+        // Only one newline is dropped: the rest is key.
+        std::fs::write(&key, "sixteen bytes..\n\n").unwrap();
+        assert_eq!(read_key(&key).unwrap(), b"sixteen bytes..\n");
+        let missing = read_key(&tmp.path().join("none")).unwrap_err();
+        assert!(matches!(missing, KeyError::Unreadable { .. }), "{missing}");
     }
 }

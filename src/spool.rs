@@ -301,34 +301,16 @@ pub fn remove_request(dir: &Dir, name: &str, durable: bool) -> io::Result<()> {
         Ok(()) if durable => dir.sync(),
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        // A directory named `x.json`: moved out of the way, never descended into.
+        // A directory named `x.json`: moved aside whole, within the quarantine's bounds.
         Err(e) if e.raw_os_error() == Some(nix::libc::EISDIR) => quarantine(dir, name),
         Err(e) => Err(e),
     }
 }
 
-/// Moves an entry that cannot be unlinked into `<spool>/quarantine/` (created 0700), so it
-/// is never seen again and an administrator can look at it.
+/// Moves an entry that cannot be unlinked (a directory planted in `requests/` or `status/`)
+/// into `<spool>/quarantine/`, within its bounds (see [`crate::quarantine`]).
 pub(crate) fn quarantine(dir: &Dir, name: &str) -> io::Result<()> {
-    let Some(spool_root) = dir.path().parent() else {
-        return Err(io::Error::other("the request directory has no parent"));
-    };
-    let quarantine = spool_root.join("quarantine");
-    if let Err(e) = std::fs::create_dir(&quarantine)
-        && e.kind() != io::ErrorKind::AlreadyExists
-    {
-        return Err(e);
-    }
-    std::fs::set_permissions(
-        &quarantine,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )?;
-    let target = Dir::open(&quarantine)?;
-    dir.rename_to(
-        name,
-        &target,
-        &format!("{}-{name}", uuid::Uuid::new_v4().simple()),
-    )
+    crate::quarantine::admit(dir, name)
 }
 
 /// Removes a name found by the scan that can never be a request (not UTF-8).
@@ -477,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_named_like_a_request_is_quarantined_not_descended() {
+    fn a_directory_named_like_a_request_is_moved_into_the_quarantine() {
         let tmp = tempfile::tempdir().unwrap();
         let requests = tmp.path().join("requests");
         fs::create_dir_all(requests.join("evil.json/inner")).unwrap();

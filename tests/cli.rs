@@ -5,7 +5,7 @@ mod support;
 use std::fs;
 use std::process::Command;
 
-use support::{BIN, Service, Spool, path_str};
+use support::{BIN, Service, Spool, new_id, path_str};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(BIN)
@@ -184,20 +184,242 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
         stderr.contains("phase: downloading") && stderr.contains("phase: installing"),
         "{stderr}"
     );
-    assert!(stdout.contains("\"success\": true"), "{stdout}");
+    // A short answer: the outcome and message, each script with its time, the total.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("submitted request "), "{stdout}");
+    assert_eq!(
+        lines[1], "update remote 1.2.3: succeeded: Update completed successfully",
+        "{stdout}"
+    );
+    assert!(
+        lines[2].trim_start().starts_with("update") && lines[2].contains("exit 0"),
+        "{stdout}"
+    );
+    assert!(lines[3].trim_start().starts_with("total "), "{stdout}");
+    assert_eq!(lines.len(), 4, "no JSON dump without --json: {stdout}");
 
     let (code, stdout, _) = submit(
         &spool,
         &["--component", "core", "--action", "health", "--wait"],
     );
     assert_eq!(code, 1, "{stdout}");
-    assert!(stdout.contains("\"exit_code\": 4"), "{stdout}");
+    assert!(
+        stdout.contains("health core: FAILED (script_failed): health-check.sh exited with code 4"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("exit 4"), "{stdout}");
     // Like the container client, submit removes the status it read (the inventory stays).
     let left: Vec<_> = fs::read_dir(spool.status_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["inventory.json"]);
+}
+
+#[test]
+fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
+    let spool = Spool::new();
+    let gate = spool.evidence().join("gate");
+    spool.script(
+        "core",
+        "update.sh",
+        &format!(
+            "echo PHASE:waiting; while [ ! -e {} ]; do sleep 0.05; done",
+            path_str(&gate)
+        ),
+    );
+    let _service = Service::start(&spool);
+    let answer = |args: &[&str]| -> (i32, String) {
+        let (code, stdout, stderr) = submit(&spool, args);
+        (code, format!("{stdout}{stderr}"))
+    };
+
+    // A dry run runs nothing and says what would run.
+    let (code, out) = answer(&[
+        "--component",
+        "core",
+        "--action",
+        "update",
+        "--version",
+        "1.2.3",
+        "--dry-run",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("update core 1.2.3: dry run ok"), "{out}");
+    // Several components.
+    let (code, out) = answer(&[
+        "--components",
+        "scheduler=2.0.1",
+        "--components",
+        "core=1.0.0",
+        "--dry-run",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // not_before: accepted and waiting (phase scheduled), not an error.
+    let (code, out) = answer(&[
+        "--component",
+        "scheduler",
+        "--action",
+        "health",
+        "--not-before",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    // Cancel a running request of ours.
+    let (_, out) = answer(&[
+        "--component",
+        "core",
+        "--action",
+        "update",
+        "--version",
+        "1.2.4",
+    ]);
+    let running = out.split_whitespace().nth(2).unwrap().to_owned();
+    support::wait_until(
+        "started (its monitor may still be starting: the cancel must not be lost)",
+        || {
+            spool
+                .status(&running)
+                .is_some_and(|s| s["phase"] == "running")
+        },
+    );
+    let (code, out) = answer(&["--cancel", &running, "--wait"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("asked the running request"), "{out}");
+    fs::write(&gate, "").unwrap();
+    assert_eq!(spool.wait_concluded(&running)["code"], "cancelled");
+
+    // Names and values are checked against the config before anything is written.
+    let before = spool.request_files();
+    for (args, says) in [
+        (
+            vec!["--component", "nas", "--action", "health"],
+            "unknown component",
+        ),
+        (vec!["--components", "remote"], "NAME=VERSION"),
+        (
+            vec![
+                "--component",
+                "core",
+                "--action",
+                "update",
+                "--version",
+                "v1",
+            ],
+            "not a version",
+        ),
+        (vec!["--cancel", "../x"], "--cancel"),
+        (
+            vec![
+                "--component",
+                "core",
+                "--action",
+                "health",
+                "--not-before",
+                "soon",
+            ],
+            "not_before",
+        ),
+    ] {
+        let (code, out) = answer(&args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(
+            out.contains(says) && out.contains("nothing was written"),
+            "{args:?}: {out}"
+        );
+    }
+    assert_eq!(spool.request_files(), before);
+}
+
+#[test]
+fn follow_answers_a_finished_request_and_refuses_an_unknown_id_at_once() {
+    let spool = Spool::new();
+    let _service = Service::start(&spool);
+    let follow = |id: &str| -> (i32, String, String) {
+        let out = std::process::Command::new(support::BIN)
+            .args(["follow", id, "--config"])
+            .arg(spool.config_path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let id = spool.submit("core", "health", None);
+    spool.wait_final(&id);
+    // Still in status/: the answer, as a summary.
+    let (code, stdout, _) = follow(&id);
+    assert_eq!(
+        (code, stdout.lines().next()),
+        (0, Some("health core: succeeded: Health check passed"))
+    );
+    // Collected: the record still has it.
+    fs::remove_file(spool.status_dir().join(format!("{id}.json"))).unwrap();
+    let (code, stdout, _) = follow(&id);
+    assert_eq!(
+        (code, stdout.lines().next()),
+        (0, Some("health core: succeeded: Health check passed"))
+    );
+    // A mistyped id: an error at once, not an hour of silence.
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = follow(&new_id());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("no request") && stderr.contains("mistyped"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn submit_says_soon_when_nobody_picks_the_request_up() {
+    let spool = Spool::new();
+    spool.create_dirs(); // but no service
+    let (code, _, stderr) = submit(
+        &spool,
+        &[
+            "--component",
+            "core",
+            "--action",
+            "health",
+            "--wait",
+            "--timeout",
+            "5",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("nobody has picked up") && stderr.contains("is the coordinator running"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn submit_without_a_spool_says_how_to_point_it_at_one() {
+    let out = std::process::Command::new(support::BIN)
+        .args([
+            "submit",
+            "--component",
+            "core",
+            "--action",
+            "health",
+            "--spool",
+            "/nonexistent/spool",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/spool/requests")
+            && stderr.contains("install.sh")
+            && stderr.contains("--config"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -304,12 +526,12 @@ fn status_lists_recent_requests_and_shows_one_in_detail() {
         "snap-ok",
         &Spool::request_json("snap-ok", "core", "health", None),
     );
-    spool.wait_final("snap-ok");
+    spool.wait_concluded("snap-ok");
     spool.drop_renamed(
         "snap-failed",
         &Spool::request_json("snap-failed", "remote", "update", Some("2.0.0")),
     );
-    spool.wait_final("snap-failed");
+    spool.wait_concluded("snap-failed");
     let config = spool.config_path();
     let config = config.to_str().unwrap();
 

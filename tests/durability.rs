@@ -290,9 +290,8 @@ fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
     let id = new_id();
     let json = Spool::request_json(&id, "core", "health", None);
     spool.drop_in_place(&id, &json);
-    let first = spool.wait_final(&id);
     // Concluded (a crash before that would conclude again, with a new timestamp).
-    wait_until("request file removed", || spool.request_files().is_empty());
+    let first = spool.wait_concluded(&id);
     // The client collects its status, then (after its own restart, say) sends the same request.
     fs::remove_file(spool.status_dir().join(format!("{id}.json"))).unwrap();
     service.crash();

@@ -234,7 +234,7 @@ fn python_client_reports_failures_refusals_and_bad_input() {
 #[test]
 fn python_client_signs_requests_when_given_the_key() {
     let mut spool = Spool::new();
-    fs::write(spool.dir.path().join("key"), "shared secret\n").unwrap();
+    fs::write(spool.dir.path().join("key"), "shared secret, 16+ bytes\n").unwrap();
     spool.add_config("[signature]\nrequired = true\nkey_file = \"key\"\nmax_age = 300");
     spool.create_dirs();
     let _service = Service::start(&spool);

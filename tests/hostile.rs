@@ -626,7 +626,7 @@ fn check_reports_spool_permissions_that_deviate_from_the_installed_layout() {
 #[test]
 fn submit_signs_requests_when_the_config_requires_it() {
     let mut spool = Spool::new();
-    fs::write(spool.dir.path().join("key"), "shared key\n").unwrap();
+    fs::write(spool.dir.path().join("key"), "shared key of 16+ bytes\n").unwrap();
     spool.add_config("[signature]\nrequired = true\nkey_file = \"key\"");
     let _service = Service::start(&spool);
     let out = std::process::Command::new(support::BIN)

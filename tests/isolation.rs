@@ -133,8 +133,7 @@ fn a_copy_sent_while_the_original_waits_leaves_its_answer_alone() {
     let _service = Service::start(&spool);
     let id = new_id();
     drop_as(&spool, A, &id, &health(&id));
-    let answer = spool.wait_final(&id);
-    wait_taken(&spool, &id);
+    let answer = spool.wait_concluded(&id);
     drop_as(&spool, B, &id, &health(&id));
     wait_taken(&spool, &id);
     let meta = fs::metadata(spool.status_dir().join(format!("{id}.json"))).unwrap();

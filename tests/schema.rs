@@ -1190,13 +1190,13 @@ fn real_admission_refusals_match_the_status_schema() {
 #[test]
 fn real_signature_refusals_match_the_status_schema() {
     let mut spool = Spool::new();
-    fs::write(spool.dir.path().join("key"), "s3cret\n").unwrap();
+    fs::write(spool.dir.path().join("key"), "s3cret of 16+ bytes\n").unwrap();
     spool.set(
         "signature",
         "required = true\nkey_file = \"key\"\nmax_age = 300",
     );
     let _service = Service::start(&spool);
-    let verifier = Verifier::new(b"s3cret".to_vec(), Duration::from_secs(300));
+    let verifier = Verifier::new(b"s3cret of 16+ bytes".to_vec(), Duration::from_secs(300));
     let now = update_coordinator::status::now_rfc3339();
     let naive_utc_now = now.trim_end_matches('Z');
     let signed = |id: &str, timestamp: &str, good: bool| {

@@ -117,10 +117,7 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
         inspect_spool(config, spool, &mut findings);
     }
     if let Some(sig) = &config.signature {
-        findings.push(match std::fs::metadata(&sig.key_file) {
-            Ok(_) => Finding::ok("signature", sig.key_file.display().to_string(), "signed requests required; key present"),
-            Err(e) => Finding::problem("signature", sig.key_file.display().to_string(), format!("{e}; create the key (e.g. `head -c 32 /dev/urandom | base64 > FILE`) or set signature.required = false")),
-        });
+        findings.extend(key_findings(&sig.key_file, config.spool_group.as_deref()));
     }
     findings.extend(service_findings());
     findings.extend(limit_findings(config));
@@ -142,6 +139,65 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
                 },
             );
         }
+    }
+    findings
+}
+
+/// The signing key: long enough (the same check as `run`), owned by root or the service's
+/// user, and readable by nobody but them and the spool group (whose containers sign with it).
+fn key_findings(path: &Path, spool_group: Option<&str>) -> Vec<Finding> {
+    use std::os::unix::fs::MetadataExt;
+    let subject = path.display().to_string();
+    let mut findings = Vec::new();
+    match crate::signature::read_key(path) {
+        Ok(_) => findings.push(Finding::ok(
+            "signature",
+            &subject,
+            "signed requests required; key present and long enough",
+        )),
+        Err(e) => findings.push(Finding::problem("signature", &subject, e.to_string())),
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return findings;
+    };
+    let fix = format!(
+        "chown root:{} {subject} && chmod 0640 {subject}",
+        spool_group.unwrap_or("root")
+    );
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        findings.push(Finding::problem(
+            "signature",
+            &subject,
+            format!(
+                "owned by uid {}, not root or the service's user: its owner can change the key; {fix}",
+                meta.uid()
+            ),
+        ));
+    }
+    let spool_gid = spool_group
+        .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+        .map(|g| g.gid.as_raw());
+    let mode = meta.mode() & 0o777;
+    let mut exposed = Vec::new();
+    if mode & 0o006 != 0 {
+        exposed.push("others".to_string());
+    }
+    if mode & 0o020 != 0 {
+        exposed.push("its group (write)".to_string());
+    }
+    if mode & 0o040 != 0 && meta.gid() != 0 && Some(meta.gid()) != spool_gid {
+        exposed.push(format!("group gid {}, not the spool group", meta.gid()));
+    }
+    if !exposed.is_empty() {
+        findings.push(Finding::problem(
+            "signature",
+            &subject,
+            format!(
+                "mode {mode:04o}: open to {}; whoever reads the key can sign requests, whoever writes it can change it. Only root and the spool group may read it: {fix}",
+                exposed.join(", ")
+            ),
+        ));
     }
     findings
 }

@@ -33,13 +33,24 @@ const POLL: Duration = Duration::from_millis(200);
 pub fn run(args: &FollowArgs) -> ExitCode {
     let result = (|| {
         let id = RequestId::parse(&args.id).map_err(|e| e.to_string())?;
-        let root = super::spool_root(args.spool.as_ref(), &args.config)?;
+        let (config, _) = args.config.load().map_err(|e| e.to_string())?;
+        let root = args.spool.clone().unwrap_or(config.spool_root.clone());
         let output = if args.json {
             Output::Json
         } else {
             Output::detect()
         };
-        follow(&root, &id, Duration::from_secs(args.timeout), output)
+        let status = follow(
+            &root,
+            Some(&config.state_dir),
+            &id,
+            Duration::from_secs(args.timeout),
+            output,
+        )?;
+        if !args.json {
+            print!("{}", super::summary::summarize(&status));
+        }
+        Ok(status)
     })();
     super::exit_with(result.map(|status| exit_for(&status)))
 }
@@ -73,9 +84,15 @@ impl Output {
     }
 }
 
-/// Follows `id` until its status is final; returns it (the file is left in place).
+/// How long a request may show no sign of being picked up before we say so.
+const PICKUP_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Follows `id` until its status is final; returns it (the file is left in place). A request
+/// answered and collected earlier is answered from its record in `state_dir` (when readable);
+/// an id nobody knows is an error at once, not a silent wait.
 pub fn follow(
     root: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
     id: &RequestId,
     patience: Duration,
     output: Output,
@@ -84,13 +101,21 @@ pub fn follow(
     // Reading only: `read_latest` looks where either kind of spool keeps progress.
     let dir = StatusDir::open(&status_path, false)
         .map_err(|e| format!("cannot open {}: {e}", status_path.display()))?;
+    let request_file = root.join("requests").join(id.status_file_name());
+    let record = || {
+        let store = crate::record::RunStore::open_existing(state_dir?).ok()?;
+        Some((store.exists(id), store.final_status(id)))
+    };
     let started = Instant::now();
     // Patience counts from the last sign of a request that is not waiting for its maintenance
     // window or not_before: a scheduled wait is announced, not a hang.
     let mut patient_since = started;
     let mut view = View::new(output);
+    let mut seen = false;
+    let mut said_unpicked = false;
     while patient_since.elapsed() < patience {
         if let Ok(Some(status)) = dir.read_latest(id) {
+            seen = true;
             view.show(&status, started.elapsed());
             if status.is_final() {
                 view.finish();
@@ -98,6 +123,36 @@ pub fn follow(
             }
             if status.phase == crate::report::PHASE_SCHEDULED {
                 patient_since = Instant::now();
+            }
+        } else if !seen {
+            let unpicked = request_file.exists();
+            if unpicked && !said_unpicked && started.elapsed() >= PICKUP_PATIENCE {
+                said_unpicked = true;
+                view.note(&format!(
+                    "nobody has picked up {id} after {} s: is the coordinator running (systemctl status dunebugger-update-coordinator) and watching {}? Still waiting (up to {} s).",
+                    PICKUP_PATIENCE.as_secs(),
+                    root.join("requests").display(),
+                    patience.as_secs()
+                ));
+            }
+            match record() {
+                // Answered, and its answer collected already: the record has it.
+                Some((_, Some(status))) => {
+                    view.finish();
+                    return Ok(status);
+                }
+                // Accepted (queued or running): its progress record appears any moment.
+                Some((true, None)) => {}
+                // Written, not taken yet (said above): keep waiting.
+                _ if unpicked => {}
+                _ if started.elapsed() >= POLL * 2 => {
+                    view.finish();
+                    return Err(format!(
+                        "no request {id} in {}: not waiting, not running, and no answer (a mistyped id, or an answer collected more than the retention period ago)",
+                        root.display()
+                    ));
+                }
+                _ => {}
             }
         }
         std::thread::sleep(POLL);
@@ -187,6 +242,19 @@ impl View {
         }
         let _ = err.flush();
         self.last = Some(status.clone());
+    }
+
+    /// A line about the wait itself (on stderr, never in `--json` output).
+    fn note(&mut self, text: &str) {
+        if self.output == Output::Json {
+            return eprintln!("{text}");
+        }
+        let mut err = std::io::stderr().lock();
+        if self.line_drawn {
+            let _ = write!(err, "\r\x1b[2K");
+            self.line_drawn = false;
+        }
+        let _ = writeln!(err, "{text}");
     }
 
     fn finish(&mut self) {

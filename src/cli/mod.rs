@@ -9,6 +9,7 @@ mod man;
 mod run;
 mod status;
 mod submit;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

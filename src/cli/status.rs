@@ -68,7 +68,7 @@ fn show(args: &StatusArgs) -> Result<ExitCode, String> {
         Err(e) => return Err(format!("cannot read {}: {e}", state.display())),
     };
     let (records, _) = store
-        .load()
+        .read()
         .map_err(|e| format!("cannot read {}: {e}", state.display()))?;
     let status_dir = StatusDir::open(&config.status_dir(), config.progress_in_status).ok();
     let current = |id: &str| -> Option<Status> {
@@ -213,37 +213,21 @@ fn print_detail(r: &Row) {
         println!("started:    {started}");
     }
     let Some(s) = &r.status else { return };
-    println!(
-        "phase:      {}{}",
-        s.phase,
-        s.progress.map(|p| format!(" ({p}%)")).unwrap_or_default()
-    );
     if s.is_final() {
-        println!("message:    {}", s.message);
+        // The answer, each script run with its time, and the total (as `submit --wait`).
+        print!("answer:     {}", super::summary::summarize(s));
+    } else {
+        println!(
+            "phase:      {}{}",
+            s.phase,
+            s.progress.map(|p| format!(" ({p}%)")).unwrap_or_default()
+        );
     }
-    if let Some(code) = &s.code {
-        println!("code:       {code}");
-    }
-    match (s.exit_code, s.signal) {
-        (Some(c), _) => println!("exit code:  {c}"),
-        (None, Some(sig)) => println!("signal:     {sig}"),
-        _ => {}
-    }
-    if let Some(ms) = s.duration_ms {
-        println!("duration:   {:.1} s", ms as f64 / 1000.0);
-    }
-    for (label, text, truncated) in [
-        (
-            "output",
-            s.log_tail.as_deref().unwrap_or(&s.output),
-            s.output_truncated,
-        ),
-        (
-            "errors",
-            if s.is_final() { s.error.as_str() } else { "" },
-            s.error_truncated,
-        ),
-    ] {
+    for (label, text, truncated) in [(
+        "output",
+        s.log_tail.as_deref().unwrap_or(&s.output),
+        s.output_truncated,
+    )] {
         if text.is_empty() {
             continue;
         }

@@ -69,12 +69,8 @@ pub enum ServeError {
     },
     #[error("cannot install the signal handlers: {0}")]
     Signals(#[source] io::Error),
-    #[error("cannot read the signature key {path} (signature.key_file): {source}")]
-    SignatureKey {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    SignatureKey(#[from] crate::signature::KeyError),
 }
 
 /// Which spool (an index into `Daemon::spools`; 0 is `[spool]`).
@@ -266,14 +262,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .collect::<Result<Vec<_>, _>>()?;
     let store = RunStore::open(&config.state_dir).map_err(prepare(&config.state_dir))?;
     let verifier = match &config.signature {
-        Some(sig) => {
-            let key = std::fs::read(&sig.key_file).map_err(|source| ServeError::SignatureKey {
-                path: sig.key_file.clone(),
-                source,
-            })?;
-            let key = key.strip_suffix(b"\n").unwrap_or(&key).to_vec();
-            Some(Verifier::new(key, sig.max_age))
-        }
+        Some(sig) => Some(Verifier::new(
+            crate::signature::read_key(&sig.key_file)?,
+            sig.max_age,
+        )),
         None => None,
     };
     let exe = std::env::current_exe().map_err(|e| ServeError::Prepare {

@@ -543,14 +543,19 @@ impl Daemon {
         }
     }
 
-    /// Asks a run's monitor to stop its script (SIGTERM). Returns whether it was signalled.
+    /// Asks a run's monitor to stop its script (SIGTERM). Returns whether it was asked: a
+    /// monitor still starting up finds the stop marker instead (see `monitor`).
     pub(super) fn stop_run(&self, id: &RequestId) -> bool {
         let run = self.store.run_path(id);
+        // Before the pid is read: a monitor that publishes its pid after this sees the marker.
+        let marked = std::fs::write(run.join(crate::record::STOP_MARKER), "").is_ok();
+        let starting = self.running.get(id).is_some_and(|r| !r.reattached);
         let Some(pid) = std::fs::read_to_string(run.join("monitor.pid"))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
         else {
-            return false;
+            // Our own monitor, still starting up: it reads the marker once it can be stopped.
+            return marked && starting;
         };
         // Only a live monitor of this very run: the pid file may be stale.
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

@@ -200,6 +200,17 @@ impl Spool {
         self.wait_final_within(id, PATIENCE)
     }
 
+    /// [`Spool::wait_final`], then until the request is concluded: its record finished and
+    /// its file removed (the answer is shown a moment before that).
+    pub fn wait_concluded(&self, id: &str) -> Value {
+        let status = self.wait_final(id);
+        let file = self.requests().join(format!("{id}.json"));
+        wait_until("the request concluded (its file removed)", || {
+            !file.exists()
+        });
+        status
+    }
+
     pub fn wait_final_within(&self, id: &str, patience: Duration) -> Value {
         let deadline = Instant::now() + patience;
         let progress_in_status = self.progress_in_status();

@@ -32,9 +32,9 @@ target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$repo/$target
 cp "$target/release/update-coordinator" "$in/bin/"
 lab_stage_repo "$in/repo"
-cat >"$in/cmd.sh" <<'CMD'
-exec bash /lab/repo/tests/system/guest.sh
-CMD
+# SYSTEM_TEST_HANDOFF_ROLLBACK=1 adds a rolled-back self-update hand-off (compose.sh).
+printf 'export SYSTEM_TEST_HANDOFF_ROLLBACK=%q\nexec bash /lab/repo/tests/system/guest.sh\n' \
+    "${SYSTEM_TEST_HANDOFF_ROLLBACK:-0}" >"$in/cmd.sh"
 
 echo "=== booting the guest (software emulation: a few minutes)"
 rc=0

@@ -1,0 +1,591 @@
+//! `<spool>/quarantine/`: where entries of `requests/` and `status/` that cannot be unlinked
+//! or replaced (directories planted under a request or status name) are moved for an
+//! administrator to look at, and the bounds that keep it from growing without end.
+//!
+//! Each time an entry comes in, the quarantine keeps only the newest [`MAX_ENTRIES`] entries,
+//! none older than [`MAX_AGE`], at most [`MAX_BYTES`] together; the rest is removed. The size
+//! of an entry is measured once, as it comes in, and written into its name with its arrival
+//! time (`<unix time in ns>-<bytes>-<random>-<original name>`): only the coordinator writes in
+//! `quarantine/` (0700), so the names can be trusted. A planted tree is walked and removed
+//! through directory handles only: no symlink is followed, no other filesystem is entered,
+//! a tree deeper than [`MAX_DEPTH`] is cut into pieces that are removed one after the other
+//! (a handle per level, never `..`), and each call does a bounded amount of work so a huge
+//! tree cannot stall the service: what is left is removed at the next call.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::time::{Duration, SystemTime};
+
+use nix::dir::{Dir as DirStream, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::libc;
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use tracing::{info, warn};
+
+use crate::dir::Dir;
+
+/// Quarantined entries are removed after this long.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// At most this many entries are kept (the newest).
+pub const MAX_ENTRIES: usize = 32;
+/// The kept entries use at most this much disk together; every file and directory counts at
+/// least [`MIN_CHARGE`]. A single entry larger than this is removed at once.
+pub const MAX_BYTES: u64 = 8 << 20;
+/// What an entry costs at least: a directory's first block, and the inode of an empty file.
+const MIN_CHARGE: u64 = 4096;
+/// A tree is held open one directory handle per level up to this depth; deeper parts are
+/// moved to the top of the quarantine and removed as trees of their own.
+pub const MAX_DEPTH: usize = 32;
+/// Removals (unlink, rmdir, moving a deep part) per call at most.
+const WORK_PER_CALL: usize = 20_000;
+
+/// Name of the directory below the spool root.
+const DIR_NAME: &str = "quarantine";
+
+/// Moves `name` (in `dir`, the spool's `requests/` or `status/`) into `<spool>/quarantine/`,
+/// then removes what exceeds the bounds. Failing to prune is logged, not returned: the entry
+/// is out of `dir` either way.
+pub fn admit(dir: &Dir, name: &str) -> io::Result<()> {
+    let Some(root) = dir.path().parent() else {
+        return Err(io::Error::other("the spool directory has no parent"));
+    };
+    let quarantine = open(&Dir::open(root)?)?;
+    let dev = fstat(quarantine.as_fd())?.st_dev;
+    let bytes = measure(dir.as_fd(), name, dev);
+    let now = unix_nanos(SystemTime::now());
+    let kept_name = Entry::name(now, bytes, name);
+    dir.rename_to(name, &quarantine, &kept_name)?;
+    if bytes > MAX_BYTES {
+        warn!(
+            entry = kept_name,
+            "a quarantined entry is larger than the quarantine may hold; removing it"
+        );
+    }
+    prune(&quarantine, now);
+    Ok(())
+}
+
+/// Opens `<root>/quarantine`, creating it 0700; a planted symlink or file there is an error.
+fn open(root: &Dir) -> io::Result<Dir> {
+    match nix::sys::stat::mkdirat(root.as_fd(), DIR_NAME, Mode::S_IRWXU) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = root.open_dir(DIR_NAME)?;
+    let st = fstat(dir.as_fd())?;
+    if st.st_uid != nix::unistd::geteuid().as_raw() {
+        return Err(io::Error::other(format!(
+            "{} is owned by uid {}, not by this service",
+            dir.path().display(),
+            st.st_uid
+        )));
+    }
+    if st.st_mode & 0o7777 != 0o700 {
+        nix::sys::stat::fchmod(dir.as_fd(), Mode::S_IRWXU)?;
+    }
+    Ok(dir)
+}
+
+/// Removes entries beyond the bounds (see the module doc) as of `now` (unix time in ns).
+pub fn prune(quarantine: &Dir, now: u64) {
+    let mut entries: Vec<(Entry, OsString)> = Vec::new();
+    let listed = entries_of(quarantine.as_fd()).and_then(|mut stream| {
+        for entry in stream.iter() {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                let name = OsString::from_vec(name);
+                entries.push((Entry::parse(&name), name));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = listed {
+        warn!(error = %e, "cannot list the quarantine");
+        return;
+    }
+    // Newest first; unreadable names (left by older versions) sort last and go.
+    entries.sort_by(|a, b| b.0.at.cmp(&a.0.at).then_with(|| a.1.cmp(&b.1)));
+    let (mut kept, mut bytes) = (0, 0u64);
+    let mut work = WORK_PER_CALL;
+    let mut removed = 0;
+    for (entry, name) in entries {
+        let young = entry.at.saturating_add(MAX_AGE.as_nanos() as u64) >= now;
+        if young && kept < MAX_ENTRIES && bytes.saturating_add(entry.bytes) <= MAX_BYTES {
+            kept += 1;
+            bytes += entry.bytes;
+            continue;
+        }
+        match remove_tree(quarantine, &name, &mut work) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                warn!(entry = %name.to_string_lossy(), error = %e, "cannot remove a quarantined entry")
+            }
+        }
+        if work == 0 {
+            warn!("the quarantine holds more than one call removes; the rest goes next time");
+            break;
+        }
+    }
+    if removed > 0 {
+        info!(removed, kept, bytes, "quarantine pruned");
+    }
+}
+
+/// What a quarantined entry's name says about it.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    /// When it was quarantined (unix time in ns, so arrival order is kept); 0 if the name is
+    /// not ours.
+    at: u64,
+    bytes: u64,
+}
+
+impl Entry {
+    fn name(at: u64, bytes: u64, original: &str) -> String {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("{at}-{bytes}-{random}-");
+        // A file name has at most 255 bytes.
+        let mut end = original.len().min(255 - prefix.len());
+        while !original.is_char_boundary(end) {
+            end -= 1;
+        }
+        prefix + &original[..end]
+    }
+
+    fn parse(name: &OsStr) -> Entry {
+        let text = name.to_string_lossy();
+        let mut parts = text.splitn(3, '-');
+        match (
+            parts.next().and_then(|s| s.parse().ok()),
+            parts.next().and_then(|s| s.parse().ok()),
+        ) {
+            (Some(at), Some(bytes)) => Entry { at, bytes },
+            _ => Entry {
+                at: 0,
+                bytes: u64::MAX,
+            },
+        }
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+}
+
+fn is_dot(name: &CStr) -> bool {
+    matches!(name.to_bytes(), b"." | b"..")
+}
+
+/// Opens a subdirectory without following a symlink; one on another filesystem (a mount
+/// point) is refused, never entered.
+fn open_dir(parent: BorrowedFd<'_>, name: &CStr, dev: u64) -> io::Result<OwnedFd> {
+    let fd = openat(
+        parent,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    if fstat(fd.as_fd())?.st_dev != dev {
+        return Err(io::Error::other(format!(
+            "{name:?} is on another filesystem (a mount point); left alone"
+        )));
+    }
+    Ok(fd)
+}
+
+/// The names in an open directory, through a second handle on it (`.`), so the first one
+/// stays free for `*at` calls while they are read.
+fn entries_of(dir: BorrowedFd<'_>) -> io::Result<DirStream> {
+    Ok(DirStream::openat(
+        dir,
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Larger than [`MAX_BYTES`], too deep, on another filesystem or unreadable.
+struct TooBig;
+
+/// The disk an entry uses (each file or directory counted at least [`MIN_CHARGE`]), or more
+/// than [`MAX_BYTES`] if it is too big to keep (see [`TooBig`]). Stops as soon as it knows.
+fn measure(parent: BorrowedFd<'_>, name: &str, dev: u64) -> u64 {
+    let mut total = 0;
+    match measure_tree(parent, name, dev, &mut total) {
+        Ok(()) => total,
+        Err(TooBig) => MAX_BYTES + 1,
+    }
+}
+
+fn measure_tree(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    dev: u64,
+    total: &mut u64,
+) -> Result<(), TooBig> {
+    let name = CString::new(name).map_err(|_| TooBig)?;
+    let st = fstatat(parent, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|_| TooBig)?;
+    charge(&st, total)?;
+    if !is_dir(&st) {
+        return Ok(());
+    }
+    // One level per frame: the open directory and its subdirectories still to visit.
+    let mut stack = vec![read_level(parent, &name, dev, total)?];
+    loop {
+        let depth = stack.len();
+        let Some((dir, subdirs)) = stack.last_mut() else {
+            break;
+        };
+        match subdirs.pop() {
+            None => {
+                stack.pop();
+            }
+            Some(_) if depth == MAX_DEPTH => return Err(TooBig),
+            Some(child) => {
+                let level = read_level(dir.as_fd(), &child, dev, total)?;
+                stack.push(level);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens one directory, charges everything in it and names its subdirectories.
+fn read_level(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    dev: u64,
+    total: &mut u64,
+) -> Result<(OwnedFd, Vec<CString>), TooBig> {
+    let dir = open_dir(parent, name, dev).map_err(|_| TooBig)?;
+    let mut subdirs = Vec::new();
+    for entry in entries_of(dir.as_fd()).map_err(|_| TooBig)?.iter() {
+        let entry = entry.map_err(|_| TooBig)?;
+        let child = entry.file_name();
+        if is_dot(child) {
+            continue;
+        }
+        // Gone meanwhile: nothing to count.
+        let Ok(st) = fstatat(dir.as_fd(), child, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        charge(&st, total)?;
+        if is_dir(&st) {
+            subdirs.push(child.to_owned());
+        }
+    }
+    Ok((dir, subdirs))
+}
+
+fn charge(st: &FileStat, total: &mut u64) -> Result<(), TooBig> {
+    *total += (st.st_blocks.max(0) as u64 * 512).max(MIN_CHARGE);
+    if *total > MAX_BYTES {
+        return Err(TooBig);
+    }
+    Ok(())
+}
+
+/// Removes the entry `name` of the quarantine and everything below it, spending at most
+/// `work` removals; parts cut off below [`MAX_DEPTH`] are removed after it.
+fn remove_tree(quarantine: &Dir, name: &OsStr, work: &mut usize) -> io::Result<()> {
+    let dev = fstat(quarantine.as_fd())?.st_dev;
+    let name =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut pending = vec![name];
+    while let Some(name) = pending.pop() {
+        remove_one(quarantine, &name, dev, work, &mut pending)?;
+    }
+    Ok(())
+}
+
+fn spend(work: &mut usize) -> io::Result<()> {
+    *work = work.saturating_sub(1);
+    if *work == 0 {
+        return Err(io::Error::other(format!(
+            "stopped after {WORK_PER_CALL} removals; the rest is removed next time"
+        )));
+    }
+    Ok(())
+}
+
+/// Empties and removes one top-level entry: depth first, one handle per level, every entry
+/// that is not a directory unlinked as it is met. The directory is read again after each
+/// subdirectory is gone, so nothing but the handles is held per level.
+fn remove_one(
+    quarantine: &Dir,
+    name: &CStr,
+    dev: u64,
+    work: &mut usize,
+    pending: &mut Vec<CString>,
+) -> io::Result<()> {
+    let top = quarantine.as_fd();
+    match fstatat(top, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+        Ok(st) if !is_dir(&st) => {
+            ignore_gone(unlinkat(top, name, UnlinkatFlags::NoRemoveDir))?;
+            return spend(work);
+        }
+        Ok(_) => {}
+    }
+    let mut stack: Vec<(OwnedFd, CString)> = vec![(open_dir(top, name, dev)?, name.to_owned())];
+    while let Some((dir, _)) = stack.last() {
+        let mut subdir = None;
+        for entry in entries_of(dir.as_fd())?.iter() {
+            let entry = entry?;
+            let child = entry.file_name();
+            if is_dot(child) {
+                continue;
+            }
+            let child_is_dir = match entry.file_type() {
+                Some(kind) => kind == Type::Directory,
+                None => fstatat(dir.as_fd(), child, AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| is_dir(&st)),
+            };
+            if child_is_dir {
+                subdir = Some(child.to_owned());
+                break;
+            }
+            ignore_gone(unlinkat(dir.as_fd(), child, UnlinkatFlags::NoRemoveDir))?;
+            spend(work)?;
+        }
+        match subdir {
+            Some(child) if stack.len() == MAX_DEPTH => {
+                // Cut here: the part below becomes an entry of its own (dated 0, so it is
+                // never kept), removed after this one.
+                let cut = CString::new(Entry::name(0, 0, "deeper-part"))
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                renameat(dir.as_fd(), child.as_c_str(), top, cut.as_c_str())?;
+                pending.push(cut);
+            }
+            Some(child) => match open_dir(dir.as_fd(), &child, dev) {
+                Ok(opened) => stack.push((opened, child)),
+                // Swapped for a link or file since it was listed: unlink that instead.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    ignore_gone(unlinkat(
+                        dir.as_fd(),
+                        child.as_c_str(),
+                        UnlinkatFlags::NoRemoveDir,
+                    ))?;
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let Some((_, empty)) = stack.pop() else { break };
+                let parent = stack.last().map_or(top, |(fd, _)| fd.as_fd());
+                match unlinkat(parent, empty.as_c_str(), UnlinkatFlags::RemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    // Something was added through a handle held inside: empty it again.
+                    Err(Errno::ENOTEMPTY) => {
+                        let reopened = open_dir(parent, &empty, dev)?;
+                        stack.push((reopened, empty));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        spend(work)?;
+    }
+    Ok(())
+}
+
+fn ignore_gone(result: nix::Result<()>) -> io::Result<()> {
+    match result {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::Path;
+
+    /// A spool root with `requests/` and its handle.
+    fn spool() -> (tempfile::TempDir, Dir) {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("requests")).unwrap();
+        let requests = Dir::open(&tmp.path().join("requests")).unwrap();
+        (tmp, requests)
+    }
+
+    /// A directory planted as `requests/<name>`: a few files, a subdirectory, and a symlink
+    /// to `outside` (which removal must never follow).
+    fn plant(root: &Path, name: &str, outside: &Path) {
+        let dir = root.join("requests").join(name);
+        fs::create_dir_all(dir.join("sub/subsub")).unwrap();
+        for i in 0..4 {
+            fs::write(dir.join(format!("f{i}")), [b'x'; 100]).unwrap();
+        }
+        fs::write(dir.join("sub/subsub/deep"), "y").unwrap();
+        std::os::unix::fs::symlink(outside, dir.join("sub/link")).unwrap();
+    }
+
+    fn quarantined(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(root.join(DIR_NAME))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every byte the quarantine uses, as `measure` counts it.
+    fn usage(root: &Path) -> u64 {
+        let q = Dir::open(&root.join(DIR_NAME)).unwrap();
+        let dev = fstat(q.as_fd()).unwrap().st_dev;
+        quarantined(root)
+            .iter()
+            .map(|name| measure(q.as_fd(), name, dev))
+            .sum()
+    }
+
+    #[test]
+    fn entry_names_carry_time_and_size_and_fit_a_file_name() {
+        let name = Entry::name(1_771_030_263_123_456_789, 12_288, "evil-1.json");
+        assert!(name.starts_with("1771030263123456789-12288-"), "{name}");
+        assert!(name.ends_with("-evil-1.json"), "{name}");
+        assert_eq!(
+            Entry::parse(OsStr::new(&name)),
+            Entry {
+                at: 1_771_030_263_123_456_789,
+                bytes: 12_288
+            }
+        );
+        let long = format!("{}.json", "é".repeat(125));
+        assert!(Entry::name(u64::MAX, u64::MAX, &long).len() <= 255);
+        // Names of older versions (`<uuid>-<name>`) are never kept.
+        let old = Entry::parse(OsStr::new("0b6f1c2e6a574d8e9a532f0c8d7e9b11-x.json"));
+        assert_eq!((old.at, old.bytes), (0, u64::MAX));
+    }
+
+    #[test]
+    fn many_planted_directories_leave_a_bounded_quarantine_and_nothing_outside_touched() {
+        let (tmp, requests) = spool();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep me").unwrap();
+        for i in 0..(3 * MAX_ENTRIES) {
+            let name = format!("evil-{i}.json");
+            plant(tmp.path(), &name, &outside);
+            admit(&requests, &name).unwrap();
+            assert!(!tmp.path().join("requests").join(&name).exists());
+        }
+        let kept = quarantined(tmp.path());
+        assert_eq!(kept.len(), MAX_ENTRIES);
+        assert!(usage(tmp.path()) <= MAX_BYTES);
+        // The newest are the ones kept.
+        let newest = format!("-evil-{}.json", 3 * MAX_ENTRIES - 1);
+        assert!(kept.iter().any(|n| n.ends_with(&newest)), "{kept:?}");
+        assert!(
+            !kept.iter().any(|n| n.ends_with("-evil-0.json")),
+            "{kept:?}"
+        );
+        assert_eq!(
+            fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep me"
+        );
+        let mode = fs::metadata(tmp.path().join(DIR_NAME)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o7777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn entries_older_than_the_limit_and_of_unknown_age_are_removed() {
+        let (tmp, requests) = spool();
+        plant(tmp.path(), "a.json", tmp.path());
+        admit(&requests, "a.json").unwrap();
+        let q = tmp.path().join(DIR_NAME);
+        let now = unix_nanos(SystemTime::now());
+        let age = MAX_AGE.as_nanos() as u64;
+        let stale = Entry::name(now - age - 1, 4096, "stale.json");
+        let fresh = Entry::name(now - age + 60_000_000_000, 4096, "fresh.json");
+        for name in [&stale, &fresh, "0b6f1c2e6a574d8e9a532f0c8d7e9b11-old.json"] {
+            fs::create_dir_all(q.join(name).join("inner")).unwrap();
+        }
+        prune(&Dir::open(&q).unwrap(), now);
+        let kept = quarantined(tmp.path());
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.contains(&fresh) && !kept.contains(&stale), "{kept:?}");
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_bound_is_removed_at_once() {
+        let (tmp, requests) = spool();
+        let dir = tmp.path().join("requests/big.json");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("blob"), vec![7u8; (MAX_BYTES + 1) as usize]).unwrap();
+        admit(&requests, "big.json").unwrap();
+        assert!(!dir.exists());
+        assert_eq!(quarantined(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_tree_deeper_than_the_handles_held_is_removed_in_pieces() {
+        let (tmp, requests) = spool();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep me").unwrap();
+        // Built by relative steps: the full path is longer than PATH_MAX allows.
+        let top = tmp.path().join("requests/deep.json");
+        fs::create_dir(&top).unwrap();
+        let mut here = Dir::open(&top).unwrap();
+        for _ in 0..(5 * MAX_DEPTH + 3) {
+            here.create_new("file", 0o600).unwrap();
+            std::os::unix::fs::symlink(&outside, here.path().join("link")).unwrap_or(());
+            nix::sys::stat::mkdirat(here.as_fd(), "d", Mode::S_IRWXU).unwrap();
+            here = here.open_dir("d").unwrap();
+        }
+        drop(here);
+        // Too deep to be kept: measured as too big, and removed whole.
+        admit(&requests, "deep.json").unwrap();
+        assert!(!top.exists());
+        assert_eq!(quarantined(tmp.path()), Vec::<String>::new());
+        assert_eq!(
+            fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep me"
+        );
+    }
+
+    #[test]
+    fn removal_stops_after_its_work_limit_and_finishes_later() {
+        let (tmp, _requests) = spool();
+        let q = tmp.path().join(DIR_NAME);
+        let entry = q.join(Entry::name(0, 0, "wide.json"));
+        fs::create_dir_all(&entry).unwrap();
+        for i in 0..50 {
+            fs::write(entry.join(format!("f{i}")), "").unwrap();
+        }
+        let quarantine = Dir::open(&q).unwrap();
+        let name = entry.file_name().unwrap();
+        let mut work = 10;
+        assert!(remove_tree(&quarantine, name, &mut work).is_err());
+        assert!(entry.exists());
+        let mut work = WORK_PER_CALL;
+        remove_tree(&quarantine, name, &mut work).unwrap();
+        assert!(!entry.exists());
+    }
+
+    #[test]
+    fn a_planted_symlink_in_place_of_the_quarantine_is_not_followed() {
+        let (tmp, requests) = spool();
+        let elsewhere = tmp.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, tmp.path().join(DIR_NAME)).unwrap();
+        fs::create_dir(tmp.path().join("requests/x.json")).unwrap();
+        assert!(admit(&requests, "x.json").is_err());
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+}
