@@ -14,11 +14,9 @@ mod summary;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueHint};
 
 use crate::config::{self, Config, ConfigError};
-use crate::request::Action;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,13 +94,10 @@ impl ConfigArg {
 
 /// The command line as clap sees it, for parsing, completions and man pages alike: the derive
 /// definition, plus what an argument of the same name means in every subcommand that has one
-/// (so the subcommands' files need not repeat it): `--action` takes [`Action::ALL`]'s names,
-/// `--spool` is a directory.
+/// (so the subcommands' files need not repeat it): `--spool` is a directory.
 pub fn command() -> clap::Command {
     Cli::command().mut_subcommands(|sub| {
         sub.mut_args(|arg| match arg.get_id().as_str() {
-            // A subcommand that gives `--action` values of its own keeps them.
-            "action" if arg.get_possible_values().is_empty() => arg.value_parser(ActionValues),
             "spool" => arg.value_hint(ValueHint::DirPath),
             _ => arg,
         })
@@ -112,31 +107,6 @@ pub fn command() -> clap::Command {
 /// Parses the process's arguments with [`command`]; exits with clap's message on bad ones.
 pub fn parse() -> Cli {
     Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
-}
-
-/// `--action`: any string, so the value is still parsed in one place (`Action::parse`, where
-/// the subcommand uses it, with its own message); the names are offered to completions and
-/// listed in `--help` and the man pages.
-#[derive(Clone)]
-struct ActionValues;
-
-impl TypedValueParser for ActionValues {
-    type Value = String;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<String, clap::Error> {
-        StringValueParser::new().parse_ref(cmd, arg, value)
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(
-            Action::ALL.iter().map(|a| PossibleValue::new(a.as_str())),
-        ))
-    }
 }
 
 /// The spool root: `--spool` if given, else the config's.
@@ -183,5 +153,27 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::command().debug_assert();
+    }
+
+    /// `submit --action` lists its values (for completions, help and validation); they must be
+    /// the actions the request parser knows, no more and no fewer.
+    #[test]
+    fn submit_offers_exactly_the_actions_requests_know() {
+        let command = super::command();
+        let submit = command.find_subcommand("submit").unwrap();
+        let action = submit
+            .get_arguments()
+            .find(|a| a.get_id() == "action")
+            .unwrap();
+        let offered: Vec<String> = action
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        let known: Vec<&str> = crate::request::Action::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        assert_eq!(offered, known);
     }
 }
