@@ -98,6 +98,8 @@ fn a_copy_of_another_writers_id_never_gets_that_writers_answer() {
     let id = new_id();
     drop_as(&spool, A, &id, &health(&id));
     spool.wait_final(&id);
+    // The request file goes after the answer: until then B could not drop its copy (sticky).
+    wait_taken(&spool, &id);
     // Only A can read its answer...
     assert_eq!(collect_as(&spool, B, &id), None, "B read A's status");
     let answer = collect_as(&spool, A, &id).expect("A collects its answer");
