@@ -462,7 +462,8 @@ fn scripts_inherit_no_descriptors_and_run_with_umask_022() {
 fn a_full_queue_refuses_more_with_queue_full() {
     under_attack(
         |spool| {
-            spool.set("spool", "max_queued = 2");
+            // One writer (this test's uid) may fill the whole queue here.
+            spool.set("spool", "max_queued = 2\nmax_queued_per_writer = 2");
             spool.script(
                 "remote",
                 "update.sh",
@@ -494,7 +495,13 @@ fn a_full_queue_refuses_more_with_queue_full() {
 #[test]
 fn too_many_updates_for_one_component_are_rate_limited() {
     under_attack(
-        |spool| spool.set("components.remote", "max_updates_per_hour = 2"),
+        // One writer (this test's uid) may use the whole cap here.
+        |spool| {
+            spool.set(
+                "components.remote",
+                "max_updates_per_hour = 2\nmax_updates_per_hour_per_writer = 2",
+            )
+        },
         |spool| {
             let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
             for id in &ids {

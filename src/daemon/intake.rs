@@ -1,7 +1,7 @@
 //! Intake: from a name in `requests/` to a queued job or an answered refusal.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use tracing::{error, info, warn};
 
@@ -152,32 +152,13 @@ impl Daemon {
             }
             return;
         }
-        if self.queue.len() >= self.config.max_queued {
-            let message = format!(
-                "{} requests are already waiting (spool.max_queued); try again later",
-                self.queue.len()
-            );
-            return self.refuse(
-                name,
-                &Refusal::of_request(&request, "queue_full", message),
-                Some(owner_uid),
-            );
-        }
-        for component_name in request.components() {
-            let limit = self.config.components[component_name].max_updates_per_hour;
-            if request.action.is_exclusive()
-                && let Err(wait) = self.rate.try_acquire(component_name, limit, Instant::now())
-            {
-                let message = format!(
-                    "{component_name} already had {limit} update/rollback requests in the last hour (components.{component_name}.max_updates_per_hour); try again in {} s",
-                    wait.as_secs() + 1
-                );
-                return self.refuse(
-                    name,
-                    &Refusal::of_request(&request, "rate_limited", message),
-                    Some(owner_uid),
-                );
-            }
+        // Its writer's share of the queue, or of the requests that wait for their time, and
+        // of the hourly caps (see `admission`).
+        let any_window = self.config.components.values().any(|c| c.window.is_some());
+        let waits_until = self.start_time(&request, jiff::Timestamp::now(), any_window);
+        let writer = crate::fairshare::Writer { uid: owner_uid };
+        if let Err(refusal) = self.admit(&request, writer, waits_until) {
+            return self.refuse(name, &refusal, Some(owner_uid));
         }
         // Durable before anything else: from here on the request is never lost nor run twice.
         let accepted = Accepted::new(&request, name, owner_uid);
@@ -208,6 +189,7 @@ impl Daemon {
         self.audit(Event::of("queued", request).detail(format!("position {position}")));
         let mut job = job;
         job.shown.position = Some(position);
+        job.waits_until = waits_until;
         self.queue.push_back(job);
     }
 

@@ -1,7 +1,9 @@
 //! The service: one loop owns all state (queue, running scripts) and reacts to spool events,
 //! run exits, progress, signals and timers. Each `select!` arm calls a named method; intake
-//! lives in [`intake`], starting and concluding runs in [`runs`].
+//! lives in [`intake`] (what it admits: [`admission`]), starting and concluding runs in
+//! [`runs`].
 
+mod admission;
 mod handoff;
 mod intake;
 mod runs;
@@ -19,7 +21,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::dir::Dir;
-use crate::ratelimit::RateLimiter;
+use crate::fairshare::Writer;
+use crate::ratelimit::{self, RateLimiter};
 use crate::record::RunStore;
 use crate::request::{Request, RequestId};
 use crate::schedule::{self, Rules, Slot};
@@ -106,6 +109,9 @@ struct Job {
     owner_uid: u32,
     /// What its queued status file says now, so it is only rewritten when that changes.
     shown: Shown,
+    /// When it may start, if not now (its `not_before` or a window): set when it is accepted
+    /// and at every scheduling pass. Such a request is `scheduled`, not queued.
+    waits_until: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -122,6 +128,13 @@ impl Job {
             file_name,
             owner_uid,
             shown: Shown::default(),
+            waits_until: None,
+        }
+    }
+
+    fn writer(&self) -> Writer {
+        Writer {
+            uid: self.owner_uid,
         }
     }
 }
@@ -151,7 +164,7 @@ struct Daemon {
     /// Uids whose scripts may run (see [`trust`]).
     script_owners: Vec<u32>,
     verifier: Option<Verifier>,
-    rate: RateLimiter,
+    rate: RateLimiter<ratelimit::Key>,
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
     /// File names of queued and running requests, so repeated events for them are ignored.
@@ -305,6 +318,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();
+    // Which recovered requests wait for their time: those take no queue capacity.
+    daemon.due_jobs();
     // A hand-off written while we were stopped.
     daemon.handoff();
     let _ = tx.send(Msg::Spool(SpoolEvent::Rescan("start-up".into())));

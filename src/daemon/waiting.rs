@@ -15,7 +15,12 @@ use crate::status::{Durability, Progress};
 impl Daemon {
     /// When `request` may start, if not now (see [`crate::window`]). `any_window`: whether
     /// any component has a window (asked once per pass over the queue, not per request).
-    fn start_time(&self, request: &Request, now: Timestamp, any_window: bool) -> Option<Timestamp> {
+    pub(super) fn start_time(
+        &self,
+        request: &Request,
+        now: Timestamp,
+        any_window: bool,
+    ) -> Option<Timestamp> {
         if request.not_before.is_none() && !any_window {
             return None; // the common case, checked for every queued request at every turn
         }
@@ -39,8 +44,13 @@ impl Daemon {
         let mut earliest: Option<Timestamp> = None;
         let mut changed = Vec::new();
         let any_window = self.config.components.values().any(|c| c.window.is_some());
-        for (i, job) in self.queue.iter().enumerate() {
-            let start = self.start_time(&job.request, now, any_window);
+        let starts: Vec<Option<Timestamp>> = self
+            .queue
+            .iter()
+            .map(|job| self.start_time(&job.request, now, any_window))
+            .collect();
+        for (i, (job, start)) in self.queue.iter_mut().zip(starts).enumerate() {
+            job.waits_until = start;
             match start {
                 None => due.push(i),
                 Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
