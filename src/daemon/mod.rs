@@ -25,7 +25,7 @@ use crate::fairshare::Writer;
 use crate::ratelimit::{self, RateLimiter};
 use crate::record::RunStore;
 use crate::request::{Request, RequestId};
-use crate::schedule::{self, Rules, Slot};
+use crate::schedule::{self, Rounds, Rules, Slot};
 use crate::signature::Verifier;
 use crate::spool::{self, SpoolEvent};
 use crate::status::StatusDir;
@@ -112,6 +112,8 @@ struct Job {
     /// When it may start, if not now (its `not_before` or a window): set when it is accepted
     /// and at every scheduling pass. Such a request is `scheduled`, not queued.
     waits_until: Option<jiff::Timestamp>,
+    /// Its turn among all writers' requests (see [`Rounds`]), given when it is due.
+    round: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -129,6 +131,7 @@ impl Job {
             owner_uid,
             shown: Shown::default(),
             waits_until: None,
+            round: None,
         }
     }
 
@@ -165,6 +168,8 @@ struct Daemon {
     script_owners: Vec<u32>,
     verifier: Option<Verifier>,
     rate: RateLimiter<ratelimit::Key>,
+    /// Round-robin between writers: the round of the latest start.
+    rounds: Rounds,
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
     /// File names of queued and running requests, so repeated events for them are ignored.
@@ -299,6 +304,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         exe,
         verifier,
         rate: RateLimiter::new(Duration::from_secs(3600)),
+        rounds: Rounds::default(),
         queue: VecDeque::new(),
         running: HashMap::new(),
         in_flight: HashSet::new(),
@@ -416,6 +422,7 @@ impl Daemon {
                 component: job.request.component.as_str(),
                 action: job.request.action,
                 all_components: job.request.is_batch(),
+                writer: job.writer(),
             }
         }
         if self.queue.is_empty() {
@@ -425,26 +432,35 @@ impl Daemon {
         let rules = Rules {
             serialize_updates: self.config.serialize_updates,
             max_concurrent: self.config.max_concurrent,
+            max_running_per_writer: self.config.max_running_per_writer,
         };
         // Requests waiting for their window or `not_before` take no part: they hold nobody up.
+        // The others are considered round-robin between writers.
         let due = self.due_jobs();
-        let start = schedule::startable(
+        let due = self.fair_order(due);
+        let start: Vec<usize> = schedule::startable(
             self.running.values().map(|r| slot(&r.job)),
             due.iter().map(|&i| slot(&self.queue[i])),
             rules,
             self.config.components.len(),
-        );
-        // Remove from the back so earlier indices stay valid; start in arrival order.
-        let mut jobs: Vec<Job> = start
-            .iter()
-            .rev()
-            .filter_map(|&i| self.queue.remove(due[i]))
+        )
+        .into_iter()
+        .map(|k| due[k])
+        .collect();
+        // Remove from the back so earlier indices stay valid; start in the order chosen.
+        let mut by_index = start.clone();
+        by_index.sort_unstable_by(|a, b| b.cmp(a));
+        let mut taken: HashMap<usize, Job> = by_index
+            .into_iter()
+            .filter_map(|i| Some((i, self.queue.remove(i)?)))
             .collect();
-        jobs.reverse();
-        if !jobs.is_empty() {
+        if !taken.is_empty() {
             self.positions_moved();
         }
-        for job in jobs {
+        for job in start.iter().filter_map(|i| taken.remove(i)) {
+            if let Some(round) = job.round {
+                self.rounds.started(round);
+            }
             self.start(job);
         }
         // A job refused at its turn (untrusted script) frees its slot at once: look again.
