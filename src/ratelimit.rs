@@ -60,8 +60,15 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         Ok(())
     }
 
-    /// Records one for `key` (after [`RateLimiter::check`] said yes).
+    /// Records one for `key` (after [`RateLimiter::check`] said yes). Keys whose last record
+    /// left the window are forgotten here too, so writers that never come back cost nothing.
     pub fn record(&mut self, key: K, now: Instant) {
+        let window = self.window;
+        self.accepted.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|&t| now.duration_since(t) < window)
+        });
         self.accepted.entry(key).or_default().push_back(now);
     }
 
@@ -120,5 +127,12 @@ mod tests {
         assert!(limiter.check(&"remote", 1, t0).is_err());
         assert!(limiter.check(&"remote", 1, t0 + hour).is_ok());
         assert!(limiter.accepted.is_empty(), "nothing left to remember");
+        limiter.record("gone", t0);
+        limiter.record("remote", t0 + hour);
+        assert_eq!(
+            limiter.accepted.len(),
+            1,
+            "a key never checked again is dropped"
+        );
     }
 }
