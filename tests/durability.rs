@@ -291,6 +291,12 @@ fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
     let json = Spool::request_json(&id, "core", "health", None);
     spool.drop_in_place(&id, &json);
     let first = spool.wait_final(&id);
+    // The monitor writes the final status before the coordinator records it as finished (and
+    // then removes the request file): crash only once it has, else the restart concludes the
+    // run again and rewrites the status with a new timestamp.
+    wait_until("the result is recorded", || {
+        spool.request_files().is_empty()
+    });
     // The client collects its status, then (after its own restart, say) sends the same request.
     fs::remove_file(spool.status_dir().join(format!("{id}.json"))).unwrap();
     service.crash();
