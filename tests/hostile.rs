@@ -701,6 +701,13 @@ fn a_final_status_planted_for_another_id_does_not_pre_empt_its_request() {
             let ran = spool.evidence().join("ran");
             spool.drop_in_place(&id, &Spool::request_json(&id, "core", "rollback", None));
             wait_until("the real request ran", || ran.exists());
+            // The planted file is final-looking: wait for the real answer to replace it (the
+            // progress records go beside it, so nothing else changes it before then).
+            wait_until("the forged status is replaced", || {
+                spool
+                    .status_file(&id)
+                    .is_some_and(|s| s["message"] != "forged")
+            });
             let status = spool.wait_final(&id);
             assert_eq!(
                 status["message"], "Rollback completed successfully",
