@@ -28,8 +28,14 @@ pub struct Config {
     pub spool_root: PathBuf,
     /// Request files larger than this are refused without being read.
     pub max_request_bytes: u64,
-    /// At most this many requests wait; more are refused `queue_full`.
+    /// At most this many requests wait for their turn; more are refused `queue_full`.
+    /// Requests waiting for their time (phase `scheduled`) are not counted.
     pub max_queued: usize,
+    /// One writer's share of `max_queued` (see [`crate::fairshare`]).
+    pub max_queued_per_writer: usize,
+    /// Requests one writer may have waiting for their `not_before` or a window. All writers
+    /// together may have at most `max_queued` of them (a bound on memory, not a share).
+    pub max_scheduled_per_writer: usize,
     /// When non-empty, only files owned by these uids/gids are read.
     pub writers: Writers,
     /// The group that may drop requests; the spool's permissions are checked against it.
@@ -46,6 +52,8 @@ pub struct Config {
     pub serialize_updates: bool,
     /// How many scripts may run at once (health checks run alongside an update).
     pub max_concurrent: usize,
+    /// How many of them may run one writer's requests.
+    pub max_running_per_writer: usize,
     /// Time between SIGTERM and SIGKILL when a script is stopped.
     pub kill_grace: Duration,
     /// Run records live here (systemd `StateDirectory=`).
@@ -131,6 +139,8 @@ pub struct Component {
     pub dir: PathBuf,
     /// Update and rollback requests accepted per hour at most; 0 = unlimited.
     pub max_updates_per_hour: u32,
+    /// How many of them one writer may use; 0 = unlimited.
+    pub max_updates_per_hour_per_writer: u32,
     pub update_timeout: Duration,
     pub rollback_timeout: Duration,
     pub health_timeout: Duration,
@@ -240,6 +250,17 @@ impl Config {
                     .clone()
                     .unwrap_or_else(|| Path::new(DEFAULT_COMPONENT_PARENT).join(&name)),
             );
+            let max_updates_per_hour = c.max_updates_per_hour.unwrap_or(20);
+            let max_updates_per_hour_per_writer = match c.max_updates_per_hour_per_writer {
+                None if max_updates_per_hour == 0 => 0,
+                None => crate::fairshare::half(max_updates_per_hour as usize) as u32,
+                Some(n) if max_updates_per_hour == 0 || n <= max_updates_per_hour => n,
+                Some(n) => {
+                    return Err(format!(
+                        "key components.{name}.max_updates_per_hour_per_writer: {n} is more than components.{name}.max_updates_per_hour ({max_updates_per_hour})"
+                    ));
+                }
+            };
             let window = match c.window.as_deref() {
                 None | Some("") => None,
                 Some(text) => Some(
@@ -263,7 +284,8 @@ impl Config {
                     Some(s) => seconds(&format!("components.{name}.health_interval"), s)?,
                     None => Duration::from_secs(5),
                 },
-                max_updates_per_hour: c.max_updates_per_hour.unwrap_or(20),
+                max_updates_per_hour,
+                max_updates_per_hour_per_writer,
                 dir,
                 update_timeout: seconds(&key("update"), t.update.unwrap_or(600.0))?,
                 rollback_timeout: seconds(&key("rollback"), t.rollback.unwrap_or(600.0))?,
@@ -276,6 +298,12 @@ impl Config {
         if max_concurrent == 0 {
             return Err("key execution.max_concurrent: must be at least 1".into());
         }
+        let max_running_per_writer = share(
+            "execution.max_running_per_writer",
+            exec.max_running_per_writer,
+            "execution.max_concurrent",
+            max_concurrent,
+        )?;
         let output_tail_bytes = exec.output_tail_bytes.unwrap_or(64 * 1024);
         if !(1024..=16 * 1024 * 1024).contains(&output_tail_bytes) {
             return Err(
@@ -301,10 +329,30 @@ impl Config {
         if max_queued == 0 {
             return Err("key spool.max_queued: must be at least 1".into());
         }
+        let max_queued_per_writer = share(
+            "spool.max_queued_per_writer",
+            spool.max_queued_per_writer,
+            "spool.max_queued",
+            max_queued,
+        )?;
+        let max_scheduled_per_writer = match spool
+            .max_scheduled_per_writer
+            .unwrap_or(10.min(max_queued))
+        {
+            0 => return Err("key spool.max_scheduled_per_writer: must be at least 1".into()),
+            n if n > max_queued => {
+                return Err(format!(
+                    "key spool.max_scheduled_per_writer: {n} is more than spool.max_queued ({max_queued}), which bounds scheduled requests of all writers together"
+                ));
+            }
+            n => n,
+        };
         Ok(Config {
             spool_root: spools[0].root.clone(),
             max_request_bytes: spool.max_request_bytes.unwrap_or(64 * 1024),
             max_queued,
+            max_queued_per_writer,
+            max_scheduled_per_writer,
             writers: Writers {
                 uids: spool.allowed_uids.unwrap_or_default(),
                 gids: spool.allowed_gids.unwrap_or_default(),
@@ -319,6 +367,7 @@ impl Config {
             signature,
             serialize_updates: exec.serialize_updates.unwrap_or(true),
             max_concurrent,
+            max_running_per_writer,
             kill_grace: seconds("execution.kill_grace", exec.kill_grace.unwrap_or(10.0))?,
             state_dir: resolve(state.dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
             retention: seconds(
@@ -466,6 +515,8 @@ struct RawSpool {
     root: Option<PathBuf>,
     max_request_bytes: Option<u64>,
     max_queued: Option<usize>,
+    max_queued_per_writer: Option<usize>,
+    max_scheduled_per_writer: Option<usize>,
     allowed_uids: Option<Vec<u32>>,
     allowed_gids: Option<Vec<u32>>,
     group: Option<String>,
@@ -495,6 +546,7 @@ struct RawSignature {
 struct RawExecution {
     serialize_updates: Option<bool>,
     max_concurrent: Option<usize>,
+    max_running_per_writer: Option<usize>,
     kill_grace: Option<f64>,
     output_tail_bytes: Option<usize>,
     script_owners: Option<Vec<u32>>,
@@ -505,6 +557,7 @@ struct RawExecution {
 struct RawComponent {
     dir: Option<PathBuf>,
     max_updates_per_hour: Option<u32>,
+    max_updates_per_hour_per_writer: Option<u32>,
     auto_rollback: Option<bool>,
     health_retries: Option<u32>,
     health_interval: Option<f64>,
@@ -560,6 +613,17 @@ struct RawTimeouts {
     update: Option<f64>,
     rollback: Option<f64>,
     health: Option<f64>,
+}
+
+/// A per-writer bound `key` on the total `total_key`: by default [`crate::fairshare::half`]
+/// of it; set, between 1 and the total.
+fn share(key: &str, value: Option<usize>, total_key: &str, total: usize) -> Result<usize, String> {
+    match value {
+        None => Ok(crate::fairshare::half(total)),
+        Some(0) => Err(format!("key {key}: must be at least 1")),
+        Some(n) if n > total => Err(format!("key {key}: {n} is more than {total_key} ({total})")),
+        Some(n) => Ok(n),
+    }
 }
 
 fn seconds(key: &str, value: f64) -> Result<Duration, String> {
@@ -819,6 +883,58 @@ health = 2.5
         ] {
             let err = Config::from_toml(text, Path::new("/")).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn per_writer_shares_default_to_half_of_their_total() {
+        let c = Config::defaults();
+        assert_eq!(
+            (
+                c.max_queued_per_writer,
+                c.max_scheduled_per_writer,
+                c.max_running_per_writer
+            ),
+            (50, 10, 2)
+        );
+        assert_eq!(c.components["remote"].max_updates_per_hour_per_writer, 10);
+        let text = "[spool]\nmax_queued = 5\n[execution]\nmax_concurrent = 1\n\
+                    [components.a]\nmax_updates_per_hour = 1\n[components.b]\nmax_updates_per_hour = 0\n";
+        let c = Config::from_toml(text, Path::new("/")).unwrap();
+        assert_eq!(
+            (
+                c.max_queued_per_writer,
+                c.max_scheduled_per_writer,
+                c.max_running_per_writer
+            ),
+            (2, 5, 1)
+        );
+        assert_eq!(c.components["a"].max_updates_per_hour_per_writer, 1);
+        assert_eq!(c.components["b"].max_updates_per_hour_per_writer, 0);
+        for (text, key) in [
+            (
+                "[spool]\nmax_queued_per_writer = 101\n",
+                "spool.max_queued_per_writer",
+            ),
+            (
+                "[spool]\nmax_queued_per_writer = 0\n",
+                "spool.max_queued_per_writer",
+            ),
+            (
+                "[spool]\nmax_scheduled_per_writer = 0\n",
+                "spool.max_scheduled_per_writer",
+            ),
+            (
+                "[execution]\nmax_running_per_writer = 5\n",
+                "execution.max_running_per_writer",
+            ),
+            (
+                "[components.a]\nmax_updates_per_hour_per_writer = 21\n",
+                "components.a.max_updates_per_hour_per_writer",
+            ),
+        ] {
+            let err = Config::from_toml(text, Path::new("/")).unwrap_err();
+            assert!(err.contains(key), "{err}");
         }
     }
 

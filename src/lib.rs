@@ -15,13 +15,15 @@
 //!
 //! Defences against what a container can drop into the spool: [`dir`] (every file access
 //! relative to a directory handle, no symlinks), [`trust`] (scripts nobody else can change),
-//! [`signature`] (optional HMAC-signed requests), [`ratelimit`] (update floods).
+//! [`signature`] (optional HMAC-signed requests), [`ratelimit`] (update floods), and against
+//! each other: [`fairshare`] (no writer can refuse or stall another).
 
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dir;
+pub mod fairshare;
 pub mod instance;
 pub mod inventory;
 pub mod limits;

@@ -90,6 +90,14 @@ fn open(root: &Dir) -> io::Result<Dir> {
     Ok(dir)
 }
 
+/// Applies the bounds to the spool's quarantine (under the spool root `root`), if it has one:
+/// the retention sweep, so that an old entry goes even when no new one arrives.
+pub fn sweep(root: &Dir) {
+    if let Ok(quarantine) = root.open_dir(DIR_NAME) {
+        prune(&quarantine, unix_nanos(SystemTime::now()));
+    }
+}
+
 /// Removes entries beyond the bounds (see the module doc) as of `now` (unix time in ns).
 pub fn prune(quarantine: &Dir, now: u64) {
     let mut entries: Vec<(Entry, OsString)> = Vec::new();

@@ -1,16 +1,32 @@
-//! Per-component rate limit for mutating actions (update, rollback): at most N accepted in
-//! any sliding window. Pure: the caller passes the clock.
+//! Rate limits for mutating actions (update, rollback): at most N accepted in any sliding
+//! window, per key (a component, or a component and a writer). Pure: the caller passes the
+//! clock.
+//!
+//! Checking and recording are separate, so a request that must pass several limits (its
+//! component's total and its writer's share, for every component of a batch) uses none of
+//! them unless it passes all.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
-pub struct RateLimiter {
-    window: Duration,
-    accepted: HashMap<String, VecDeque<Instant>>,
+use crate::fairshare::Writer;
+
+/// What the coordinator's hourly caps count: all update/rollback requests for a component,
+/// or one writer's (its share of the component's cap).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub component: String,
+    pub writer: Option<Writer>,
 }
 
-impl RateLimiter {
+#[derive(Debug)]
+pub struct RateLimiter<K> {
+    window: Duration,
+    accepted: HashMap<K, VecDeque<Instant>>,
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
@@ -18,24 +34,48 @@ impl RateLimiter {
         }
     }
 
-    /// Records one more for `key` if fewer than `limit` were recorded within the window;
-    /// otherwise returns how long until one slot frees up. `limit == 0` means unlimited.
-    pub fn try_acquire(&mut self, key: &str, limit: u32, now: Instant) -> Result<(), Duration> {
+    /// Whether one more for `key` stays within `limit`; if not, how long until one slot frees
+    /// up. `limit == 0` means unlimited.
+    pub fn check(&mut self, key: &K, limit: u32, now: Instant) -> Result<(), Duration> {
         if limit == 0 {
             return Ok(());
         }
-        let times = self.accepted.entry(key.to_owned()).or_default();
+        let Some(times) = self.accepted.get_mut(key) else {
+            return Ok(());
+        };
         while times
             .front()
             .is_some_and(|&t| now.duration_since(t) >= self.window)
         {
             times.pop_front();
         }
-        if times.len() >= limit as usize {
-            let oldest = times[0];
-            return Err(self.window - now.duration_since(oldest));
+        if times.is_empty() {
+            // Keys come and go (one per writer): keep only those with something to remember.
+            self.accepted.remove(key);
+            return Ok(());
         }
-        times.push_back(now);
+        if times.len() >= limit as usize {
+            return Err(self.window - now.duration_since(times[0]));
+        }
+        Ok(())
+    }
+
+    /// Records one for `key` (after [`RateLimiter::check`] said yes). Keys whose last record
+    /// left the window are forgotten here too, so writers that never come back cost nothing.
+    pub fn record(&mut self, key: K, now: Instant) {
+        let window = self.window;
+        self.accepted.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|&t| now.duration_since(t) < window)
+        });
+        self.accepted.entry(key).or_default().push_back(now);
+    }
+
+    /// [`RateLimiter::check`], and [`RateLimiter::record`] if it passes.
+    pub fn try_acquire(&mut self, key: K, limit: u32, now: Instant) -> Result<(), Duration> {
+        self.check(&key, limit, now)?;
+        self.record(key, now);
         Ok(())
     }
 }
@@ -72,6 +112,27 @@ mod tests {
         assert!(
             limiter.try_acquire("remote", 0, t0).is_ok(),
             "0 is unlimited"
+        );
+    }
+
+    #[test]
+    fn a_check_records_nothing_and_expired_keys_are_forgotten() {
+        let hour = Duration::from_secs(3600);
+        let mut limiter = RateLimiter::new(hour);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.check(&"remote", 1, t0).is_ok());
+        }
+        limiter.record("remote", t0);
+        assert!(limiter.check(&"remote", 1, t0).is_err());
+        assert!(limiter.check(&"remote", 1, t0 + hour).is_ok());
+        assert!(limiter.accepted.is_empty(), "nothing left to remember");
+        limiter.record("gone", t0);
+        limiter.record("remote", t0 + hour);
+        assert_eq!(
+            limiter.accepted.len(),
+            1,
+            "a key never checked again is dropped"
         );
     }
 }

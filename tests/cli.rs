@@ -258,15 +258,22 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     ]);
     assert_eq!(code, 0, "{out}");
     // not_before: accepted and waiting (phase scheduled), not an error.
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)).to_string();
     let (code, out) = answer(&[
         "--component",
         "scheduler",
         "--action",
         "health",
         "--not-before",
-        "2999-01-01T00:00:00Z",
+        &tomorrow,
     ]);
     assert_eq!(code, 0, "{out}");
+    let scheduled = out.split_whitespace().nth(2).unwrap().to_owned();
+    support::wait_until("scheduled", || {
+        spool
+            .status(&scheduled)
+            .is_some_and(|s| s["phase"] == "scheduled")
+    });
     // Cancel a running request of ours.
     let (_, out) = answer(&[
         "--component",

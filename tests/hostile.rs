@@ -462,7 +462,8 @@ fn scripts_inherit_no_descriptors_and_run_with_umask_022() {
 fn a_full_queue_refuses_more_with_queue_full() {
     under_attack(
         |spool| {
-            spool.set("spool", "max_queued = 2");
+            // One writer (this test's uid) may fill the whole queue here.
+            spool.set("spool", "max_queued = 2\nmax_queued_per_writer = 2");
             spool.script(
                 "remote",
                 "update.sh",
@@ -494,7 +495,13 @@ fn a_full_queue_refuses_more_with_queue_full() {
 #[test]
 fn too_many_updates_for_one_component_are_rate_limited() {
     under_attack(
-        |spool| spool.set("components.remote", "max_updates_per_hour = 2"),
+        // One writer (this test's uid) may use the whole cap here.
+        |spool| {
+            spool.set(
+                "components.remote",
+                "max_updates_per_hour = 2\nmax_updates_per_hour_per_writer = 2",
+            )
+        },
         |spool| {
             let ids: Vec<String> = (0..3).map(|_| new_id()).collect();
             for id in &ids {
@@ -694,6 +701,13 @@ fn a_final_status_planted_for_another_id_does_not_pre_empt_its_request() {
             let ran = spool.evidence().join("ran");
             spool.drop_in_place(&id, &Spool::request_json(&id, "core", "rollback", None));
             wait_until("the real request ran", || ran.exists());
+            // The planted file is final-looking: wait for the real answer to replace it (the
+            // progress records go beside it, so nothing else changes it before then).
+            wait_until("the forged status is replaced", || {
+                spool
+                    .status_file(&id)
+                    .is_some_and(|s| s["message"] != "forged")
+            });
             let status = spool.wait_final(&id);
             assert_eq!(
                 status["message"], "Rollback completed successfully",

@@ -157,7 +157,8 @@ fn a_script_printing_100_mb_does_not_grow_the_service() {
 #[test]
 fn requests_present_before_start_are_all_answered() {
     let mut spool = Spool::new();
-    spool.set("spool", "max_queued = 1000");
+    // One writer (this test's uid) may fill the whole queue here.
+    spool.set("spool", "max_queued = 1000\nmax_queued_per_writer = 1000");
     spool.create_dirs();
     spool.script(
         "core",
@@ -193,7 +194,8 @@ fn requests_present_before_start_are_all_answered() {
 #[test]
 fn a_burst_of_1000_requests_is_answered_exactly_once_each() {
     let mut spool = Spool::new();
-    spool.set("spool", "max_queued = 1000");
+    // One writer (this test's uid) may fill the whole queue here.
+    spool.set("spool", "max_queued = 1000\nmax_queued_per_writer = 1000");
     spool.script(
         "core",
         "health-check.sh",

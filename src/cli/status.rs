@@ -159,7 +159,11 @@ fn row(record: &RunRecord, current: Option<Status>) -> Row {
             .map(|s| s.message.clone()),
         accepted_at: rfc3339(accepted),
         started_at,
-        duration_ms: status.as_ref().and_then(|s| s.duration_ms),
+        // The whole request (a health-gated update's checks and rollback too), not only the
+        // first script's `duration_ms`.
+        duration_ms: status
+            .as_ref()
+            .and_then(|s| super::summary::total_ms(s).or(s.duration_ms)),
         status: if state == "running" || state == "queued" {
             status
         } else {

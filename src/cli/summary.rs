@@ -105,7 +105,7 @@ fn step_lines(status: &Status) -> Vec<String> {
 }
 
 /// From the start of the first script to the answer (`duration_ms` is `update.sh` alone).
-fn total_ms(status: &Status) -> Option<u64> {
+pub(super) fn total_ms(status: &Status) -> Option<u64> {
     let started: jiff::Timestamp = status.started_at.as_deref()?.parse().ok()?;
     let answered: jiff::Timestamp = status.timestamp.parse().ok()?;
     let ms = answered.duration_since(started).as_millis();

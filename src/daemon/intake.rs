@@ -1,12 +1,13 @@
 //! Intake: from a name in `requests/` to a queued job or an answered refusal.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use tracing::{error, info, warn};
 
-use super::{Daemon, Job, Msg, SETTLE, Seen, SpoolIx, Writer};
+use super::{Daemon, Job, Msg, SETTLE, Seen, SpoolIx};
 use crate::audit::Event;
+use crate::fairshare::Writer;
 use crate::record::Accepted;
 use crate::report::{self, PHASE_QUEUED, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
@@ -169,34 +170,16 @@ impl Daemon {
             }
             return;
         }
-        if self.queue.len() >= self.config.max_queued {
-            let message = format!(
-                "{} requests are already waiting (spool.max_queued); try again later",
-                self.queue.len()
-            );
-            return self.refuse(
-                ix,
-                name,
-                &Refusal::of_request(&request, "queue_full", message),
-                Some(owner_uid),
-            );
-        }
-        for component_name in request.components() {
-            let limit = self.config.components[component_name].max_updates_per_hour;
-            if request.action.is_exclusive()
-                && let Err(wait) = self.rate.try_acquire(component_name, limit, Instant::now())
-            {
-                let message = format!(
-                    "{component_name} already had {limit} update/rollback requests in the last hour (components.{component_name}.max_updates_per_hour); try again in {} s",
-                    wait.as_secs() + 1
-                );
-                return self.refuse(
-                    ix,
-                    name,
-                    &Refusal::of_request(&request, "rate_limited", message),
-                    Some(owner_uid),
-                );
-            }
+        // Its writer's share of the queue, or of the requests that wait for their time, and
+        // of the hourly caps (see `admission`).
+        let any_window = self.config.components.values().any(|c| c.window.is_some());
+        let waits_until = self.start_time(&request, jiff::Timestamp::now(), any_window);
+        let writer = Writer {
+            spool: ix,
+            uid: owner_uid,
+        };
+        if let Err(refusal) = self.admit(&request, writer, waits_until) {
+            return self.refuse(ix, name, &refusal, Some(owner_uid));
         }
         // Durable before anything else: from here on the request is never lost nor run twice.
         let accepted = Accepted::new(&request, &self.spools[ix].config.name, name, owner_uid);
@@ -230,6 +213,7 @@ impl Daemon {
         self.audit(Event::of("queued", request).detail(format!("position {position}")));
         let mut job = job;
         job.shown.position = Some(position);
+        job.waits_until = waits_until;
         self.queue.push_back(job);
     }
 
@@ -274,7 +258,7 @@ impl Daemon {
         // Only its own writer (or root, in the same spool) may cancel a request; to anyone
         // else, another writer's request does not exist (the same answer as for an id nobody
         // used).
-        let may_cancel = |(spool, uid): Writer| spool == ix && (uid == owner_uid || owner_uid == 0);
+        let may_cancel = |w: Writer| w.spool == ix && (w.uid == owner_uid || owner_uid == 0);
         let theirs = self.writer_of(target).is_some_and(may_cancel);
         let (code, message) = if !theirs {
             (
@@ -337,10 +321,13 @@ impl Daemon {
     /// Who wrote request `id` (its spool and uid), while it is queued, running or recorded.
     pub(super) fn writer_of(&self, id: &RequestId) -> Option<Writer> {
         match self.job(id) {
-            Some(job) => Some((job.spool, job.owner_uid)),
+            Some(job) => Some(job.writer()),
             None => {
                 let (spool, uid) = self.store.owner(id)?;
-                Some((self.spool_ix(&spool), uid))
+                Some(Writer {
+                    spool: self.spool_ix(&spool),
+                    uid,
+                })
             }
         }
     }
@@ -356,7 +343,8 @@ impl Daemon {
             .lstat(name)
             .ok()
             .map(|st| st.st_uid);
-        let same_writer = copier.is_some_and(|uid| self.writer_of(id) == Some((ix, uid)));
+        let same_writer =
+            copier.is_some_and(|uid| self.writer_of(id) == Some(Writer { spool: ix, uid }));
         match self.store.final_status(id) {
             _ if !same_writer => {
                 warn!(request_id = %id, file = %printable(name), writer_uid = copier, spool = %self.spools[ix].config.name, "a request reuses the id of another writer's request; removed without an answer")

@@ -1,7 +1,9 @@
 //! The service: one loop owns all state (queue, running scripts) and reacts to spool events,
 //! run exits, progress, signals and timers. Each `select!` arm calls a named method; intake
-//! lives in [`intake`], starting and concluding runs in [`runs`].
+//! lives in [`intake`] (what it admits: [`admission`]), starting and concluding runs in
+//! [`runs`].
 
+mod admission;
 mod handoff;
 mod intake;
 mod runs;
@@ -19,10 +21,11 @@ use tracing::{info, warn};
 
 use crate::config::{Config, SpoolConfig};
 use crate::dir::Dir;
-use crate::ratelimit::RateLimiter;
+use crate::fairshare::Writer;
+use crate::ratelimit::{self, RateLimiter};
 use crate::record::RunStore;
 use crate::request::{Request, RequestId};
-use crate::schedule::{self, Rules, Slot};
+use crate::schedule::{self, Rounds, Rules, Slot};
 use crate::signature::Verifier;
 use crate::spool::{self, SpoolEvent};
 use crate::status::StatusDir;
@@ -76,10 +79,6 @@ pub enum ServeError {
 /// Which spool (an index into `Daemon::spools`; 0 is `[spool]`).
 type SpoolIx = usize;
 
-/// Who wrote a request: the spool it was dropped into and the uid that owned its file. One
-/// writer's answers, cancels and duplicates never reach another's requests.
-type Writer = (SpoolIx, u32);
-
 enum Msg {
     Spool(SpoolIx, SpoolEvent),
     /// Look at a file again once it had time to settle.
@@ -116,6 +115,11 @@ struct Job {
     owner_uid: u32,
     /// What its queued status file says now, so it is only rewritten when that changes.
     shown: Shown,
+    /// When it may start, if not now (its `not_before` or a window): set when it is accepted
+    /// and at every scheduling pass. Such a request is `scheduled`, not queued.
+    waits_until: Option<jiff::Timestamp>,
+    /// Its turn among all writers' requests (see [`Rounds`]), given when it is due.
+    round: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -133,6 +137,15 @@ impl Job {
             file_name,
             owner_uid,
             shown: Shown::default(),
+            waits_until: None,
+            round: None,
+        }
+    }
+
+    fn writer(&self) -> Writer {
+        Writer {
+            spool: self.spool,
+            uid: self.owner_uid,
         }
     }
 }
@@ -208,7 +221,9 @@ struct Daemon {
     /// Uids whose scripts may run (see [`trust`]).
     script_owners: Vec<u32>,
     verifier: Option<Verifier>,
-    rate: RateLimiter,
+    rate: RateLimiter<ratelimit::Key>,
+    /// Round-robin between writers: the round of the latest start.
+    rounds: Rounds,
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
     /// File names of queued and running requests, so repeated events for them are ignored.
@@ -334,6 +349,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         exe,
         verifier,
         rate: RateLimiter::new(Duration::from_secs(3600)),
+        rounds: Rounds::default(),
         queue: VecDeque::new(),
         running: HashMap::new(),
         in_flight: HashSet::new(),
@@ -353,6 +369,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();
+    // Which recovered requests wait for their time: those take no queue capacity.
+    daemon.due_jobs();
     for ix in 0..daemon.spools.len() {
         // A hand-off written while we were stopped.
         daemon.handoff(ix);
@@ -452,6 +470,7 @@ impl Daemon {
                 component: job.request.component.as_str(),
                 action: job.request.action,
                 all_components: job.request.is_batch(),
+                writer: job.writer(),
             }
         }
         if self.queue.is_empty() {
@@ -461,26 +480,35 @@ impl Daemon {
         let rules = Rules {
             serialize_updates: self.config.serialize_updates,
             max_concurrent: self.config.max_concurrent,
+            max_running_per_writer: self.config.max_running_per_writer,
         };
         // Requests waiting for their window or `not_before` take no part: they hold nobody up.
+        // The others are considered round-robin between writers.
         let due = self.due_jobs();
-        let start = schedule::startable(
+        let due = self.fair_order(due);
+        let start: Vec<usize> = schedule::startable(
             self.running.values().map(|r| slot(&r.job)),
             due.iter().map(|&i| slot(&self.queue[i])),
             rules,
             self.config.components.len(),
-        );
-        // Remove from the back so earlier indices stay valid; start in arrival order.
-        let mut jobs: Vec<Job> = start
-            .iter()
-            .rev()
-            .filter_map(|&i| self.queue.remove(due[i]))
+        )
+        .into_iter()
+        .map(|k| due[k])
+        .collect();
+        // Remove from the back so earlier indices stay valid; start in the order chosen.
+        let mut by_index = start.clone();
+        by_index.sort_unstable_by(|a, b| b.cmp(a));
+        let mut taken: HashMap<usize, Job> = by_index
+            .into_iter()
+            .filter_map(|i| Some((i, self.queue.remove(i)?)))
             .collect();
-        jobs.reverse();
-        if !jobs.is_empty() {
+        if !taken.is_empty() {
             self.positions_moved();
         }
-        for job in jobs {
+        for job in start.iter().filter_map(|i| taken.remove(i)) {
+            if let Some(round) = job.round {
+                self.rounds.started(round);
+            }
             self.start(job);
         }
         // A job refused at its turn (untrusted script) frees its slot at once: look again.

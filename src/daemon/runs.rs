@@ -829,6 +829,7 @@ impl Daemon {
                 }
             }
             self.expire_handoff(ix, retention);
+            crate::quarantine::sweep(&spool.root);
         }
     }
 }

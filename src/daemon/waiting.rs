@@ -1,6 +1,8 @@
-//! Waiting requests: maintenance windows and `not_before` (phase `scheduled`), and the queue
-//! position queued statuses show.
+//! Waiting requests: maintenance windows and `not_before` (phase `scheduled`), the turn of
+//! each due request among the writers' (round-robin, see [`crate::schedule::Rounds`]), and the
+//! queue position queued statuses show.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -8,6 +10,7 @@ use tracing::info;
 
 use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
 use crate::audit::Event;
+use crate::fairshare::Writer;
 use crate::report::{self, PHASE_QUEUED, PHASE_SCHEDULED};
 use crate::request::{Action, Request};
 use crate::status::{Durability, Progress};
@@ -15,7 +18,12 @@ use crate::status::{Durability, Progress};
 impl Daemon {
     /// When `request` may start, if not now (see [`crate::window`]). `any_window`: whether
     /// any component has a window (asked once per pass over the queue, not per request).
-    fn start_time(&self, request: &Request, now: Timestamp, any_window: bool) -> Option<Timestamp> {
+    pub(super) fn start_time(
+        &self,
+        request: &Request,
+        now: Timestamp,
+        any_window: bool,
+    ) -> Option<Timestamp> {
         if request.not_before.is_none() && !any_window {
             return None; // the common case, checked for every queued request at every turn
         }
@@ -31,19 +39,45 @@ impl Daemon {
         crate::window::start_time(now, request.not_before, &windows, &self.zone)
     }
 
-    /// Indices of the queued jobs that may start now, in order. Jobs that must wait get (or
-    /// leave) the `scheduled` phase in their status, and the loop is woken for the earliest.
+    /// Indices of the queued jobs that may start now, in arrival order; each has its round.
+    /// Jobs that must wait get (or leave) the `scheduled` phase in their status, and the loop
+    /// is woken for the earliest.
     pub(super) fn due_jobs(&mut self) -> Vec<usize> {
         let now = Timestamp::now();
         let mut due = Vec::with_capacity(self.queue.len());
         let mut earliest: Option<Timestamp> = None;
         let mut changed = Vec::new();
         let any_window = self.config.components.values().any(|c| c.window.is_some());
-        for (i, job) in self.queue.iter().enumerate() {
-            let start = self.start_time(&job.request, now, any_window);
+        let starts: Vec<Option<Timestamp>> = self
+            .queue
+            .iter()
+            .map(|job| self.start_time(&job.request, now, any_window))
+            .collect();
+        // Each writer's latest round, for the requests that are due from now on.
+        let mut latest: HashMap<Writer, u64> = HashMap::new();
+        let rounds = self.running.values().map(|r| &r.job);
+        for job in rounds.chain(self.queue.iter()) {
+            if let Some(round) = job.round {
+                let writers = latest.entry(job.writer()).or_insert(round);
+                *writers = (*writers).max(round);
+            }
+        }
+        for (i, (job, start)) in self.queue.iter_mut().zip(starts).enumerate() {
+            job.waits_until = start;
             match start {
-                None => due.push(i),
-                Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+                None => {
+                    due.push(i);
+                    if job.round.is_none() {
+                        // Due from now on: it takes its turn like any other.
+                        let round = self.rounds.join(latest.get(&job.writer()).copied());
+                        latest.insert(job.writer(), round);
+                        job.round = Some(round);
+                    }
+                }
+                Some(t) => {
+                    earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                    job.round = None;
+                }
             }
             if job.shown.scheduled_for != start {
                 changed.push((i, start));
@@ -91,6 +125,19 @@ impl Daemon {
         self.positions_moved();
     }
 
+    /// `due` (indices of due jobs, in arrival order) in the order they are considered:
+    /// round-robin between writers.
+    pub(super) fn fair_order(&self, due: Vec<usize>) -> Vec<usize> {
+        let rounds: Vec<u64> = due
+            .iter()
+            .map(|&i| self.queue[i].round.unwrap_or(u64::MAX))
+            .collect();
+        crate::schedule::fair_order(&rounds)
+            .into_iter()
+            .map(|k| due[k])
+            .collect()
+    }
+
     /// The queue moved: refresh the front statuses' positions soon (coalesced).
     pub(super) fn positions_moved(&mut self) {
         if self.positions_due.is_none() {
@@ -98,20 +145,26 @@ impl Daemon {
         }
     }
 
-    /// Rewrites the queued statuses of the first few in line whose position changed.
+    /// Rewrites the queued statuses of the first few in line whose position changed, and of
+    /// those that fell back out of the first few (round-robin can put another writer's
+    /// request ahead of one), so a position shown is never too low.
     pub(super) fn publish_positions(&mut self) {
         self.positions_due = None;
-        let mut position = 0;
-        for index in 0..self.queue.len() {
-            if self.queue[index].shown.scheduled_for.is_some() {
-                continue; // waits for its time, not for its turn
-            }
-            position += 1;
-            if position > POSITIONS_SHOWN {
-                break;
-            }
-            if self.queue[index].shown.position != Some(position) {
-                self.show_position(index, position);
+        // Requests that wait for their time, not for their turn, have no position.
+        let waiting: Vec<usize> = (0..self.queue.len())
+            .filter(|&i| self.queue[i].waits_until.is_none())
+            .collect();
+        let end_of_line = waiting.len();
+        for (position, index) in (1..).zip(self.fair_order(waiting)) {
+            let shown = self.queue[index].shown.position;
+            if position <= POSITIONS_SHOWN {
+                if shown != Some(position) {
+                    self.show_position(index, position);
+                }
+            } else if shown.is_some_and(|p| p < position) {
+                // Further back, the end of the line: too high is allowed, and it stays true
+                // until the line grows.
+                self.show_position(index, end_of_line);
             }
         }
     }
