@@ -792,7 +792,13 @@ install_completions_and_man() {
             note "$shell completions: this build cannot generate them: skipped"
         fi
     done
-    if "$BINARY" man >"$TMP/man" 2>/dev/null; then
+    # One page per subcommand (update-coordinator-submit(1), ...) beside the main page.
+    local page
+    if "$BINARY" man --dir "$TMP/man1" >/dev/null 2>&1; then
+        for page in "$TMP"/man1/*.1; do
+            put_file "$page" "${MAN_DEST%/*}/${page##*/}" 0644
+        done
+    elif "$BINARY" man >"$TMP/man" 2>/dev/null; then # an older binary: the main page only
         put_file "$TMP/man" "$MAN_DEST" 0644
     else
         note "man page: this build cannot generate it: skipped"
@@ -999,7 +1005,7 @@ do_uninstall() {
     fi
     step "Removing the program"
     local entry
-    remove_path "$UNIT_DEST" "$BIN_DEST" "$BIN_DEST.previous" "$SYSUSERS_DEST" "$TMPFILES_DEST" "$MAN_DEST"
+    remove_path "$UNIT_DEST" "$BIN_DEST" "$BIN_DEST.previous" "$SYSUSERS_DEST" "$TMPFILES_DEST" "$MAN_DEST" "${MAN_DEST%.1}"-*.1
     for entry in "${COMPLETION_DESTS[@]}"; do
         remove_path "${entry#*:}"
     done
