@@ -729,3 +729,32 @@ fn man_dir_writes_a_page_for_every_subcommand_the_main_page_lists() {
     }
     assert!(submit.contains("rollback"), "the action values are listed");
 }
+
+/// On a terminal (a real pty, through util-linux `script`), `submit --wait` redraws one
+/// progress line in place and still ends with the short answer.
+#[test]
+fn submit_wait_on_a_terminal_redraws_one_progress_line_then_answers() {
+    let spool = Spool::new();
+    spool.script(
+        "remote",
+        "update.sh",
+        "echo PHASE:downloading; sleep 0.5; echo PHASE:installing; sleep 0.5",
+    );
+    let _service = Service::start(&spool);
+    let command = format!(
+        "{BIN} submit --spool {} --component remote --action update --version 1.2.3 --wait",
+        support::path_str(&spool.root())
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs the command on a pty");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    // The progress line is rewritten in place (carriage return, erase line), never scrolled.
+    assert!(screen.contains("\r\x1b[2Kphase: installing"), "{screen:?}");
+    assert!(
+        screen.contains("update remote 1.2.3: succeeded: Update completed successfully"),
+        "{screen:?}"
+    );
+}
