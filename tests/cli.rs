@@ -269,11 +269,7 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     ]);
     assert_eq!(code, 0, "{out}");
     let scheduled = out.split_whitespace().nth(2).unwrap().to_owned();
-    support::wait_until("scheduled", || {
-        spool
-            .status(&scheduled)
-            .is_some_and(|s| s["phase"] == "scheduled")
-    });
+    spool.wait_phase(&scheduled, "scheduled");
     // Cancel a running request of ours.
     let (_, out) = answer(&[
         "--component",

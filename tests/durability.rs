@@ -30,11 +30,7 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
     let (ran, gate) = gated_update(&spool, 7);
     let mut service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("installing", || {
-        spool
-            .status(&id)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&id, "installing");
 
     service.crash();
     fs::write(&gate, "").unwrap(); // the script finishes while no coordinator runs
@@ -79,17 +75,9 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
     let (_, gate) = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let running = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("installing", || {
-        spool
-            .status(&running)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&running, "installing");
     let queued = spool.submit("remote", "update", Some("1.2.4"));
-    wait_until("queued", || {
-        spool
-            .status(&queued)
-            .is_some_and(|s| s["phase"] == "queued")
-    });
+    spool.wait_phase(&queued, "queued");
     service.crash();
     for id in [&running, &queued] {
         let record = if progress_in_status {
@@ -126,11 +114,7 @@ fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let (_, gate) = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("installing", || {
-        spool
-            .status(&id)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&id, "installing");
     service.crash();
     let restarted = Service::start(&spool);
     std::thread::sleep(Duration::from_millis(300));
@@ -179,11 +163,7 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     let (ran, _gate) = gated_update(&spool, 0);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("installing", || {
-        spool
-            .status(&id)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&id, "installing");
 
     // Kill the monitor and the script's whole group, as an OOM killer or an operator might.
     let monitor = find_process(&["__monitor", &id]).expect("the run's monitor");
@@ -230,11 +210,7 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let (ran, _gate) = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("installing", || {
-        spool
-            .status(&id)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&id, "installing");
 
     // Power cut: everything dies at once; the record says it started in another boot.
     service.crash();

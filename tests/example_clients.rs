@@ -308,11 +308,7 @@ fn python_client_picks_up_the_result_of_its_own_update_after_a_restart() {
         id,
         "saved before submitting"
     );
-    support::wait_until("the script's phase", || {
-        spool
-            .status(&id)
-            .is_some_and(|s| s["phase"] == "restarting")
-    });
+    spool.wait_phase(&id, "restarting");
     old.kill().unwrap();
     old.wait().unwrap();
 

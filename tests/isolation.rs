@@ -163,11 +163,7 @@ fn only_the_writer_cancels_and_others_cannot_tell_its_request_exists() {
         &running,
         &Spool::request_json(&running, "remote", "update", Some("1.2.3")),
     );
-    wait_until("A's update runs", || {
-        spool
-            .status(&running)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&running, "installing");
     let queued = new_id();
     drop_as(
         &spool,
@@ -175,11 +171,7 @@ fn only_the_writer_cancels_and_others_cannot_tell_its_request_exists() {
         &queued,
         &Spool::request_json(&queued, "remote", "update", Some("1.2.4")),
     );
-    wait_until("A's second update is queued", || {
-        spool
-            .status(&queued)
-            .is_some_and(|s| s["phase"] == "queued")
-    });
+    spool.wait_phase(&queued, "queued");
 
     let cancel_as = |uid: u32, target: &str| -> Value {
         let id = new_id();
@@ -320,11 +312,7 @@ fn drop_boxes_keep_containers_apart_where_uids_say_nothing() {
 
     // Nor can it cancel, or learn of, the main spool's running update.
     let running = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("the update runs", || {
-        spool
-            .status(&running)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&running, "installing");
     let cancel = new_id();
     let answer = drop_into_other(
         &cancel,

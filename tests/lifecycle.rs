@@ -298,11 +298,7 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
     let running = spool.submit("remote", "update", Some("1.0.0"));
     support::wait_until("running", || started.exists());
     let queued = spool.submit("remote", "update", Some("2.0.0"));
-    support::wait_until("queued", || {
-        spool
-            .status(&queued)
-            .is_some_and(|s| s["phase"] == "queued")
-    });
+    spool.wait_phase(&queued, "queued");
 
     let answer = cancel(&spool, &queued);
     assert_eq!(answer["success"], true, "{answer}");

@@ -502,11 +502,7 @@ fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
         &queued,
         &Spool::request_json(&queued, "remote", "update", Some("1.0.1")),
     );
-    wait_until("the second is queued", || {
-        spool
-            .status(&queued)
-            .is_some_and(|s| s["phase"] == "queued")
-    });
+    spool.wait_phase(&queued, "queued");
 
     service.signal(nix::sys::signal::Signal::SIGTERM);
     service.wait_for_notification("STOPPING=1");
@@ -633,11 +629,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     );
     let mut first = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
-    wait_until("installing", || {
-        spool
-            .status(&id)
-            .is_some_and(|s| s["phase"] == "installing")
-    });
+    spool.wait_phase(&id, "installing");
 
     let mut second = std::process::Command::new(support::BIN)
         .args(["run", "--config"])

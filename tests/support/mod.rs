@@ -200,6 +200,13 @@ impl Spool {
         self.wait_final_within(id, PATIENCE)
     }
 
+    /// Waits until the request's progress record (or status) shows `phase`.
+    pub fn wait_phase(&self, id: &str, phase: &str) {
+        wait_until(&format!("phase {phase} of {id}"), || {
+            self.status(id).is_some_and(|s| s["phase"] == phase)
+        });
+    }
+
     /// [`Spool::wait_final`], then until the request is concluded: its record finished and
     /// its file removed (the answer is shown a moment before that).
     pub fn wait_concluded(&self, id: &str) -> Value {
