@@ -5,10 +5,10 @@ mod support;
 use std::fs;
 use std::process::Command;
 
-use support::{BIN, Service, Spool};
+use support::{bin, Service, Spool};
 
 fn check(spool: &Spool) -> (i32, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("check")
         .arg("--config")
         .arg(spool.config_path())
@@ -62,7 +62,7 @@ fn a_bad_config_is_named_by_file_line_and_key_and_the_service_refuses_to_start()
     )
     .unwrap();
     for command in ["check", "run"] {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .arg(command)
             .arg("--config")
             .arg(&config)
@@ -85,7 +85,7 @@ fn a_bad_config_is_named_by_file_line_and_key_and_the_service_refuses_to_start()
 
 #[test]
 fn an_explicit_config_that_does_not_exist_is_an_error_not_the_defaults() {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["check", "--config", "/nonexistent/coordinator.toml"])
         .output()
         .unwrap();
@@ -97,7 +97,7 @@ fn an_explicit_config_that_does_not_exist_is_an_error_not_the_defaults() {
 }
 
 fn submit(spool: &Spool, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("submit")
         .arg("--spool")
         .arg(spool.root())
@@ -201,7 +201,7 @@ fn normalize(text: &str, tmp: &std::path::Path) -> String {
 }
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(bin()).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -303,7 +303,7 @@ fn follow_prints_phases_and_new_output_lines_then_exits_with_the_result() {
         "follow-1",
         &Spool::request_json("follow-1", "remote", "update", Some("1.0.0")),
     );
-    let follower = Command::new(BIN)
+    let follower = Command::new(bin())
         .args(["follow", "follow-1", "--spool"])
         .arg(spool.root())
         .stdout(std::process::Stdio::piped())
