@@ -2,6 +2,7 @@
 # packaging/release.sh: the release packages, in one command, on a bare Debian 12 machine.
 #
 #   packaging/release.sh [--arch amd64,arm64,armhf] [--binary ARCH=FILE]... [--no-setup]
+#                        [--compress xz|gzip|none]
 #
 # Writes to $CARGO_TARGET_DIR/dist (default target/dist), for each architecture:
 #   update-coordinator_VERSION_ARCH.deb          amd64, arm64 (64-bit Pi OS), armhf (ARMv7:
@@ -14,7 +15,7 @@
 # (rustup target add); --no-setup skips that. --binary ARCH=FILE packages an existing build
 # instead of building (the tests use it). Every file goes where packaging/files says: the .deb's
 # tree is laid out by install.sh itself (DESTDIR, --for-package), and the .deb's postinst runs
-# the packaged install.sh. glibc builds (not static musl): see README.md, "Packages".
+# the packaged install.sh. --compress: the .deb's (default xz; the tests use none). glibc builds (not static musl): see README.md, "Packages".
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,9 +28,10 @@ out=$target_dir/dist
 NAME=update-coordinator
 arches=(amd64 arm64 armhf)
 setup=1
+compress=xz
 declare -A given=()
 
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
 die() {
     printf 'release.sh: %s\n' "$*" >&2
     exit 1
@@ -44,6 +46,7 @@ while (($#)); do
         shift
         ;;
     --no-setup) setup=0 ;;
+    --compress) (($# >= 2)) || die "--compress needs xz, gzip or none"; compress=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
@@ -74,6 +77,15 @@ elf() {
     esac
 }
 for arch in "${arches[@]}"; do triple "$arch" >/dev/null; done
+
+# check_arch ARCH FILE: FILE is an executable built for ARCH (else no package is made).
+check_arch() {
+    local found
+    [[ -x $2 ]] || die "$1: no build at $2"
+    found=$(elf_arch "$2") || die "$1: $2 is not an ELF executable"
+    [[ $found == "$(elf "$1")" ]] || die "$1: $2 is built for $found, not $(elf "$1")"
+}
+for arch in "${!given[@]}"; do check_arch "$arch" "${given[$arch]}"; done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)
 [[ -n $version ]] || die "no version in Cargo.toml"
@@ -169,9 +181,8 @@ PREFIX=/usr UNITDIR=/usr/lib/systemd/system LIBDIR=/usr/lib
 for arch in "${arches[@]}"; do
     bin=${binary[$arch]}
     step "$arch: checks, .deb, .tar.gz"
-    [[ -x $bin ]] || die "$arch: no build at $bin"
-    found=$(elf_arch "$bin") || die "$arch: $bin is not an ELF executable"
-    [[ $found == "$(elf "$arch")" ]] || die "$arch: $bin is built for $found, not $(elf "$arch")"
+    check_arch "$arch" "$bin"
+    found=$(elf_arch "$bin")
     glibc=$(glibc_needed "$bin")
     [[ -n $glibc ]] || die "$arch: $bin needs no GLIBC symbol version: not a glibc build?"
     echo "$arch: $found, $(stat -c %s "$bin") bytes, needs glibc >= $glibc"
@@ -194,7 +205,7 @@ for arch in "${arches[@]}"; do
     (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
     find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
     deb=$out/${NAME}_${version}_$arch.deb
-    dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+    dpkg-deb --root-owner-group "-Z$compress" --build "$stage" "$deb" >/dev/null
     [[ $(dpkg-deb -f "$deb" Architecture) == "$arch" ]] || die "$arch: the .deb says another architecture"
     echo "$(basename "$deb"): $(stat -c %s "$deb") bytes"
 

@@ -5,7 +5,7 @@ mod support;
 use std::fs;
 use std::process::Command;
 
-use support::{bin, Service, Spool};
+use support::{Service, Spool, bin};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(bin())

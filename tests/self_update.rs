@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::{bin, Service, Spool, path_str, wait_until};
+use support::{Service, Spool, bin, path_str, wait_until};
 
 #[test]
 fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
