@@ -56,7 +56,7 @@ EOF
     done
     grep -q "update coordinator ready" "$root/log" || { cat "$root/log" >&2; exit 1; }
     for _ in $(seq 1 20); do
-        "$client" submit --spool "$root/spool" --component remote --action health --wait >/dev/null
+        "$client" submit --spool "$root/spool" --component remote --action health --wait >/dev/null 2>&1
     done
     sleep 1
     rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$service/status")
