@@ -7,8 +7,9 @@
 # directories 0755 root, a log directory in /var/log/dunebugger, and a request waiting in the
 # spool. Then, twice (the .deb through `install.sh --package`, and the release tarball):
 # the old unit and everything it started must be gone, its unit file moved aside, the waiting
-# request answered by the new service, each old component script accounted for; then the
-# package is purged (and the tarball install uninstalled with --purge).
+# request answered by the new service, each old component script accounted for. The .deb is
+# then re-installed (nothing restarts; a changed conffile is kept) and purged; the tarball's
+# install is replaced by the .deb (its files removed, the package's unit and binary run).
 #
 # Runs as root in the guest with the repository at /lab/repo and the amd64 release packages in
 # /lab/dist (tests/system/run.sh stages both). Prints "PASS takeover/name" or
@@ -204,9 +205,18 @@ if [[ $RC == 3 ]]; then RC=0; fi # installed and running; `check` findings are p
 expect_rc tarball-install 0
 expect_taken_over tarball "/etc/systemd/system/$UNIT" /usr/local/bin/update-coordinator
 expect tarball-no-old-left-running bash -c "! old_runs"
-installer tarball-purge --purge
-expect_rc tarball-purge 0
-expect tarball-purge-unit-gone bash -c "! systemctl cat $UNIT"
+
+echo "== the .deb over the install made by install.sh (the tarball's)"
+installer deb-over-install-sh --package "$deb"
+expect_rc deb-over-install-sh 0
+expect deb-over-install-sh-said-so said "Replacing the install made by install.sh"
+expect deb-over-install-sh-unit-from-the-package test "$(systemctl show -p FragmentPath --value "$UNIT")" = "/usr/lib/systemd/system/$UNIT"
+expect deb-over-install-sh-old-binary-gone test ! -e /usr/local/bin/update-coordinator
+expect deb-over-install-sh-old-rules-gone test ! -e /usr/local/lib/tmpfiles.d/update-coordinator.conf
+expect deb-over-install-sh-active systemctl is-active --quiet "$UNIT"
+expect deb-over-install-sh-runs-usr-bin bash -c "[ \"\$(readlink /proc/\$(systemctl show -p MainPID --value $UNIT)/exe)\" = /usr/bin/update-coordinator ]"
+apt-get purge -y update-coordinator >"$LOGS/deb-over-install-sh-purge.log" 2>&1
+expect deb-over-install-sh-purged bash -c "! systemctl cat $UNIT"
 clean_slate
 
 echo "takeover: $failures failure(s); installer output in $LOGS"
