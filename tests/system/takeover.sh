@@ -131,7 +131,8 @@ expect_taken_over() {
     expect "$label-old-process-gone" bash -c "! pgrep -f '$OLD/update-coordinator\\.sh'"
     expect "$label-old-child-gone" bash -c "! kill -0 $OLD_CHILD"
     expect "$label-old-unit-moved-aside" test -f "$OLD/$UNIT.replaced"
-    expect "$label-new-unit-is-the-one-loaded" test "$(systemctl show -p FragmentPath --value "$UNIT")" = "$unit_path"
+    # realpath: on merged-/usr Debian 12 systemd names /usr/lib/systemd/system as /lib/...
+    expect "$label-new-unit-is-the-one-loaded" test "$(realpath "$(systemctl show -p FragmentPath --value "$UNIT")")" = "$(realpath "$unit_path")"
     expect "$label-new-service-active" systemctl is-active --quiet "$UNIT"
     expect "$label-runs-the-new-binary" bash -c "systemctl show -p ExecStart --value $UNIT | grep -q 'path=$exec '"
     expect "$label-enabled" systemctl is-enabled --quiet "$UNIT"
@@ -210,7 +211,7 @@ echo "== the .deb over the install made by install.sh (the tarball's)"
 installer deb-over-install-sh --package "$deb"
 expect_rc deb-over-install-sh 0
 expect deb-over-install-sh-said-so said "Replacing the install made by install.sh"
-expect deb-over-install-sh-unit-from-the-package test "$(systemctl show -p FragmentPath --value "$UNIT")" = "/usr/lib/systemd/system/$UNIT"
+expect deb-over-install-sh-unit-from-the-package test "$(realpath "$(systemctl show -p FragmentPath --value "$UNIT")")" = "$(realpath "/usr/lib/systemd/system/$UNIT")"
 expect deb-over-install-sh-old-binary-gone test ! -e /usr/local/bin/update-coordinator
 expect deb-over-install-sh-old-rules-gone test ! -e /usr/local/lib/tmpfiles.d/update-coordinator.conf
 expect deb-over-install-sh-active systemctl is-active --quiet "$UNIT"
