@@ -1172,7 +1172,11 @@ takeover_upstream() {
         fi
         run systemctl daemon-reload
     fi
-    pids=$(upstream_pids)
+    # (In a dry run the unit was not stopped: its processes are not stragglers.)
+    pids=""
+    if ((!DRY_RUN)) || ! is_upstream_unit "$old_unit"; then
+        pids=$(upstream_pids)
+    fi
     if [[ -n $pids ]]; then
         note "still running outside the unit: pids $pids"
         # shellcheck disable=SC2086  # a list of pids
