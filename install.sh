@@ -11,7 +11,6 @@ NAME=update-coordinator
 UNIT=dunebugger-update-coordinator.service
 GROUP=dunebugger-updates
 CONFIG=/etc/dunebugger/update-coordinator.toml
-KEY_FILE=/etc/dunebugger/update-coordinator.key
 SPOOL=/var/dunebugger/updates
 STATE=/var/lib/update-coordinator
 SCRIPTS=/opt/dunebugger
@@ -21,6 +20,11 @@ UNIT_EXEC=/usr/local/bin/update-coordinator
 # re-run can tell its own (safe to update) files from an operator's changes (kept).
 MANIFEST=.install.sha256
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# What goes where: the one list install.sh, packaging/release.sh and the .deb follow.
+FILES=$SRC_DIR/packaging/files
+# The upstream coordinator (dunebugger-install): a bash or Python script here, run by a unit of
+# the same name as ours in /etc/systemd/system. install.sh and the .deb take over from it.
+UPSTREAM_DIR=/opt/dunebugger/update-coordinator
 
 DRY_RUN=0
 FORCE=0
@@ -38,10 +42,17 @@ UNIT_CHANGED=0
 CHECK_FAILED=0
 KEPT_CUSTOM=()
 PUT_STATE=""
+PACKAGE=""
+PASS_ARGS=()
+FOR_PACKAGE=0
+CONFIGURE_PACKAGE=0
+PREVIOUS_VERSION=""
+DOC_BINARY=""
+GEN_BINARY=""
 
 usage() {
     cat <<EOF
-Usage: sudo ./install.sh [--binary FILE] [options]
+Usage: sudo ./install.sh [--binary FILE | --package FILE.deb | --package FILE.tar.gz] [options]
        sudo ./install.sh --uninstall [--purge]
        DESTDIR=/tmp/pkg [PREFIX=/usr] ./install.sh --binary FILE      (packagers)
 
@@ -54,9 +65,19 @@ Re-running it is safe, and is how to upgrade: the config and customized scripts 
 binary and the unit are replaced, and the service restarts only if one of them changed
 (a restart never interrupts a running update).
 
+A host that runs the upstream coordinator (dunebugger-install: $UPSTREAM_DIR/
+update-coordinator.sh or .py under the unit $UNIT) is taken over: the old
+service is stopped with everything it started, its unit moved aside, requests waiting in the
+spool are answered by the new service, and each old component script is compared with the
+new one that replaces it.
+
 Options:
-  --binary FILE        install this build; default: \`cargo build --release\` here if cargo
+  --binary FILE        install this build; default: the binary next to install.sh (an
+                       unpacked release tarball), else \`cargo build --release\` here if cargo
                        is on PATH (under sudo it usually is not: build first, then pass it)
+  --package FILE       install a release package: a .deb (installed with apt-get; its postinst
+                       runs this same installer) or a .tar.gz (unpacked; its own install.sh
+                       installs its binary). packaging/release.sh builds both
   --dry-run            print every action and change nothing; exits 1 if the real run
                        would stop at a check (root, systemd, OS, binary)
   --force              install on an unsupported OS or with a binary whose architecture
@@ -71,6 +92,16 @@ Options:
                        and the run records
   -h, --help           this text
 
+Packagers (packaging/release.sh uses these):
+  --for-package        with DESTDIR: lay out a package's tree: the component scripts and this
+                       installer go to PREFIX/share/update-coordinator/ (the postinst installs
+                       the scripts into /opt/dunebugger/), not to /opt/dunebugger/
+  --doc-binary FILE    with DESTDIR: a build that runs here (same version), to generate the
+                       completions and the man page when --binary is a cross build
+  --configure-package  what the .deb's postinst runs (as root, from the package's copy of
+                       install.sh): the steps of a host install that are not copying files
+  --previous-version V with --configure-package: the version being upgraded from (dpkg's \$2)
+
 Environment:
   PREFIX   where the binary, completions and man page go (default /usr/local): PREFIX/bin,
            PREFIX/share/... The installed unit's ExecStart is pointed at PREFIX/bin.
@@ -78,9 +109,9 @@ Environment:
            no systemctl, no group or spool creation, nothing outside DESTDIR. The unit and
            the sysusers/tmpfiles rules then go to DESTDIR/usr/lib/{systemd/system,sysusers.d,
            tmpfiles.d}; the package must run systemd-sysusers, systemd-tmpfiles --create and
-           enable the unit (packaging/debian/postinst does).
+           enable the unit (the .deb's postinst does: install.sh --configure-package).
 
-Where things go on the host:
+Where things go on the host (the list: $FILES):
   PREFIX/bin/update-coordinator              the binary (the one it replaced: .previous)
   PREFIX/share/{bash-completion,zsh,fish}/   shell completions; PREFIX/share/man/man1/ the man page
   /etc/systemd/system/dunebugger-update-coordinator.service
@@ -161,6 +192,7 @@ blocker_name() {
     check_no_deb) printf 'the .deb is installed' ;;
     check_binary_arch) printf 'binary for another architecture' ;;
     check_binary_runs) printf 'binary does not run' ;;
+    check_package) printf 'package for another machine' ;;
     check_config) printf 'config rejected' ;;
     no_build) printf 'no build' ;;
     *) printf '%s' "$1" ;;
@@ -495,26 +527,65 @@ check_no_deb() {
 # ---------------------------------------------------------------------------------------------
 # Laying out files.
 
+# manifest ROLE: the lines of ROLE in packaging/files as "MODE SOURCE DESTINATION", with
+# {bindir}, {datadir}, {unitdir} and {libdir} filled in for this layout (set_layout).
+manifest() {
+    local role mode src dest
+    while read -r role mode src dest; do
+        [[ $role == "$1" ]] || continue
+        dest=${dest//\{bindir\}/$PREFIX/bin}
+        dest=${dest//\{datadir\}/$PREFIX/share}
+        dest=${dest//\{unitdir\}/$UNITDIR}
+        dest=${dest//\{libdir\}/$LIBDIR}
+        printf '%s %s %s\n' "$mode" "$src" "$dest"
+    done <"$FILES"
+}
+
+# manifest_dest ROLE, manifest_src ROLE: of the one line of ROLE (fails if there is none).
+manifest_dest() {
+    local line
+    line=$(manifest "$1" | head -n 1)
+    [[ -n $line ]] || { problem "$FILES has no '$1' line"; return 1; }
+    printf '%s' "${line##* }"
+}
+manifest_src() {
+    local line
+    line=$(manifest "$1" | head -n 1)
+    [[ -n $line ]] || { problem "$FILES has no '$1' line"; return 1; }
+    line=${line#* }
+    printf '%s' "${line%% *}"
+}
+
 set_layout() {
     local root=${DESTDIR%/}
-    BIN_DEST=$root$PREFIX/bin/$NAME
-    if [[ -n $DESTDIR ]]; then
-        UNIT_DEST=$root/usr/lib/systemd/system/$UNIT
-        SYSUSERS_DEST=$root/usr/lib/sysusers.d/$NAME.conf
-        TMPFILES_DEST=$root/usr/lib/tmpfiles.d/$NAME.conf
+    # Without the list, preflight says so (after the root check, which comes before anything).
+    [[ -r $FILES ]] || return 0
+    # A package's unit and rules go where the distribution's do; a host install's where the
+    # administrator's do (so they win over a package's, and uninstall finds them).
+    if [[ -n $DESTDIR ]] || ((CONFIGURE_PACKAGE)); then
+        UNITDIR=/usr/lib/systemd/system LIBDIR=/usr/lib
     else
-        UNIT_DEST=/etc/systemd/system/$UNIT
-        SYSUSERS_DEST=/usr/local/lib/sysusers.d/$NAME.conf
-        TMPFILES_DEST=/usr/local/lib/tmpfiles.d/$NAME.conf
+        UNITDIR=/etc/systemd/system LIBDIR=/usr/local/lib
     fi
+    BIN_DEST=$root$(manifest_dest binary)
+    UNIT_DEST=$root$(manifest_dest unit)
+    SYSUSERS_DEST=$root$(manifest_dest sysusers)
+    TMPFILES_DEST=$root$(manifest_dest tmpfiles)
+    CONFIG=$(manifest_dest config)
     CONFIG_DEST=$root$CONFIG
+    SCRIPTS=$(manifest_dest scripts)
     SCRIPTS_DEST=$root$SCRIPTS
     COMPLETION_DESTS=(
-        "bash:$root$PREFIX/share/bash-completion/completions/$NAME"
-        "zsh:$root$PREFIX/share/zsh/site-functions/_$NAME"
-        "fish:$root$PREFIX/share/fish/vendor_completions.d/$NAME.fish"
+        "bash:$root$(manifest_dest completion-bash)"
+        "zsh:$root$(manifest_dest completion-zsh)"
+        "fish:$root$(manifest_dest completion-fish)"
     )
-    MAN_DEST=$root$PREFIX/share/man/man1/$NAME.1
+    MAN_DEST=$root$(manifest_dest man)
+    local line
+    PURGE_PATHS=()
+    while read -r line; do
+        [[ -n $line ]] && PURGE_PATHS+=("$root${line##* }")
+    done < <(manifest purge)
 }
 
 # ensure_dir DIR MODE: creates DIR (and its parents) if missing; never changes an existing one.
@@ -578,6 +649,10 @@ remove_empty_dir() {
 
 no_build() {
     local target
+    if [[ $(uname -m) == armv6l ]]; then
+        armv6_help
+        return 1
+    fi
     target=$(rust_target "$(uname -m)" "$(userland_arch)")
     problem "nothing to install: no --binary given, and cargo is not on PATH (sudo resets PATH, so your user's cargo is not found)." \
         "Build as your user, then install that build:" \
@@ -593,6 +668,10 @@ obtain_binary() {
         [[ -f $BINARY ]] || die "--binary $BINARY: no such file."
         [[ -x $BINARY ]] || die "--binary $BINARY: not executable (chmod 755 it)."
         BINARY=$(realpath -- "$BINARY")
+    elif [[ -f $SRC_DIR/$NAME && -x $SRC_DIR/$NAME ]]; then
+        # An unpacked release tarball: the build is next to install.sh.
+        BINARY=$SRC_DIR/$NAME
+        note "the build next to install.sh (a release tarball)"
     elif command -v cargo >/dev/null 2>&1; then
         note "no --binary given and cargo is here: building"
         run cargo build --release --locked --manifest-path "$SRC_DIR/Cargo.toml"
@@ -613,21 +692,33 @@ obtain_binary() {
         # A packager's build may be for another machine: it is only run (for the config check,
         # completions and man page) when it can run here.
         BINARY_RUNS=1
+    elif [[ -n $DOC_BINARY ]]; then
+        check_binary_runs "$DOC_BINARY" || die "--doc-binary $DOC_BINARY must be a build of update-coordinator that runs here."
+        note "it does not run on this machine (a cross build): completions and man page come from --doc-binary $DOC_BINARY ($BINARY_VERSION)"
+        GEN_BINARY=$DOC_BINARY
     else
         note "it does not run on this machine (a cross build?): completions, man page and the config check are skipped"
     fi
     if ((BINARY_RUNS)); then
+        GEN_BINARY=$BINARY
         note "version $BINARY_VERSION"
         local config=$CONFIG_DEST
-        [[ -e $config ]] || config=$SRC_DIR/packaging/update-coordinator.toml
+        [[ -e $config ]] || config=$SRC_DIR/$(manifest_src config)
         gate check_config "$BINARY" "$config"
     fi
 }
 
 install_group_and_spool() {
     step "Group $GROUP (sysusers.d) and spool $SPOOL (tmpfiles.d)"
-    put_file "$SRC_DIR/packaging/sysusers.d/$NAME.conf" "$SYSUSERS_DEST" 0644
-    put_file "$SRC_DIR/packaging/tmpfiles.d/$NAME.conf" "$TMPFILES_DEST" 0644
+    if ((CONFIGURE_PACKAGE)); then
+        # By name: a file of the same name in /etc/sysusers.d or /etc/tmpfiles.d wins.
+        note "the rules are the package's: $SYSUSERS_DEST, $TMPFILES_DEST"
+        run systemd-sysusers "$NAME.conf"
+        run systemd-tmpfiles --create "$NAME.conf"
+        return 0
+    fi
+    put_file "$SRC_DIR/$(manifest_src sysusers)" "$SYSUSERS_DEST" 0644
+    put_file "$SRC_DIR/$(manifest_src tmpfiles)" "$TMPFILES_DEST" 0644
     if [[ -n $DESTDIR ]]; then
         note "DESTDIR: the group and the spool are created on the target by systemd-sysusers and systemd-tmpfiles"
         return 0
@@ -643,16 +734,17 @@ install_config() {
     step "Configuration $CONFIG"
     if [[ -e $CONFIG_DEST || -L $CONFIG_DEST ]]; then
         note "= $CONFIG_DEST exists: kept as it is"
-        note "  (every setting and its default: $SRC_DIR/packaging/update-coordinator.toml)"
+        note "  (every setting and its default: $SRC_DIR/$(manifest_src config))"
         return 0
     fi
     ensure_dir "$(dirname "$CONFIG_DEST")" 0755
-    put_file "$SRC_DIR/packaging/update-coordinator.toml" "$CONFIG_DEST" 0644
+    put_file "$SRC_DIR/$(manifest_src config)" "$CONFIG_DEST" 0644
 }
 
 install_component_scripts() {
     step "Component scripts ($SCRIPTS/NAME/: a file is created if absent, never replaced once changed locally)"
-    local root=$SRC_DIR/component-scripts dir name
+    local root dir name
+    root=$SRC_DIR/$(manifest_src scripts)
     if [[ ! -d $root ]]; then
         note "no $root: nothing to install"
         return 0
@@ -662,6 +754,10 @@ install_component_scripts() {
         name=$(basename "$dir")
         # lib/ holds code the scripts share; it goes next to the scripts that use it.
         [[ $name == lib ]] && continue
+        if [[ $name == coordinator ]] && ((CONFIGURE_PACKAGE)); then
+            note "coordinator (self-update by copying a binary): not installed from a package; the package manager owns $BIN_DEST: upgrade the package instead"
+            continue
+        fi
         if [[ ! $name =~ ^[a-z0-9_-]{1,64}$ ]]; then
             warn "component-scripts/$name: not a component name (a-z, 0-9, _ and -): skipped"
             continue
@@ -684,7 +780,7 @@ install_component() {
         return 0
     fi
     # Each shared file of lib/ goes next to the scripts of every component that mentions it.
-    for file in "$SRC_DIR"/component-scripts/lib/*; do
+    for file in "$SRC_DIR/$(manifest_src scripts)"/lib/*; do
         [[ -f $file ]] || continue
         base=$(basename "$file")
         [[ " ${own[*]} " == *" $base "* ]] && continue
@@ -778,7 +874,7 @@ install_binary() {
 
 install_completions_and_man() {
     step "Shell completions and man page"
-    if ((!BINARY_RUNS)); then
+    if [[ -z $GEN_BINARY ]]; then
         note "skipped: the binary does not run here"
         return 0
     fi
@@ -786,7 +882,7 @@ install_completions_and_man() {
     for entry in "${COMPLETION_DESTS[@]}"; do
         shell=${entry%%:*}
         dest=${entry#*:}
-        if "$BINARY" completions "$shell" >"$TMP/completion.$shell" 2>/dev/null; then
+        if "$GEN_BINARY" completions "$shell" >"$TMP/completion.$shell" 2>/dev/null; then
             put_file "$TMP/completion.$shell" "$dest" 0644
         else
             note "$shell completions: this build cannot generate them: skipped"
@@ -794,11 +890,11 @@ install_completions_and_man() {
     done
     # One page per subcommand (update-coordinator-submit(1), ...) beside the main page.
     local page
-    if "$BINARY" man --dir "$TMP/man1" >/dev/null 2>&1; then
+    if "$GEN_BINARY" man --dir "$TMP/man1" >/dev/null 2>&1; then
         for page in "$TMP"/man1/*.1; do
             put_file "$page" "${MAN_DEST%/*}/${page##*/}" 0644
         done
-    elif "$BINARY" man >"$TMP/man" 2>/dev/null; then # an older binary: the main page only
+    elif "$GEN_BINARY" man >"$TMP/man" 2>/dev/null; then # an older binary: the main page only
         put_file "$TMP/man" "$MAN_DEST" 0644
     else
         note "man page: this build cannot generate it: skipped"
@@ -807,11 +903,13 @@ install_completions_and_man() {
 
 install_unit() {
     step "Unit $UNIT"
-    local exe=$PREFIX/bin/$NAME rendered=$TMP/$UNIT
+    local exe rendered=$TMP/$UNIT unit
+    exe=$(manifest_dest binary)
+    unit=$SRC_DIR/$(manifest_src unit)
     if [[ $exe == "$UNIT_EXEC" ]]; then
-        cp -- "$SRC_DIR/systemd/$UNIT" "$rendered"
+        cp -- "$unit" "$rendered"
     else
-        sed "s|^ExecStart=$UNIT_EXEC |ExecStart=$exe |" "$SRC_DIR/systemd/$UNIT" >"$rendered"
+        sed "s|^ExecStart=$UNIT_EXEC |ExecStart=$exe |" "$unit" >"$rendered"
         grep -q "^ExecStart=$exe " "$rendered" ||
             die "cannot point the unit at $exe: systemd/$UNIT has no 'ExecStart=$UNIT_EXEC ...' line to rewrite."
         note "ExecStart rewritten to $exe (PREFIX=$PREFIX)"
@@ -826,7 +924,8 @@ systemd_here() {
 
 start_service() {
     step "Service"
-    if ((UNIT_CHANGED)); then
+    # A package's files were put in place by dpkg: systemd must read the unit again.
+    if ((UNIT_CHANGED || CONFIGURE_PACKAGE)); then
         run systemctl daemon-reload
     fi
     run systemctl enable "$UNIT"
@@ -942,9 +1041,10 @@ preflight() {
         fi
         gate check_no_deb
     fi
+    [[ -r $FILES ]] || die "$FILES is missing: run install.sh from a complete checkout, release tarball or package."
     if ((!UNINSTALL)); then
         local file
-        for file in systemd/$UNIT packaging/sysusers.d/$NAME.conf packaging/tmpfiles.d/$NAME.conf packaging/update-coordinator.toml; do
+        for file in "$(manifest_src unit)" "$(manifest_src sysusers)" "$(manifest_src tmpfiles)" "$(manifest_src config)"; do
             [[ -f $SRC_DIR/$file ]] || die "$SRC_DIR/$file is missing: run install.sh from a complete checkout of the repository."
         done
     fi
@@ -956,22 +1056,276 @@ preflight() {
 do_install() {
     preflight
     obtain_binary
+    [[ -n $DESTDIR ]] || takeover_upstream
     install_group_and_spool
     install_config
-    install_component_scripts
+    if ((FOR_PACKAGE)); then
+        install_kit
+    else
+        install_component_scripts
+    fi
     install_binary
     install_completions_and_man
     install_unit
     if [[ -n $DESTDIR ]]; then
         step "Laid out under $DESTDIR"
-        note "On the target, the package's postinst must run (packaging/debian/postinst does):"
-        note "  systemd-sysusers $NAME.conf && systemd-tmpfiles --create $NAME.conf"
-        note "  systemctl daemon-reload && systemctl enable --now $UNIT"
+        if ((FOR_PACKAGE)); then
+            note "On the target, the package's postinst must run (packaging/debian/postinst does):"
+            note "  bash $(manifest_dest kit) --configure-package --previous-version \"\$2\""
+        else
+            note "On the target, the package's postinst must run:"
+            note "  systemd-sysusers $NAME.conf && systemd-tmpfiles --create $NAME.conf"
+            note "  systemctl daemon-reload && systemctl enable --now $UNIT"
+        fi
         return 0
     fi
     start_service
     run_check
+    report_upstream_scripts
     print_next_steps
+}
+
+# What the .deb's postinst runs (`configure`), from the package's copy of install.sh: dpkg has
+# put every file of packaging/files in place; the rest is what a host install does.
+do_configure_package() {
+    step "Checks"
+    gate check_root "$(id -u)"
+    BINARY=$BIN_DEST
+    check_binary_runs "$BINARY" || die "the packaged $BIN_DEST does not run here: a package for another architecture?"
+    BINARY_RUNS=1
+    note "$NAME $BINARY_VERSION (package files in place: $BIN_DEST, $UNIT_DEST)"
+    takeover_upstream
+    retire_host_install
+    install_group_and_spool
+    install_component_scripts
+    # A new version (or a first install) restarts a running service; a re-configure of the same
+    # version does not. A restart never interrupts a running update (KillMode=process).
+    [[ $PREVIOUS_VERSION == "$BINARY_VERSION" ]] || BIN_CHANGED=1
+    if ! systemd_here; then
+        step "Service"
+        run systemctl enable "$UNIT"
+        note "systemd is not running here (an image build or a chroot): the service starts at the next boot"
+        return 0
+    fi
+    start_service
+    run_check
+    report_upstream_scripts
+    print_next_steps
+}
+
+# install_kit: a package's copy of what its postinst needs to finish the install (the kit lines
+# of packaging/files: install.sh, the list itself, the component scripts), and its docs.
+install_kit() {
+    step "Installer kit and docs (the package's postinst installs the component scripts from here)"
+    local mode src dest file rel root=${DESTDIR%/}
+    while read -r mode src dest; do
+        if [[ -d $SRC_DIR/$src ]]; then
+            # A tree: each file keeps whether it is executable.
+            while IFS= read -r -d '' file; do
+                rel=${file#"$SRC_DIR/$src"/}
+                if [[ -x $file ]]; then mode=0755; else mode=0644; fi
+                put_file "$file" "$root$dest/$rel" "$mode"
+            done < <(find "$SRC_DIR/$src" -type f -print0 | sort -z)
+        elif [[ -f $SRC_DIR/$src ]]; then
+            put_file "$SRC_DIR/$src" "$root$dest" "$mode"
+        else
+            die "$SRC_DIR/$src is missing (packaging/files names it): run install.sh from a complete checkout."
+        fi
+    done < <(manifest kit; manifest doc)
+}
+
+# ---------------------------------------------------------------------------------------------
+# Taking over from the upstream coordinator.
+
+# is_upstream_unit FILE: FILE is a unit that runs the upstream coordinator's script.
+is_upstream_unit() {
+    [[ -f $1 ]] && grep -qE "^ExecStart=.*$UPSTREAM_DIR/update-coordinator\.(sh|py)" "$1"
+}
+
+# upstream_pids: the processes running the upstream coordinator's script.
+upstream_pids() {
+    local dir cmdline
+    local -a pids=()
+    for dir in /proc/[0-9]*; do
+        cmdline=$(tr '\0' ' ' 2>/dev/null <"$dir/cmdline") || continue
+        [[ $cmdline == *"$UPSTREAM_DIR/update-coordinator."[sp][hy]* ]] && pids+=("${dir#/proc/}")
+    done
+    printf '%s' "${pids[*]}"
+}
+
+# takeover_upstream: stops the upstream coordinator (its unit with everything it started, and
+# any copy of its script running outside the unit) and moves its unit file aside, so that ours
+# (the same name) is the one systemd runs. Requests waiting in the spool stay there: the new
+# service answers them at its start-up scan.
+takeover_upstream() {
+    local old_unit=/etc/systemd/system/$UNIT pids waiting aside
+    pids=$(upstream_pids)
+    if ! is_upstream_unit "$old_unit" && [[ -z $pids ]]; then
+        return 0
+    fi
+    step "Taking over from the upstream coordinator ($UPSTREAM_DIR)"
+    if is_upstream_unit "$old_unit"; then
+        note "its unit: $old_unit ($(grep -m1 '^ExecStart=' "$old_unit"))"
+        # Stopped while systemd still has the old definition (KillMode=control-group): the
+        # script goes together with its inotifywait and anything else it started.
+        run systemctl disable --now "$UNIT"
+        aside=$UPSTREAM_DIR/$UNIT.replaced
+        ensure_dir "$UPSTREAM_DIR" 0755
+        note "the old unit is kept, unused, as $aside"
+        run mv -f -- "$old_unit" "$aside"
+        if [[ -d $old_unit.d ]]; then
+            warn "$old_unit.d/ holds drop-ins for the old unit; they apply to the new one too: check them (systemctl cat $UNIT)."
+        fi
+        run systemctl daemon-reload
+    fi
+    # (In a dry run the unit was not stopped: its processes are not stragglers.)
+    pids=""
+    if ((!DRY_RUN)) || ! is_upstream_unit "$old_unit"; then
+        pids=$(upstream_pids)
+    fi
+    if [[ -n $pids ]]; then
+        note "still running outside the unit: pids $pids"
+        # shellcheck disable=SC2086  # a list of pids
+        run kill -TERM $pids || true
+        local deadline=$((SECONDS + 10))
+        while ((!DRY_RUN)) && [[ -n $(upstream_pids) ]] && ((SECONDS < deadline)); do
+            sleep 0.5
+        done
+        pids=$(upstream_pids)
+        # shellcheck disable=SC2086
+        [[ -z $pids ]] || ((DRY_RUN)) || run kill -KILL $pids || true
+    fi
+    if ((!DRY_RUN)); then
+        sleep 0.5
+        pids=$(upstream_pids)
+        [[ -z $pids ]] || die "the upstream coordinator still runs (pids $pids) after SIGKILL: stop it, then re-run."
+        note "nothing of the upstream coordinator runs any more"
+    fi
+    waiting=$(find "$SPOOL/requests" -maxdepth 1 -name '*.json' -type f 2>/dev/null | wc -l)
+    note "requests waiting in $SPOOL/requests: $waiting (the new service answers them when it starts)"
+    if [[ -d /var/log/dunebugger ]]; then
+        note "/var/log/dunebugger is kept (the old coordinator's log); the new service logs to the journal: journalctl -u ${UNIT%.service}"
+    fi
+}
+
+# report_upstream_scripts: the upstream coordinator ran
+# $UPSTREAM_DIR/component-scripts/COMPONENT/ACTION.sh; the new service runs the scripts in
+# $SCRIPTS/COMPONENT/. Says, file by file, what replaces each old script.
+report_upstream_scripts() {
+    local dir=$UPSTREAM_DIR/component-scripts sub name file base new
+    [[ -d $dir ]] || return 0
+    step "The upstream coordinator's component scripts ($dir/): kept, no longer run"
+    note "The new service runs $SCRIPTS/COMPONENT/{update,rollback,health-check}.sh:"
+    for sub in "$dir"/*/; do
+        [[ -d $sub ]] || continue
+        name=$(basename "$sub")
+        for file in "$sub"*; do
+            [[ -f $file ]] || continue
+            base=$(basename "$file")
+            # The old coordinator ran ACTION.sh, so its health action ran health.sh.
+            [[ $base == health.sh ]] && base=health-check.sh
+            new=$SCRIPTS_DEST/$name/$base
+            if [[ ! -e $new ]]; then
+                note "! $file: nothing replaces it ($new does not exist)"
+            elif cmp -s -- "$file" "$new"; then
+                note "= $file: the same as $new"
+            else
+                note "~ $file: replaced by $new (different; compare: diff -u $file $new)"
+            fi
+        done
+    done
+    note "Local changes in the old scripts are not carried over: settings belong in $SCRIPTS/COMPONENT/component.conf."
+}
+
+# retire_host_install: the .deb replaces an install made by install.sh: that install's unit in
+# /etc/systemd/system would shadow the package's, and its binary would still run. Removes what
+# install.sh installed there (the binary, the unit, the rules, completions, man page).
+retire_host_install() {
+    local unit=/etc/systemd/system/$UNIT exec prefix line
+    [[ -f $unit ]] || return 0
+    exec=$(sed -n 's/^ExecStart=\([^ ]*\) run$/\1/p' "$unit" | head -n 1)
+    [[ $exec == */bin/$NAME && $exec != "$BIN_DEST" ]] || return 0
+    prefix=${exec%/bin/"$NAME"}
+    step "Replacing the install made by install.sh (PREFIX=$prefix) with the package"
+    local -a paths=()
+    while read -r line; do
+        paths+=("${line##* }")
+    done < <(PREFIX=$prefix UNITDIR=/etc/systemd/system LIBDIR=/usr/local/lib; for role in binary unit sysusers tmpfiles completion-bash completion-zsh completion-fish man; do manifest "$role"; done)
+    remove_path "${paths[@]}" "$exec.previous"
+    run systemctl daemon-reload
+    BIN_CHANGED=1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Installing a release package (packaging/release.sh).
+
+install_package() {
+    [[ -f $PACKAGE ]] || die "--package $PACKAGE: no such file."
+    case $PACKAGE in
+    *.deb) install_deb ;;
+    *.tar.gz | *.tgz) install_tarball ;;
+    *) die "--package $PACKAGE: neither a .deb nor a .tar.gz (packaging/release.sh builds both)." ;;
+    esac
+}
+
+# check_package ARCH USERLAND MACHINE: a .deb built for ARCH installs on this system (dpkg
+# architecture USERLAND, uname -m MACHINE).
+check_package() {
+    if [[ $3 == armv6l ]]; then
+        armv6_help
+        return 1
+    fi
+    [[ $1 == "$2" || $1 == all ]] && return 0
+    problem "$PACKAGE is built for $1, but this system is ${2:-not Debian} (uname -m: $3)." \
+        "Take the package for ${2:-this system}: update-coordinator_VERSION_${2:-ARCH}.deb (packaging/release.sh builds amd64, arm64 and armhf)."
+    return 1
+}
+
+install_deb() {
+    step "Checks"
+    gate check_root "$(id -u)"
+    gate check_systemd /run/systemd/system
+    gate check_os /etc/os-release
+    command -v dpkg-deb >/dev/null 2>&1 || die "dpkg-deb is missing: a .deb installs only on Debian and its derivatives (use the .tar.gz elsewhere)."
+    local name arch version
+    name=$(dpkg-deb -f "$PACKAGE" Package 2>/dev/null) || die "$PACKAGE is not a Debian package."
+    [[ $name == "$NAME" ]] || die "$PACKAGE is the package '$name', not $NAME."
+    arch=$(dpkg-deb -f "$PACKAGE" Architecture)
+    version=$(dpkg-deb -f "$PACKAGE" Version)
+    note "$PACKAGE: $NAME $version for $arch"
+    gate check_package "$arch" "$(userland_arch)" "$(uname -m)"
+    step "Installing the package with apt-get (its postinst runs the package's install.sh --configure-package)"
+    # The config is a conffile: one that exists (changed locally, or from install.sh) is kept,
+    # without dpkg's interactive question.
+    run apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$(realpath -- "$PACKAGE")" ||
+        die "apt-get could not install $PACKAGE (its output is above); re-running is safe."
+}
+
+install_tarball() {
+    local dir
+    step "Unpacking $PACKAGE"
+    tar -xzf "$PACKAGE" -C "$TMP" || die "$PACKAGE: not a readable .tar.gz."
+    dir=$(find "$TMP" -mindepth 2 -maxdepth 2 -name install.sh -printf '%h\n' | head -n 1)
+    if [[ -z $dir || ! -x $dir/$NAME ]]; then
+        die "$PACKAGE is not an update-coordinator release tarball (no DIR/install.sh and DIR/$NAME in it)."
+    fi
+    note "running its own install.sh with its build: the files and the binary are of one version"
+    local rc=0
+    bash "$dir/install.sh" --binary "$dir/$NAME" "${PASS_ARGS[@]}" || rc=$?
+    exit "$rc"
+}
+
+# armv6_help: how to get a binary for a Raspberry Pi Zero or 1.
+armv6_help() {
+    problem "this is an ARMv6 board (uname -m: armv6l: Raspberry Pi Zero, Zero W or 1). No release package runs here:" \
+        "the armhf packages are built for ARMv7 (Pi 2 and later; Debian's armhf) and die here with 'Illegal instruction'," \
+        "and packaging/release.sh cannot build for ARMv6: Debian's cross C library is ARMv7 code (README.md, 'Raspberry Pi Zero and 1')." \
+        "Get a build for arm-unknown-linux-gnueabihf (ARMv6 + VFP), then install it with: sudo $0 --binary FILE" \
+        "  on the Pi itself: install Rust with rustup (on armv6l it picks arm-unknown-linux-gnueabihf), then cargo build --release" \
+        "    in the source tree (slow, and it needs swap); the build is target/release/$NAME;" \
+        "  or on a PC with Docker: cargo install cross && cross build --release --target arm-unknown-linux-gnueabihf" \
+        "    (its image brings an ARMv6 toolchain), and copy target/arm-unknown-linux-gnueabihf/release/$NAME to the Pi." \
+        "install.sh reads the binary's ARM architecture level and refuses one that is not ARMv6."
 }
 
 # monitor_pids: the per-run monitors (and so running scripts) still alive.
@@ -1016,13 +1370,10 @@ do_uninstall() {
     local root=${DESTDIR%/}
     if ((PURGE)); then
         step "Purging the config, the spool and the run records"
-        remove_path "$CONFIG_DEST" "$root$KEY_FILE"
-        remove_empty_dir "$root${CONFIG%/*}"
-        if [[ -z $DESTDIR ]]; then
-            # Overrides made with `systemctl edit`.
-            remove_path "/etc/systemd/system/$UNIT.d" "$SPOOL" "$STATE"
-            remove_empty_dir "${SPOOL%/*}"
-        fi
+        # The config, and the purge lines of packaging/files (the .deb's postrm purges the
+        # same list): the signing key, `systemctl edit` overrides, the spool, the run records.
+        remove_path "$CONFIG_DEST" "${PURGE_PATHS[@]}"
+        remove_empty_dir "$root${CONFIG%/*}" "$root${SPOOL%/*}"
     else
         step "Kept"
         note "$CONFIG_DEST (config), $SPOOL (spool), $STATE (run records): --purge removes them"
@@ -1037,19 +1388,38 @@ main() {
         case $1 in
         --binary) (($# >= 2)) || { usage >&2; exit 2; }; BINARY=$2; shift ;;
         --binary=*) BINARY=${1#--binary=} ;;
-        --dry-run) DRY_RUN=1 ;;
-        --force) FORCE=1 ;;
-        --overwrite-scripts) OVERWRITE_SCRIPTS=1 ;;
+        --package) (($# >= 2)) || { usage >&2; exit 2; }; PACKAGE=$2; shift ;;
+        --package=*) PACKAGE=${1#--package=} ;;
+        --for-package) FOR_PACKAGE=1 ;;
+        --configure-package) CONFIGURE_PACKAGE=1 ;;
+        --previous-version) (($# >= 2)) || { usage >&2; exit 2; }; PREVIOUS_VERSION=$2; shift ;;
+        --doc-binary) (($# >= 2)) || { usage >&2; exit 2; }; DOC_BINARY=$2; shift ;;
+        --dry-run) DRY_RUN=1 PASS_ARGS+=("$1") ;;
+        --force) FORCE=1 PASS_ARGS+=("$1") ;;
+        --overwrite-scripts) OVERWRITE_SCRIPTS=1 PASS_ARGS+=("$1") ;;
         --uninstall) UNINSTALL=1 ;;
         --purge) UNINSTALL=1 PURGE=1 ;;
-        --timeout) (($# >= 2)) || { usage >&2; exit 2; }; READY_TIMEOUT=$2; shift ;;
-        --timeout=*) READY_TIMEOUT=${1#--timeout=} ;;
+        --timeout) (($# >= 2)) || { usage >&2; exit 2; }; READY_TIMEOUT=$2 PASS_ARGS+=("$1" "$2"); shift ;;
+        --timeout=*) READY_TIMEOUT=${1#--timeout=} PASS_ARGS+=("$1") ;;
         -h | --help) usage; exit 0 ;;
         *) printf 'install.sh: unknown argument %s (see --help)\n' "$1" >&2; exit 2 ;;
         esac
         shift
     done
     [[ $READY_TIMEOUT =~ ^[1-9][0-9]*$ ]] || { printf 'install.sh: --timeout takes a number of seconds\n' >&2; exit 2; }
+    if [[ -n $PACKAGE ]] && [[ -n $BINARY || $UNINSTALL == 1 || $FOR_PACKAGE == 1 || $CONFIGURE_PACKAGE == 1 ]]; then
+        printf 'install.sh: --package installs a package; it goes with none of --binary, --uninstall, --purge, --for-package, --configure-package\n' >&2
+        exit 2
+    fi
+    if ((FOR_PACKAGE)) && [[ -z ${DESTDIR:-} ]]; then
+        printf 'install.sh: --for-package lays out a package tree: set DESTDIR\n' >&2
+        exit 2
+    fi
+    if ((CONFIGURE_PACKAGE)); then
+        # The .deb's layout, whatever the environment says.
+        [[ -z ${DESTDIR:-} ]] || { printf 'install.sh: --configure-package runs on the host: unset DESTDIR\n' >&2; exit 2; }
+        PREFIX=/usr
+    fi
     PREFIX=${PREFIX:-/usr/local}
     PREFIX=${PREFIX%/}
     [[ $PREFIX =~ ^/[A-Za-z0-9._/+-]*$ ]] || die "PREFIX must be an absolute path of letters, digits and ._/+- (got '$PREFIX')."
@@ -1064,8 +1434,12 @@ main() {
     if ((DRY_RUN)); then
         say "DRY RUN: nothing is changed. Each action is listed: \$ a command, + a file written, = one left as it is."
     fi
-    if ((UNINSTALL)); then
+    if [[ -n $PACKAGE ]]; then
+        install_package
+    elif ((UNINSTALL)); then
         do_uninstall
+    elif ((CONFIGURE_PACKAGE)); then
+        do_configure_package
     else
         do_install
     fi

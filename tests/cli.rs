@@ -5,10 +5,10 @@ mod support;
 use std::fs;
 use std::process::Command;
 
-use support::{BIN, Service, Spool, new_id, path_str};
+use support::{Service, Spool, bin, new_id, path_str};
 
 fn check(spool: &Spool) -> (i32, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("check")
         .arg("--config")
         .arg(spool.config_path())
@@ -107,7 +107,7 @@ fn a_bad_config_is_named_by_file_line_and_key_and_the_service_refuses_to_start()
     )
     .unwrap();
     for command in ["check", "run"] {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .arg(command)
             .arg("--config")
             .arg(&config)
@@ -130,7 +130,7 @@ fn a_bad_config_is_named_by_file_line_and_key_and_the_service_refuses_to_start()
 
 #[test]
 fn an_explicit_config_that_does_not_exist_is_an_error_not_the_defaults() {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["check", "--config", "/nonexistent/coordinator.toml"])
         .output()
         .unwrap();
@@ -142,7 +142,7 @@ fn an_explicit_config_that_does_not_exist_is_an_error_not_the_defaults() {
 }
 
 fn submit(spool: &Spool, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("submit")
         .arg("--spool")
         .arg(spool.root())
@@ -342,7 +342,7 @@ fn follow_answers_a_finished_request_and_refuses_an_unknown_id_at_once() {
     let spool = Spool::new();
     let _service = Service::start(&spool);
     let follow = |id: &str| -> (i32, String, String) {
-        let out = std::process::Command::new(support::BIN)
+        let out = std::process::Command::new(support::bin())
             .args(["follow", id, "--config"])
             .arg(spool.config_path())
             .output()
@@ -404,7 +404,7 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
 
 #[test]
 fn submit_without_a_spool_says_how_to_point_it_at_one() {
-    let out = std::process::Command::new(support::BIN)
+    let out = std::process::Command::new(support::bin())
         .args([
             "submit",
             "--component",
@@ -472,7 +472,7 @@ fn normalize(text: &str, tmp: &std::path::Path) -> String {
 }
 
 fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(bin()).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -574,7 +574,7 @@ fn follow_prints_phases_and_new_output_lines_then_exits_with_the_result() {
         "follow-1",
         &Spool::request_json("follow-1", "remote", "update", Some("1.0.0")),
     );
-    let follower = Command::new(BIN)
+    let follower = Command::new(bin())
         .args(["follow", "follow-1", "--spool"])
         .arg(spool.root())
         .stdout(std::process::Stdio::piped())
@@ -738,7 +738,8 @@ fn submit_wait_on_a_terminal_redraws_one_progress_line_then_answers() {
     );
     let _service = Service::start(&spool);
     let command = format!(
-        "{BIN} submit --spool {} --component remote --action update --version 1.2.3 --wait",
+        "{} submit --spool {} --component remote --action update --version 1.2.3 --wait",
+        bin(),
         support::path_str(&spool.root())
     );
     let out = Command::new("script")

@@ -283,7 +283,7 @@ fn recorded_answer(spool: &Spool, id: &str) -> Value {
     support::wait_until("the request concluded", || {
         !spool.request_files().contains(&request_file)
     });
-    let out = Command::new(support::BIN)
+    let out = Command::new(support::bin())
         .args(["status", "--json", "--config"])
         .arg(spool.config_path())
         .arg(id)
@@ -621,7 +621,7 @@ fn status_cli_while_the_service_works_loses_no_request() {
     let unanswered: Vec<String> = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = Command::new(support::BIN)
+                let _ = Command::new(support::bin())
                     .args(["status", "--json", "--config"])
                     .arg(&config)
                     .output();

@@ -616,7 +616,7 @@ fn check_reports_spool_permissions_that_deviate_from_the_installed_layout() {
         .unwrap()
         .replace("group = \"\"", "group = \"root\"");
     fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(support::BIN)
+    let out = std::process::Command::new(support::bin())
         .arg("check")
         .arg("--config")
         .arg(&config)
@@ -636,7 +636,7 @@ fn submit_signs_requests_when_the_config_requires_it() {
     fs::write(spool.dir.path().join("key"), "shared key of 16+ bytes\n").unwrap();
     spool.add_config("[signature]\nrequired = true\nkey_file = \"key\"");
     let _service = Service::start(&spool);
-    let out = std::process::Command::new(support::BIN)
+    let out = std::process::Command::new(support::bin())
         .arg("submit")
         .arg("--config")
         .arg(spool.config_path())

@@ -259,7 +259,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     );
     assert_eq!(remote["recent"].as_array().unwrap().len(), 2);
 
-    let out = std::process::Command::new(support::BIN)
+    let out = std::process::Command::new(support::bin())
         .args(["inventory", "--config"])
         .arg(spool.config_path())
         .output()
@@ -554,7 +554,7 @@ fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
     spool.wait_final(&bad);
 
     let history = |args: &[&str]| -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_update-coordinator"))
+        let out = std::process::Command::new(support::bin())
             .arg("history")
             .arg("--config")
             .arg(spool.config_path())

@@ -364,120 +364,350 @@ fn the_real_systemd_tools_create_that_layout_from_the_rules() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// cargo deb
+// packaging/files, packaging/release.sh and the .deb
 
-fn deb_metadata() -> toml::Value {
-    let value: toml::Value = toml::from_str(&read("packaging/cargo-deb.toml"))
-        .unwrap_or_else(|e| panic!("packaging/cargo-deb.toml: {e}"));
-    value["package"]["metadata"]["deb"].clone()
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The lines of packaging/files: [role, mode, source, destination].
+fn manifest() -> Vec<[String; 4]> {
+    read("packaging/files")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                f.len(),
+                4,
+                "packaging/files: not ROLE MODE SOURCE DESTINATION: {l}"
+            );
+            [0, 1, 2, 3].map(|i| f[i].to_owned())
+        })
+        .collect()
 }
 
-/// Files matching a cargo-deb source pattern (only `*` within one path component).
-fn glob(pattern: &str) -> Vec<PathBuf> {
-    let mut found = vec![repo()];
-    for part in pattern.split('/') {
-        let mut next = Vec::new();
-        for dir in found {
-            if let Some((before, after)) = part.split_once('*') {
-                if let Ok(entries) = fs::read_dir(&dir) {
-                    for entry in entries {
-                        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-                        if name.starts_with(before) && name.ends_with(after) {
-                            next.push(dir.join(name));
-                        }
-                    }
-                }
+/// The destination of each line of `role`, for the .deb's layout.
+fn package_dests(role: &str) -> Vec<String> {
+    manifest()
+        .into_iter()
+        .filter(|[r, ..]| r == role)
+        .map(|[_, _, _, d]| {
+            d.replace("{bindir}", "/usr/bin")
+                .replace("{datadir}", "/usr/share")
+                .replace("{unitdir}", "/usr/lib/systemd/system")
+                .replace("{libdir}", "/usr/lib")
+        })
+        .collect()
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// packaging/release.sh for amd64 with this build (no compression: a debug build is large),
+/// run once per test run; returns its dist directory.
+fn release_amd64() -> &'static Path {
+    static DIST: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIST.get_or_init(|| {
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging-release");
+        let _ = fs::remove_dir_all(&target_dir);
+        output(
+            Command::new("bash")
+                .arg(repo().join("packaging/release.sh"))
+                .args(["--arch", "amd64", "--no-setup", "--compress", "none"])
+                .arg("--binary")
+                .arg(format!("amd64={BIN}"))
+                .env("CARGO_TARGET_DIR", &target_dir),
+        );
+        target_dir.join("dist")
+    })
+}
+
+/// Every file (not directory) under `root`, as absolute paths inside it.
+fn files_under(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, root, out);
             } else {
-                next.push(dir.join(part));
+                out.insert(format!("/{}", path.strip_prefix(root).unwrap().display()));
             }
         }
-        found = next;
     }
-    found.into_iter().filter(|p| p.is_file()).collect()
+    let mut out = BTreeSet::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+fn lay_out_with_install_sh(root: &Path, args: &[&str]) {
+    output(
+        Command::new("bash")
+            .arg(repo().join("install.sh"))
+            .args(["--binary", BIN])
+            .args(args)
+            .env("DESTDIR", root)
+            .env("PREFIX", "/usr")
+            .env_remove("CARGO_TARGET_DIR"),
+    );
 }
 
 #[test]
-fn the_cargo_deb_metadata_ships_every_file_install_sh_installs() {
-    let deb = deb_metadata();
-    assert_eq!(
-        deb["maintainer-scripts"].as_str(),
-        Some("packaging/debian/")
-    );
-    assert_eq!(deb["systemd-units"]["enable"].as_bool(), Some(true));
-    assert_eq!(deb["systemd-units"]["start"].as_bool(), Some(true));
-    let mut destinations = Vec::new();
-    for asset in deb["assets"].as_array().expect("assets") {
-        let (source, dest) = match asset {
-            toml::Value::Array(a) => (a[0].as_str().unwrap(), a[1].as_str().unwrap()),
-            toml::Value::Table(t) => (t["source"].as_str().unwrap(), t["dest"].as_str().unwrap()),
-            other => panic!("an asset is neither an array nor a table: {other}"),
-        };
-        destinations.push(dest.to_owned());
-        if source.starts_with("target/release/") {
-            continue; // built by cargo deb
-        }
-        if source.contains('*') {
-            assert!(!glob(source).is_empty(), "asset {source} matches no file");
-        } else {
+fn the_deb_ships_every_file_install_sh_installs_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = release_amd64();
+    let deb = dist.join(format!("update-coordinator_{VERSION}_amd64.deb"));
+    let unpacked = tmp.path().join("deb");
+    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
+    let in_deb = files_under(&unpacked);
+
+    // What install.sh installs on a host, laid out with the package's prefix.
+    let host = tmp.path().join("host");
+    lay_out_with_install_sh(&host, &[]);
+    let installed = files_under(&host);
+    let kit = "/usr/share/update-coordinator/component-scripts";
+    let mut checked = 0;
+    for path in &installed {
+        if let Some(rel) = path.strip_prefix("/opt/dunebugger/") {
+            // The component scripts: the .deb carries them in its kit, and its postinst (the
+            // same install.sh) copies them to /opt/dunebugger. Skipped: install.sh's record of
+            // what it installed (written on the host), and the self-update component, which a
+            // package does not install (the package manager owns the binary).
+            let (component, file) = rel.split_once('/').unwrap();
+            if file == ".install.sha256" || component == "coordinator" {
+                continue;
+            }
+            let shipped = [
+                format!("{kit}/{component}/{file}"),
+                format!("{kit}/lib/{file}"),
+            ];
             assert!(
-                repo().join(source).is_file(),
-                "asset {source} does not exist"
+                shipped.iter().any(|s| in_deb.contains(s)),
+                "{path} (installed by install.sh) is not in the .deb's kit: {shipped:?}"
             );
+            continue;
         }
+        assert!(
+            in_deb.contains(path),
+            "{path} (installed by install.sh) is not in the .deb"
+        );
+        let (a, b) = (
+            fs::read(host.join(&path[1..])).unwrap(),
+            fs::read(unpacked.join(&path[1..])).unwrap(),
+        );
+        assert!(a == b, "{path} differs between install.sh and the .deb");
+        assert_eq!(
+            fs::metadata(host.join(&path[1..]))
+                .unwrap()
+                .permissions()
+                .mode(),
+            fs::metadata(unpacked.join(&path[1..]))
+                .unwrap()
+                .permissions()
+                .mode(),
+            "{path}: mode"
+        );
+        checked += 1;
     }
+    assert!(checked >= 9, "too few files compared: {installed:?}");
+    // And the .deb holds nothing else but its kit and docs (packaging/files says so).
+    let mut extra_allowed: Vec<String> = package_dests("kit");
+    extra_allowed.extend(package_dests("doc"));
+    for path in &in_deb {
+        assert!(
+            installed.contains(path) || extra_allowed.iter().any(|k| path.starts_with(k.as_str())),
+            "{path} is in the .deb, but neither install.sh installs it nor packaging/files names it"
+        );
+    }
+    // The unit runs the package's binary.
+    let unit = fs::read_to_string(
+        unpacked.join("usr/lib/systemd/system/dunebugger-update-coordinator.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l == "ExecStart=/usr/bin/update-coordinator run"),
+        "{unit}"
+    );
+}
+
+/// A member of the .deb's control archive.
+fn control_member(deb: &Path, name: &str) -> String {
+    output(Command::new("dpkg-deb").arg("--info").arg(deb).arg(name))
+}
+
+#[test]
+fn the_debs_control_files_follow_packaging_files() {
+    let dist = release_amd64();
+    let deb = dist.join(format!("update-coordinator_{VERSION}_amd64.deb"));
+    // The config is a conffile: dpkg keeps local changes.
+    assert_eq!(
+        control_member(&deb, "conffiles")
+            .lines()
+            .collect::<Vec<_>>(),
+        package_dests("config")
+    );
+    // Purge removes exactly what `install.sh --purge` removes.
+    let postrm = control_member(&deb, "postrm");
+    let rm = postrm
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rm -rf -- "))
+        .unwrap_or_else(|| panic!("no rm -rf line in postrm:\n{postrm}"));
+    assert_eq!(rm.split(' ').collect::<Vec<_>>(), package_dests("purge"));
+    // The postinst finishes the install with the packaged install.sh.
+    let install_sh = package_dests("kit")
+        .into_iter()
+        .find(|d| d.ends_with("/install.sh"))
+        .unwrap();
+    assert!(
+        control_member(&deb, "postinst")
+            .contains(&format!("bash {install_sh} --configure-package")),
+        "the postinst does not run {install_sh}"
+    );
+    let control = control_member(&deb, "control");
     for wanted in [
-        "usr/bin/",
-        "usr/lib/systemd/system/",
-        "usr/lib/sysusers.d/",
-        "usr/lib/tmpfiles.d/",
-        "etc/dunebugger/",
-        "usr/share/update-coordinator/component-scripts/",
+        "Package: update-coordinator",
+        "Architecture: amd64",
+        "Depends: libc6 (>= 2.",
+        "systemd (>= 252)",
+    ] {
+        assert!(control.contains(wanted), "{wanted:?} not in:\n{control}");
+    }
+    assert!(
+        control.contains(&format!("Version: {VERSION}\n")),
+        "{control}"
+    );
+    // SHA256SUMS covers the .deb and the tarball, and is right.
+    let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(
+        sums.contains("_amd64.deb") && sums.contains("-amd64.tar.gz"),
+        "{sums}"
+    );
+    output(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(dist),
+    );
+}
+
+#[test]
+fn install_sh_installs_from_the_release_tarball() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = release_amd64();
+    let tarball = dist.join(format!("update-coordinator-{VERSION}-amd64.tar.gz"));
+    let root = tmp.path().join("root");
+    // The tarball's own install.sh lays out its own binary (DESTDIR passes through).
+    let out = output(
+        Command::new("bash")
+            .arg(repo().join("install.sh"))
+            .arg("--package")
+            .arg(&tarball)
+            .env("DESTDIR", &root)
+            .env_remove("PREFIX"),
+    );
+    assert!(
+        out.contains("the build next to install.sh") || out.contains("its own install.sh"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read(root.join("usr/local/bin/update-coordinator")).unwrap(),
+        fs::read(BIN).unwrap()
+    );
+    for path in [
+        "usr/lib/systemd/system/dunebugger-update-coordinator.service",
+        "etc/dunebugger/update-coordinator.toml",
+        "opt/dunebugger/remote/update.sh",
     ] {
         assert!(
-            destinations.iter().any(|d| d == wanted),
-            "no asset goes to {wanted}: {destinations:?}"
+            root.join(path).is_file(),
+            "{path} missing after installing the tarball:\n{out}"
         );
     }
 }
 
 #[test]
-fn the_debs_drop_in_points_the_unit_at_usr_bin() {
-    let unit = read("systemd/dunebugger-update-coordinator.service");
-    let shipped: Vec<&str> = unit
-        .lines()
-        .filter(|l| l.starts_with("ExecStart="))
-        .collect();
-    assert_eq!(
-        shipped,
-        ["ExecStart=/usr/local/bin/update-coordinator run"],
-        "the unit's ExecStart changed: update packaging/debian/10-usr-bin.conf and install.sh"
-    );
-    let drop_in = read("packaging/debian/10-usr-bin.conf");
-    let lines: Vec<&str> = drop_in
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .collect();
-    assert_eq!(
-        lines,
-        [
-            "[Service]",
-            "ExecStart=",
-            "ExecStart=/usr/bin/update-coordinator run"
-        ]
+fn release_sh_refuses_a_binary_for_the_wrong_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(repo().join("packaging/release.sh"))
+        .args(["--arch", "arm64", "--no-setup", "--compress", "none"])
+        .arg("--binary")
+        .arg(format!("arm64={BIN}"))
+        .env("CARGO_TARGET_DIR", tmp.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("built for x86_64, not aarch64"), "{text}");
+    assert!(
+        !tmp.path()
+            .join(format!("dist/update-coordinator_{VERSION}_arm64.deb"))
+            .exists()
     );
 }
 
+/// Runs `FUNCTION ARGS...` of install.sh in a shell that sourced it.
+fn install_sh_function(function: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("source \"$1\"; shift; PACKAGE=the.deb; \"$@\"")
+        .arg("install.sh")
+        .arg(repo().join("install.sh"))
+        .arg(function)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn the_maintainer_scripts_are_valid_sh_with_one_debhelper_token() {
-    for script in ["packaging/debian/postinst", "packaging/debian/postrm"] {
-        let text = read(script);
-        // cargo-deb replaces the token everywhere, comments included.
-        assert_eq!(
-            text.matches("#DEBHELPER#").count(),
-            1,
-            "{script}: the token must appear exactly once"
-        );
-        assert!(text.lines().any(|l| l == "#DEBHELPER#"), "{script}");
+fn install_sh_refuses_a_deb_for_another_architecture_and_explains_armv6() {
+    assert!(install_sh_function("check_package", &["arm64", "arm64", "aarch64"]).0);
+    assert!(install_sh_function("check_package", &["armhf", "armhf", "aarch64"]).0);
+    let (ok, text) = install_sh_function("check_package", &["arm64", "armhf", "armv7l"]);
+    assert!(!ok);
+    assert!(
+        text.contains("built for arm64, but this system is armhf"),
+        "{text}"
+    );
+    assert!(
+        text.contains("update-coordinator_VERSION_armhf.deb"),
+        "{text}"
+    );
+    // A Pi Zero/1 runs armhf Raspberry Pi OS, but the armhf package is ARMv7.
+    let (ok, text) = install_sh_function("check_package", &["armhf", "armhf", "armv6l"]);
+    assert!(!ok);
+    for said in [
+        "ARMv6",
+        "Illegal instruction",
+        "arm-unknown-linux-gnueabihf",
+        "cross build",
+        "--binary",
+    ] {
+        assert!(text.contains(said), "{said:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn the_maintainer_scripts_are_valid_sh() {
+    for script in [
+        "packaging/debian/postinst",
+        "packaging/debian/prerm",
+        "packaging/debian/postrm",
+    ] {
         assert_ne!(
             fs::metadata(repo().join(script))
                 .unwrap()
@@ -487,115 +717,12 @@ fn the_maintainer_scripts_are_valid_sh_with_one_debhelper_token() {
             0,
             "{script} must be executable"
         );
-        let out = Command::new("sh")
-            .arg("-n")
-            .arg(repo().join(script))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        output(Command::new("sh").arg("-n").arg(repo().join(script)));
     }
-}
-
-/// The postinst with its fixed paths moved into `root`, so it can run here.
-fn relocated_postinst(root: &Path) -> PathBuf {
-    let text = read("packaging/debian/postinst")
-        .replace(
-            "/usr/share/update-coordinator/component-scripts",
-            &root.join("shipped").display().to_string(),
-        )
-        .replace(
-            "TARGET=/opt/dunebugger",
-            &format!("TARGET={}", root.join("opt").display()),
-        );
-    let path = root.join("postinst");
-    fs::write(&path, text).unwrap();
-    path
-}
-
-#[test]
-fn the_debs_postinst_applies_the_rules_and_copies_scripts_only_where_absent() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
-    // The package's copy of component-scripts/ (as the cargo-deb glob ships it).
-    for file in glob("component-scripts/*/*") {
-        let rel = file.strip_prefix(repo().join("component-scripts")).unwrap();
-        let dest = root.join("shipped").join(rel);
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&file, &dest).unwrap();
-    }
-    let fake_bin = root.join("bin");
-    fs::create_dir(&fake_bin).unwrap();
-    let log = root.join("calls.log");
-    for tool in ["systemd-sysusers", "systemd-tmpfiles"] {
-        let stub = fake_bin.join(tool);
-        fs::write(
-            &stub,
-            format!("#!/bin/sh\necho \"{tool} $*\" >>'{}'\n", log.display()),
-        )
-        .unwrap();
-        fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let postinst = relocated_postinst(root);
-    let run = || {
-        let out = Command::new("sh")
-            .arg(&postinst)
-            .arg("configure")
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    fake_bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "postinst failed:\n{text}");
-        text
-    };
-    run();
     assert_eq!(
-        fs::read_to_string(&log).unwrap(),
-        "systemd-sysusers update-coordinator.conf\nsystemd-tmpfiles --create update-coordinator.conf\n"
+        read("packaging/debian/postrm")
+            .matches("@PURGE_PATHS@")
+            .count(),
+        1
     );
-    let opt = root.join("opt");
-    let remote = opt.join("remote");
-    if repo().join("component-scripts/remote/update.sh").is_file() {
-        for (file, mode) in [
-            ("update.sh", 0o755),
-            ("rollback.sh", 0o755),
-            ("health-check.sh", 0o755),
-        ] {
-            let path = remote.join(file);
-            assert_eq!(
-                fs::metadata(&path)
-                    .map(|m| m.permissions().mode() & 0o7777)
-                    .ok(),
-                Some(mode),
-                "{}",
-                path.display()
-            );
-        }
-    }
-    // No self-update scripts: the package manager owns the binary.
-    assert!(!opt.join("coordinator").exists());
-    assert!(!opt.join("lib").exists());
-
-    // An operator's change survives the next configure (an upgrade).
-    let changed = remote.join("update.sh");
-    if changed.is_file() {
-        fs::write(&changed, "#!/bin/sh\necho mine\n").unwrap();
-        let text = run();
-        assert_eq!(
-            fs::read_to_string(&changed).unwrap(),
-            "#!/bin/sh\necho mine\n"
-        );
-        assert!(text.contains("kept"), "{text}");
-    }
 }

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::{BIN, Service, Spool, path_str, wait_until};
+use support::{Service, Spool, bin, path_str, wait_until};
 
 #[test]
 fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
@@ -20,11 +20,11 @@ fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
     let bin_dir = spool.dir.path().join("bin");
     fs::create_dir_all(&bin_dir).unwrap();
     let installed = bin_dir.join("update-coordinator");
-    fs::copy(BIN, &installed).unwrap();
+    fs::copy(bin(), &installed).unwrap();
     let component = spool.dir.path().join("components/coordinator");
     let staged_dir = component.join(format!("releases/{version}"));
     fs::create_dir_all(&staged_dir).unwrap();
-    let mut new_build = fs::read(BIN).unwrap();
+    let mut new_build = fs::read(bin()).unwrap();
     new_build.extend_from_slice(b"\nnew-build-marker\n");
     fs::write(staged_dir.join("update-coordinator"), &new_build).unwrap();
     fs::set_permissions(
@@ -91,7 +91,7 @@ fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {
     assert_eq!(spool.wait_final(&rollback)["success"], true);
     assert_eq!(
         fs::read(&installed).unwrap(),
-        fs::read(BIN).unwrap(),
+        fs::read(bin()).unwrap(),
         "the old build is back"
     );
 }

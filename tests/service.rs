@@ -631,7 +631,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
 
-    let mut second = std::process::Command::new(support::BIN)
+    let mut second = std::process::Command::new(support::bin())
         .args(["run", "--config"])
         .arg(spool.config_path())
         .env_remove("JOURNAL_STREAM")
@@ -656,7 +656,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     let state_dir = spool.dir.path().join("state");
     for needle in [
         format!("pid {}: ", first.pid()),
-        format!("{} run --config", support::BIN),
+        format!("{} run --config", support::bin()),
         format!("state directory {}", path_str(&state_dir)),
     ] {
         assert!(

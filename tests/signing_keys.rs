@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{BIN, PATIENCE, Spool};
+use support::{PATIENCE, Spool, bin};
 
 /// A spool requiring signed requests with `key` (written with `mode`) as the key file.
 fn signed_spool(key: &[u8], mode: u32) -> Spool {
@@ -23,7 +23,7 @@ fn signed_spool(key: &[u8], mode: u32) -> Spool {
 
 /// Runs `update-coordinator <command>` on the spool's config; kills it if it does not exit.
 fn run(spool: &Spool, command: &str) -> (Option<i32>, String) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg(command)
         .arg("--config")
         .arg(spool.config_path())
@@ -93,7 +93,7 @@ fn check_reports_a_world_readable_key_and_passes_a_private_one() {
 #[test]
 fn submit_refuses_to_sign_with_a_short_key() {
     let spool = signed_spool(b"guessable\n", 0o600);
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("submit")
         .arg("--config")
         .arg(spool.config_path())

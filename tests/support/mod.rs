@@ -15,7 +15,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
+/// The binary under test: this build, or the one `UPDATE_COORDINATOR_BIN` names (CI runs the
+/// suite against the packaged ARM builds under qemu-user: tests/packages.sh).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("UPDATE_COORDINATOR_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_update-coordinator").to_owned())
+    })
+}
 
 /// Generous, so a loaded CI machine never makes a correct run fail.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -279,7 +289,7 @@ impl Service {
 
     /// Like [`Service::start`], with extra environment variables for the service.
     pub fn start_with_env(spool: &Spool, env: &[(&str, &str)]) -> Service {
-        Self::start_binary(spool, Path::new(BIN), env)
+        Self::start_binary(spool, Path::new(bin()), env)
     }
 
     /// Starts a given build of the coordinator (for self-update tests).

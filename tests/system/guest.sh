@@ -2,7 +2,8 @@
 # shellcheck disable=SC2016  # the test scripts are single-quoted on purpose: they expand in the guest
 # Runs inside the lab guest (Debian 12, systemd 252, cgroup v2, Docker), as root, once.
 # Prints one "PASS name" or "FAIL name: why" line per check; exits non-zero if any failed.
-# The repository is at /lab/repo, the release binary at /lab/bin/update-coordinator.
+# The repository is at /lab/repo, the release binary at /lab/bin/update-coordinator, its amd64
+# release packages in /lab/dist.
 set -uo pipefail
 
 R=/lab/repo
@@ -210,6 +211,11 @@ check no-progress-records-left bash -c "[ -d $SPOOL/status ] && ! ls $SPOOL/stat
 if [ -f "$R/tests/system/install_flow.sh" ]; then
     echo "== 1b. upgrade, uninstall, purge"
     bash "$R/tests/system/install_flow.sh" || failures=$((failures + 1))
+fi
+
+if [ -f "$R/tests/system/takeover.sh" ]; then
+    echo "== 9. the upstream coordinator taken over by the .deb and by the release tarball"
+    bash "$R/tests/system/takeover.sh" || failures=$((failures + 1))
 fi
 
 echo "== done: $failures failure(s)"

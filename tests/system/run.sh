@@ -4,7 +4,8 @@
 # cgroups, a Docker container as the client. Prints a PASS/FAIL line per check and exits
 # non-zero if any check failed, or if the lab could not run (said loudly: never a silent pass).
 #
-#   tests/system/run.sh            # builds the release binary, boots the guest, runs guest.sh
+#   tests/system/run.sh            # builds the release binary and its amd64 packages, boots the
+#                                  # guest, runs guest.sh
 #
 # LAB_DIR (default: the shared lab next to the checkout, else /work/shared/lab, else the copy in
 # tests/system/lab) holds vm/build.sh and vm/run.sh; LAB_CACHE is where the guest image is
@@ -32,6 +33,18 @@ target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$repo/$target
 cp "$target/release/update-coordinator" "$in/bin/"
 lab_stage_repo "$in/repo"
+# The amd64 release packages of this very build, for tests/system/takeover.sh (.deb, tarball).
+echo "=== the amd64 release packages of this build (packaging/release.sh)"
+pkg=$(mktemp -d)
+if ! CARGO_TARGET_DIR=$pkg bash "$repo/packaging/release.sh" --arch amd64 --no-setup \
+    --binary "amd64=$target/release/update-coordinator" >"$pkg/release.log" 2>&1; then
+    cat "$pkg/release.log"
+    echo "SYSTEM TESTS NOT RUN: packaging/release.sh failed (above)" >&2
+    exit 1
+fi
+mkdir -p "$in/dist"
+cp "$pkg"/dist/* "$in/dist/"
+rm -rf "$pkg"
 # SYSTEM_TEST_HANDOFF_ROLLBACK=1 adds a rolled-back self-update hand-off (compose.sh).
 printf 'export SYSTEM_TEST_HANDOFF_ROLLBACK=%q\nexec bash /lab/repo/tests/system/guest.sh\n' \
     "${SYSTEM_TEST_HANDOFF_ROLLBACK:-0}" >"$in/cmd.sh"
