@@ -48,8 +48,7 @@ impl Daemon {
 
     /// Reads, checks and queues (or answers) one request file of spool `ix`.
     pub(super) fn take(&mut self, ix: SpoolIx, name: &str, seen: Seen) {
-        let key = (ix, name.to_owned());
-        if self.in_flight.contains(&key) || self.settling.contains(&key) {
+        if self.in_flight.is_taken(ix, name) {
             return;
         }
         let config = Arc::clone(&self.config);
@@ -130,7 +129,7 @@ impl Daemon {
     }
 
     pub(super) fn settle(&mut self, ix: SpoolIx, name: &str) {
-        self.settling.insert((ix, name.to_owned()));
+        self.in_flight.settling(ix, name);
         let tx = self.tx.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
@@ -142,7 +141,7 @@ impl Daemon {
     /// Queued, running, or already answered: such an id is never run again.
     pub(super) fn is_known(&self, id: &RequestId) -> bool {
         // Not the status file: a client may delete it, or plant one for an id it can guess.
-        self.in_flight_ids.contains(id) || self.store.exists(id)
+        self.in_flight.has_id(id) || self.store.exists(id)
     }
 
     pub(super) fn accept(&mut self, ix: SpoolIx, name: &str, request: Request, owner_uid: u32) {
@@ -208,8 +207,7 @@ impl Daemon {
             version = request.version.as_ref().map(|v| v.as_str()),
             "request accepted"
         );
-        self.in_flight.insert((ix, name.to_owned()));
-        self.in_flight_ids.insert(request.id.clone());
+        self.in_flight.track(&job);
         self.audit(Event::of("queued", request).detail(format!("position {position}")));
         let mut job = job;
         job.shown.position = Some(position);
@@ -276,7 +274,7 @@ impl Daemon {
             (None, format!("cancelled the queued request {target}"))
         } else if self.running.contains_key(target) {
             if self.stop_run(target) {
-                self.cancelling.insert(target.clone(), cancel.id.clone());
+                self.in_flight.cancel_asked(target, &cancel.id);
                 (
                     None,
                     format!(

@@ -1,15 +1,20 @@
 //! The service: one loop owns all state (queue, running scripts) and reacts to spool events,
 //! run exits, progress, signals and timers. Each `select!` arm calls a named method; intake
-//! lives in [`intake`] (what it admits: [`admission`]), starting and concluding runs in
-//! [`runs`].
+//! lives in [`intake`] (what it admits: [`admission`]; what is busy: [`in_flight`]), the checks
+//! before a run in [`preflight`], starting and following runs in [`start`], concluding them in
+//! [`conclude`], and picking up an earlier process's runs in [`recover`].
 
 mod admission;
+mod conclude;
 mod handoff;
+mod in_flight;
 mod intake;
-mod runs;
+mod preflight;
+mod recover;
+mod start;
 mod waiting;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use self::in_flight::InFlight;
 use crate::config::{Config, SpoolConfig};
 use crate::dir::Dir;
 use crate::fairshare::Writer;
@@ -226,12 +232,8 @@ struct Daemon {
     rounds: Rounds,
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
-    /// File names of queued and running requests, so repeated events for them are ignored.
-    in_flight: HashSet<(SpoolIx, String)>,
-    /// Ids of queued and running requests: a second request with one of them is a duplicate.
-    in_flight_ids: HashSet<RequestId>,
-    /// File names waiting for a [`Msg::Recheck`].
-    settling: HashSet<(SpoolIx, String)>,
+    /// Files and ids of queued and running requests, and files left to settle.
+    in_flight: InFlight,
     /// Answered request files (refusals, dry runs, cancels) whose answer is written but not
     /// yet durable; removed together after one filesystem sync (a flood of junk costs one sync
     /// per batch, not per file).
@@ -240,8 +242,6 @@ struct Daemon {
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
     inventory: crate::inventory::Inventory,
-    /// Running requests asked to stop, and by which cancel request.
-    cancelling: HashMap<RequestId, RequestId>,
     /// The audit log (`state/audit.jsonl`).
     audit: crate::audit::AuditLog,
     /// Local time for maintenance windows (the host's zone, read at start).
@@ -352,14 +352,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         rounds: Rounds::default(),
         queue: VecDeque::new(),
         running: HashMap::new(),
-        in_flight: HashSet::new(),
-        in_flight_ids: HashSet::new(),
-        settling: HashSet::new(),
+        in_flight: InFlight::default(),
         answered_files: Vec::new(),
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
-        cancelling: HashMap::new(),
         audit: crate::audit::AuditLog::new(&config_state_dir, config_audit_max_bytes),
         zone: jiff::tz::TimeZone::system(),
         positions_due: None,
@@ -453,7 +450,7 @@ impl Daemon {
             }
             Msg::Spool(ix, SpoolEvent::Junk(name)) => self.remove_junk(ix, &name),
             Msg::Recheck(ix, name) => {
-                self.settling.remove(&(ix, name.clone()));
+                self.in_flight.settled(ix, &name);
                 self.take(ix, &name, Seen::Listing);
             }
             Msg::ExitsRescan => self.collect_exits(),
