@@ -45,29 +45,8 @@ impl Daemon {
             timeout: component.timeout(request.action),
             kill_grace: self.config.kill_grace,
         };
-        let mut status = report::finished(request, &ctx, &record.to_result());
-        report::add_usage(&mut status, record.usage.as_ref(), record.limits.as_ref());
-        report::add_procedure(
-            &mut status,
-            record.outcome,
-            record.outcome_message.as_deref(),
-            &record.steps,
-        );
-        if !record.members.is_empty() {
-            status.components = Some(record.members.clone());
-        }
-        // Last: a cancelled run is `cancelled`, whatever else its steps say.
-        if let Some(by) = self.in_flight.take_cancel(&id)
-            && record.stopped
-        {
-            status.code = Some("cancelled".into());
-            status.success = Some(false);
-            status.phase = "failed".into();
-            status.message = format!(
-                "cancelled by request {by}: {} was stopped (SIGTERM to its process group)",
-                request.action.script_name()
-            );
-        }
+        let cancelled_by = self.in_flight.take_cancel(&id).filter(|_| record.stopped);
+        let status = report::from_exit(request, &ctx, &record, cancelled_by.as_ref());
         let outcome = if status.success == Some(true) {
             "succeeded"
         } else {

@@ -9,7 +9,7 @@ use super::{Daemon, Job, Msg, SETTLE, Seen, SpoolIx};
 use crate::audit::Event;
 use crate::fairshare::Writer;
 use crate::record::Accepted;
-use crate::report::{self, PHASE_QUEUED, Refusal};
+use crate::report::{self, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
 use crate::spool;
 use crate::status::{Durability, Progress};
@@ -189,8 +189,7 @@ impl Daemon {
         // Its position: every request ahead of it, also those waiting for their window (an
         // upper bound; the front of the line is refreshed as it moves).
         let position = self.queue.len() + 1;
-        let mut queued = report::in_progress(&request, PHASE_QUEUED, None);
-        queued.queue_position = Some(position);
+        let queued = report::queued(&request, position);
         let job = Job::new(ix, request, name.to_owned(), owner_uid);
         if let Err(e) = self.spools[ix].status.claim(&job.request.id) {
             warn!(request_id = %job.request.id, error = %e, "cannot clear a name planted at the request's status file");

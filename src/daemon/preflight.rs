@@ -81,82 +81,60 @@ impl Daemon {
             return self.batch_dry_run_status(request);
         }
         let component = &self.config.components[&request.component];
-        let mut status = match self.preflight(component, request) {
-            Err(refusal) => {
-                let mut refusal = refusal;
-                refusal.message =
-                    format!("dry run: a real request would fail: {}", refusal.message);
-                report::refused(&request.id, &refusal)
-            }
-            Ok(program) => {
-                let command = std::iter::once(program.display().to_string())
-                    .chain(request.version.iter().map(|v| v.as_str().to_owned()))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let gate = match self.procedure(component, request) {
-                    Some(p) => format!(
-                        ", then health-check.sh (up to {} attempts, {} s apart) and rollback.sh if the update fails or stays unhealthy",
-                        p.health_retries,
-                        p.health_interval.as_secs_f64()
-                    ),
-                    None => String::new(),
-                };
-                let applied = crate::limits::plan(&component.limits, &self.host);
-                let limits = describe_limits(&applied);
-                let mut status = report::in_progress(request, "dry_run", None);
-                status.success = Some(true);
-                status.phase = "done".into();
-                status.message = format!(
-                    "dry run: would run `{command}` in {} with a {} s timeout{gate}; {limits}. Nothing was run.",
-                    component.dir.display(),
-                    component.timeout(request.action).as_secs_f64()
-                );
-                status.limits = Some(applied);
-                status
-            }
+        let program = match self.preflight(component, request) {
+            Ok(program) => program,
+            Err(refusal) => return report::dry_run_refused(&request.id, &refusal),
         };
-        status.dry_run = true;
-        status
+        let command = std::iter::once(program.display().to_string())
+            .chain(request.version.iter().map(|v| v.as_str().to_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let gate = match self.procedure(component, request) {
+            Some(p) => format!(
+                ", then health-check.sh (up to {} attempts, {} s apart) and rollback.sh if the update fails or stays unhealthy",
+                p.health_retries,
+                p.health_interval.as_secs_f64()
+            ),
+            None => String::new(),
+        };
+        let applied = crate::limits::plan(&component.limits, &self.host);
+        let limits = describe_limits(&applied);
+        let plan = format!(
+            "run `{command}` in {} with a {} s timeout{gate}; {limits}",
+            component.dir.display(),
+            component.timeout(request.action).as_secs_f64()
+        );
+        report::dry_run(request, &plan, Some(applied))
     }
 
     /// A multi-component dry run: every component checked, the order of the updates told.
     fn batch_dry_run_status(&self, request: &Request) -> Status {
-        let mut status = match self.preflight_all(request) {
-            Err(mut refusal) => {
-                refusal.message =
-                    format!("dry run: a real request would fail: {}", refusal.message);
-                report::refused(&request.id, &refusal)
-            }
-            Ok(programs) => {
-                let steps: Vec<String> = members(request)
-                    .iter()
-                    .zip(programs)
-                    .map(|(member, program)| {
-                        let component = &self.config.components[&member.component];
-                        let gate = if self.procedure(component, member).is_some() {
-                            " (health-gated)"
-                        } else {
-                            " (no health gate: auto_rollback = false)"
-                        };
-                        format!(
-                            "`{} {}`{gate}",
-                            program.display(),
-                            member.version_text().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                let mut status = report::in_progress(request, "dry_run", None);
-                status.success = Some(true);
-                status.phase = "done".into();
-                status.message = format!(
-                    "dry run: would run in order {}; if one fails, the ones already updated are rolled back, newest first. Nothing was run.",
-                    steps.join(", then ")
-                );
-                status
-            }
+        let programs = match self.preflight_all(request) {
+            Ok(programs) => programs,
+            Err(refusal) => return report::dry_run_refused(&request.id, &refusal),
         };
-        status.dry_run = true;
-        status
+        let steps: Vec<String> = members(request)
+            .iter()
+            .zip(programs)
+            .map(|(member, program)| {
+                let component = &self.config.components[&member.component];
+                let gate = if self.procedure(component, member).is_some() {
+                    " (health-gated)"
+                } else {
+                    " (no health gate: auto_rollback = false)"
+                };
+                format!(
+                    "`{} {}`{gate}",
+                    program.display(),
+                    member.version_text().unwrap_or_default()
+                )
+            })
+            .collect();
+        let plan = format!(
+            "run in order {}; if one fails, the ones already updated are rolled back, newest first",
+            steps.join(", then ")
+        );
+        report::dry_run(request, &plan, None)
     }
 }
 

@@ -39,12 +39,12 @@ impl Daemon {
         } else {
             Vec::new()
         };
-        let batch: Vec<crate::procedure::Member> = batch_members
+        let batch: Vec<crate::procedure::ComponentUpdate> = batch_members
             .into_iter()
             .zip(&programs)
             .map(|(member, program)| {
                 let component = &self.config.components[&member.component];
-                crate::procedure::Member {
+                crate::procedure::ComponentUpdate {
                     component: member.component.clone(),
                     version: member.version_text().unwrap_or_default(),
                     update: invocation(&self.config, component, &member, program.clone()),

@@ -11,7 +11,7 @@ use tracing::info;
 use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
 use crate::audit::Event;
 use crate::fairshare::Writer;
-use crate::report::{self, PHASE_QUEUED, PHASE_SCHEDULED};
+use crate::report::{self, PHASE_SCHEDULED};
 use crate::request::{Action, Request};
 use crate::status::{Durability, Progress};
 
@@ -97,16 +97,7 @@ impl Daemon {
     /// `queued` when it is due.
     fn show_scheduled(&mut self, index: usize, start: Option<Timestamp>) {
         let job = &self.queue[index];
-        let mut status = report::in_progress(
-            &job.request,
-            if start.is_some() {
-                PHASE_SCHEDULED
-            } else {
-                PHASE_QUEUED
-            },
-            None,
-        );
-        status.scheduled_for = start.map(|t| t.to_string());
+        let status = report::waiting(&job.request, start);
         if let Some(t) = start {
             let why = match job.request.not_before {
                 Some(nb) if nb >= t => "its not_before".to_owned(),
@@ -172,9 +163,7 @@ impl Daemon {
     /// Writes a queued job's status with its position (1 = next).
     pub(super) fn show_position(&mut self, index: usize, position: usize) {
         let job: &Job = &self.queue[index];
-        let mut status = report::in_progress(&job.request, PHASE_QUEUED, None);
-        status.queue_position = Some(position);
-        status.updated_at = Some(crate::status::now_rfc3339());
+        let status = report::moved_in_line(&job.request, position);
         self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
         self.queue[index].shown.position = Some(position);
     }

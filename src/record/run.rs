@@ -116,7 +116,7 @@ pub struct RunSpec {
     /// A multi-component update: every component's update, in order (`invocation` is the
     /// first one's, for messages).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub batch: Vec<crate::procedure::Member>,
+    pub batch: Vec<crate::procedure::ComponentUpdate>,
 }
 
 #[cfg(test)]
