@@ -332,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn the_issue_example_parses_and_lists_exactly_its_components() {
+    fn a_one_component_example_parses_and_lists_exactly_its_components() {
         let text = r#"
 [spool]
 root = "/var/dunebugger/updates"

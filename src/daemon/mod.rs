@@ -259,9 +259,22 @@ fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ 
     }
 }
 
-/// Runs the service until SIGTERM/SIGINT. Stopping never stops running scripts: their
-/// monitors carry on and the next start re-attaches to them.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// SIGTERM or SIGINT, as a future for [`serve`]: the handlers are installed now, so a signal
+/// that comes while the service starts up is not lost (nor kills it half-way).
+pub fn stop_signals() -> Result<impl Future<Output = ()>, ServeError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    })
+}
+
+/// Runs the service until `shutdown` completes (see [`stop_signals`]). Stopping never stops
+/// running scripts: their monitors carry on and the next start re-attaches to them.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     // Before anything touches the spool or the records: one coordinator per state directory.
     let _instance = crate::instance::acquire(&config.state_dir)?;
     let spools = config
@@ -331,8 +344,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         source,
     })?;
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     let mut retention = tokio::time::interval(RETENTION_SWEEP);
     let mut reattached = tokio::time::interval(REATTACHED_CHECK);
@@ -383,6 +394,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     systemd::ready("idle");
 
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             Some(msg) = rx.recv() => {
@@ -393,8 +405,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     daemon.handle(msg);
                 }
             }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = &mut shutdown => break,
             _ = tick(&mut watchdog) => systemd::watchdog(),
             _ = retention.tick() => daemon.expire(),
             _ = reattached.tick(), if daemon.running.values().any(|r| r.reattached) => daemon.check_reattached(),
