@@ -32,83 +32,90 @@ impl Daemon {
                 warn!(request_id = %printable(&record.accepted.request_id), "run record names an unknown request; skipped");
                 continue;
             };
-            let id = job.request.id.clone();
-            let found = match &record.state {
-                RunState::Queued => Found::Accepted,
-                RunState::Started(spec) => {
-                    let this_boot = spec.boot_id == this_boot;
-                    Found::Started(Started {
-                        this_boot,
-                        // A lock of another boot is not asked: its holder is certainly gone.
-                        monitor_alive: this_boot && self.store.monitor_alive(&id),
-                        launched: self.store.launched(&id),
-                        exit_record: self.store.exit(&id).is_some(),
-                    })
-                }
-                RunState::Finished(_) => Found::Finished {
-                    request_file: self.spools[job.spool]
-                        .requests
-                        .lstat(&job.file_name)
-                        .is_ok(),
-                },
-            };
-            let decision = recovery::decide(found);
-            match (decision, record.state) {
-                (Recovery::AnswerAgain | Recovery::Tidy, RunState::Finished(status)) => {
-                    self.finish_leftovers(&job, &status, decision == Recovery::AnswerAgain)
-                }
-                (Recovery::Requeue | Recovery::Unstart, _) => {
-                    if decision == Recovery::Unstart {
-                        // Stopped between recording the start and launching the script: it
-                        // never ran, so it simply waits for its turn again.
-                        info!(request_id = %id, component = %job.request.component, action = %job.request.action, "run never launched before the restart; re-queued");
-                        if let Err(e) = self.store.unstart(&id) {
-                            warn!(request_id = %id, component = %job.request.component, action = %job.request.action, error = %e, "cannot reset the run record");
-                        }
-                    } else {
-                        info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-queued after restart");
-                    }
-                    self.repair_status(&job, PHASE_QUEUED, None);
-                    self.in_flight.track(&job);
-                    self.queue.push_back(job);
-                }
-                (
-                    Recovery::Reattach | Recovery::Conclude | Recovery::Interrupted { .. },
-                    RunState::Started(spec),
-                ) => {
-                    let started_at = spec.started_at;
-                    self.in_flight.track(&job);
-                    if decision == Recovery::Reattach {
-                        self.repair_status(&job, PHASE_RUNNING, Some(started_at));
-                    }
-                    self.running.insert(
-                        id.clone(),
-                        Running {
-                            job,
-                            phase: PHASE_RUNNING.into(),
-                            started_at,
-                            reattached: true,
-                        },
-                    );
-                    match decision {
-                        Recovery::Conclude => self.exited(&format!("{id}.json")),
-                        Recovery::Interrupted { rebooted } => {
-                            self.interrupted(&id, &spec, rebooted)
-                        }
-                        _ => {
-                            let request = &self.running[&id].job.request;
-                            info!(request_id = %id, component = %request.component, action = %request.action, "re-attached to a running script");
-                        }
-                    }
-                }
-                // `decide` gives these only for records in another state.
-                (_, state) => {
-                    warn!(request_id = %id, ?decision, ?state, "no recovery for this record")
-                }
-            }
+            let found = self.found(&job, &record.state, &this_boot);
+            self.carry_out(job, record.state, recovery::decide(found));
         }
         self.positions_moved();
         self.expire();
+    }
+
+    /// What is on disk for a run besides its record: its lock, `launched`, its exit record,
+    /// its request file.
+    fn found(&self, job: &Job, state: &RunState, this_boot: &str) -> Found {
+        let id = &job.request.id;
+        match state {
+            RunState::Queued => Found::Accepted,
+            RunState::Started(spec) => {
+                let this_boot = spec.boot_id == this_boot;
+                Found::Started(Started {
+                    this_boot,
+                    // A lock of another boot is not asked: its holder is certainly gone.
+                    monitor_alive: this_boot && self.store.monitor_alive(id),
+                    launched: self.store.launched(id),
+                    exit_record: self.store.exit(id).is_some(),
+                })
+            }
+            RunState::Finished(_) => Found::Finished {
+                request_file: self.spools[job.spool]
+                    .requests
+                    .lstat(&job.file_name)
+                    .is_ok(),
+            },
+        }
+    }
+
+    /// Does what [`recovery::decide`] decided for the run of `job`, whose record is `state`.
+    fn carry_out(&mut self, job: Job, state: RunState, decision: Recovery) {
+        let id = job.request.id.clone();
+        match (decision, state) {
+            (Recovery::AnswerAgain | Recovery::Tidy, RunState::Finished(status)) => {
+                self.finish_leftovers(&job, &status, decision == Recovery::AnswerAgain)
+            }
+            (Recovery::Requeue | Recovery::Unstart, _) => {
+                if decision == Recovery::Unstart {
+                    // Stopped between recording the start and launching the script: it
+                    // never ran, so it simply waits for its turn again.
+                    info!(request_id = %id, component = %job.request.component, action = %job.request.action, "run never launched before the restart; re-queued");
+                    if let Err(e) = self.store.unstart(&id) {
+                        warn!(request_id = %id, component = %job.request.component, action = %job.request.action, error = %e, "cannot reset the run record");
+                    }
+                } else {
+                    info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-queued after restart");
+                }
+                self.repair_status(&job, PHASE_QUEUED, None);
+                self.in_flight.track(&job);
+                self.queue.push_back(job);
+            }
+            (
+                Recovery::Reattach | Recovery::Conclude | Recovery::Interrupted { .. },
+                RunState::Started(spec),
+            ) => {
+                let started_at = spec.started_at;
+                self.in_flight.track(&job);
+                if decision == Recovery::Reattach {
+                    self.repair_status(&job, PHASE_RUNNING, Some(started_at));
+                    info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-attached to a running script");
+                }
+                self.running.insert(
+                    id.clone(),
+                    Running {
+                        job,
+                        phase: PHASE_RUNNING.into(),
+                        started_at,
+                        reattached: true,
+                    },
+                );
+                match decision {
+                    Recovery::Conclude => self.exited(&format!("{id}.json")),
+                    Recovery::Interrupted { rebooted } => self.interrupted(&id, &spec, rebooted),
+                    _ => {} // followed from now on (see `check_reattached`)
+                }
+            }
+            // `decide` gives these only for records in another state.
+            (decision, state) => {
+                warn!(request_id = %id, ?decision, ?state, "no recovery for this record")
+            }
+        }
     }
 
     /// At start-up, an in-flight request's in-progress status may be gone or unreadable: its
