@@ -6,6 +6,7 @@
 
 mod admission;
 mod conclude;
+mod drop_box;
 mod handoff;
 mod in_flight;
 mod intake;
@@ -24,9 +25,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use self::drop_box::{DropBox, prepare};
 use self::in_flight::InFlight;
-use crate::config::{Config, SpoolConfig};
-use crate::dir::Dir;
+use crate::config::Config;
 use crate::fairshare::Writer;
 use crate::ratelimit::{self, RateLimiter};
 use crate::record::RunStore;
@@ -34,7 +35,6 @@ use crate::request::{Request, RequestId};
 use crate::schedule::{self, Rounds, Rules, Slot};
 use crate::signature::Verifier;
 use crate::spool::{self, SpoolEvent};
-use crate::status::StatusDir;
 use crate::{systemd, trust};
 
 /// A request file seen by a directory listing may still be being written in place (the client
@@ -165,54 +165,6 @@ struct Running {
     reattached: bool,
 }
 
-/// One spool as the daemon holds it: handles on its directories, and what may be asked there.
-struct DropBox {
-    config: SpoolConfig,
-    /// The spool root, for the self-update hand-off file (see [`handoff`]).
-    root: Dir,
-    requests: Dir,
-    status: StatusDir,
-}
-
-impl DropBox {
-    /// Prepares a spool's directories (created if missing) and checks their layout.
-    fn open(
-        config: &SpoolConfig,
-        progress_in_status: bool,
-        group: Option<&str>,
-    ) -> Result<DropBox, ServeError> {
-        let (requests_dir, status_dir) = (config.requests_dir(), config.status_dir());
-        for dir in [&requests_dir, &status_dir] {
-            std::fs::create_dir_all(dir).map_err(prepare(dir))?;
-        }
-        let status =
-            StatusDir::open(&status_dir, progress_in_status).map_err(prepare(&status_dir))?;
-        match status.remove_stale_temp_files() {
-            Ok(0) => {}
-            Ok(n) => {
-                info!(spool = %config.name, count = n, "removed temp files left by an earlier crash")
-            }
-            Err(e) => {
-                warn!(spool = %config.name, error = %e, "cannot clean up temp files in the status directory")
-            }
-        }
-        if let Some(group) = group {
-            for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
-                warn!(
-                    spool = %config.name,
-                    "spool permissions: {deviation}; run `update-coordinator check` (install.sh sets them)"
-                );
-            }
-        }
-        Ok(DropBox {
-            root: Dir::open(&config.root).map_err(prepare(&config.root))?,
-            requests: Dir::open(&requests_dir).map_err(prepare(&requests_dir))?,
-            status,
-            config: config.clone(),
-        })
-    }
-}
-
 struct Daemon {
     config: Arc<Config>,
     /// Every spool; requests, jobs and files name theirs by index.
@@ -250,13 +202,6 @@ struct Daemon {
     positions_due: Option<tokio::time::Instant>,
     /// When the next scheduled (deferred) request may start.
     scheduled_wake: Option<tokio::time::Instant>,
-}
-
-fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
-    move |source| ServeError::Prepare {
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// SIGTERM or SIGINT, as a future for [`serve`]: the handlers are installed now, so a signal
