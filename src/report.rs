@@ -3,7 +3,7 @@
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use crate::request::{Action, Rejection, Request, RequestId};
+use crate::request::{Action, InvalidRequest, Request, RequestId};
 use crate::runner::{Exit, Outcome, Stopped};
 use crate::status::{IN_PROGRESS, Status, now_rfc3339, rfc3339};
 
@@ -59,8 +59,8 @@ impl Refusal {
     }
 }
 
-impl From<&Rejection> for Refusal {
-    fn from(rejection: &Rejection) -> Self {
+impl From<&InvalidRequest> for Refusal {
+    fn from(rejection: &InvalidRequest) -> Self {
         Self {
             id: rejection.id.clone(),
             component: rejection.component.clone(),

@@ -256,9 +256,10 @@ impl RequestError {
     }
 }
 
-/// A refused request, with whatever could be read from it so the refusal can be addressed.
+/// A request file that is not a valid request, with whatever could be read from it so its
+/// refusal ([`crate::report::Refusal`]) can be addressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub struct InvalidRequest {
     /// The request's own id, when it had a valid one.
     pub id: Option<RequestId>,
     pub component: Option<String>,
@@ -272,7 +273,7 @@ impl Request {
     pub fn parse<'a>(
         bytes: &[u8],
         components: impl IntoIterator<Item = &'a str> + Clone,
-    ) -> Result<Request, Box<Rejection>> {
+    ) -> Result<Request, Box<InvalidRequest>> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| reject(None, None, None, RequestError::InvalidJson(e.to_string())))?;
         let Value::Object(fields) = value else {
@@ -444,7 +445,7 @@ pub struct Cancel {
 
 impl Cancel {
     /// `None` when the bytes are not a cancel request at all (then [`Request::parse`] applies).
-    pub fn parse(bytes: &[u8]) -> Option<Result<Cancel, Box<Rejection>>> {
+    pub fn parse(bytes: &[u8]) -> Option<Result<Cancel, Box<InvalidRequest>>> {
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };
@@ -492,8 +493,8 @@ fn reject(
     component: Option<String>,
     action: Option<String>,
     error: RequestError,
-) -> Box<Rejection> {
-    Box::new(Rejection {
+) -> Box<InvalidRequest> {
+    Box::new(InvalidRequest {
         id,
         component,
         action,
@@ -532,7 +533,7 @@ mod tests {
 
     const COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
 
-    fn parse(json: &str) -> Result<Request, Box<Rejection>> {
+    fn parse(json: &str) -> Result<Request, Box<InvalidRequest>> {
         Request::parse(json.as_bytes(), COMPONENTS)
     }
 
