@@ -383,8 +383,8 @@ impl Request {
             members.first(),
         ) {
             (_, Some(first)) => Some(first.version.clone()),
-            // Seed 001 shows `version` in every request: an empty one where no version is used
-            // means none. An update still needs a real one (refused below as invalid_version).
+            // The first clients put `version` into every request: an empty one where no version
+            // is used means none. An update still needs a real one (refused below as invalid_version).
             (Some(""), None) if action != Action::Update => None,
             (Some(raw), None) => Some(Version::parse(raw).map_err(in_context)?),
             (None, None) => None,
@@ -436,7 +436,7 @@ impl Request {
 }
 
 /// `{"action": "cancel", "target": "<request_id>", "request_id": "<own id>"}`: stop a
-/// queued or running request (seed 000).
+/// queued or running request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cancel {
     pub id: RequestId,
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn an_empty_version_is_ignored_where_no_version_is_used_and_refused_on_update() {
-        // Seed 001's clients put `version` into every request.
+        // The first clients put `version` into every request.
         for action in ["health", "rollback"] {
             let json = format!(
                 r#"{{"component":"core","action":"{action}","version":"","request_id":"e1"}}"#

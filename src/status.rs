@@ -1,7 +1,7 @@
 //! Status files: the [`Status`] type *is* the file format, plus the atomic write.
 //!
-//! `status/<request_id>.json` is written once, with the final answer: clients written to seed
-//! 001's protocol take the first status they can parse as the answer. Progress (queued, queue
+//! `status/<request_id>.json` is written once, with the final answer: clients written to the
+//! first protocol take the first status they can parse as the answer. Progress (queued, queue
 //! position, scheduled, phases, percent) goes beside it, to `status/<request_id>.progress.json`,
 //! where only clients that know about it look; it is removed when the answer is written. With
 //! `[spool] progress_in_status` the progress record is `status/<request_id>.json` itself
