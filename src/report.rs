@@ -381,6 +381,17 @@ pub fn from_exit(
     status
 }
 
+/// A multi-component update's final status as it concerns one of its components: a success
+/// only if that component was updated, else failed with its outcome as the code.
+pub fn of_member(status: &Status, member: &crate::procedure::MemberOutcome) -> Status {
+    let updated = member.outcome == "updated";
+    Status {
+        success: Some(updated),
+        code: (!updated).then(|| member.outcome.clone()),
+        ..status.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,13 +163,8 @@ impl Daemon {
             // Each component of a batch is recorded with its own version and outcome.
             Some(outcomes) => {
                 for (member, result) in members(request).iter().zip(outcomes) {
-                    let updated = result.outcome == "updated";
-                    let member_status = Status {
-                        success: Some(updated),
-                        code: (!updated).then(|| result.outcome.clone()),
-                        ..status.clone()
-                    };
-                    self.inventory.record(member, &member_status);
+                    self.inventory
+                        .record(member, &report::of_member(status, result));
                 }
             }
             None => {
