@@ -191,7 +191,7 @@ impl Dialect {
     }
 }
 
-/// The generated config, relative to the spool's temp dir (like tests/support/mod.rs). Only
+/// The generated config, relative to the spool's temp dir (like tests/integration/support/mod.rs). Only
 /// `spool.root` and the components' `dir` are required; every other key is dropped when the
 /// binary under test does not know it: fast kill and shutdown, no `dunebugger-updates` group
 /// check (`group = ""`), a queue bound above the burst and backlog sizes, no update rate

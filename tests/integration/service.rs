@@ -1,13 +1,11 @@
 //! The real binary on temporary spools with real `/bin/sh` scripts, driven the way the
 //! DuneBugger container client drives it.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::{Service, Spool, new_id, path_str, process_gone, wait_until};
+use crate::support::{Service, Spool, new_id, path_str, process_gone, wait_until};
 
 #[test]
 fn an_update_succeeds_with_output_exit_code_and_timing() {
@@ -631,7 +629,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
 
-    let mut second = std::process::Command::new(support::bin())
+    let mut second = std::process::Command::new(crate::support::bin())
         .args(["run", "--config"])
         .arg(spool.config_path())
         .env_remove("JOURNAL_STREAM")
@@ -639,7 +637,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + support::PATIENCE;
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let status = loop {
         if let Some(status) = second.try_wait().unwrap() {
             break status;
@@ -656,7 +654,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     let state_dir = spool.dir.path().join("state");
     for needle in [
         format!("pid {}: ", first.pid()),
-        format!("{} run --config", support::bin()),
+        format!("{} run --config", crate::support::bin()),
         format!("state directory {}", path_str(&state_dir)),
     ] {
         assert!(
@@ -667,7 +665,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     assert!(!stderr.contains("coordinator ready"), "{stderr}");
 
     // The run's monitor is a process of its own that never holds the coordinator's lock...
-    let monitors: Vec<i32> = support::processes_mentioning(spool.dir.path())
+    let monitors: Vec<i32> = crate::support::processes_mentioning(spool.dir.path())
         .into_iter()
         .filter(|(_, cmdline)| cmdline.contains("__monitor"))
         .map(|(pid, _)| pid)

@@ -5,15 +5,13 @@
 //!
 //! Needs root (to write as other uids); the CI runs as root.
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use jiff::{Timestamp, ToSpan};
-use support::{Service, Spool, new_id, path_str, wait_until};
 
 const A: u32 = 2001;
 const B: u32 = 2002;

@@ -2,13 +2,11 @@
 //! in `status/`), one test per case. Each checks the status `code`, that nothing outside the
 //! spool was written, and that the service still answers.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::{Service, Spool, files_outside_spool, new_id, path_str, wait_until};
+use crate::support::{Service, Spool, files_outside_spool, new_id, path_str, wait_until};
 
 /// A valid request is still answered: the service is up and not stuck.
 fn assert_still_answering(spool: &Spool) {
@@ -38,7 +36,7 @@ fn under_attack(setup: impl FnOnce(&mut Spool), attack: impl FnOnce(&Spool)) -> 
     );
     let service_pid = service.pid() as i32;
     wait_until("no script or monitor left running", || {
-        support::processes_mentioning(spool.dir.path())
+        crate::support::processes_mentioning(spool.dir.path())
             .iter()
             .all(|(pid, _)| *pid == service_pid)
     });
@@ -616,7 +614,7 @@ fn check_reports_spool_permissions_that_deviate_from_the_installed_layout() {
         .unwrap()
         .replace("group = \"\"", "group = \"root\"");
     fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .arg("check")
         .arg("--config")
         .arg(&config)
@@ -636,7 +634,7 @@ fn submit_signs_requests_when_the_config_requires_it() {
     fs::write(spool.dir.path().join("key"), "shared key of 16+ bytes\n").unwrap();
     spool.add_config("[signature]\nrequired = true\nkey_file = \"key\"");
     let _service = Service::start(&spool);
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .arg("submit")
         .arg("--config")
         .arg(spool.config_path())

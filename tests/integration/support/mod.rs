@@ -2,8 +2,6 @@
 //! it with a real `NOTIFY_SOCKET`, and a client that behaves like the DuneBugger container.
 //! A failing test prints the service's log.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -153,12 +151,6 @@ impl Spool {
         let id = new_id();
         self.drop_in_place(&id, &Self::request_json(&id, component, action, version));
         id
-    }
-
-    /// [`Spool::submit`], then waits for its final status.
-    pub fn run(&self, component: &str, action: &str, version: Option<&str>) -> Value {
-        let id = self.submit(component, action, version);
-        self.wait_final(&id)
     }
 
     /// The existing client's way: open `<id>.json`, write, close (no rename).

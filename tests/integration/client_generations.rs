@@ -13,16 +13,14 @@
 //! recorded (`update-coordinator status ID --json`), and nothing may be left behind in
 //! `status/`, `requests/` or the hand-off file. Needs `python3`; without it these tests fail.
 
-mod support;
-
 use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{PATIENCE, Service, Spool, new_id, path_str};
 use serde_json::{Value, json};
-use support::{PATIENCE, Service, Spool, new_id, path_str};
 
 /// How an update ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -202,7 +200,7 @@ impl Client {
     /// Waits for the client to report `event`; returns it.
     fn wait_for(&self, event: &str) -> Value {
         let mut found = None;
-        support::wait_until(&format!("the client's {event}"), || {
+        crate::support::wait_until(&format!("the client's {event}"), || {
             found = self.events().into_iter().find(|e| e["event"] == event);
             found.is_some()
         });
@@ -280,10 +278,10 @@ fn phases(events: &[Value]) -> Vec<&str> {
 /// [`status_cli_while_the_service_works_loses_no_request`]).
 fn recorded_answer(spool: &Spool, id: &str) -> Value {
     let request_file = format!("{id}.json");
-    support::wait_until("the request concluded", || {
+    crate::support::wait_until("the request concluded", || {
         !spool.request_files().contains(&request_file)
     });
-    let out = Command::new(support::bin())
+    let out = Command::new(crate::support::bin())
         .args(["status", "--json", "--config"])
         .arg(spool.config_path())
         .arg(id)
@@ -345,7 +343,7 @@ fn assert_nothing_left(spool: &Spool) {
 }
 
 fn wait_for_file(path: &Path) {
-    support::wait_until(&format!("{} to exist", path.display()), || path.exists());
+    crate::support::wait_until(&format!("{} to exist", path.display()), || path.exists());
 }
 
 /// Ages everything written so far past [`SHORT_RETENTION_DAYS`] and restarts the service,
@@ -621,7 +619,7 @@ fn status_cli_while_the_service_works_loses_no_request() {
     let unanswered: Vec<String> = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = Command::new(support::bin())
+                let _ = Command::new(crate::support::bin())
                     .args(["status", "--json", "--config"])
                     .arg(&config)
                     .output();

@@ -8,8 +8,6 @@
 //! `component-scripts/install-components.sh`, so the installed layout is what runs. The last
 //! tests run the scripts under the real coordinator.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -17,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{Service, Spool};
 use sha2::{Digest, Sha256};
-use support::{Service, Spool};
 
 /// The PATH the coordinator gives scripts.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -317,7 +315,7 @@ impl Host {
     /// The script as the coordinator runs it for a request of its own: clean environment, cwd
     /// = its directory, stdin /dev/null, its own process group.
     fn command(&self, component: &str, script: &str, args: &[&str]) -> Command {
-        self.command_for(&support::new_id(), component, script, args)
+        self.command_for(&crate::support::new_id(), component, script, args)
     }
 
     /// The same, for request `request_id` (the coordinator's health-gated update runs
@@ -352,7 +350,7 @@ impl Host {
     }
 
     fn run(&self, component: &str, script: &str, args: &[&str]) -> Run {
-        self.run_for(&support::new_id(), component, script, args)
+        self.run_for(&crate::support::new_id(), component, script, args)
     }
 
     fn run_for(&self, request_id: &str, component: &str, script: &str, args: &[&str]) -> Run {
@@ -1007,7 +1005,7 @@ fn sigterm_mid_update_restores_the_compose_file() {
         .command("remote", "update.sh", &["1.2.3"])
         .spawn()
         .unwrap();
-    support::wait_until("the pull to start", || host.path("state/pulling").exists());
+    crate::support::wait_until("the pull to start", || host.path("state/pulling").exists());
     // As the coordinator does on a timeout: the whole process group.
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -1749,7 +1747,7 @@ fn coordinator_spool(host: &Host, auto_rollback: bool) -> Spool {
 }
 
 fn request(spool: &Spool, action: &str, version: Option<&str>) -> serde_json::Value {
-    let id = support::new_id();
+    let id = crate::support::new_id();
     spool.drop_renamed(&id, &Spool::request_json(&id, "remote", action, version));
     spool.wait_final(&id)
 }

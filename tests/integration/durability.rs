@@ -2,12 +2,10 @@
 //! the machine "reboots", and every accepted request still gets exactly one final status with
 //! the script's real result.
 
-mod support;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::{Service, Spool, new_id, path_str, wait_until};
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 
 fn gated_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, std::path::PathBuf) {
     let ran = spool.evidence().join("ran");
@@ -339,7 +337,7 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
         .parse()
         .unwrap();
     wait_until("the setsid daemon is gone", || {
-        support::process_gone(daemon)
+        crate::support::process_gone(daemon)
     });
     if !std::path::Path::new("/run/systemd/system").exists() {
         assert_eq!(status["limits"]["mechanism"], "none", "{status}");
@@ -372,7 +370,9 @@ fn a_daemon_left_behind_by_a_successful_script_is_swept() {
         .trim()
         .parse()
         .unwrap();
-    wait_until("the daemon is gone", || support::process_gone(daemon));
+    wait_until("the daemon is gone", || {
+        crate::support::process_gone(daemon)
+    });
     assert!(
         service
             .log()

@@ -3,15 +3,13 @@
 //! block writer A's requests; each attack must fail while A is served as usual. Writers are
 //! real processes under `setpriv` (needs root, as CI runs).
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use serde_json::Value;
-use support::{Service, Spool, new_id, path_str, wait_until};
 
 const A: u32 = 2001;
 const B: u32 = 2002;

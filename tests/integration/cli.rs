@@ -1,11 +1,9 @@
 //! The operator's commands: `check` and `submit`, run as the real binary.
 
-mod support;
-
 use std::fs;
 use std::process::Command;
 
-use support::{Service, Spool, bin, new_id, path_str};
+use crate::support::{Service, Spool, bin, new_id, path_str};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(bin())
@@ -280,7 +278,7 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
         "1.2.4",
     ]);
     let running = out.split_whitespace().nth(2).unwrap().to_owned();
-    support::wait_until(
+    crate::support::wait_until(
         "started (its monitor may still be starting: the cancel must not be lost)",
         || {
             // Its script says PHASE:waiting at once: "running" may never be seen by a poll.
@@ -342,7 +340,7 @@ fn follow_answers_a_finished_request_and_refuses_an_unknown_id_at_once() {
     let spool = Spool::new();
     let _service = Service::start(&spool);
     let follow = |id: &str| -> (i32, String, String) {
-        let out = std::process::Command::new(support::bin())
+        let out = std::process::Command::new(crate::support::bin())
             .args(["follow", id, "--config"])
             .arg(spool.config_path())
             .output()
@@ -404,7 +402,7 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
 
 #[test]
 fn submit_without_a_spool_says_how_to_point_it_at_one() {
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args([
             "submit",
             "--component",
@@ -740,7 +738,7 @@ fn submit_wait_on_a_terminal_redraws_one_progress_line_then_answers() {
     let command = format!(
         "{} submit --spool {} --component remote --action update --version 1.2.3 --wait",
         bin(),
-        support::path_str(&spool.root())
+        crate::support::path_str(&spool.root())
     );
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])

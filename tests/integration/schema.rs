@@ -3,8 +3,6 @@
 //! every failure code, and real status files written by the real binary. Known-bad documents
 //! must be rejected, so a schema that accepts everything fails here.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -13,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use jsonschema::Validator;
 use serde_json::{Value, json};
-use support::{Service, Spool, new_id, path_str, wait_until};
 use update_coordinator::report::{self, Refusal, RunContext};
 use update_coordinator::request::{Action, Rejection, Request, RequestError, RequestId};
 use update_coordinator::runner::{Captured, Exit, Outcome, Stopped};
@@ -1318,14 +1316,14 @@ fn real_start_failures_and_interruptions_match_the_status_schema() {
         (&json!("in_progress"), &json!("queued"))
     );
     // Its monitor and script vanish (as in a reboot): the next start answers `interrupted`.
-    for pid in support::processes_mentioning(spool.dir.path()) {
+    for pid in crate::support::processes_mentioning(spool.dir.path()) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid.0),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    support::wait_until("monitor and script gone", || {
-        support::processes_mentioning(spool.dir.path()).is_empty()
+    crate::support::wait_until("monitor and script gone", || {
+        crate::support::processes_mentioning(spool.dir.path()).is_empty()
     });
     let mut restarted = Service::start(&spool);
     let s = spool.wait_final(&interrupted);

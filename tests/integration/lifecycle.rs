@@ -1,11 +1,9 @@
 //! The health-gated update: after update.sh, health-check.sh must pass (with retries); if it
 //! never does, or the update fails, rollback.sh runs and the health check runs again.
 
-mod support;
-
 use std::fs;
 
-use support::{Service, Spool, new_id, path_str};
+use crate::support::{Service, Spool, new_id, path_str};
 
 /// A spool whose `remote` component has the health gate on, with no wait between attempts.
 fn gated() -> Spool {
@@ -235,7 +233,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     };
     let recorded =
         |id: &serde_json::Value| state_copy()["components"]["remote"]["last_request_id"] == *id;
-    support::wait_until("inventory updated", || recorded(&updated["request_id"]));
+    crate::support::wait_until("inventory updated", || recorded(&updated["request_id"]));
     let published = fs::read_to_string(spool.status_dir().join("inventory.json")).unwrap();
     assert!(
         !published.contains(updated["request_id"].as_str().unwrap())
@@ -251,7 +249,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
 
     let id = spool.submit("remote", "rollback", None);
     assert_eq!(spool.wait_final(&id)["success"], true);
-    support::wait_until("inventory updated", || recorded(&id.clone().into()));
+    crate::support::wait_until("inventory updated", || recorded(&id.clone().into()));
     let remote = &inventory()["components"]["remote"];
     assert_eq!(
         (&remote["version"], &remote["version_source"]),
@@ -259,7 +257,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     );
     assert_eq!(remote["recent"].as_array().unwrap().len(), 2);
 
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args(["inventory", "--config"])
         .arg(spool.config_path())
         .output()
@@ -296,7 +294,7 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
     );
     let _service = Service::start(&spool);
     let running = spool.submit("remote", "update", Some("1.0.0"));
-    support::wait_until("running", || started.exists());
+    crate::support::wait_until("running", || started.exists());
     let queued = spool.submit("remote", "update", Some("2.0.0"));
     spool.wait_phase(&queued, "queued");
 
@@ -331,7 +329,7 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
 
 /// The status, after checking it against docs/schema/status.schema.json.
 fn conforming(status: serde_json::Value) -> serde_json::Value {
-    let errors = support::status_schema_errors(&status);
+    let errors = crate::support::status_schema_errors(&status);
     assert!(
         errors.is_empty(),
         "{status}\ndoes not match the schema: {errors:?}"
@@ -554,7 +552,7 @@ fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
     spool.wait_final(&bad);
 
     let history = |args: &[&str]| -> String {
-        let out = std::process::Command::new(support::bin())
+        let out = std::process::Command::new(crate::support::bin())
             .arg("history")
             .arg("--config")
             .arg(spool.config_path())

@@ -1,13 +1,11 @@
 //! Requests that wait: for their component's maintenance window, for their own `not_before`,
 //! or for their turn (the queue position their status shows).
 
-mod support;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use jiff::{Timestamp, ToSpan};
-use support::{Service, Spool, new_id, path_str, wait_until};
 
 /// A window that opens two hours from now (local time) and lasts one hour.
 fn window_excluding_now() -> String {
@@ -29,7 +27,7 @@ fn request(id: &str, component: &str, action: &str, version: Option<&str>) -> se
 
 fn wait_phase(spool: &Spool, id: &str, phase: &str) -> serde_json::Value {
     let mut last = None;
-    let deadline = Instant::now() + support::PATIENCE;
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while Instant::now() < deadline {
         last = spool.status(id);
         if last.as_ref().is_some_and(|s| s["phase"] == phase) {
@@ -69,7 +67,7 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
     );
     assert!(scheduled_for > Timestamp::now());
     assert!(
-        support::status_schema_errors(&status).is_empty(),
+        crate::support::status_schema_errors(&status).is_empty(),
         "{status}"
     );
 
@@ -185,7 +183,7 @@ fn queued_statuses_show_their_position_and_it_moves_up() {
     for id in &ids[1..] {
         let status = spool.status(id).unwrap();
         assert!(
-            support::status_schema_errors(&status).is_empty(),
+            crate::support::status_schema_errors(&status).is_empty(),
             "{status}"
         );
     }
