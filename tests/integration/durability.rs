@@ -115,7 +115,7 @@ fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     spool.wait_phase(&id, "installing");
     service.crash();
     let restarted = Service::start(&spool);
-    std::thread::sleep(Duration::from_millis(300));
+    spool.wait_sentinel();
     let status = spool.status(&id);
     assert!(
         status
@@ -158,7 +158,7 @@ fn the_timeout_still_applies_across_a_restart() {
 #[test]
 fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     let spool = Spool::new();
-    let (ran, _gate) = gated_update(&spool, 0);
+    let (ran, gate) = gated_update(&spool, 0);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
@@ -194,10 +194,17 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
             .unwrap()
             .contains("not run again")
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // A later update of the same component queues behind any re-run (updates never overlap),
+    // so once it is answered, a re-run would have written its line first.
+    fs::write(&gate, "").unwrap();
+    let later = spool.submit("remote", "update", Some("1.2.4"));
+    assert_eq!(spool.wait_final(&later)["success"], true);
     assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
+        fs::read_to_string(&ran)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        [id.as_str(), later.as_str()],
         "never re-run"
     );
 }

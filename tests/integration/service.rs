@@ -243,7 +243,7 @@ fn temp_files_and_non_json_names_are_ignored_until_renamed() {
     fs::write(spool.requests().join(format!(".{id}.json")), &json).unwrap();
     fs::write(spool.requests().join(format!("{id}.json.tmp")), &json).unwrap();
     fs::write(spool.requests().join("notes.txt"), "hello").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    spool.wait_sentinel();
     assert!(
         spool.status(&id).is_none(),
         "nothing answered for temp files"
@@ -274,7 +274,7 @@ fn the_client_deleting_its_status_file_is_fine_and_nothing_reappears() {
     assert!(spool.status(&id).is_none());
     assert!(service.stop(), "clean exit");
     let restarted = Service::start(&spool);
-    std::thread::sleep(Duration::from_millis(300));
+    spool.wait_sentinel();
     assert!(
         spool.status(&id).is_none(),
         "a restart does not re-answer or re-run it"
@@ -468,7 +468,8 @@ fn a_half_written_file_found_at_start_up_is_read_once_complete() {
     f.write_all(&json.as_bytes()[..json.len() / 2]).unwrap();
     f.flush().unwrap();
     let _service = Service::start(&spool);
-    std::thread::sleep(Duration::from_millis(500));
+    // The service has seen the half-written file (and left it alone) once it answers a later one.
+    spool.wait_sentinel();
     f.write_all(&json.as_bytes()[json.len() / 2..]).unwrap();
     drop(f); // close: the event the service was waiting for
     assert_eq!(spool.wait_final(&id)["success"], true);

@@ -197,6 +197,19 @@ impl Spool {
         names
     }
 
+    /// Submits a health check of `core` and waits for its answer. The service handles what it
+    /// is given in order, from one loop: once this later request is answered, every earlier
+    /// event (a temp file seen, a restart's recovery, a run's end) has been handled, so a test
+    /// can then check that something did NOT happen without guessing how long to wait.
+    pub fn wait_sentinel(&self) {
+        let id = self.submit("core", "health", None);
+        assert_eq!(
+            self.wait_final(&id)["success"],
+            true,
+            "the sentinel request"
+        );
+    }
+
     /// Polls like the client (but faster) until the status is final.
     pub fn wait_final(&self, id: &str) -> Value {
         self.wait_final_within(id, PATIENCE)
