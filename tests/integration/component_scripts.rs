@@ -1,6 +1,6 @@
 //! The component scripts in `component-scripts/` run for real (bash, awk, tar, ...) against
-//! fake `docker`, `systemctl`, `curl` and `yq` programs that record every call and keep their
-//! state in files, so each path can be driven without a Docker engine or systemd: success,
+//! fake `docker`, `systemctl`, `curl` and `yq` programs (tests/fixtures/fake-tools/) that
+//! record every call and keep their state in files, so each path can be driven without a Docker engine or systemd: success,
 //! pull failure, an unhealthy or never-healthy container, a restore that fails too, SIGTERM
 //! mid-update, a bad release or checksum. The fakes are configured the way an operator
 //! configures the real tools, through each component's `component.conf` (the coordinator
@@ -44,152 +44,6 @@ services:
 
 const REMOTE_OLD: &str = "ghcr.io/dunebugger/remote:1.0.0";
 const SCHEDULER_OLD: &str = "ghcr.io/dunebugger/scheduler:2.0.0";
-
-/// Just enough of `docker compose`, `docker inspect` and `docker image inspect`. Containers are
-/// files `state/containers/SERVICE` holding their image; policies are files in `state/` listing
-/// images (`pull-fails`, `up-fails`, `unhealthy`, `starting`, `exited`, `no-healthcheck`,
-/// `unhealthy-on-health-check`: only when `health-check.sh` asks; `local-images`: present in
-/// the local image store) or text that makes `config` fail (`config-rejects`).
-///
-/// Run as `docker-compose` (a symlink), it is Compose v1 1.29 as Debian 12 ships it: calls are
-/// recorded as `docker-compose ...`, every call prints a Python warning on stderr, and `config`
-/// prints the file the way v1 does (no comments, unquoted values, `version:` added last).
-/// `state/no-plugin` makes `docker compose` fail as it does without the v2 plugin.
-const FAKE_DOCKER: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-v1=""
-if [ "${0##*/}" = docker-compose ]; then
-    v1=yes
-    printf 'docker-compose %s\n' "$*" >>"$STATE/calls"
-    echo "/usr/lib/python3/dist-packages/paramiko/transport.py:236: CryptographyDeprecationWarning: Blowfish has been deprecated" >&2
-    set -- compose "$@"
-else
-    printf '%s\n' "$*" >>"$STATE/calls"
-fi
-image_of() {
-    awk -v s="  $2:" '$0 == s { f = 1; next } f && /^  [^ ]/ { f = 0 }
-        f && /^    image:/ { sub(/^    image:[ ]*/, ""); sub(/[ ]+#.*$/, ""); gsub(/["\047]/, ""); print; exit }' "$1"
-}
-listed() { [ -f "$STATE/$1" ] && grep -qxF -- "$2" "$STATE/$1"; }
-if [ "$1" = inspect ]; then
-    [ "$2" = --format ] || exit 98
-    [ "$3" = '{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}|{{.RestartCount}}|{{.Config.Image}}' ] ||
-        { echo "fake docker: unexpected inspect format $3" >&2; exit 99; }
-    shift 3
-    for id; do
-        img=$(cat "$STATE/containers/${id#cid-}") || exit 1
-        status=running health=healthy
-        if listed unhealthy "$img"; then health=unhealthy; fi
-        if listed starting "$img"; then health=starting; fi
-        if listed no-healthcheck "$img"; then health=none; fi
-        if listed exited "$img"; then status=exited; fi
-        # ACTION comes from the coordinator, through the script's environment.
-        if [ "${ACTION:-}" = health ] && listed unhealthy-on-health-check "$img"; then health=unhealthy; fi
-        echo "$status|$health|0|$img"
-    done
-    exit 0
-fi
-if [ "$1" = image ] && [ "$2" = inspect ]; then
-    [ "$3" = --format ] && [ "$4" = '{{.Id}}' ] || exit 98
-    if listed local-images "$5"; then echo "sha256:$(printf '%s' "$5" | sha256sum | cut -c1-64)"; exit 0; fi
-    echo "Error: No such image: $5" >&2
-    exit 1
-fi
-[ "$1" = compose ] || { echo "fake docker: unsupported: $*" >&2; exit 97; }
-if [ -z "$v1" ] && [ -f "$STATE/no-plugin" ]; then
-    echo "docker: 'compose' is not a docker command." >&2
-    echo "See 'docker --help'" >&2
-    exit 1
-fi
-shift
-file=""
-while [ $# -gt 0 ]; do
-    case $1 in -f) file=$2; shift 2 ;; -p) shift 2 ;; *) break ;; esac
-done
-cmd=$1
-shift
-svc=${!#}
-case $cmd in
-version) if [ -n "$v1" ]; then echo "docker-compose version 1.29.2, build unknown"; else echo "Docker Compose version v2.99.0-fake"; fi ;;
-config)
-    if [ -f "$STATE/config-rejects" ] && grep -qF -f "$STATE/config-rejects" -- "$file"; then
-        echo "fake docker: invalid compose file" >&2
-        exit 15
-    fi
-    if [ -n "$v1" ]; then
-        awk '/^[ \t]*#/ { next }
-            /^    image:/ { sub(/[ ]+#.*$/, ""); gsub(/["\047]/, "") }
-            { print }
-            END { print "version: \0473.9\047" }' "$file"
-    else
-        cat -- "$file"
-    fi ;;
-pull)
-    img=$(image_of "$file" "$svc")
-    if [ -f "$STATE/pull-blocks" ]; then touch "$STATE/pulling"; sleep 60; fi
-    if listed pull-fails "$img"; then echo "fake docker: pull access denied for $img" >&2; exit 18; fi
-    echo "pulled $img" ;;
-up)
-    img=$(image_of "$file" "$svc")
-    if listed up-fails "$img"; then echo "fake docker: cannot start $img" >&2; exit 1; fi
-    mkdir -p "$STATE/containers"
-    echo "$img" >"$STATE/containers/$svc" ;;
-ps) if [ -f "$STATE/containers/$svc" ]; then echo "cid-$svc"; fi ;;
-*) echo "fake docker compose: unsupported $cmd" >&2; exit 97 ;;
-esac
-"#;
-
-/// `yq -r '.services["NAME"].image' FILE`, answered like the fake docker reads the file, or
-/// wrongly when `state/yq-lies` exists.
-const FAKE_YQ: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-printf 'yq %s\n' "$*" >>"$STATE/calls"
-[ "$1" = -r ] || exit 98
-svc=$(printf '%s' "$2" | sed -n 's/^\.services\["\([^"]*\)"\]\.image$/\1/p')
-[ -n "$svc" ] || exit 98
-if [ -f "$STATE/yq-lies" ]; then echo "something/else:0"; exit 0; fi
-awk -v s="  $svc:" '$0 == s { f = 1; next } f && /^  [^ ]/ { f = 0 }
-    f && /^    image:/ { sub(/^    image:[ ]*/, ""); sub(/[ ]+#.*$/, ""); gsub(/["\047]/, ""); print; exit }' "$3"
-"#;
-
-/// `systemctl start|stop|is-active|show` for one unit whose state is `state/unit`. Starting
-/// fails when the installed release has a `START_FAILS` file; the unit fails right after a
-/// successful start when it has `CRASHES`. `state/running` is the version started last.
-const FAKE_SYSTEMCTL: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-INSTALL_DIR=@INSTALL_DIR@
-printf 'systemctl %s\n' "$*" >>"$STATE/calls"
-current() { cat "$STATE/unit" 2>/dev/null || echo inactive; }
-case $1 in
-start)
-    if [ -e "$INSTALL_DIR/START_FAILS" ]; then echo failed >"$STATE/unit"; echo "Job for $2 failed" >&2; exit 1; fi
-    if [ -e "$INSTALL_DIR/CRASHES" ]; then echo failed >"$STATE/unit"; exit 0; fi
-    echo active >"$STATE/unit"
-    cat "$INSTALL_DIR/VERSION" >"$STATE/running" ;;
-stop) echo inactive >"$STATE/unit" ;;
-is-active) s=$(current); echo "$s"; [ "$s" = active ] ;;
-show) echo 0 ;;
-*) echo "fake systemctl: unsupported $*" >&2; exit 97 ;;
-esac
-"#;
-
-/// `curl ... -o OUT URL` for file:// URLs (anything else fails like curl on a 404).
-const FAKE_CURL: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-out="" url=""
-while [ $# -gt 0 ]; do
-    case $1 in -o) out=$2; shift 2 ;; --retry | --max-time) shift 2 ;; -*) shift ;; *) url=$1; shift ;; esac
-done
-printf 'curl %s\n' "$url" >>"$STATE/calls"
-case $url in
-file://*) cp -- "${url#file://}" "$out" 2>/dev/null || { echo "curl: (37) Couldn't open file" >&2; exit 37; } ;;
-*) echo "curl: (22) The requested URL returned error: 404" >&2; exit 22 ;;
-esac
-"#;
 
 fn write_exe(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -248,15 +102,15 @@ impl Host {
         };
         let state = host.path("state");
         fs::create_dir_all(state.join("containers")).unwrap();
-        let fill = |text: &str| {
-            text.replace("@STATE@", &state.display().to_string())
-                .replace("@INSTALL_DIR@", &host.install_dir().display().to_string())
-        };
-        write_exe(&host.path("bin/docker"), &fill(FAKE_DOCKER));
+        // The fakes find state/ (and opt/) beside the bin/ they are copied into.
+        for tool in ["docker", "yq", "systemctl", "curl"] {
+            let fake = repo().join(format!("tests/fixtures/fake-tools/{tool}.sh"));
+            write_exe(
+                &host.path(&format!("bin/{tool}")),
+                &fs::read_to_string(fake).unwrap(),
+            );
+        }
         std::os::unix::fs::symlink("docker", host.path("bin/docker-compose")).unwrap();
-        write_exe(&host.path("bin/yq"), &fill(FAKE_YQ));
-        write_exe(&host.path("bin/systemctl"), &fill(FAKE_SYSTEMCTL));
-        write_exe(&host.path("bin/curl"), &fill(FAKE_CURL));
         fs::create_dir_all(host.path("opt")).unwrap();
         fs::write(host.compose_file(), compose).unwrap();
         fs::write(state.join("calls"), "").unwrap();
@@ -283,10 +137,6 @@ impl Host {
 
     fn compose_file(&self) -> PathBuf {
         self.path("opt/docker-compose.yml")
-    }
-
-    fn install_dir(&self) -> PathBuf {
-        self.path("opt/core-app")
     }
 
     /// Writes `opt/COMPONENT/component.conf`: the fakes and short timeouts, then `extra`
