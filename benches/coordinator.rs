@@ -35,6 +35,15 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
+use support::new_id;
+
+/// The integration suite's harness: requests and their ids are written exactly as the tests
+/// (and the Python client) write them. The benchmark keeps its own spool and service, which
+/// also drive the baseline script and report errors instead of panicking, so most of the
+/// harness goes unused here.
+#[allow(dead_code)]
+#[path = "../tests/integration/support/mod.rs"]
+mod support;
 
 const BUILT_BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
 /// Set to benchmark another build of the service (a profile or a patch under test).
@@ -301,20 +310,6 @@ impl Spool {
         self.dir.path().join("components")
     }
 
-    fn request_json(id: &str, component: &str, action: &str, version: Option<&str>) -> String {
-        // Pretty-printed with a naive timestamp, exactly like the Python container client.
-        let mut v = serde_json::json!({
-            "component": component,
-            "action": action,
-            "request_id": id,
-            "timestamp": "2026-02-14T00:51:03.123456",
-        });
-        if let Some(version) = version {
-            v["version"] = version.into();
-        }
-        serde_json::to_string_pretty(&v).expect("json")
-    }
-
     /// The existing client's way: open `<id>.json`, write, close.
     fn drop_in_place(&self, id: &str, content: &str) -> Result<(), String> {
         let mut f = fs::File::create(self.requests().join(format!("{id}.json")))
@@ -462,10 +457,6 @@ fn shipped_binary() -> Result<PathBuf, String> {
         return Err(format!("cargo build --release failed: {status}"));
     }
     Ok(target.join("release/update-coordinator"))
-}
-
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 /// A running subject: the service, or the baseline script (in its own process group).
@@ -1231,7 +1222,7 @@ fn latency(ctx: &Ctx, subject: Subject) -> Result<Latency, String> {
     let mut service = Service::start(subject, &spool)?;
     let run_one = |watch: &mut StatusWatch, service: &mut Service, renamed: bool| {
         let id = new_id();
-        let json = Spool::request_json(&id, "noop", "health", None);
+        let json = support::Spool::request_json(&id, "noop", "health", None);
         if renamed {
             spool.drop_renamed(&id, &json)?;
         } else {
@@ -1295,13 +1286,13 @@ fn beside_slow(ctx: &Ctx, subject: Subject) -> Result<Dist, String> {
         let version = format!("1.0.{rep}");
         spool.drop_renamed(
             &update,
-            &Spool::request_json(&update, "slow", "update", Some(&version)),
+            &support::Spool::request_json(&update, "slow", "update", Some(&version)),
         )?;
         std::thread::sleep(Duration::from_millis(100)); // the update is running by now
         let health = new_id();
         spool.drop_renamed(
             &health,
-            &Spool::request_json(&health, "noop", "health", None),
+            &support::Spool::request_json(&health, "noop", "health", None),
         )?;
         let t0 = Instant::now();
         let patience = Duration::from_secs(s.slow_secs * 3 + 30);
@@ -1394,7 +1385,7 @@ fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
         let id = new_id();
         fs::write(
             spool.staging().join(format!("{id}.json")),
-            Spool::request_json(&id, "noop", "health", None),
+            support::Spool::request_json(&id, "noop", "health", None),
         )
         .map_err(|e| e.to_string())?;
         ids.push(id);
@@ -1431,7 +1422,10 @@ fn backlog(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = new_id();
-        spool.drop_in_place(&id, &Spool::request_json(&id, "noop", "health", None))?;
+        spool.drop_in_place(
+            &id,
+            &support::Spool::request_json(&id, "noop", "health", None),
+        )?;
         ids.push(id);
     }
     let t0 = Instant::now();
@@ -1469,7 +1463,10 @@ fn idle(ctx: &Ctx, subject: Subject) -> Result<Idle, String> {
     // Warm up: a few requests, so the figure is "idle after work", not "idle after start".
     for _ in 0..s.warmup {
         let id = new_id();
-        spool.drop_renamed(&id, &Spool::request_json(&id, "noop", "health", None))?;
+        spool.drop_renamed(
+            &id,
+            &support::Spool::request_json(&id, "noop", "health", None),
+        )?;
         watch.wait_final(&id, Duration::from_secs(30))?;
     }
     spool.wait_requests_empty(Duration::from_secs(30))?;
@@ -1561,7 +1558,10 @@ fn big_output(ctx: &Ctx, subject: Subject) -> Result<BigOutput, String> {
         })
     };
     let id = new_id();
-    spool.drop_renamed(&id, &Spool::request_json(&id, "chatty", "health", None))?;
+    spool.drop_renamed(
+        &id,
+        &support::Spool::request_json(&id, "chatty", "health", None),
+    )?;
     let t0 = Instant::now();
     let result = watch.wait_final(&id, Duration::from_secs(600));
     stop.store(true, Ordering::Relaxed);
