@@ -217,15 +217,7 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
 #[test]
 fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "core",
-        "update.sh",
-        &format!(
-            "echo PHASE:waiting; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("core", "update.sh", "echo PHASE:waiting", "");
     let _service = Service::start(&spool);
     let answer = |args: &[&str]| -> (i32, String) {
         let (code, stdout, stderr) = submit(&spool, args);
@@ -558,14 +550,11 @@ fn status_lists_recent_requests_and_shows_one_in_detail() {
 #[test]
 fn follow_prints_phases_and_new_output_lines_then_exits_with_the_result() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("gate");
-    spool.script(
+    let gate = spool.gated_script(
         "remote",
         "update.sh",
-        &format!(
-            "echo PHASE:downloading; echo PROGRESS:40; echo 'fetched layer 1'; while [ ! -e {} ]; do sleep 0.05; done; echo PHASE:installing; echo 'installed'; sleep 1.2; echo done",
-            gate.display()
-        ),
+        "echo PHASE:downloading; echo PROGRESS:40; echo 'fetched layer 1'",
+        "echo PHASE:installing; echo 'installed'; sleep 1.2; echo done",
     );
     let _service = Service::start(&spool);
     spool.drop_renamed(

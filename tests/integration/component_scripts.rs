@@ -72,6 +72,28 @@ impl Run {
             .collect()
     }
 
+    /// Asserts the script said `text` on stderr (where the scripts explain a failure).
+    #[track_caller]
+    fn says(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "{text:?} not in stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the script printed `text` on stdout (its progress and results).
+    #[track_caller]
+    fn prints(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "{text:?} not in stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
     #[track_caller]
     fn expect(&self, code: i32) -> &Self {
         assert_eq!(
@@ -404,12 +426,8 @@ fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
             "restoring"
         ]
     );
-    assert!(run.stderr.contains("pull access denied"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("is not present locally"),
-        "{}",
-        run.stderr
-    );
+    run.says("pull access denied");
+    run.says("is not present locally");
     assert_eq!(
         host.compose(),
         COMPOSE,
@@ -451,11 +469,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
     host.policy("local-images", "ghcr.io/dunebugger/remote:1.3.0");
     let run = host.run("remote", "update.sh", &["1.3.0"]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("not pulling (PULL=missing)"),
-        "{}",
-        run.stdout
-    );
+    run.prints("not pulling (PULL=missing)");
     assert_eq!(host.count(" pull remote"), 0, "{:?}", host.calls());
     assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.3.0");
     // Not present locally: pulled.
@@ -466,7 +480,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
     host.conf("remote", "PULL=sometimes");
     let run = host.run("remote", "update.sh", &["1.5.0"]);
     run.expect(2);
-    assert!(run.stderr.contains("PULL='sometimes'"), "{}", run.stderr);
+    run.says("PULL='sometimes'");
 }
 
 #[test]
@@ -478,7 +492,7 @@ fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
     let mut expected = UPDATE_PHASES.to_vec();
     expected.push("restoring");
     assert_eq!(run.phases(), expected);
-    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    run.says("health unhealthy");
     assert!(
         run.stderr
             .contains("is back on ghcr.io/dunebugger/remote:1.0.0")
@@ -516,11 +530,7 @@ fn a_container_that_never_gets_healthy_is_given_up_after_health_timeout() {
     host.policy("starting", "ghcr.io/dunebugger/remote:1.2.3");
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(4);
-    assert!(
-        run.stderr.contains("not healthy within 1s"),
-        "{}",
-        run.stderr
-    );
+    run.says("not healthy within 1s");
     assert!(
         run.elapsed < Duration::from_secs(20),
         "bounded wait: {:?}",
@@ -542,11 +552,7 @@ fn without_a_healthcheck_the_container_must_stay_up_for_stable_seconds() {
     host.policy("no-healthcheck", "ghcr.io/dunebugger/remote:1.2.3");
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("no health check defined"),
-        "{}",
-        run.stdout
-    );
+    run.prints("no health check defined");
     assert!(
         host.count("cid-remote") >= 2,
         "running once is not enough: {:?}",
@@ -561,7 +567,7 @@ fn when_restoring_fails_too_the_exit_code_says_the_state_is_unknown() {
     host.policy("up-fails", REMOTE_OLD);
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(5);
-    assert!(run.stderr.contains("state is unknown"), "{}", run.stderr);
+    run.says("state is unknown");
     assert_eq!(host.compose(), COMPOSE, "the file is restored all the same");
     assert_eq!(
         host.backups("remote").len(),
@@ -580,11 +586,7 @@ fn an_edit_that_docker_compose_config_rejects_is_undone_before_anything_is_pulle
         run.phases(),
         ["checking", "backing-up", "configuring", "restoring"]
     );
-    assert!(
-        run.stderr.contains("invalid compose file"),
-        "{}",
-        run.stderr
-    );
+    run.says("invalid compose file");
     assert_eq!(host.compose(), COMPOSE);
     assert_eq!(host.count(" pull remote"), 0);
 }
@@ -652,11 +654,7 @@ fn refusals_change_nothing_and_say_why() {
     .unwrap();
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(2);
-    assert!(
-        run.stderr.contains("not a plain image reference"),
-        "{}",
-        run.stderr
-    );
+    run.says("not a plain image reference");
     fs::write(host.compose_file(), COMPOSE).unwrap();
 
     // Missing tools are named.
@@ -693,11 +691,7 @@ fn rollback_restores_only_its_own_services_image_and_is_idempotent() {
     let host = Host::new();
     let run = host.run("remote", "rollback.sh", &[]);
     run.expect(7);
-    assert!(
-        run.stderr.contains("nothing to roll back to"),
-        "{}",
-        run.stderr
-    );
+    run.says("nothing to roll back to");
 
     host.run("remote", "update.sh", &["1.2.3"]).expect(0);
     // The scheduler is updated after remote: rolling remote back must not undo it.
@@ -786,11 +780,7 @@ fn rollback_for_the_same_request_undoes_only_what_that_update_left_in_place() {
     host.clear_calls();
     let run = host.run_for("req-a", "remote", "rollback.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("nothing to roll back"),
-        "{}",
-        run.stdout
-    );
+    run.prints("nothing to roll back");
     assert_eq!(host.compose(), at_123);
     assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
     assert_eq!(
@@ -826,11 +816,7 @@ fn rollback_for_the_same_request_undoes_only_what_that_update_left_in_place() {
     host.clear_calls();
     let run = host.run_for("req-c", "remote", "rollback.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("nothing to roll back"),
-        "{}",
-        run.stdout
-    );
+    run.prints("nothing to roll back");
     assert_eq!(host.count(" up -d --no-deps remote"), 0);
     assert_eq!(host.compose(), at_123);
 
@@ -864,7 +850,7 @@ fn sigterm_mid_update_restores_the_compose_file() {
     .unwrap();
     let run = finish(child, start);
     run.expect(4);
-    assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
+    run.says("stopped by SIGTERM");
     assert_eq!(run.phases().last(), Some(&"restoring"));
     assert_eq!(host.compose(), COMPOSE);
     assert_eq!(host.container("remote"), REMOTE_OLD);
@@ -887,7 +873,7 @@ fn yq_when_present_must_read_the_file_as_the_line_edit_does() {
     fs::write(host.path("state/yq-lies"), "").unwrap();
     let run = host.run("remote", "update.sh", &["1.3.0"]);
     run.expect(2);
-    assert!(run.stderr.contains("refusing to edit"), "{}", run.stderr);
+    run.says("refusing to edit");
     assert_eq!(host.compose(), before);
 }
 
@@ -953,15 +939,11 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
     // The health check, a failed update put right, and a rollback, all through v1.
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("running, health healthy"),
-        "{}",
-        run.stdout
-    );
+    run.prints("running, health healthy");
     host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.3.0");
     let run = host.run("remote", "update.sh", &["1.3.0"]);
     run.expect(4);
-    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    run.says("health unhealthy");
     assert!(
         run.stderr
             .contains("is back on ghcr.io/dunebugger/remote:1.2.3"),
@@ -1046,11 +1028,7 @@ fn health_check_reports_running_healthy_and_unhealthy_containers() {
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(0);
     assert_eq!(run.phases(), ["checking"]);
-    assert!(
-        run.stdout.contains("running, health healthy"),
-        "{}",
-        run.stdout
-    );
+    run.prints("running, health healthy");
 
     host.policy("no-healthcheck", REMOTE_OLD);
     host.run("remote", "health-check.sh", &[]).expect(0);
@@ -1062,12 +1040,12 @@ fn health_check_reports_running_healthy_and_unhealthy_containers() {
     host.policy("unhealthy", SCHEDULER_OLD);
     let run = host.run("scheduler", "health-check.sh", &[]);
     run.expect(1);
-    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    run.says("health unhealthy");
 
     fs::remove_file(host.path("state/containers/remote")).unwrap();
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(1);
-    assert!(run.stderr.contains("no container"), "{}", run.stderr);
+    run.says("no container");
 
     assert!(
         !host
@@ -1109,18 +1087,14 @@ fn scripts_refuse_libraries_and_settings_others_could_have_changed() {
     fs::set_permissions(&lib, fs::Permissions::from_mode(0o664)).unwrap();
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(2);
-    assert!(
-        run.stderr.contains("writable by group or others"),
-        "{}",
-        run.stderr
-    );
+    run.says("writable by group or others");
     fs::set_permissions(&lib, fs::Permissions::from_mode(0o644)).unwrap();
 
     let conf = host.path("opt/remote/component.conf");
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(2);
-    assert!(run.stderr.contains("refusing"), "{}", run.stderr);
+    run.says("refusing");
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
     host.run("remote", "health-check.sh", &[]).expect(0);
 }
@@ -1238,7 +1212,7 @@ fn core_update_installs_the_release_keeps_the_previous_and_carries_preserved_fil
     let run = host.run("core", "update.sh", &["1.0.0"]);
     run.expect(0);
     assert_eq!(run.phases(), CORE_PHASES);
-    assert!(run.stdout.contains("sha256 verified"), "{}", run.stdout);
+    run.prints("sha256 verified");
     assert_eq!(host.installed(""), "1.0.0");
     assert_eq!(host.read("opt/core-app/.dunebugger-version"), "1.0.0");
     assert_eq!(host.read("state/unit"), "active");
@@ -1346,11 +1320,7 @@ fn core_rollback_for_a_failed_update_of_the_same_request_changes_nothing() {
     host.clear_calls();
     let run = host.run_for("req-x", "core", "rollback.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("nothing to roll back"),
-        "{}",
-        run.stdout
-    );
+    run.prints("nothing to roll back");
     assert_eq!(host.installed(""), "1.1.0");
     assert_eq!(host.installed(".previous"), "1.0.0");
     assert!(host.calls().is_empty(), "{:?}", host.calls());
@@ -1408,11 +1378,7 @@ fn core_changes_nothing_when_the_release_is_missing_bad_or_unsafe() {
             "expected {says:?} in:\n{}",
             run.stderr
         );
-        assert!(
-            run.stderr.contains("before anything was changed"),
-            "{}",
-            run.stderr
-        );
+        run.says("before anything was changed");
         assert_eq!(host.installed(""), "1.0.0");
         assert!(!host.path("opt/core-app.previous").exists());
         assert_eq!(host.read("state/unit"), "active");
@@ -1528,11 +1494,7 @@ fn core_downloads_from_the_url_templates_with_curl() {
     fs::write(host.path("opt/core/component.conf"), conf).unwrap();
     let run = host.run("core", "update.sh", &["2.1.0"]);
     run.expect(3);
-    assert!(
-        run.stderr.contains("neither curl nor wget"),
-        "{}",
-        run.stderr
-    );
+    run.says("neither curl nor wget");
 }
 
 #[test]
@@ -1542,15 +1504,11 @@ fn core_health_check_and_settings_checks() {
     host.run("core", "update.sh", &["1.0.0"]).expect(0);
     let run = host.run("core", "health-check.sh", &[]);
     run.expect(0);
-    assert!(run.stdout.contains("version 1.0.0"), "{}", run.stdout);
+    run.prints("version 1.0.0");
     fs::write(host.path("state/unit"), "failed\n").unwrap();
     let run = host.run("core", "health-check.sh", &[]);
     run.expect(1);
-    assert!(
-        run.stderr.contains("dunebugger-core is failed"),
-        "{}",
-        run.stderr
-    );
+    run.says("dunebugger-core is failed");
 
     // An install directory that holds the scripts would be replaced with them.
     host.conf(
@@ -1559,7 +1517,7 @@ fn core_health_check_and_settings_checks() {
     );
     let run = host.run("core", "update.sh", &["1.0.0"]);
     run.expect(2);
-    assert!(run.stderr.contains("holds these scripts"), "{}", run.stderr);
+    run.says("holds these scripts");
     host.conf("core", "SYSTEMCTL=/nonexistent/systemctl");
     host.run("core", "health-check.sh", &[]).expect(3);
 }

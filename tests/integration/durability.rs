@@ -9,16 +9,12 @@ use crate::support::{Service, Spool, new_id, path_str, wait_until};
 
 fn gated_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, std::path::PathBuf) {
     let ran = spool.evidence().join("ran");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {ran}; echo PHASE:installing; echo working; while [ ! -e {gate} ]; do sleep 0.05; done; echo done; exit {exit_code}",
-            ran = path_str(&ran),
-            gate = path_str(&gate)
-        ),
+    let before = format!(
+        "echo \"$REQUEST_ID\" >> {}; echo PHASE:installing; echo working",
+        path_str(&ran)
     );
+    let after = format!("echo done; exit {exit_code}");
+    let gate = spool.gated_script("remote", "update.sh", &before, &after);
     (ran, gate)
 }
 

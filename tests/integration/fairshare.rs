@@ -108,14 +108,8 @@ fn a_writer_is_served_while_another_has_filled_everything_it_may_fill() {
     for c in ["remote", "core", "scheduler"] {
         spool.set_key(&format!("components.{c}"), "max_updates_per_hour", "4");
     }
-    let gate = spool.evidence().join("gate");
-    for c in ["core", "remote"] {
-        spool.script(
-            c,
-            "health-check.sh",
-            &format!("while [ ! -e {} ]; do sleep 0.05; done", path_str(&gate)),
-        );
-    }
+    let gate = spool.gated_script("core", "health-check.sh", "", "");
+    spool.gated_script("remote", "health-check.sh", "", "");
     open_spool_to_writers(&spool);
     let mut service = Service::start(&spool);
     let soon = Timestamp::now().checked_add(144.hours()).unwrap();

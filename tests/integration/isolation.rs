@@ -144,14 +144,11 @@ fn a_copy_sent_while_the_original_waits_leaves_its_answer_alone() {
 #[test]
 fn only_the_writer_cancels_and_others_cannot_tell_its_request_exists() {
     let spool = shared_spool();
-    let gate = spool.evidence().join("gate");
-    spool.script(
+    let gate = spool.gated_script(
         "remote",
         "update.sh",
-        &format!(
-            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done; echo installed",
-            path_str(&gate)
-        ),
+        "echo PHASE:installing",
+        "echo installed",
     );
     let _service = Service::start(&spool);
     let running = new_id();
@@ -259,15 +256,7 @@ fn drop_boxes_keep_containers_apart_where_uids_say_nothing() {
         "[spools.scheduler]\nroot = \"spool-scheduler\"\ncomponents = [\"scheduler\"]\nactions = [\"health\"]\n",
     );
     spool.script("core", "health-check.sh", "echo secret output of main");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "echo PHASE:installing", "");
     let _service = Service::start(&spool);
     let other = spool.dir.path().join("spool-scheduler");
     let drop_into_other = |id: &str, request: &str| {

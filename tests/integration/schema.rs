@@ -1158,12 +1158,7 @@ fn real_admission_refusals_match_the_status_schema() {
     let mut spool = Spool::new();
     spool.set("spool", "max_queued = 1");
     spool.set("components.core", "max_updates_per_hour = 1");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("while [ ! -e {} ]; do sleep 0.05; done", path_str(&gate)),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "", "");
     let _service = Service::start(&spool);
     let request = |id: &str, component: &str| {
         spool.drop_in_place(

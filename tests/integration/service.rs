@@ -479,16 +479,8 @@ fn a_half_written_file_found_at_start_up_is_read_once_complete() {
 fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
     let spool = Spool::new();
     let ran = spool.evidence().join("ran");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}; while [ ! -e {} ]; do sleep 0.05; done; exit 3",
-            path_str(&ran),
-            path_str(&gate)
-        ),
-    );
+    let record_run = format!("echo \"$REQUEST_ID\" >> {}", path_str(&ran));
+    let gate = spool.gated_script("remote", "update.sh", &record_run, "exit 3");
     let mut service = Service::start(&spool);
     let running = new_id();
     let queued = new_id();
@@ -531,15 +523,7 @@ fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
 #[test]
 fn systemd_hears_ready_status_lines_and_stopping() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("go");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "echo PHASE:downloading", "");
     let mut service = Service::start(&spool);
     assert!(
         service
@@ -617,15 +601,7 @@ fn a_request_whose_event_was_lost_to_an_inotify_overflow_is_found_by_the_rescan(
 #[test]
 fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_the_first() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "echo PHASE:installing", "");
     let mut first = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");

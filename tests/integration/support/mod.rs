@@ -93,6 +93,16 @@ impl Spool {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// Writes a script that runs `before`, waits until the test creates the returned gate file,
+    /// then runs `after`: how a test holds a run at a known point (one gate per spool, so
+    /// every gated script of a spool goes on at once).
+    pub fn gated_script(&self, component: &str, name: &str, before: &str, after: &str) -> PathBuf {
+        let gate = self.evidence().join("gate");
+        let wait = format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display());
+        self.script(component, name, &format!("{before}\n{wait}\n{after}"));
+        gate
+    }
+
     /// Adds `lines` to the config table `table` (e.g. `set("spool", "max_queued = 5")`).
     pub fn set(&mut self, table: &str, lines: &str) {
         self.tables
