@@ -7,21 +7,21 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Service, Spool, new_id, path_str, wait_until};
 
-fn gated_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ran = spool.evidence().join("ran");
+/// An update of `remote` that records its run, reaches `installing`, then waits for the
+/// returned gate and exits with `exit_code`.
+fn gated_update(spool: &Spool, exit_code: i32) -> std::path::PathBuf {
     let before = format!(
-        "echo \"$REQUEST_ID\" >> {}; echo PHASE:installing; echo working",
-        path_str(&ran)
+        "{}; echo PHASE:installing; echo working",
+        spool.record_run()
     );
     let after = format!("echo done; exit {exit_code}");
-    let gate = spool.gated_script("remote", "update.sh", &before, &after);
-    (ran, gate)
+    spool.gated_script("remote", "update.sh", &before, &after)
 }
 
 #[test]
 fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code() {
     let spool = Spool::new();
-    let (ran, gate) = gated_update(&spool, 7);
+    let gate = gated_update(&spool, 7);
     let mut service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
@@ -40,11 +40,7 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
         status["message"],
         "update.sh exited with code 7 (last phase: installing)"
     );
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "ran once"
-    );
+    assert_eq!(spool.runs().len(), 1, "ran once");
     wait_until("request file removed", || spool.request_files().is_empty());
 }
 
@@ -66,7 +62,7 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
     if progress_in_status {
         spool.set("spool", "progress_in_status = true");
     }
-    let (_, gate) = gated_update(&spool, 0);
+    let gate = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let running = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&running, "installing");
@@ -105,7 +101,7 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
 #[test]
 fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let spool = Spool::new();
-    let (_, gate) = gated_update(&spool, 0);
+    let gate = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
@@ -154,7 +150,7 @@ fn the_timeout_still_applies_across_a_restart() {
 #[test]
 fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     let spool = Spool::new();
-    let (ran, gate) = gated_update(&spool, 0);
+    let gate = gated_update(&spool, 0);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
@@ -195,20 +191,13 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     fs::write(&gate, "").unwrap();
     let later = spool.submit("remote", "update", Some("1.2.4"));
     assert_eq!(spool.wait_final(&later)["success"], true);
-    assert_eq!(
-        fs::read_to_string(&ran)
-            .unwrap()
-            .lines()
-            .collect::<Vec<_>>(),
-        [id.as_str(), later.as_str()],
-        "never re-run"
-    );
+    assert_eq!(spool.runs(), [id, later], "never re-run");
 }
 
 #[test]
 fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let spool = Spool::new();
-    let (ran, _gate) = gated_update(&spool, 0);
+    gated_update(&spool, 0);
     let mut service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
@@ -243,26 +232,15 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
             .contains("machine restarted"),
         "{status}"
     );
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "never re-run"
-    );
+    assert_eq!(spool.runs().len(), 1, "never re-run");
     wait_until("request file removed", || spool.request_files().is_empty());
 }
 
 #[test]
 fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
     let spool = Spool::new();
-    let ran = spool.evidence().join("ran");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}; echo healthy; exit 0",
-            path_str(&ran)
-        ),
-    );
+    let script = format!("{}; echo healthy; exit 0", spool.record_run());
+    spool.script("core", "health-check.sh", &script);
     let mut service = Service::start(&spool);
     let id = new_id();
     let json = Spool::request_json(&id, "core", "health", None);
@@ -276,11 +254,7 @@ fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
     spool.drop_in_place(&id, &json);
     let again = spool.wait_final(&id);
     assert_eq!(again, first, "the recorded result, unchanged");
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "not re-run"
-    );
+    assert_eq!(spool.runs().len(), 1, "not re-run");
 }
 
 #[test]

@@ -327,26 +327,21 @@ fn a_symlink_planted_at_a_status_name_is_replaced_not_written_through() {
 fn a_duplicate_id_while_queued_or_running_never_runs_twice() {
     under_attack(
         |spool| {
-            let ran = spool.evidence().join("ran");
-            spool.script(
-                "remote",
-                "update.sh",
-                &format!("echo \"$REQUEST_ID\" >> {}; sleep 1", path_str(&ran)),
-            );
+            let script = format!("{}; sleep 1", spool.record_run());
+            spool.script("remote", "update.sh", &script);
         },
         |spool| {
             let id = new_id();
             let json = Spool::request_json(&id, "remote", "update", Some("1.0.0"));
             spool.drop_in_place(&id, &json);
-            wait_until("running", || spool.evidence().join("ran").exists());
+            wait_until("running", || !spool.runs().is_empty());
             // The same id again, under another file name and under the same one.
             spool.drop_renamed("other-name", &json);
             spool.drop_renamed(&id, &json);
             let status = spool.wait_final(&id);
             assert_eq!(status["success"], true);
             wait_until("copies removed", || spool.request_files().is_empty());
-            let runs = fs::read_to_string(spool.evidence().join("ran")).unwrap();
-            assert_eq!(runs.lines().count(), 1, "{runs}");
+            assert_eq!(spool.runs(), [id.as_str()]);
             assert!(
                 spool.status("other-name").is_none(),
                 "no answer under the copy's file name"

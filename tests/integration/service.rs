@@ -158,14 +158,7 @@ fn requests_present_before_start_are_all_answered() {
     // One writer (this test's uid) may fill the whole queue here.
     spool.set("spool", "max_queued = 1000\nmax_queued_per_writer = 1000");
     spool.create_dirs();
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}",
-            path_str(&spool.evidence().join("ran"))
-        ),
-    );
+    spool.script("core", "health-check.sh", &spool.record_run());
     let ids: Vec<String> = (0..500).map(|_| new_id()).collect();
     for id in &ids {
         spool.drop_in_place(id, &Spool::request_json(id, "core", "health", None));
@@ -194,14 +187,7 @@ fn a_burst_of_1000_requests_is_answered_exactly_once_each() {
     let mut spool = Spool::new();
     // One writer (this test's uid) may fill the whole queue here.
     spool.set("spool", "max_queued = 1000\nmax_queued_per_writer = 1000");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}",
-            path_str(&spool.evidence().join("ran"))
-        ),
-    );
+    spool.script("core", "health-check.sh", &spool.record_run());
     let _service = Service::start(&spool);
     let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -219,10 +205,10 @@ fn a_burst_of_1000_requests_is_answered_exactly_once_each() {
 }
 
 fn assert_ran_exactly_once(spool: &Spool, ids: &[String]) {
-    let ran = fs::read_to_string(spool.evidence().join("ran")).unwrap();
+    let runs = spool.runs();
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    for line in ran.lines() {
-        *counts.entry(line).or_default() += 1;
+    for line in &runs {
+        *counts.entry(line.as_str()).or_default() += 1;
     }
     for id in ids {
         assert_eq!(
@@ -333,12 +319,7 @@ fn invalid_requests_get_a_final_status_with_a_stable_code() {
 #[test]
 fn a_request_id_that_was_already_answered_is_not_run_again() {
     let spool = Spool::new();
-    let ran = spool.evidence().join("ran");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!("echo \"$REQUEST_ID\" >> {}", path_str(&ran)),
-    );
+    spool.script("core", "health-check.sh", &spool.record_run());
     let _service = Service::start(&spool);
     let id = new_id();
     let json = Spool::request_json(&id, "core", "health", None);
@@ -351,7 +332,7 @@ fn a_request_id_that_was_already_answered_is_not_run_again() {
         first,
         "the answer is not overwritten"
     );
-    assert_eq!(fs::read_to_string(&ran).unwrap().lines().count(), 1);
+    assert_eq!(spool.runs(), [id]);
 }
 
 #[test]
@@ -478,9 +459,7 @@ fn a_half_written_file_found_at_start_up_is_read_once_complete() {
 #[test]
 fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
     let spool = Spool::new();
-    let ran = spool.evidence().join("ran");
-    let record_run = format!("echo \"$REQUEST_ID\" >> {}", path_str(&ran));
-    let gate = spool.gated_script("remote", "update.sh", &record_run, "exit 3");
+    let gate = spool.gated_script("remote", "update.sh", &spool.record_run(), "exit 3");
     let mut service = Service::start(&spool);
     let running = new_id();
     let queued = new_id();
@@ -488,7 +467,7 @@ fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
         &running,
         &Spool::request_json(&running, "remote", "update", Some("1.0.0")),
     );
-    wait_until("the first update runs", || fs::read_to_string(&ran).is_ok());
+    wait_until("the first update runs", || !spool.runs().is_empty());
     spool.drop_renamed(
         &queued,
         &Spool::request_json(&queued, "remote", "update", Some("1.0.1")),
@@ -510,13 +489,7 @@ fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
         "the real exit code, through the restart: {first}"
     );
     assert_eq!(spool.wait_final(&queued)["exit_code"], 3);
-    assert_eq!(
-        fs::read_to_string(&ran)
-            .unwrap()
-            .lines()
-            .collect::<Vec<_>>(),
-        [running.as_str(), queued.as_str()]
-    );
+    assert_eq!(spool.runs(), [running, queued]);
     wait_until("request files removed", || spool.request_files().is_empty());
 }
 

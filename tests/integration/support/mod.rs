@@ -93,6 +93,24 @@ impl Spool {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// A shell command that appends the request's id to the spool's record of runs: scripts
+    /// that prove how often they ran begin with it (see [`Spool::runs`]).
+    pub fn record_run(&self) -> String {
+        format!(
+            "echo \"$REQUEST_ID\" >> {}",
+            self.evidence().join("ran").display()
+        )
+    }
+
+    /// The request ids recorded by [`Spool::record_run`], one per run, in order.
+    pub fn runs(&self) -> Vec<String> {
+        fs::read_to_string(self.evidence().join("ran"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Writes a script that runs `before`, waits until the test creates the returned gate file,
     /// then runs `after`: how a test holds a run at a known point (one gate per spool, so
     /// every gated script of a spool goes on at once).
