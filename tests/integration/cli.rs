@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Service, Spool, bin, new_id, path_str};
+use crate::support::{Service, Spool, bin, new_id, path_str, words};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(bin())
@@ -167,15 +167,7 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
 
     let (code, stdout, stderr) = submit(
         &spool,
-        &[
-            "--component",
-            "remote",
-            "--action",
-            "update",
-            "--version",
-            "1.2.3",
-            "--wait",
-        ],
+        &words("--component remote --action update --version 1.2.3 --wait"),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
@@ -225,27 +217,15 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     };
 
     // A dry run runs nothing and says what would run.
-    let (code, out) = answer(&[
-        "--component",
-        "core",
-        "--action",
-        "update",
-        "--version",
-        "1.2.3",
-        "--dry-run",
-        "--wait",
-    ]);
+    let (code, out) = answer(&words(
+        "--component core --action update --version 1.2.3 --dry-run --wait",
+    ));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("update core 1.2.3: dry run ok"), "{out}");
     // Several components.
-    let (code, out) = answer(&[
-        "--components",
-        "scheduler=2.0.1",
-        "--components",
-        "core=1.0.0",
-        "--dry-run",
-        "--wait",
-    ]);
+    let (code, out) = answer(&words(
+        "--components scheduler=2.0.1 --components core=1.0.0 --dry-run --wait",
+    ));
     assert_eq!(code, 0, "{out}");
     // not_before: accepted and waiting (phase scheduled), not an error.
     let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)).to_string();
@@ -261,14 +241,7 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     let scheduled = out.split_whitespace().nth(2).unwrap().to_owned();
     spool.wait_phase(&scheduled, "scheduled");
     // Cancel a running request of ours.
-    let (_, out) = answer(&[
-        "--component",
-        "core",
-        "--action",
-        "update",
-        "--version",
-        "1.2.4",
-    ]);
+    let (_, out) = answer(&words("--component core --action update --version 1.2.4"));
     let running = out.split_whitespace().nth(2).unwrap().to_owned();
     crate::support::wait_until(
         "started (its monitor may still be starting: the cancel must not be lost)",
@@ -294,26 +267,12 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
         ),
         (vec!["--components", "remote"], "NAME=VERSION"),
         (
-            vec![
-                "--component",
-                "core",
-                "--action",
-                "update",
-                "--version",
-                "v1",
-            ],
+            words("--component core --action update --version v1"),
             "not a version",
         ),
         (vec!["--cancel", "../x"], "--cancel"),
         (
-            vec![
-                "--component",
-                "core",
-                "--action",
-                "health",
-                "--not-before",
-                "soon",
-            ],
+            words("--component core --action health --not-before soon"),
             "not_before",
         ),
     ] {
@@ -375,15 +334,7 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
     spool.create_dirs(); // but no service
     let (code, _, stderr) = submit(
         &spool,
-        &[
-            "--component",
-            "core",
-            "--action",
-            "health",
-            "--wait",
-            "--timeout",
-            "5",
-        ],
+        &words("--component core --action health --wait --timeout 5"),
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(
@@ -395,15 +346,9 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
 #[test]
 fn submit_without_a_spool_says_how_to_point_it_at_one() {
     let out = std::process::Command::new(crate::support::bin())
-        .args([
-            "submit",
-            "--component",
-            "core",
-            "--action",
-            "health",
-            "--spool",
-            "/nonexistent/spool",
-        ])
+        .args(words(
+            "submit --component core --action health --spool /nonexistent/spool",
+        ))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -632,15 +577,9 @@ fn bash_completion_offers_the_action_values_and_paths_for_config_and_spool() {
         spec("spool")
     );
     // The same list is what submit accepts.
-    let (code, _, stderr) = run_cli(&[
-        "submit",
-        "--spool",
-        "/nonexistent",
-        "--component",
-        "remote",
-        "--action",
-        "reboot",
-    ]);
+    let (code, _, stderr) = run_cli(&words(
+        "submit --spool /nonexistent --component remote --action reboot",
+    ));
     assert_eq!(code, 2);
     assert!(
         stderr.contains("[possible values: update, rollback, health]"),

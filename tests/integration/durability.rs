@@ -5,7 +5,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use crate::support::{Service, Spool, new_id, path_str, wait_until};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str, wait_until};
 
 /// An update of `remote` that records its run, reaches `installing`, then waits for the
 /// returned gate and exits with `exit_code`.
@@ -156,36 +156,12 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     spool.wait_phase(&id, "installing");
 
     // Kill the monitor and the script's whole group, as an OOM killer or an operator might.
-    let monitor = find_process(&["__monitor", &id]).expect("the run's monitor");
-    // Scoped to this test's directory: other tests run update.sh 1.2.3 at the same time.
-    let here = path_str(spool.dir.path());
-    let script = find_process(&[&here, "update.sh", "1.2.3"]).expect("the script");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(monitor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(script),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill_the_run(&spool, &id);
 
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "interrupted", "{status}");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("update.sh 1.2.3"),
-        "says what ran: {status}"
-    );
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("not run again")
-    );
+    assert_message_says(&status, "update.sh 1.2.3");
+    assert_message_says(&status, "not run again");
     // A later update of the same component queues behind any re-run (updates never overlap),
     // so once it is answered, a re-run would have written its line first.
     fs::write(&gate, "").unwrap();
@@ -204,19 +180,7 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
 
     // Power cut: everything dies at once; the record says it started in another boot.
     service.crash();
-    let monitor = find_process(&["__monitor", &id]).unwrap();
-    let here = path_str(spool.dir.path());
-    let script = find_process(&[&here, "update.sh", "1.2.3"]).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(monitor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(script),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill_the_run(&spool, &id);
     let run = spool.dir.path().join(format!("state/runs/{id}/run.json"));
     let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&run).unwrap()).unwrap();
     spec["boot_id"] = "an-earlier-boot".into();
@@ -225,13 +189,7 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let _restarted = Service::start(&spool);
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "interrupted");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("machine restarted"),
-        "{status}"
-    );
+    assert_message_says(&status, "machine restarted");
     assert_eq!(spool.runs().len(), 1, "never re-run");
     wait_until("request file removed", || spool.request_files().is_empty());
 }
@@ -271,6 +229,18 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     wait_until("record and status expired", || {
         !spool.dir.path().join(format!("state/runs/{id}")).exists() && spool.status(&id).is_none()
     });
+}
+
+/// SIGKILLs the monitor of run `id` (an update to 1.2.3) and its script's whole process group.
+fn kill_the_run(spool: &Spool, id: &str) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let monitor = find_process(&["__monitor", id]).expect("the run's monitor");
+    // Scoped to this test's directory: other tests run update.sh 1.2.3 at the same time.
+    let here = path_str(spool.dir.path());
+    let script = find_process(&[&here, "update.sh", "1.2.3"]).expect("the script");
+    kill(Pid::from_raw(monitor), Signal::SIGKILL).unwrap();
+    killpg(Pid::from_raw(script), Signal::SIGKILL).unwrap();
 }
 
 /// The pid of the process whose command line contains all `needles`.

@@ -6,7 +6,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::support::{Service, Spool, files_outside_spool, new_id, path_str, wait_until};
+use crate::support::{
+    Service, Spool, assert_message_says, files_outside_spool, new_id, path_str, wait_until,
+};
 
 /// A valid request is still answered: the service is up and not stuck.
 fn assert_still_answering(spool: &Spool) {
@@ -170,10 +172,7 @@ fn an_oversized_file_is_refused_without_being_read() {
             spool.drop_in_place("big-1", &big);
             let status = spool.wait_final("big-1");
             assert_eq!(status["code"], "too_large");
-            assert!(
-                status["message"].as_str().unwrap().contains("65536"),
-                "{status}"
-            );
+            assert_message_says(&status, "65536");
         },
     );
 }
@@ -208,12 +207,7 @@ fn files_from_writers_outside_the_allow_list_are_refused() {
             fs::rename(&tmp, spool.requests().join(format!("{id}.json"))).unwrap();
             let status = spool.wait_final(&id);
             assert_eq!(status["code"], "writer_not_allowed");
-            assert!(
-                status["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(&stranger.to_string())
-            );
+            assert_message_says(&status, &stranger.to_string());
         },
     );
 }
@@ -398,12 +392,7 @@ fn a_script_symlinked_out_of_its_component_directory_is_not_run() {
             let id = spool.submit("remote", "rollback", None);
             let status = spool.wait_final(&id);
             assert_eq!(status["code"], "script_untrusted");
-            assert!(
-                status["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("outside the component directory")
-            );
+            assert_message_says(&status, "outside the component directory");
             assert!(!spool.evidence().join("ran").exists());
         },
     );
@@ -507,12 +496,7 @@ fn too_many_updates_for_one_component_are_rate_limited() {
             assert_eq!(spool.status(&ids[1]).unwrap()["success"], true);
             let status = spool.status(&ids[2]).unwrap();
             assert_eq!(status["code"], "rate_limited");
-            assert!(
-                status["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("max_updates_per_hour")
-            );
+            assert_message_says(&status, "max_updates_per_hour");
             // Health checks are not rate limited.
             let health = new_id();
             spool.drop_renamed(
@@ -664,10 +648,7 @@ fn a_device_node_is_refused_without_being_opened() {
             fs::rename(&tmp, spool.requests().join("dev-1.json")).unwrap();
             let status = spool.wait_final("dev-1");
             assert_eq!(status["code"], "not_a_regular_file");
-            assert!(
-                status["message"].as_str().unwrap().contains("a device"),
-                "{status}"
-            );
+            assert_message_says(&status, "a device");
             wait_until("device node removed", || {
                 !spool.requests().join("dev-1.json").exists()
             });

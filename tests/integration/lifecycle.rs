@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{Service, Spool, new_id, path_str};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str};
 
 /// A spool whose `remote` component has the health gate on, with no wait between attempts.
 fn gated() -> Spool {
@@ -66,7 +66,7 @@ fn a_flaky_health_check_that_passes_on_the_third_try_is_updated() {
         step_names(&status),
         ["update:0", "health:1", "health:1", "health:0"]
     );
-    assert!(status["message"].as_str().unwrap().contains("attempt 3"));
+    assert_message_says(&status, "attempt 3");
 }
 
 #[test]
@@ -128,12 +128,7 @@ fn a_failed_update_is_rolled_back_and_a_failed_rollback_says_so() {
     let status = update(&spool);
     assert_eq!(status["outcome"], "rollback_failed", "{status}");
     assert_eq!(status["code"], "rollback_failed");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("needs attention")
-    );
+    assert_message_says(&status, "needs attention");
     assert_eq!(step_names(&status), ["update:3", "rollback:2"]);
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::{Service, Spool};
+use crate::support::{Service, Spool, words};
 use serde_json::Value;
 use update_coordinator::signature::{Verifier, canonical_json};
 
@@ -97,14 +97,7 @@ fn the_cli_signs_requests_the_service_accepts_renamed_or_written_in_place() {
 
     let id = cli(
         &spool,
-        &[
-            "--component",
-            "remote",
-            "--action",
-            "update",
-            "--version",
-            "1.2.3",
-        ],
+        &words("--component remote --action update --version 1.2.3"),
     );
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], true, "{status}");

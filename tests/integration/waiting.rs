@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use crate::support::{Service, Spool, new_id, path_str, wait_until};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str, wait_until};
 use jiff::{Timestamp, ToSpan};
 
 /// A window that opens two hours from now (local time) and lasts one hour.
@@ -144,7 +144,7 @@ fn a_request_with_an_unreadable_not_before_is_refused() {
     spool.drop_in_place(&id, &body.to_string());
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "invalid_not_before", "{status}");
-    assert!(status["message"].as_str().unwrap().contains("RFC 3339"));
+    assert_message_says(&status, "RFC 3339");
 }
 
 #[test]

@@ -478,6 +478,16 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Asserts that a status's message says `text` (the whole status is shown if not).
+#[track_caller]
+pub fn assert_message_says(status: &Value, text: &str) {
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(text),
+        "{text:?} not in the message: {status:#}"
+    );
+}
+
 /// Whether a process is gone (or a zombie nobody reaped yet, which runs nothing).
 pub fn process_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -495,6 +505,12 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A command line written as one string, split into its arguments (none of the arguments
+/// written this way holds a space).
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 pub fn path_str(p: &Path) -> String {
