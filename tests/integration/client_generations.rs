@@ -85,18 +85,15 @@ fn spool_for(component: &str, outcome: Outcome, mode: Mode, meanwhile: Meanwhile
         Outcome::Fails => "echo 'pull failed' >&2; exit 3",
         Outcome::Passes | Outcome::RollsBack => "echo \"updated to $1\"",
     };
-    spool.script(
-        component,
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading\nsleep 1\necho PHASE:installing\ntouch '{}'\n{}\n{end}",
-            path_str(&evidence.join("installing")),
-            match meanwhile {
-                Meanwhile::Runs => "sleep 1".to_owned(),
-                Meanwhile::WaitsFor(name) => until_exists(&evidence.join(name)),
-            }
-        ),
+    let script = format!(
+        "echo PHASE:downloading\nsleep 1\necho PHASE:installing\ntouch '{}'\n{}\n{end}",
+        path_str(&evidence.join("installing")),
+        match meanwhile {
+            Meanwhile::Runs => "sleep 1".to_owned(),
+            Meanwhile::WaitsFor(name) => until_exists(&evidence.join(name)),
+        }
     );
+    spool.script(component, "update.sh", &script);
     if outcome != Outcome::Fails {
         let table = format!("components.{component}");
         spool.set_key(&table, "auto_rollback", "true");
@@ -106,11 +103,8 @@ fn spool_for(component: &str, outcome: Outcome, mode: Mode, meanwhile: Meanwhile
     if outcome == Outcome::RollsBack {
         let rolled_back = path_str(&evidence.join("rolled-back"));
         spool.script(component, "rollback.sh", &format!("touch '{rolled_back}'"));
-        spool.script(
-            component,
-            "health-check.sh",
-            &format!("[ -e '{rolled_back}' ] || {{ echo 'not healthy' >&2; exit 1; }}"),
-        );
+        let script = format!("[ -e '{rolled_back}' ] || {{ echo 'not healthy' >&2; exit 1; }}");
+        spool.script(component, "health-check.sh", &script);
     }
     spool
 }
@@ -560,16 +554,13 @@ fn beta8_client_with_progress_in_status_takes_a_progress_record_for_the_answer_w
     spool.set("spool", "progress_in_status = true");
     spool.set("state", &format!("retention_days = {SHORT_RETENTION_DAYS}"));
     let reported = spool.evidence().join("client-reported");
-    spool.script(
-        "scheduler",
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading\n{}\n\
-             echo PHASE:installing\nsleep 1.5\necho PROGRESS:50\necho PHASE:verifying\nsleep 1.5\n\
-             echo \"updated to $1\"",
-            until_exists(&reported)
-        ),
+    let script = format!(
+        "echo PHASE:downloading\n{}\n\
+         echo PHASE:installing\nsleep 1.5\necho PROGRESS:50\necho PHASE:verifying\nsleep 1.5\n\
+         echo \"updated to $1\"",
+        until_exists(&reported)
     );
+    spool.script("scheduler", "update.sh", &script);
     let mut service = Service::start(&spool);
 
     let events = Client::beta8(&spool, "scheduler", "2.0.1").finish();

@@ -266,14 +266,11 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
     let mut spool = Spool::new();
     spool.add_config("[components.remote.timeouts]\nupdate = 1");
     let pidfile = spool.evidence().join("daemon.pid");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "setsid sh -c 'echo $$ > {}; trap \"\" TERM; while :; do sleep 1; done' &\nsleep 300",
-            path_str(&pidfile)
-        ),
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; trap \"\" TERM; while :; do sleep 1; done' &\nsleep 300",
+        path_str(&pidfile)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.0.0"));
     let status = spool.wait_final(&id);
@@ -304,11 +301,11 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
 fn a_daemon_left_behind_by_a_successful_script_is_swept() {
     let spool = Spool::new();
     let pidfile = spool.evidence().join("daemon.pid");
-    spool.script(
-        "core",
-        "update.sh",
-        &format!("setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started", path_str(&pidfile)),
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started",
+        path_str(&pidfile)
     );
+    spool.script("core", "update.sh", &script);
     let service = Service::start(&spool);
     let id = spool.submit("core", "update", Some("1.0.0"));
     assert_eq!(spool.wait_final(&id)["success"], true);

@@ -263,14 +263,11 @@ fn python_client_picks_up_the_result_of_its_own_update_after_a_restart() {
     let release = evidence.join("release");
     // The "self-update": reports a phase, then waits until the test lets it finish, as if the
     // new container were starting up.
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:restarting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\necho \"remote is now $1\"",
-            release.display()
-        ),
+    let script = format!(
+        "echo PHASE:restarting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\necho \"remote is now $1\"",
+        release.display()
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let root = spool.root().display().to_string();
     let pending = evidence.join("pending-update").display().to_string();
@@ -439,14 +436,11 @@ fn shell_client_gives_up_after_its_timeout_and_leaves_the_status() {
     let spool = Spool::new();
     spool.create_dirs();
     let release = spool.evidence().join("release");
-    spool.script(
-        "remote",
-        "rollback.sh",
-        &format!(
-            "echo PHASE:waiting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
-            release.display()
-        ),
+    let script = format!(
+        "echo PHASE:waiting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        release.display()
     );
+    spool.script("remote", "rollback.sh", &script);
     let _service = Service::start(&spool);
     let (code, lines) = shell_client(&spool, &["-t", "1", "remote", "rollback"]);
     assert_eq!(code, Some(3), "{lines:#?}");

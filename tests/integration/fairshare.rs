@@ -210,15 +210,12 @@ fn requests_start_round_robin_between_writers() {
     let ledger = spool.evidence().join("ledger");
     let gate = spool.evidence().join("gate");
     // Updates run one at a time; the first waits for the gate, so the others line up.
-    spool.script(
-        "core",
-        "update.sh",
-        &format!(
-            "echo \"$1\" >> {ledger}; if [ \"$1\" = 1.1 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi",
-            ledger = path_str(&ledger),
-            gate = path_str(&gate),
-        ),
+    let script = format!(
+        "echo \"$1\" >> {ledger}; if [ \"$1\" = 1.1 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi",
+        ledger = path_str(&ledger),
+        gate = path_str(&gate),
     );
+    spool.script("core", "update.sh", &script);
     open_spool_to_writers(&spool);
     let _service = Service::start(&spool);
 

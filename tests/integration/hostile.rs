@@ -245,11 +245,8 @@ fn a_version_that_is_really_a_command_or_an_option_is_refused() {
     under_attack(
         |spool| {
             let evidence = spool.evidence().join("ran");
-            spool.script(
-                "remote",
-                "update.sh",
-                &format!("echo \"$1\" >> {}", path_str(&evidence)),
-            );
+            let script = format!("echo \"$1\" >> {}", path_str(&evidence));
+            spool.script("remote", "update.sh", &script);
             ran.set(evidence).unwrap();
         },
         |spool| {
@@ -402,11 +399,8 @@ fn a_script_symlinked_out_of_its_component_directory_is_not_run() {
 fn scripts_inherit_no_descriptors_and_run_with_umask_022() {
     under_attack(
         |spool| {
-            spool.script(
-                "core",
-                "rollback.sh",
-                &format!("touch {}", path_str(&spool.evidence().join("made"))),
-            );
+            let script = format!("touch {}", path_str(&spool.evidence().join("made")));
+            spool.script("core", "rollback.sh", &script);
             // No shell in between (a shell keeps descriptors of its own): ls lists the
             // descriptors it was started with, plus the one it opens for the listing.
             let ls = spool.dir.path().join("components/remote/health-check.sh");
@@ -446,14 +440,11 @@ fn a_full_queue_refuses_more_with_queue_full() {
         |spool| {
             // One writer (this test's uid) may fill the whole queue here.
             spool.set("spool", "max_queued = 2\nmax_queued_per_writer = 2");
-            spool.script(
-                "remote",
-                "update.sh",
-                &format!(
-                    "touch {}; sleep 2",
-                    path_str(&spool.evidence().join("running"))
-                ),
+            let script = format!(
+                "touch {}; sleep 2",
+                path_str(&spool.evidence().join("running"))
             );
+            spool.script("remote", "update.sh", &script);
         },
         |spool| {
             spool.submit("remote", "update", Some("1.0.0"));

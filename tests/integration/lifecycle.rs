@@ -51,14 +51,11 @@ fn a_healthy_update_is_updated() {
 fn a_flaky_health_check_that_passes_on_the_third_try_is_updated() {
     let spool = gated();
     let tries = spool.evidence().join("tries");
-    spool.script(
-        "remote",
-        "health-check.sh",
-        &format!(
-            "echo x >> {t}; [ $(wc -l < {t}) -ge 3 ]",
-            t = path_str(&tries)
-        ),
+    let script = format!(
+        "echo x >> {t}; [ $(wc -l < {t}) -ge 3 ]",
+        t = path_str(&tries)
     );
+    spool.script("remote", "health-check.sh", &script);
     let _service = Service::start(&spool);
     let status = update(&spool);
     assert_eq!(status["outcome"], "updated", "{status}");
@@ -73,24 +70,15 @@ fn a_flaky_health_check_that_passes_on_the_third_try_is_updated() {
 fn a_health_check_that_never_passes_triggers_a_rollback() {
     let spool = gated();
     let state = spool.evidence().join("version");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("echo new > {}", path_str(&state)),
+    let script = format!("echo new > {}", path_str(&state));
+    spool.script("remote", "update.sh", &script);
+    let script = format!("echo old > {}; echo restored", path_str(&state));
+    spool.script("remote", "rollback.sh", &script);
+    let script = format!(
+        "[ \"$(cat {})\" = old ] || {{ echo 'container restarting' >&2; exit 1; }}",
+        path_str(&state)
     );
-    spool.script(
-        "remote",
-        "rollback.sh",
-        &format!("echo old > {}; echo restored", path_str(&state)),
-    );
-    spool.script(
-        "remote",
-        "health-check.sh",
-        &format!(
-            "[ \"$(cat {})\" = old ] || {{ echo 'container restarting' >&2; exit 1; }}",
-            path_str(&state)
-        ),
-    );
+    spool.script("remote", "health-check.sh", &script);
     let _service = Service::start(&spool);
     let status = update(&spool);
     assert_eq!(status["success"], false, "{status}");
@@ -137,11 +125,8 @@ fn a_dry_run_checks_everything_runs_nothing_and_says_what_would_run() {
     let spool = gated();
     let ledger = spool.evidence().join("ledger");
     for script in ["update.sh", "health-check.sh", "rollback.sh"] {
-        spool.script(
-            "remote",
-            script,
-            &format!("echo ran >> {}", path_str(&ledger)),
-        );
+        let body = format!("echo ran >> {}", path_str(&ledger));
+        spool.script("remote", script, &body);
     }
     let _service = Service::start(&spool);
     let id = new_id();
@@ -183,11 +168,8 @@ fn an_update_without_enough_free_disk_is_refused_with_the_numbers() {
     let mut spool = gated();
     spool.set_key("components.remote", "min_free_disk_mb", "1000000000");
     let ledger = spool.evidence().join("ledger");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("echo ran >> {}", path_str(&ledger)),
-    );
+    let script = format!("echo ran >> {}", path_str(&ledger));
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let status = update(&spool);
     assert_eq!(status["code"], "insufficient_disk", "{status}");
@@ -278,15 +260,12 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
     let spool = Spool::new();
     let started = spool.evidence().join("started");
     let ledger = spool.evidence().join("ledger");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo \"$1\" >> {l}; touch {s}; trap 'echo stopping safely; exit 143' TERM; while :; do sleep 0.1; done",
-            l = path_str(&ledger),
-            s = path_str(&started)
-        ),
+    let script = format!(
+        "echo \"$1\" >> {l}; touch {s}; trap 'echo stopping safely; exit 143' TERM; while :; do sleep 0.1; done",
+        l = path_str(&ledger),
+        s = path_str(&started)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let running = spool.submit("remote", "update", Some("1.0.0"));
     crate::support::wait_until("running", || started.exists());
@@ -343,24 +322,18 @@ fn batch_spool(fail_health: Option<&str>) -> (Spool, std::path::PathBuf) {
         spool.set_key(&format!("components.{component}"), "health_interval", "0");
         spool.set_key(&format!("components.{component}"), "health_retries", "2");
         let state = spool.evidence().join(format!("{component}.version"));
-        spool.script(
-            component,
-            "update.sh",
-            &format!(
-                "echo {component} update $1 >> {l}; echo $1 > {s}",
-                l = path_str(&ledger),
-                s = path_str(&state)
-            ),
+        let script = format!(
+            "echo {component} update $1 >> {l}; echo $1 > {s}",
+            l = path_str(&ledger),
+            s = path_str(&state)
         );
-        spool.script(
-            component,
-            "rollback.sh",
-            &format!(
-                "echo {component} rollback >> {l}; echo old > {s}",
-                l = path_str(&ledger),
-                s = path_str(&state)
-            ),
+        spool.script(component, "update.sh", &script);
+        let script = format!(
+            "echo {component} rollback >> {l}; echo old > {s}",
+            l = path_str(&ledger),
+            s = path_str(&state)
         );
+        spool.script(component, "rollback.sh", &script);
         let health = if fail_health == Some(component) {
             format!(
                 "[ ! -e {s} ] || [ \"$(cat {s})\" = old ]",

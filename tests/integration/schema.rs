@@ -986,17 +986,14 @@ fn real_in_progress_and_final_statuses_match_the_status_schema() {
     spool.set("execution", "output_tail_bytes = 1024");
     spool.set("components.scheduler.timeouts", "health = 0.5");
     let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "while [ ! -e {g}.1 ]; do sleep 0.05; done\n\
-             echo PHASE:installing\n\
-             while [ ! -e {g}.2 ]; do sleep 0.05; done\n\
-             echo \"installed $1\"; echo 'a warning' >&2",
-            g = path_str(&gate)
-        ),
+    let script = format!(
+        "while [ ! -e {g}.1 ]; do sleep 0.05; done\n\
+         echo PHASE:installing\n\
+         while [ ! -e {g}.2 ]; do sleep 0.05; done\n\
+         echo \"installed $1\"; echo 'a warning' >&2",
+        g = path_str(&gate)
     );
+    spool.script("remote", "update.sh", &script);
     spool.script(
         "remote",
         "rollback.sh",

@@ -60,16 +60,13 @@ fn a_timeout_kills_the_whole_tree_including_a_grandchild_that_ignores_sigterm() 
     let mut spool = Spool::new();
     spool.add_config("[components.remote.timeouts]\nupdate = 1");
     let pidfile = spool.evidence().join("grandchild.pid");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            r#"sh -c 'trap "" TERM; echo $$ > {pid}; while :; do sleep 1; done' &
+    let script = format!(
+        r#"sh -c 'trap "" TERM; echo $$ > {pid}; while :; do sleep 1; done' &
 trap "" TERM
 sleep 300"#,
-            pid = path_str(&pidfile)
-        ),
+        pid = path_str(&pidfile)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
 
@@ -93,14 +90,11 @@ sleep 300"#,
 fn phases_are_seen_by_a_polling_client_then_the_final_status() {
     let spool = Spool::new();
     let gate = spool.evidence().join("go");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading\nwhile [ ! -e {g}.1 ]; do sleep 0.05; done\necho PHASE:installing\nwhile [ ! -e {g}.2 ]; do sleep 0.05; done",
-            g = path_str(&gate)
-        ),
+    let script = format!(
+        "echo PHASE:downloading\nwhile [ ! -e {g}.1 ]; do sleep 0.05; done\necho PHASE:installing\nwhile [ ! -e {g}.2 ]; do sleep 0.05; done",
+        g = path_str(&gate)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("2.0.0"));
 

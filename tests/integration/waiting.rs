@@ -46,11 +46,8 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
     let ledger = spool.evidence().join("ledger");
     for component in ["remote", "core"] {
         for script in ["update.sh", "health-check.sh"] {
-            spool.script(
-                component,
-                script,
-                &format!("echo {component} {script} >> {}", path_str(&ledger)),
-            );
+            let body = format!("echo {component} {script} >> {}", path_str(&ledger));
+            spool.script(component, script, &body);
         }
     }
     let _service = Service::start(&spool);
@@ -105,11 +102,8 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
 fn not_before_holds_a_request_until_its_time_then_it_runs() {
     let spool = Spool::new();
     let ledger = spool.evidence().join("ledger");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!("date +%s.%N >> {}", path_str(&ledger)),
-    );
+    let script = format!("date +%s.%N >> {}", path_str(&ledger));
+    spool.script("core", "health-check.sh", &script);
     let mut service = Service::start(&spool);
     let id = new_id();
     let not_before = Timestamp::now().checked_add(4.seconds()).unwrap();
@@ -153,14 +147,11 @@ fn queued_statuses_show_their_position_and_it_moves_up() {
     let gate = spool.evidence().join("gate");
     // Every update waits for the gate file; updates run one at a time.
     for component in ["remote", "core", "scheduler"] {
-        spool.script(
-            component,
-            "update.sh",
-            &format!(
-                "while [ ! -e {g} ]; do sleep 0.05; done; rm -f {g}",
-                g = path_str(&gate)
-            ),
+        let script = format!(
+            "while [ ! -e {g} ]; do sleep 0.05; done; rm -f {g}",
+            g = path_str(&gate)
         );
+        spool.script(component, "update.sh", &script);
     }
     let _service = Service::start(&spool);
     let ids: Vec<String> = (0..4).map(|_| new_id()).collect();
