@@ -23,8 +23,7 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
     let spool = Spool::new();
     let gate = gated_update(&spool, 7);
     let mut service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
 
     service.crash();
     fs::write(&gate, "").unwrap(); // the script finishes while no coordinator runs
@@ -64,8 +63,7 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
     }
     let gate = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let running = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&running, "installing");
+    let running = update_now_installing(&spool);
     let queued = spool.submit("remote", "update", Some("1.2.4"));
     spool.wait_phase(&queued, "queued");
     service.crash();
@@ -103,8 +101,7 @@ fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let spool = Spool::new();
     let gate = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
     service.crash();
     let restarted = Service::start(&spool);
     spool.wait_sentinel();
@@ -152,8 +149,7 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     let spool = Spool::new();
     let gate = gated_update(&spool, 0);
     let _service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
 
     // Kill the monitor and the script's whole group, as an OOM killer or an operator might.
     kill_the_run(&spool, &id);
@@ -175,8 +171,7 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let spool = Spool::new();
     gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
 
     // Power cut: everything dies at once; the record says it started in another boot.
     service.crash();
@@ -229,6 +224,13 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     wait_until("record and status expired", || {
         !spool.dir.path().join(format!("state/runs/{id}")).exists() && spool.status(&id).is_none()
     });
+}
+
+/// Submits the gated update (to 1.2.3) and waits until it is installing, held at its gate.
+fn update_now_installing(spool: &Spool) -> String {
+    let id = spool.submit("remote", "update", Some("1.2.3"));
+    spool.wait_phase(&id, "installing");
+    id
 }
 
 /// SIGKILLs the monitor of run `id` (an update to 1.2.3) and its script's whole process group.

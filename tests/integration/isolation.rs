@@ -77,6 +77,14 @@ fn collect_as(spool: &Spool, uid: u32, id: &str) -> Option<Value> {
     ok.then(|| serde_json::from_str(&text).expect("a status is JSON"))
 }
 
+/// Drops an update of `remote` to `version` as `uid`; returns its id.
+fn update_as(spool: &Spool, uid: u32, version: &str) -> String {
+    let id = new_id();
+    let request = Spool::request_json(&id, "remote", "update", Some(version));
+    drop_as(spool, uid, &id, &request);
+    id
+}
+
 fn health(id: &str) -> String {
     Spool::request_json(id, "core", "health", None)
 }
@@ -151,21 +159,9 @@ fn only_the_writer_cancels_and_others_cannot_tell_its_request_exists() {
         "echo installed",
     );
     let _service = Service::start(&spool);
-    let running = new_id();
-    drop_as(
-        &spool,
-        A,
-        &running,
-        &Spool::request_json(&running, "remote", "update", Some("1.2.3")),
-    );
+    let running = update_as(&spool, A, "1.2.3");
     spool.wait_phase(&running, "installing");
-    let queued = new_id();
-    drop_as(
-        &spool,
-        A,
-        &queued,
-        &Spool::request_json(&queued, "remote", "update", Some("1.2.4")),
-    );
+    let queued = update_as(&spool, A, "1.2.4");
     spool.wait_phase(&queued, "queued");
 
     let cancel_as = |uid: u32, target: &str| -> Value {
