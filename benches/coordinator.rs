@@ -1038,6 +1038,15 @@ impl Report {
         });
     }
 
+    /// A note per subject that measured `results`, "<subject>: <note>".
+    fn note_per_subject<T>(&mut self, ctx: &Ctx, results: &Both<T>, note: impl Fn(&T) -> String) {
+        for (subject, result) in ctx.subjects().iter().zip(results) {
+            if let Ok(r) = result {
+                self.notes.push(format!("{}: {}", subject.name(), note(r)));
+            }
+        }
+    }
+
     fn get(&self, figure_prefix: &str) -> Option<&Row> {
         self.rows
             .iter()
@@ -1109,6 +1118,15 @@ struct Ctx {
 impl Ctx {
     fn subjects(&self) -> [Subject; 2] {
         [Subject::Ours, Subject::Baseline]
+    }
+
+    /// A fresh spool, the harness's watch on its `status/`, and `subject` started on it: how
+    /// each measurement begins (the backlog's fills its spool before the start).
+    fn start(&self, subject: Subject) -> Result<(Spool, StatusWatch, Service), String> {
+        let spool = Spool::new(&self.settings, &self.dialect)?;
+        let watch = StatusWatch::new(&spool.status())?;
+        let service = Service::start(subject, &spool)?;
+        Ok((spool, watch, service))
     }
 
     /// Runs `f` for both subjects (the baseline only if its tools are there).
@@ -1217,9 +1235,7 @@ struct Latency {
 
 fn latency(ctx: &Ctx, subject: Subject) -> Result<Latency, String> {
     let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let run_one = |watch: &mut StatusWatch, service: &mut Service, renamed: bool| {
         let id = new_id();
         let json = support::Spool::request_json(&id, "noop", "health", None);
@@ -1277,9 +1293,7 @@ fn latency(ctx: &Ctx, subject: Subject) -> Result<Latency, String> {
 /// A health check on `noop` submitted while an update of `slow` runs.
 fn beside_slow(ctx: &Ctx, subject: Subject) -> Result<Dist, String> {
     let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let mut times = Vec::new();
     for rep in 0..s.slow_reps {
         let update = new_id();
@@ -1377,9 +1391,7 @@ fn tail_lines(s: &str, n: usize) -> String {
 fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
     let s = &ctx.settings;
     let n = s.burst;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = new_id();
@@ -1457,9 +1469,7 @@ struct Idle {
 
 fn idle(ctx: &Ctx, subject: Subject) -> Result<Idle, String> {
     let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     // Warm up: a few requests, so the figure is "idle after work", not "idle after start".
     for _ in 0..s.warmup {
         let id = new_id();
@@ -1510,10 +1520,7 @@ struct BigOutput {
 }
 
 fn big_output(ctx: &Ctx, subject: Subject) -> Result<BigOutput, String> {
-    let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let stop = Arc::clone(&stop);
@@ -2036,44 +2043,28 @@ fn main() -> ExitCode {
     if let Ok((_, names)) = &size_base {
         report.notes.push(format!("baseline size counts: {names}"));
     }
-    for (subj, l) in ctx.subjects().iter().zip(&lat) {
-        if let Ok(l) = l {
-            report.notes.push(format!(
-                "{}: {} latency sample(s) detected by the 50 ms fallback read instead of an inotify event",
-                subj.name(),
-                l.fallbacks
-            ));
-        }
-    }
-    for (subj, b) in ctx.subjects().iter().zip(&bursts) {
-        if let Ok(b) = b {
-            report.notes.push(format!(
-                "{}: dropping the {} burst requests (renames) took {:.1} ms",
-                subj.name(),
-                b.n,
-                ms(b.drop_time)
-            ));
-        }
-    }
-    for (subj, i) in ctx.subjects().iter().zip(&idles) {
-        if let Ok(i) = i {
-            report.notes.push(format!(
-                "{}: {} context switches in {idle_s} s idle",
-                subj.name(),
-                i.ctx_total
-            ));
-        }
-    }
-    for (subj, b) in ctx.subjects().iter().zip(&bigs) {
-        if let Ok(b) = b {
-            report.notes.push(format!(
-                "{}: {} RSS samples, {} distinct service processes during the big output",
-                subj.name(),
-                b.samples,
-                b.procs
-            ));
-        }
-    }
+    report.note_per_subject(&ctx, &lat, |l| {
+        format!(
+            "{} latency sample(s) detected by the 50 ms fallback read instead of an inotify event",
+            l.fallbacks
+        )
+    });
+    report.note_per_subject(&ctx, &bursts, |b| {
+        format!(
+            "dropping the {} burst requests (renames) took {:.1} ms",
+            b.n,
+            ms(b.drop_time)
+        )
+    });
+    report.note_per_subject(&ctx, &idles, |i| {
+        format!("{} context switches in {idle_s} s idle", i.ctx_total)
+    });
+    report.note_per_subject(&ctx, &bigs, |b| {
+        format!(
+            "{} RSS samples, {} distinct service processes during the big output",
+            b.samples, b.procs
+        )
+    });
 
     // ---- targets (reported, never gating)
     let mut targets =
