@@ -53,9 +53,14 @@ for component in "${components[@]}"; do
     fi
     dest=$prefix/$component
     install -d -m 0755 "${owner[@]}" "$dest"
-    # The libraries the scripts source: common.sh and what follows `. "$LIB_DIR/`.
-    # shellcheck disable=SC2016  # a literal $LIB_DIR in a sed pattern
-    mapfile -t libs < <(sed -n 's|^\. "\$LIB_DIR/\([a-z]*\.sh\)"$|\1|p' "$src"/*.sh | sort -u)
+    # The libraries the scripts source: each lib/ file they name (common.sh, and the compose.sh
+    # or service.sh they load), as install.sh decides it.
+    libs=()
+    for lib in "$here"/lib/*.sh; do
+        if grep -qsF -- "$(basename -- "$lib")" "$src"/*.sh; then
+            libs+=("$(basename -- "$lib")")
+        fi
+    done
     for lib in "${libs[@]}"; do
         install -m 0644 "${owner[@]}" "$here/lib/$lib" "$dest/$lib"
     done

@@ -30,22 +30,12 @@
 #   6  another update or rollback holds LOCK_FILE; nothing changed
 set -euo pipefail
 
-# The shared code: next to this script when installed, in ../lib in the source tree. It must
-# be as trustworthy as this script: same owner, not writable by group or others.
-SCRIPT_DIR=$(dirname -- "$(readlink -f -- "$0")")
-LIB_DIR=$SCRIPT_DIR
-[ -f "$LIB_DIR/common.sh" ] || LIB_DIR=$SCRIPT_DIR/../lib
-if [ -n "$(find -L "$LIB_DIR/common.sh" "$LIB_DIR/service.sh" -maxdepth 0 \( ! -user "$(stat -L -c %u -- "$0")" -o -perm /022 \) -print 2>&1)" ]; then
-    echo "$0: $LIB_DIR/common.sh or $LIB_DIR/service.sh is missing, not owned by this script's owner, or writable by group or others" >&2
-    exit 2
-fi
+# lib/common.sh, next to this script once installed (in ../lib in the source tree), is checked
+# as the coordinator checks this script, then loads the rest: see "Trusting" in common.sh.
+LIB_DIR=$(dirname -- "$(readlink -f -- "$0")") && { [ -f "$LIB_DIR/common.sh" ] || LIB_DIR+=/../lib; }
+[ -z "$(find -L "$LIB_DIR/common.sh" -maxdepth 0 \( ! -user "$(stat -L -c %u -- "$0")" -o -perm /022 \) -print 2>&1)" ] ||
+    { echo "$0: $LIB_DIR/common.sh is missing, not owned by this script's owner, or writable by group or others" >&2; exit 2; }
 # shellcheck source=../lib/common.sh
 . "$LIB_DIR/common.sh"
-# shellcheck source=../lib/service.sh
-. "$LIB_DIR/service.sh"
-load_settings "$SCRIPT_DIR"
-
-if [ "$#" -ne 1 ]; then
-    die "$EX_CONFIG" "usage: update.sh VERSION"
-fi
-service_update "$1"
+load_component service.sh
+service_update "$@"

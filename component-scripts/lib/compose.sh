@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Docker Compose components (remote, scheduler): the logic behind their update.sh, rollback.sh
-# and health-check.sh, which only set SCRIPT_DIR, source common.sh and this file, and call
+# and health-check.sh, which only source common.sh, load this file (load_component) and call
 # compose_update / compose_rollback / compose_health. Sourced, never run; needs common.sh.
 #
 # Several services share one compose file, so every change is confined to the `image:` line
@@ -484,6 +484,7 @@ compose_pull() {
 
 # update.sh VERSION
 compose_update() {
+    expect_args 1 "update.sh VERSION" "$@"
     local version=$1 tag repo
     ACTION_KIND=update
     phase checking
@@ -538,6 +539,7 @@ compose_update() {
 # rollback.sh: SERVICE goes back to the image named in its newest backup. Only SERVICE's
 # image line changes: the other services in the file keep what they run now.
 compose_rollback() {
+    expect_args 0 "rollback.sh (no arguments)" "$@"
     local backups previous source undone=""
     ACTION_KIND=rollback
     phase checking
@@ -594,6 +596,7 @@ compose_rollback() {
 
 # health-check.sh: SERVICE's containers run, and are healthy where they define a healthcheck.
 compose_health() {
+    expect_args 0 "health-check.sh (no arguments)" "$@"
     local state restarts detail
     phase checking
     compose_preflight

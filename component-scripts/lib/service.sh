@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A component that is a systemd service installed from a release tarball (core): the logic
-# behind its update.sh, rollback.sh and health-check.sh, which only set SCRIPT_DIR, source
-# common.sh and this file, and call service_update / service_rollback / service_health.
+# behind its update.sh, rollback.sh and health-check.sh, which only source common.sh, load
+# this file (load_component) and call service_update / service_rollback / service_health.
 # Sourced, never run; needs common.sh.
 #
 # Layout: the release is unpacked into INSTALL_DIR. An update keeps the install it replaced as
@@ -313,6 +313,7 @@ service_stop() {
 
 # update.sh VERSION
 service_update() {
+    expect_args 1 "update.sh VERSION" "$@"
     local version=$1 parent stage path
     ACTION_KIND=update
     phase checking
@@ -388,6 +389,7 @@ service_update() {
 # rollback.sh: INSTALL_DIR.previous goes back into place; the install it replaces is kept as
 # INSTALL_DIR.rolledback. A second rollback finds no INSTALL_DIR.previous and exits 7.
 service_rollback() {
+    expect_args 0 "rollback.sh (no arguments)" "$@"
     ACTION_KIND=rollback
     phase checking
     service_preflight
@@ -418,6 +420,7 @@ service_rollback() {
 
 # health-check.sh: the unit is active (and HEALTH_CMD succeeds, when set).
 service_health() {
+    expect_args 0 "health-check.sh (no arguments)" "$@"
     local state restarts detail
     phase checking
     service_preflight
