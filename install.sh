@@ -124,7 +124,8 @@ Where things go on the host (the list: $FILES):
                                              change it, copy it to /etc/tmpfiles.d/ and edit
   /etc/dunebugger/update-coordinator.toml    the config: created only if absent
   /opt/dunebugger/NAME/                      component scripts (from component-scripts/NAME/,
-                                             with the lib/ files they use): created if absent,
+                                             or compose-service/ with NAME.conf, and the lib/
+                                             files they use): created if absent,
                                              updated if unchanged since install.sh wrote them,
                                              kept if changed locally (see --overwrite-scripts)
   /var/lib/update-coordinator                run records (the unit's StateDirectory=, 0700)
@@ -670,17 +671,13 @@ install_config() {
 
 install_component_scripts() {
     step "Component scripts ($SCRIPTS/NAME/: a file is created if absent, never replaced once changed locally)"
-    local root dir name
+    local root name dir conf
     root=$SRC_DIR/$(manifest_src scripts)
     if [[ ! -d $root ]]; then
         note "no $root: nothing to install"
         return 0
     fi
-    for dir in "$root"/*/; do
-        [[ -d $dir ]] || continue
-        name=$(basename "$dir")
-        # lib/ holds code the scripts share; it goes next to the scripts that use it.
-        [[ $name == lib ]] && continue
+    while IFS=$'\t' read -r name dir conf; do
         if [[ $name == coordinator ]] && ((CONFIGURE_PACKAGE)); then
             note "coordinator (self-update by copying a binary): not installed from a package; the package manager owns $BIN_DEST: upgrade the package instead"
             continue
@@ -689,30 +686,60 @@ install_component_scripts() {
             warn "component-scripts/$name: not a component name (a-z, 0-9, _ and -): skipped"
             continue
         fi
-        install_component "$name" "${dir%/}"
-    done
+        install_component "$name" "$dir" "$conf"
+    done < <(component_sources "$root")
 }
 
-# install_component NAME SRC_DIR
+# component_sources ROOT: the components ROOT (component-scripts/) holds, sorted, one line each:
+# NAME, its directory and its settings file, separated by tabs. A directory is one component,
+# all its files installed as they are (settings "-"); a directory of scripts that several
+# components share, such as compose-service/ (the Docker Compose services), is one component
+# per NAME.conf in it, each with the directory's scripts and NAME.conf as its component.conf.
+# lib/ is the code the scripts share (see install_component), not a component.
+component_sources() {
+    local dir conf shared
+    for dir in "$1"/*/; do
+        dir=${dir%/}
+        [[ -d $dir && $(basename "$dir") != lib ]] || continue
+        shared=0
+        for conf in "$dir"/*.conf; do
+            [[ -f $conf && $(basename "$conf") != component.conf ]] || continue
+            printf '%s\t%s\t%s\n' "$(basename "$conf" .conf)" "$dir" "$conf"
+            shared=1
+        done
+        ((shared)) || printf '%s\t%s\t-\n' "$(basename "$dir")" "$dir"
+    done | sort
+}
+
+# install_component NAME SRC_DIR SETTINGS: installs SRC_DIR's files (and SETTINGS, unless "-",
+# as component.conf) into SCRIPTS_DEST/NAME, with each lib/ file they mention.
 install_component() {
-    local name=$1 src=$2 dest=$SCRIPTS_DEST/$1 file base mode
-    local -a files=() own=()
+    local name=$1 src=$2 settings=$3 dest=$SCRIPTS_DEST/$1 file base mode i
+    # What goes in: files[i] is installed as names[i].
+    local -a files=() names=()
     for file in "$src"/*; do
         [[ -f $file ]] || continue
+        [[ $settings != - && $file == *.conf ]] && continue
         files+=("$file")
-        own+=("$(basename "$file")")
+        names+=("$(basename "$file")")
     done
+    if [[ $settings != - ]]; then
+        files+=("$settings")
+        names+=(component.conf)
+    fi
     if ((${#files[@]} == 0)); then
         note "component-scripts/$name is empty: skipped"
         return 0
     fi
     # Each shared file of lib/ goes next to the scripts of every component that mentions it.
+    local own=${#files[@]}
     for file in "$SRC_DIR/$(manifest_src scripts)"/lib/*; do
         [[ -f $file ]] || continue
         base=$(basename "$file")
-        [[ " ${own[*]} " == *" $base "* ]] && continue
-        if grep -qsF -- "$base" "${files[@]:0:${#own[@]}}"; then
+        [[ " ${names[*]} " == *" $base "* ]] && continue
+        if grep -qsF -- "$base" "${files[@]:0:own}"; then
             files+=("$file")
+            names+=("$base")
         fi
     done
     ensure_dir "$SCRIPTS_DEST" 0755
@@ -724,8 +751,8 @@ install_component() {
             [[ $sum == \#* || -z $entry ]] || recorded[$entry]=$sum
         done <"$dest/$MANIFEST"
     fi
-    for file in "${files[@]}"; do
-        base=$(basename "$file")
+    for i in "${!files[@]}"; do
+        file=${files[i]} base=${names[i]}
         case $base in
         update.sh | rollback.sh | health-check.sh) mode=0755 ;;
         *) if [[ -x $file ]]; then mode=0755; else mode=0644; fi ;;

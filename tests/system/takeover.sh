@@ -90,7 +90,7 @@ upstream_host() {
     done
     printf '#!/bin/bash\necho "upstream remote health"\n' >"$OLD/component-scripts/remote/health-check.sh"
     # One old script that is the same as its replacement, one with none.
-    cp "$REPO/component-scripts/scheduler/health-check.sh" "$OLD/component-scripts/scheduler/health-check.sh"
+    cp "$REPO/component-scripts/compose-service/health-check.sh" "$OLD/component-scripts/scheduler/health-check.sh"
     printf '#!/bin/bash\necho "upstream terminal update"\n' >"$OLD/component-scripts/terminal/update.sh"
     chmod 755 "$OLD"/component-scripts/*/*.sh
     # The stand-in coordinator: a long-running bash script with a child, answering nothing.
