@@ -16,7 +16,7 @@
 #   the coordinator checks the script;
 #   the script checks this file (the few lines at its top: the one check that cannot live in
 #   the file it checks), then sources it;
-#   this file checks the component's library (load_component) and component.conf
+#   this file checks the component's library (run_component) and component.conf
 #   (load_settings) with require_trusted before sourcing them.
 # So the rule lives here once, and the scripts each keep only the check of this file.
 
@@ -83,13 +83,15 @@ require_trusted() {
     fi
 }
 
-# load_component LIBRARY: sources LIB_DIR/LIBRARY (compose.sh or service.sh, found where the
-# script found this file), then the component's settings: the script's whole setup.
-load_component() {
+# run_component LIBRARY FUNCTION ARG...: sources LIB_DIR/LIBRARY (compose.sh or service.sh,
+# found where the script found this file) and the component's settings, then runs FUNCTION
+# ARG... (such as compose_update VERSION): all a script does after loading this file.
+run_component() {
     require_trusted "$LIB_DIR/$1"
     # shellcheck source=/dev/null  # compose.sh or service.sh, each checked on its own
     . "$LIB_DIR/$1"
     load_settings "$SCRIPT_DIR"
+    "${@:2}"
 }
 
 # load_settings DIR: sources DIR/component.conf when it exists. Call after setting defaults,

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Docker Compose components (remote, scheduler): the logic behind their update.sh, rollback.sh
-# and health-check.sh, which only source common.sh, load this file (load_component) and call
-# compose_update / compose_rollback / compose_health. Sourced, never run; needs common.sh.
+# and health-check.sh, which only source common.sh and have run_component load this file and
+# call compose_update / compose_rollback / compose_health. Sourced, never run; needs common.sh.
 #
 # Several services share one compose file, so every change is confined to the `image:` line
 # of this component's service, and update/rollback hold a lock on the file (LOCK_FILE) while

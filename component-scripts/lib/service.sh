@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A component that is a systemd service installed from a release tarball (core): the logic
-# behind its update.sh, rollback.sh and health-check.sh, which only source common.sh, load
-# this file (load_component) and call service_update / service_rollback / service_health.
+# behind its update.sh, rollback.sh and health-check.sh, which only source common.sh and
+# have run_component load this file and call service_update / service_rollback / service_health.
 # Sourced, never run; needs common.sh.
 #
 # Layout: the release is unpacked into INSTALL_DIR. An update keeps the install it replaced as
