@@ -185,6 +185,32 @@ wait_until_healthy() {
     done
 }
 
+# update.sh and rollback.sh are transactions. begin_transaction FINISH: from here on, the
+# script's exit runs FINISH (the library's compose_finish or service_finish, which put back what
+# a failure left half done), and SIGTERM (the coordinator's timeout), SIGINT and SIGHUP end
+# the script through it, with TERMINATED set to the signal's name (FINISH then skips the health
+# wait: the coordinator's SIGKILL follows within kill_grace seconds).
+TERMINATED=""
+begin_transaction() {
+    # shellcheck disable=SC2064  # FINISH is a function's name: expanded now, on purpose
+    trap "$1" EXIT
+    trap 'on_signal TERM' TERM
+    trap 'on_signal INT' INT
+    trap 'on_signal HUP' HUP
+}
+
+on_signal() {
+    TERMINATED=$1
+    warn "stopped by SIG$1"
+    exit 143
+}
+
+# fail MESSAGE: ends a step of the transaction; FINISH puts back what was changed.
+fail() {
+    warn "$*"
+    exit 1
+}
+
 # The last update's record, for rollback.sh. The coordinator's health-gated update runs
 # rollback.sh, with the same REQUEST_ID, after update.sh fails (whatever its exit code) or when
 # the health check fails after it. An update.sh that changed nothing, or that put the previous

@@ -368,30 +368,24 @@ compose_current_image() {
 # The transaction: what a failure must undo. TXN is "" (nothing to undo), "edited" (the
 # compose file may differ from BACKUP) or "restarted" (the container may have been replaced).
 TXN=""
-TERMINATED=""
 BACKUP=""
 OLD_IMAGE=""
 TEMP_FILES=()
 ACTION_KIND=""  # update or rollback: which script's transaction this is
 RECORD_FILE=""  # see record_update in common.sh
 
-compose_begin() {
-    trap compose_finish EXIT
-    trap 'compose_signal TERM' TERM
-    trap 'compose_signal INT' INT
-    trap 'compose_signal HUP' HUP
-}
+# compose_restart IMAGE: the restarting and verifying steps of update.sh and rollback.sh:
+# SERVICE's container is recreated from the edited compose file and must become healthy on
+# IMAGE; a failure leaves TXN=restarted for compose_finish.
+compose_restart() {
+    phase restarting
+    TXN=restarted
+    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
 
-compose_signal() {
-    TERMINATED=$1
-    warn "stopped by SIG$1"
-    exit 143
-}
-
-# fail MESSAGE: ends a transaction step; compose_finish restores.
-fail() {
-    warn "$*"
-    exit 1
+    phase verifying
+    EXPECT_IMAGE=$1 wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
+        fail "$SERVICE did not become healthy on $1"
+    TXN=""
 }
 
 # The EXIT trap: on failure restores BACKUP and, when the container was touched, brings the
@@ -511,7 +505,7 @@ compose_update() {
     BACKUP=$BACKUP_DIR/$(basename -- "$COMPOSE_FILE").$(utc_stamp)
     cp -p -- "$COMPOSE_FILE" "$BACKUP"
     info "backed up $COMPOSE_FILE to $BACKUP"
-    compose_begin
+    begin_transaction compose_finish
     TXN=edited
     record_update "$RECORD_FILE" changed "$BACKUP"
 
@@ -522,15 +516,8 @@ compose_update() {
     phase downloading
     compose_pull "$new_image"
 
-    phase restarting
-    TXN=restarted
-    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
+    compose_restart "$new_image"
 
-    phase verifying
-    EXPECT_IMAGE=$new_image wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
-        fail "$SERVICE did not become healthy on $new_image"
-
-    TXN=""
     record_update "$RECORD_FILE" updated "$BACKUP"
     compose_prune_backups
     info "$SERVICE is now on $new_image (the previous compose file is kept as $BACKUP)"
@@ -563,7 +550,7 @@ compose_rollback() {
     phase backing-up
     BACKUP=$BACKUP_DIR/.before-rollback.$(utc_stamp)
     cp -p -- "$COMPOSE_FILE" "$BACKUP"
-    compose_begin
+    begin_transaction compose_finish
     TXN=edited
 
     phase configuring
@@ -574,15 +561,8 @@ compose_rollback() {
     fi
     compose_validate "$previous" || fail "the edited $COMPOSE_FILE does not check out"
 
-    phase restarting
-    TXN=restarted
-    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
+    compose_restart "$previous"
 
-    phase verifying
-    EXPECT_IMAGE=$previous wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
-        fail "$SERVICE did not become healthy on $previous"
-
-    TXN=""
     rm -f -- "$BACKUP"
     if [ -n "$undone" ]; then
         # This request's update is undone, as if it had failed: its backup goes (update.sh drops

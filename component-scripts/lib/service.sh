@@ -195,7 +195,6 @@ installed_version() {
 # (INSTALL_DIR was replaced; the old one is in PUT_BACK_FROM). On failure the replacement
 # goes to MOVE_FAILED_TO.
 TXN=""
-TERMINATED=""
 WAS_ACTIVE=""
 HAD_INSTALL=""
 PUT_BACK_FROM=""
@@ -206,25 +205,6 @@ TARBALL_PATH=""
 KEPT_PREVIOUS=""
 ACTION_KIND=""  # update or rollback: which script's transaction this is
 RECORD_FILE=""  # see record_update in common.sh
-
-service_begin() {
-    trap service_finish EXIT
-    trap 'service_signal TERM' TERM
-    trap 'service_signal INT' INT
-    trap 'service_signal HUP' HUP
-}
-
-service_signal() {
-    TERMINATED=$1
-    warn "stopped by SIG$1"
-    exit 143
-}
-
-# fail MESSAGE: ends a step; service_finish restores what was changed.
-fail() {
-    warn "$*"
-    exit 1
-}
 
 # The EXIT trap: removes the staging directory; after a change, puts the old install back and
 # starts the unit again if it was active. Exits EX_RESTORED or EX_RESTORE_FAILED.
@@ -336,7 +316,7 @@ service_update() {
     info "$UNIT: $(installed_version) -> $version"
     parent=$(dirname -- "$INSTALL_DIR")
     mkdir -p -- "$parent"
-    service_begin
+    begin_transaction service_finish
     # Staged next to INSTALL_DIR, so the swap below is a rename on one filesystem.
     stage=$(mktemp -d -- "$parent/.$(basename -- "$INSTALL_DIR").new.XXXXXX")
     TEMP_DIRS+=("$stage")
@@ -399,7 +379,7 @@ service_rollback() {
         die "$EX_NOTHING" "nothing to roll back to: $INSTALL_DIR.previous does not exist (update.sh keeps the install it replaces there)"
     fi
     info "$UNIT: $(installed_version) -> $(installed_version "$INSTALL_DIR.previous")"
-    service_begin
+    begin_transaction service_finish
     service_stop
 
     phase installing
