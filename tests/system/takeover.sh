@@ -24,42 +24,10 @@ SPOOL=/var/dunebugger/updates
 CHILD_PID=/run/uc-takeover-old-child.pid
 if [[ -d /lab/out ]]; then LOGS=${LOGS:-/lab/out/takeover}; else LOGS=${LOGS:-$(mktemp -d)}; fi
 mkdir -p "$LOGS"
-failures=0
+SUITE=takeover
+# shellcheck source=tests/system/checks.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/checks.sh"
 
-pass() { echo "PASS takeover/$1"; }
-fail() {
-    echo "FAIL takeover/$1: $2"
-    failures=$((failures + 1))
-}
-expect() {
-    local name=$1
-    shift
-    if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name" "not true: $*"; fi
-}
-installer() {
-    local step=$1
-    shift
-    RC=0
-    bash "$REPO/install.sh" "$@" >"$LOGS/$step.log" 2>&1 || RC=$?
-    OUT=$(cat "$LOGS/$step.log")
-}
-expect_rc() {
-    if [[ $RC == "$2" ]]; then
-        pass "$1"
-    else
-        fail "$1" "install.sh exited $RC, expected $2; last lines: $(tail -n 12 <<<"$OUT" | tr '\n' ' ')"
-    fi
-}
-said() { grep -qF -- "$1" <<<"$OUT"; }
-wait_for() {
-    local limit=$1
-    shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS > end)) && return 1
-        sleep 0.5
-    done
-}
 answered() { jq -e --arg id "$1" '.request_id == $id and .message != "in_progress" and has("code")' "$SPOOL/status/$1.json"; }
 old_runs() { pgrep -f "$OLD/update-coordinator\\.sh" || { [[ -s $CHILD_PID ]] && kill -0 "$(cat "$CHILD_PID")"; }; }
 export OLD CHILD_PID
