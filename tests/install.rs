@@ -888,7 +888,7 @@ fn a_binary_for_another_cpu_is_refused_with_what_to_build_instead() {
         assert_eq!(run.code, 0, "{binary} on {machine}: {}", run.text);
     }
 
-    // The Pi Zero case from the field notes: ARMv7 code dies with "Illegal instruction".
+    // A Pi Zero (ARMv6) runs no ARMv7 code: it dies with "Illegal instruction".
     let run = call("", "check_binary_arch", &[&v7, "armv6l", "armhf"]);
     assert_eq!(run.code, 1, "{}", run.text);
     run.says("built for armv7")
