@@ -7,18 +7,21 @@
 # library and settings, the version check, an exclusive lock, and a bounded "wait until
 # healthy" loop.
 #
-# Trusting the code a script sources. The scripts run as root, and the coordinator checks only
-# the script it runs (owned by root, not writable by group or others, inside its component
-# directory: docs/security.md), not the files that script sources. A sourced file that another
-# user can write would run that user's code as root. So every file is checked before it is
-# sourced, by code that was itself checked first, each link with the same rule (owned by the
-# script's owner, not writable by group or others, the target of a symlink checked):
+# Trusting the code a script sources. The scripts run as root. The coordinator checks the
+# script it runs (a trusted owner, not writable by group or others, inside its component
+# directory, and so is every directory above it: docs/security.md, "Script trust"), but not
+# the files that script sources; a sourced file that another user can write would run that
+# user's code as root. So every file is checked before it is sourced, by code that was itself
+# checked first, each with the same rule (owned by the script's owner, not writable by group
+# or others; for a symlink, its target):
 #   the coordinator checks the script;
 #   the script checks this file (the few lines at its top: the one check that cannot live in
 #   the file it checks), then sources it;
 #   this file checks the component's library (run_component) and component.conf
 #   (load_settings) with require_trusted before sourcing them.
-# So the rule lives here once, and the scripts each keep only the check of this file.
+# The directories were checked with the script, so nobody else can swap a file between its
+# check and its sourcing. The rule lives here once; each script keeps only the check of this
+# file.
 
 # Exit codes shared by every component script (component-scripts/README.md lists them).
 # shellcheck disable=SC2034  # used by the scripts that source this file
