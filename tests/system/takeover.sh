@@ -111,7 +111,7 @@ expect_taken_over() {
         fail "$label-waiting-request-answered-by-the-new-service" "no final status for $REQUEST: $(cat "$SPOOL/status/$REQUEST.json" 2>&1)"
     fi
     expect "$label-spool-requests-layout" test "$(stat -c '%a %U %G' "$SPOOL/requests")" = "1730 root dunebugger-updates"
-    expect "$label-spool-status-layout" test "$(stat -c '%a %U %G' "$SPOOL/status")" = "1770 root dunebugger-updates"
+    expect "$label-spool-status-layout" test "$(stat -c '%a %U %G' "$SPOOL/status")" = "1730 root dunebugger-updates"
     expect "$label-said-taking-over" said "Taking over from the upstream coordinator"
     expect "$label-said-request-waiting" said "requests waiting in $SPOOL/requests: 1"
     expect "$label-script-replaced-stated" said "~ $OLD/component-scripts/core/update.sh: replaced by /opt/dunebugger/core/update.sh"
