@@ -1100,29 +1100,27 @@ fn scripts_refuse_libraries_and_settings_others_could_have_changed() {
 }
 
 #[test]
-fn scripts_also_run_from_the_source_tree_and_remote_and_scheduler_share_them() {
+fn scripts_also_run_from_the_source_tree() {
+    let src = repo().join("component-scripts");
     for script in ["update.sh", "rollback.sh", "health-check.sh"] {
-        let src = repo().join("component-scripts");
-        assert_eq!(
-            fs::read(src.join("remote").join(script)).unwrap(),
-            fs::read(src.join("scheduler").join(script)).unwrap(),
-            "component-scripts/{{remote,scheduler}}/{script} differ: keep them identical (settings go in component.conf)"
-        );
-        let text = fs::read_to_string(src.join("core").join(script)).unwrap();
-        for needle in [
-            "#!/bin/bash\n",
-            "set -euo pipefail",
-            "# Exit codes:",
-            "# Arguments:",
-        ] {
-            assert!(text.contains(needle), "core/{script} lacks {needle:?}");
+        for dir in ["core", "compose-service"] {
+            let text = fs::read_to_string(src.join(dir).join(script)).unwrap();
+            for needle in [
+                "#!/bin/bash\n",
+                "set -euo pipefail",
+                "# Exit codes:",
+                "# Arguments:",
+            ] {
+                assert!(text.contains(needle), "{dir}/{script} lacks {needle:?}");
+            }
         }
     }
 
-    // The layout of this repository: the library in ../lib.
+    // The layout of this repository (the library in ../lib), with compose-service's scripts in
+    // a directory named after the service, as installed.
     let host = Host::new();
     let tree = host.path("src");
-    for (from, to) in [("remote", "remote"), ("lib", "lib")] {
+    for (from, to) in [("compose-service", "remote"), ("lib", "lib")] {
         fs::create_dir_all(tree.join(to)).unwrap();
         for entry in fs::read_dir(repo().join("component-scripts").join(from)).unwrap() {
             let entry = entry.unwrap();
