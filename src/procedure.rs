@@ -45,6 +45,12 @@ impl UpdateOutcome {
     }
 }
 
+impl std::fmt::Display for UpdateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One component of a multi-component update, as the run record keeps it: its update and,
 /// unless it has no health gate (auto_rollback = false), its health check and rollback.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,9 +66,43 @@ pub struct Member {
 pub struct MemberOutcome {
     pub component: String,
     pub version: String,
-    /// `updated`, `rolled_back`, `rollback_failed`, `failed`, or `not_started` (an earlier
-    /// component failed first).
-    pub outcome: String,
+    pub outcome: MemberResult,
+}
+
+/// How one component of a multi-component update ended: as a single update does (see
+/// [`UpdateOutcome`]), or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberResult {
+    Updated,
+    RolledBack,
+    RollbackFailed,
+    Failed,
+    /// An earlier component failed first (or the run was stopped before this one).
+    NotStarted,
+}
+
+impl MemberResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Updated => "updated",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+            Self::Failed => "failed",
+            Self::NotStarted => "not_started",
+        }
+    }
+}
+
+impl From<UpdateOutcome> for MemberResult {
+    fn from(outcome: UpdateOutcome) -> Self {
+        match outcome {
+            UpdateOutcome::Updated => Self::Updated,
+            UpdateOutcome::RolledBack => Self::RolledBack,
+            UpdateOutcome::RollbackFailed => Self::RollbackFailed,
+            UpdateOutcome::Failed => Self::Failed,
+        }
+    }
 }
 
 /// One script run within the procedure, as the status reports it.
@@ -200,7 +240,7 @@ pub fn conclude(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
 /// A multi-component update's outcome and sentence, from its components' outcomes.
 /// `failure` is the failing component's own sentence (from [`conclude`]), if one failed.
 pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (UpdateOutcome, String) {
-    let list = |outcome: &str| {
+    let list = |outcome: MemberResult| {
         members
             .iter()
             .filter(|m| m.outcome == outcome)
@@ -208,10 +248,10 @@ pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (Upda
             .collect::<Vec<_>>()
     };
     let (updated, rolled_back, rollback_failed, not_started) = (
-        list("updated"),
-        list("rolled_back"),
-        list("rollback_failed"),
-        list("not_started"),
+        list(MemberResult::Updated),
+        list(MemberResult::RolledBack),
+        list(MemberResult::RollbackFailed),
+        list(MemberResult::NotStarted),
     );
     if updated.len() == members.len() {
         return (
@@ -243,7 +283,11 @@ pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (Upda
     }
     let outcome = if !rollback_failed.is_empty() {
         UpdateOutcome::RollbackFailed
-    } else if updated.is_empty() && members.iter().any(|m| m.outcome == "rolled_back") {
+    } else if updated.is_empty()
+        && members
+            .iter()
+            .any(|m| m.outcome == MemberResult::RolledBack)
+    {
         UpdateOutcome::RolledBack
     } else {
         UpdateOutcome::Failed
@@ -255,27 +299,30 @@ pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (Upda
 mod tests {
     use super::*;
 
-    fn member(component: &str, outcome: &str) -> MemberOutcome {
+    fn member(component: &str, outcome: MemberResult) -> MemberOutcome {
         MemberOutcome {
             component: component.into(),
             version: "1.0".into(),
-            outcome: outcome.into(),
+            outcome,
         }
     }
 
     #[test]
     fn a_batch_succeeds_only_when_every_component_was_updated() {
         let (o, m) = conclude_batch(
-            &[member("remote", "updated"), member("core", "updated")],
+            &[
+                member("remote", MemberResult::Updated),
+                member("core", MemberResult::Updated),
+            ],
             None,
         );
         assert_eq!(o, UpdateOutcome::Updated);
         assert_eq!(m, "Updated remote 1.0, core 1.0; every health check passed");
         let (o, m) = conclude_batch(
             &[
-                member("remote", "rolled_back"),
-                member("core", "rolled_back"),
-                member("scheduler", "not_started"),
+                member("remote", MemberResult::RolledBack),
+                member("core", MemberResult::RolledBack),
+                member("scheduler", MemberResult::NotStarted),
             ],
             Some("core: the health check failed"),
         );
@@ -286,14 +333,17 @@ mod tests {
         );
         let (o, _) = conclude_batch(
             &[
-                member("remote", "rollback_failed"),
-                member("core", "rolled_back"),
+                member("remote", MemberResult::RollbackFailed),
+                member("core", MemberResult::RolledBack),
             ],
             None,
         );
         assert_eq!(o, UpdateOutcome::RollbackFailed);
         let (o, m) = conclude_batch(
-            &[member("remote", "updated"), member("core", "failed")],
+            &[
+                member("remote", MemberResult::Updated),
+                member("core", MemberResult::Failed),
+            ],
             None,
         );
         assert_eq!(o, UpdateOutcome::Failed);

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::status::Code;
+
 /// Longest accepted request id. A uuid4 is 36 characters; leave room for other id schemes.
 pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted version string.
@@ -239,19 +241,19 @@ pub enum RequestError {
 
 impl RequestError {
     /// Stable machine-readable code for the status file's `code` field.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::NotAnObject => "invalid_request",
-            Self::MissingField(_) => "missing_field",
-            Self::WrongType { .. } => "wrong_type",
-            Self::InvalidRequestId(_) => "invalid_request_id",
-            Self::UnknownComponent(..) => "unknown_component",
-            Self::UnknownAction(_) => "unknown_action",
-            Self::InvalidVersion(_) => "invalid_version",
-            Self::UnexpectedVersion(_) => "unexpected_version",
-            Self::InvalidNotBefore(_) => "invalid_not_before",
-            Self::InvalidBatch(_) => "invalid_batch",
+            Self::InvalidJson(_) => Code::InvalidJson,
+            Self::NotAnObject => Code::InvalidRequest,
+            Self::MissingField(_) => Code::MissingField,
+            Self::WrongType { .. } => Code::WrongType,
+            Self::InvalidRequestId(_) => Code::InvalidRequestId,
+            Self::UnknownComponent(..) => Code::UnknownComponent,
+            Self::UnknownAction(_) => Code::UnknownAction,
+            Self::InvalidVersion(_) => Code::InvalidVersion,
+            Self::UnexpectedVersion(_) => Code::UnexpectedVersion,
+            Self::InvalidNotBefore(_) => Code::InvalidNotBefore,
+            Self::InvalidBatch(_) => Code::InvalidBatch,
         }
     }
 }
@@ -536,7 +538,7 @@ mod tests {
         Request::parse(json.as_bytes(), COMPONENTS)
     }
 
-    fn code(json: &str) -> &'static str {
+    fn code(json: &str) -> Code {
         parse(json).unwrap_err().error.code()
     }
 
@@ -579,12 +581,12 @@ mod tests {
         assert!(Cancel::parse(cancel).unwrap().is_ok());
         assert_eq!(
             code(r#"{"component":"core","action":"update","version":"","request_id":"e2"}"#),
-            "invalid_version"
+            Code::InvalidVersion
         );
         // A real version where none is used is still a mistake worth saying.
         assert_eq!(
             code(r#"{"component":"core","action":"health","version":"1.2","request_id":"e3"}"#),
-            "unexpected_version"
+            Code::UnexpectedVersion
         );
     }
 
@@ -602,12 +604,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (missing.error.code(), missing.id.unwrap().as_str()),
-            ("missing_field", "c-1")
+            (Code::MissingField, "c-1")
         );
         let bad = Cancel::parse(br#"{"action":"cancel","target":"../x","request_id":"c-1"}"#)
             .unwrap()
             .unwrap_err();
-        assert_eq!(bad.error.code(), "invalid_request_id");
+        assert_eq!(bad.error.code(), Code::InvalidRequestId);
     }
 
     #[test]
@@ -622,7 +624,7 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","dry_run":"yes"}"#),
-            "wrong_type"
+            Code::WrongType
         );
     }
 
@@ -654,35 +656,35 @@ mod tests {
         for (json, expected) in [
             (
                 r#"{"action":"update","components":{},"request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"health","components":{"core":"1.0","remote":"2"},"request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"update","component":"core","components":{"core":"1.0"},"request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","remote":"2"},"version":"1","request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","nas":"2"},"request_id":"b"}"#,
-                "unknown_component",
+                Code::UnknownComponent,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","remote":"--x"},"request_id":"b"}"#,
-                "invalid_version",
+                Code::InvalidVersion,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","remote":2},"request_id":"b"}"#,
-                "wrong_type",
+                Code::WrongType,
             ),
             (
                 r#"{"action":"update","components":["core"],"request_id":"b"}"#,
-                "wrong_type",
+                Code::WrongType,
             ),
         ] {
             assert_eq!(code(json), expected, "{json}");
@@ -698,11 +700,11 @@ mod tests {
         assert_eq!(r.not_before.unwrap().to_string(), "2026-11-28T01:00:00Z");
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","not_before":"soon"}"#),
-            "invalid_not_before"
+            Code::InvalidNotBefore
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","not_before":5}"#),
-            "wrong_type"
+            Code::WrongType
         );
     }
 
@@ -716,39 +718,39 @@ mod tests {
 
     #[test]
     fn refusals_carry_stable_codes() {
-        assert_eq!(code("{not json"), "invalid_json");
-        assert_eq!(code("[1,2]"), "invalid_request");
+        assert_eq!(code("{not json"), Code::InvalidJson);
+        assert_eq!(code("[1,2]"), Code::InvalidRequest);
         assert_eq!(
             code(r#"{"component":"core","action":"health"}"#),
-            "missing_field"
+            Code::MissingField
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":7}"#),
-            "wrong_type"
+            Code::WrongType
         );
         assert_eq!(
             code(r#"{"component":"nas","action":"health","request_id":"a"}"#),
-            "unknown_component"
+            Code::UnknownComponent
         );
         assert_eq!(
             code(r#"{"component":"core","action":"reboot","request_id":"a"}"#),
-            "unknown_action"
+            Code::UnknownAction
         );
         assert_eq!(
             code(r#"{"component":"core","action":"update","request_id":"a"}"#),
-            "missing_field"
+            Code::MissingField
         );
         assert_eq!(
             code(r#"{"component":"core","action":"update","version":"--help","request_id":"a"}"#),
-            "invalid_version"
+            Code::InvalidVersion
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","version":"1.0","request_id":"a"}"#),
-            "unexpected_version"
+            Code::UnexpectedVersion
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","timestamp":5}"#),
-            "wrong_type"
+            Code::WrongType
         );
     }
 

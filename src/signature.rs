@@ -13,6 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::status::Code;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error(
@@ -30,11 +32,11 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Unsigned => "unsigned",
-            Self::BadSignature => "bad_signature",
-            Self::Stale(..) => "stale_request",
+            Self::Unsigned => Code::Unsigned,
+            Self::BadSignature => Code::BadSignature,
+            Self::Stale(..) => Code::StaleRequest,
         }
     }
 }
@@ -236,13 +238,13 @@ mod tests {
         let later = now() + Duration::from_secs(3600);
         assert_eq!(
             v.verify(&signed(request()), later).unwrap_err().code(),
-            "stale_request"
+            Code::StaleRequest
         );
         let mut undated = request();
         undated.as_object_mut().unwrap().remove("timestamp");
         assert_eq!(
             v.verify(&signed(undated), now()).unwrap_err().code(),
-            "stale_request"
+            Code::StaleRequest
         );
     }
 
@@ -296,7 +298,7 @@ mod tests {
         req["timestamp"] = "2026-02-14T05:51:03.123Z".into();
         assert_eq!(
             verifier().verify(&signed(req), now()).unwrap_err().code(),
-            "stale_request"
+            Code::StaleRequest
         );
     }
 

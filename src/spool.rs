@@ -16,6 +16,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::dir::Dir;
+use crate::status::Code;
 
 /// What the watch tells the daemon.
 #[derive(Debug)]
@@ -190,12 +191,12 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Gone | Self::Io(_) => "unreadable",
-            Self::NotRegular(_) | Self::HardLinked(_) => "not_a_regular_file",
-            Self::TooLarge { .. } => "too_large",
-            Self::WriterNotAllowed { .. } => "writer_not_allowed",
+            Self::Gone | Self::Io(_) => Code::Unreadable,
+            Self::NotRegular(_) | Self::HardLinked(_) => Code::NotARegularFile,
+            Self::TooLarge { .. } => Code::TooLarge,
+            Self::WriterNotAllowed { .. } => Code::WriterNotAllowed,
         }
     }
 }

@@ -24,6 +24,12 @@ use serde::{Deserialize, Serialize};
 use crate::dir::Dir;
 use crate::request::RequestId;
 
+mod code;
+mod phase;
+
+pub use code::Code;
+pub use phase::Phase;
+
 /// The `message` of every non-final status.
 pub const IN_PROGRESS: &str = "in_progress";
 
@@ -42,9 +48,9 @@ pub struct Status {
     pub message: String,
     /// Stable machine code of a failure (`invalid_json`, `timeout`, `script_failed`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<Code>,
     /// `queued`, `running`, the script's own `PHASE:` names, then `done` or `failed`.
-    pub phase: String,
+    pub phase: Phase,
     /// Tail of the script's stdout.
     pub output: String,
     /// Tail of the script's stderr.
@@ -76,7 +82,7 @@ pub struct Status {
     pub dry_run: bool,
     /// A health-gated update: `updated`, `rolled_back`, `rollback_failed` or `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<crate::procedure::UpdateOutcome>,
     /// A health-gated update: each script run (update, health checks, rollback) and its result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<crate::procedure::Step>>,
@@ -115,6 +121,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl Status {
+    /// Final: the answer (`success` set, `message` a sentence), not a progress record.
     pub fn is_final(&self) -> bool {
         self.message != IN_PROGRESS
     }
@@ -577,7 +584,7 @@ mod tests {
         let s = Status {
             request_id: "a".into(),
             message: IN_PROGRESS.into(),
-            phase: "queued".into(),
+            phase: Phase::Queued,
             ..Default::default()
         };
         assert!(!s.is_final());
@@ -597,11 +604,11 @@ mod tests {
         }
     }
 
-    fn in_progress(phase: &str) -> Status {
+    fn in_progress(phase: Phase) -> Status {
         Status {
             request_id: "r1".into(),
             message: IN_PROGRESS.into(),
-            phase: phase.into(),
+            phase,
             ..Default::default()
         }
     }
@@ -634,14 +641,14 @@ mod tests {
                 .progress(&r1, s, Durability::BestEffort, None, how)
                 .unwrap()
         };
-        assert!(progress(&in_progress("queued"), Progress::First));
-        assert!(progress(&in_progress("running"), Progress::Update));
+        assert!(progress(&in_progress(Phase::Queued), Progress::First));
+        assert!(progress(&in_progress(Phase::Running), Progress::Update));
         assert_eq!(names(dir.path()), ["r1.progress.json"]);
         // A client that takes the first status it can parse finds nothing yet.
         assert_eq!(status_dir.read(&r1).unwrap(), None);
         assert_eq!(
             status_dir.read_latest(&r1).unwrap().unwrap().phase,
-            "running"
+            Phase::Running
         );
         status_dir
             .answer(&r1, &done(), Durability::Durable, None)
@@ -657,7 +664,7 @@ mod tests {
             status_dir
                 .progress(
                     &r2,
-                    &in_progress("queued"),
+                    &in_progress(Phase::Queued),
                     Durability::NeverEmpty,
                     None,
                     Progress::Restore
@@ -677,18 +684,24 @@ mod tests {
                 .progress(&r1, s, Durability::BestEffort, None, how)
                 .unwrap()
         };
-        assert!(progress(&in_progress("queued"), Progress::First));
+        assert!(progress(&in_progress(Phase::Queued), Progress::First));
         assert_eq!(names(dir.path()), ["r1.json"]);
-        assert_eq!(status_dir.read(&r1).unwrap().unwrap().phase, "queued");
-        assert!(progress(&in_progress("running"), Progress::Update));
+        assert_eq!(status_dir.read(&r1).unwrap().unwrap().phase, Phase::Queued);
+        assert!(progress(&in_progress(Phase::Running), Progress::Update));
         assert_eq!(
             status_dir.read_progress(&r1).unwrap().unwrap().phase,
-            "running"
+            Phase::Running
         );
         // An old client took it for the answer and deleted it.
         fs::remove_file(dir.path().join("r1.json")).unwrap();
-        assert!(!progress(&in_progress("installing"), Progress::Update));
-        assert!(!progress(&in_progress("installing"), Progress::Restore));
+        assert!(!progress(
+            &in_progress(Phase::from("installing")),
+            Progress::Update
+        ));
+        assert!(!progress(
+            &in_progress(Phase::from("installing")),
+            Progress::Restore
+        ));
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
         // The answer is always written.
         status_dir
@@ -700,7 +713,7 @@ mod tests {
         status_dir
             .progress(
                 &r2,
-                &in_progress("queued"),
+                &in_progress(Phase::Queued),
                 Durability::BestEffort,
                 None,
                 Progress::First,
@@ -711,7 +724,7 @@ mod tests {
             !status_dir
                 .progress(
                     &r2,
-                    &in_progress("running"),
+                    &in_progress(Phase::Running),
                     Durability::BestEffort,
                     None,
                     Progress::Update
@@ -729,7 +742,7 @@ mod tests {
             status_dir
                 .progress(
                     &id(name),
-                    &in_progress("running"),
+                    &in_progress(Phase::Running),
                     Durability::BestEffort,
                     None,
                     Progress::First,
@@ -800,7 +813,7 @@ mod tests {
             status_dir
                 .progress(
                     &id("r1"),
-                    &in_progress("queued"),
+                    &in_progress(Phase::Queued),
                     Durability::BestEffort,
                     None,
                     Progress::First
