@@ -81,7 +81,7 @@ pub fn refused(id: &RequestId, refusal: &Refusal) -> Status {
 
 /// The final status of a run whose monitor vanished (reboot, kill): nothing is known of how the
 /// script ended, and it is not run again.
-pub fn interrupted(request: &Request, started_at: SystemTime, message: String) -> Status {
+pub(crate) fn interrupted(request: &Request, started_at: SystemTime, message: String) -> Status {
     Status {
         success: Some(false),
         message,
@@ -122,6 +122,7 @@ pub fn cancel_answer(id: &RequestId, code: Option<Code>, message: String) -> Sta
 }
 
 /// Details the final message mentions besides the outcome itself.
+#[derive(Debug)]
 pub struct RunContext<'a> {
     pub script: &'a str,
     pub started_at: SystemTime,
@@ -204,7 +205,7 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
 }
 
 /// Adds what the run used and the limits that applied; an OOM kill is named in the message.
-pub fn add_usage(
+pub(crate) fn add_usage(
     status: &mut Status,
     usage: Option<&crate::limits::Usage>,
     limits: Option<&crate::limits::Applied>,

@@ -104,7 +104,7 @@ impl Verifier {
 /// A signed request's `timestamp`: RFC 3339 with any offset (`Z`, `+05:00`, `-03:30`, with or
 /// without fractional seconds), or naive ISO-8601, which is read as UTC (docs/protocol.md,
 /// "Signed requests"). A date alone is not a timestamp.
-pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<SystemTime> {
     if !matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
         return None;
     }
@@ -113,14 +113,14 @@ pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
 }
 
 /// Keys shorter than this are refused: an HMAC key that can be guessed protects nothing.
-pub const MIN_KEY_BYTES: usize = 16;
+pub(crate) const MIN_KEY_BYTES: usize = 16;
 
 /// How to make a key; every key error says it.
 const MAKE_A_KEY: &str = "create one with `head -c 32 /dev/urandom | base64 > FILE` \
     (docs/security.md, \"Key distribution\")";
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error(
         "cannot read the signature key {path} (signature.key_file): {source}; {}",
         MAKE_A_KEY
@@ -141,7 +141,7 @@ pub enum KeyError {
 
 /// Reads the shared key: the file's bytes, one trailing newline dropped, at least
 /// [`MIN_KEY_BYTES`] of them (a file holding only a newline is an empty key).
-pub fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
     let mut key = std::fs::read(path).map_err(|source| KeyError::Unreadable {
         path: path.to_owned(),
         source,

@@ -47,7 +47,7 @@ impl Untrusted {
 /// component directory; it and every directory from it up to `/` are owned by one of `owners`
 /// and not writable by group or others. A directory that is group/world-writable but sticky
 /// (like `/tmp`) is accepted, because nobody else can rename or replace our entry in it.
-pub fn check_script(
+pub(crate) fn check_script(
     component_dir: &Path,
     script: &Path,
     owners: &[u32],
@@ -112,7 +112,7 @@ fn check_owner_and_mode(
 }
 
 /// The uids whose scripts are trusted: root, the user the service runs as, and any configured.
-pub fn trusted_owners(configured: &[u32]) -> Vec<u32> {
+pub(crate) fn trusted_owners(configured: &[u32]) -> Vec<u32> {
     let mut owners = vec![0, nix::unistd::geteuid().as_raw()];
     owners.extend_from_slice(configured);
     owners.sort_unstable();

@@ -14,7 +14,8 @@ pub struct Cancel {
 }
 
 impl Cancel {
-    /// `None` when the bytes are not a cancel request at all (then [`Request::parse`] applies).
+    /// `None` when the bytes are not a cancel request at all (then
+    /// [`Request::parse`](super::Request::parse) applies).
     pub fn parse(bytes: &[u8]) -> Option<Result<Cancel, Box<Rejection>>> {
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(bytes) else {
             return None;

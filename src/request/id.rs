@@ -49,12 +49,12 @@ impl RequestId {
 
     /// The name of this request's progress record, `<id>.progress.json` (beside the status
     /// file, where clients that only know final statuses never look).
-    pub fn progress_file_name(&self) -> String {
+    pub(crate) fn progress_file_name(&self) -> String {
         format!("{}{PROGRESS_SUFFIX}.json", self.0)
     }
 
     /// The id a progress record's name (`<id>.progress.json`) stands for.
-    pub fn from_progress_file_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_progress_file_name(name: &str) -> Option<Self> {
         let stem = name.strip_suffix(".json")?.strip_suffix(PROGRESS_SUFFIX)?;
         Self::parse(stem).ok()
     }

@@ -18,7 +18,7 @@ mod error;
 mod id;
 mod version;
 
-pub use cancel::Cancel;
+pub(crate) use cancel::Cancel;
 use error::reject;
 pub use error::{Rejection, RequestError};
 pub use id::{MAX_ID_LEN, RequestId};
@@ -56,7 +56,7 @@ impl Action {
     }
 
     /// The script this action runs, relative to the component's directory.
-    pub fn script_name(self) -> &'static str {
+    pub(crate) fn script_name(self) -> &'static str {
         match self {
             Self::Update => "update.sh",
             Self::Rollback => "rollback.sh",
@@ -65,7 +65,7 @@ impl Action {
     }
 
     /// Update and rollback change what runs on the host; they are serialized (see `daemon`).
-    pub fn is_exclusive(self) -> bool {
+    pub(crate) fn is_exclusive(self) -> bool {
         matches!(self, Self::Update | Self::Rollback)
     }
 }
@@ -102,16 +102,16 @@ pub struct Member {
 }
 
 impl Request {
-    pub fn version_text(&self) -> Option<String> {
+    pub(crate) fn version_text(&self) -> Option<String> {
         self.version.as_ref().map(|v| v.as_str().to_owned())
     }
 
-    pub fn is_batch(&self) -> bool {
+    pub(crate) fn is_batch(&self) -> bool {
         !self.batch.is_empty()
     }
 
     /// The components this request changes or checks, in order.
-    pub fn components(&self) -> Vec<&str> {
+    pub(crate) fn components(&self) -> Vec<&str> {
         if self.is_batch() {
             self.batch.iter().map(|m| m.component.as_str()).collect()
         } else {
@@ -120,7 +120,7 @@ impl Request {
     }
 
     /// What statuses and logs name: `remote` or, for a batch, `remote+scheduler`.
-    pub fn component_label(&self) -> String {
+    pub(crate) fn component_label(&self) -> String {
         self.components().join("+")
     }
 }

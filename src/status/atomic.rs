@@ -23,7 +23,7 @@ pub enum Durability {
 }
 
 /// The file a temp file of [`write_atomic`] was going to become: `.<target>.<hex>.tmp`.
-pub fn temp_target(name: &str) -> Option<&str> {
+fn temp_target(name: &str) -> Option<&str> {
     let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
     Some(inner.rsplit_once('.')?.0)
 }

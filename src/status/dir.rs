@@ -10,7 +10,7 @@
 //! `requests/` until the final status is durable.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::Status;
 use super::atomic::{Durability, Place, write_via};
@@ -50,11 +50,6 @@ impl StatusDir {
         })
     }
 
-    /// Whether progress records are written into the status file itself.
-    pub fn progress_in_status(&self) -> bool {
-        self.progress_in_status
-    }
-
     fn progress_name(&self, id: &RequestId) -> String {
         if self.progress_in_status {
             id.status_file_name()
@@ -65,10 +60,6 @@ impl StatusDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
-    }
-
-    pub fn file(&self, id: &RequestId) -> PathBuf {
-        self.path().join(id.status_file_name())
     }
 
     /// Reads a status; `Ok(None)` when there is none. The directory is writable by clients, so

@@ -19,9 +19,9 @@ mod code;
 mod dir;
 mod phase;
 
-pub use atomic::{Durability, Place, remove_temp_files, temp_target, write_atomic};
+pub(crate) use atomic::{Durability, Place, remove_temp_files, write_atomic};
 pub use code::Code;
-pub use dir::{Progress, StatusDir};
+pub(crate) use dir::{Progress, StatusDir};
 pub use phase::Phase;
 
 /// The `message` of every non-final status.
@@ -122,7 +122,7 @@ impl Status {
 }
 
 /// RFC 3339 with zone (UTC), millisecond precision.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
