@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::procedure::MemberResult;
+use crate::procedure::{MemberResult, UpdateOutcome};
 use crate::request::{Action, Request};
 use crate::status::Status;
 
@@ -103,7 +103,7 @@ impl Inventory {
     /// Records how one component of a multi-component update ended (`request` is that
     /// component's own part of it), at `at`.
     pub fn record_member(&mut self, request: &Request, result: MemberResult, at: &str) {
-        let updated = result == MemberResult::Updated;
+        let updated = result == MemberResult::Ended(UpdateOutcome::Updated);
         let outcome = if updated {
             "succeeded"
         } else {

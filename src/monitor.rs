@@ -373,7 +373,7 @@ async fn run_batch(
             ),
         };
         run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = outcome.into();
+        run.members[i].outcome = MemberResult::Ended(outcome);
         run.result = result;
         if outcome != UpdateOutcome::Updated {
             run.failure = Some(format!("{}: {message}", member.component));
@@ -404,11 +404,11 @@ async fn run_batch(
         )
         .await;
         run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = if healthy {
-            MemberResult::RolledBack
+        run.members[i].outcome = MemberResult::Ended(if healthy {
+            UpdateOutcome::RolledBack
         } else {
-            MemberResult::RollbackFailed
-        };
+            UpdateOutcome::RollbackFailed
+        });
     }
     run
 }

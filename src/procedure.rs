@@ -69,38 +69,23 @@ pub struct MemberOutcome {
     pub outcome: MemberResult,
 }
 
-/// How one component of a multi-component update ended: as a single update does (see
-/// [`UpdateOutcome`]), or not at all.
+/// How one component of a multi-component update ended: as a single update does, or not at
+/// all. On the wire the outcome's own name, or `not_started`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberResult {
-    Updated,
-    RolledBack,
-    RollbackFailed,
-    Failed,
     /// An earlier component failed first (or the run was stopped before this one).
     NotStarted,
+    /// Its update ran (and its health gate, if it has one).
+    #[serde(untagged)]
+    Ended(UpdateOutcome),
 }
 
 impl MemberResult {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Updated => "updated",
-            Self::RolledBack => "rolled_back",
-            Self::RollbackFailed => "rollback_failed",
-            Self::Failed => "failed",
             Self::NotStarted => "not_started",
-        }
-    }
-}
-
-impl From<UpdateOutcome> for MemberResult {
-    fn from(outcome: UpdateOutcome) -> Self {
-        match outcome {
-            UpdateOutcome::Updated => Self::Updated,
-            UpdateOutcome::RolledBack => Self::RolledBack,
-            UpdateOutcome::RollbackFailed => Self::RollbackFailed,
-            UpdateOutcome::Failed => Self::Failed,
+            Self::Ended(outcome) => outcome.as_str(),
         }
     }
 }
@@ -248,9 +233,9 @@ pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (Upda
             .collect::<Vec<_>>()
     };
     let (updated, rolled_back, rollback_failed, not_started) = (
-        list(MemberResult::Updated),
-        list(MemberResult::RolledBack),
-        list(MemberResult::RollbackFailed),
+        list(MemberResult::Ended(UpdateOutcome::Updated)),
+        list(MemberResult::Ended(UpdateOutcome::RolledBack)),
+        list(MemberResult::Ended(UpdateOutcome::RollbackFailed)),
         list(MemberResult::NotStarted),
     );
     if updated.len() == members.len() {
@@ -286,7 +271,7 @@ pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (Upda
     } else if updated.is_empty()
         && members
             .iter()
-            .any(|m| m.outcome == MemberResult::RolledBack)
+            .any(|m| m.outcome == MemberResult::Ended(UpdateOutcome::RolledBack))
     {
         UpdateOutcome::RolledBack
     } else {
@@ -308,11 +293,33 @@ mod tests {
     }
 
     #[test]
+    fn a_members_result_is_its_outcome_or_not_started_on_the_wire() {
+        for (result, text) in [
+            (MemberResult::Ended(UpdateOutcome::Updated), "updated"),
+            (
+                MemberResult::Ended(UpdateOutcome::RolledBack),
+                "rolled_back",
+            ),
+            (
+                MemberResult::Ended(UpdateOutcome::RollbackFailed),
+                "rollback_failed",
+            ),
+            (MemberResult::Ended(UpdateOutcome::Failed), "failed"),
+            (MemberResult::NotStarted, "not_started"),
+        ] {
+            assert_eq!(result.as_str(), text);
+            let json = serde_json::to_string(&result).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<MemberResult>(&json).unwrap(), result);
+        }
+    }
+
+    #[test]
     fn a_batch_succeeds_only_when_every_component_was_updated() {
         let (o, m) = conclude_batch(
             &[
-                member("remote", MemberResult::Updated),
-                member("core", MemberResult::Updated),
+                member("remote", MemberResult::Ended(UpdateOutcome::Updated)),
+                member("core", MemberResult::Ended(UpdateOutcome::Updated)),
             ],
             None,
         );
@@ -320,8 +327,8 @@ mod tests {
         assert_eq!(m, "Updated remote 1.0, core 1.0; every health check passed");
         let (o, m) = conclude_batch(
             &[
-                member("remote", MemberResult::RolledBack),
-                member("core", MemberResult::RolledBack),
+                member("remote", MemberResult::Ended(UpdateOutcome::RolledBack)),
+                member("core", MemberResult::Ended(UpdateOutcome::RolledBack)),
                 member("scheduler", MemberResult::NotStarted),
             ],
             Some("core: the health check failed"),
@@ -333,16 +340,16 @@ mod tests {
         );
         let (o, _) = conclude_batch(
             &[
-                member("remote", MemberResult::RollbackFailed),
-                member("core", MemberResult::RolledBack),
+                member("remote", MemberResult::Ended(UpdateOutcome::RollbackFailed)),
+                member("core", MemberResult::Ended(UpdateOutcome::RolledBack)),
             ],
             None,
         );
         assert_eq!(o, UpdateOutcome::RollbackFailed);
         let (o, m) = conclude_batch(
             &[
-                member("remote", MemberResult::Updated),
-                member("core", MemberResult::Failed),
+                member("remote", MemberResult::Ended(UpdateOutcome::Updated)),
+                member("core", MemberResult::Ended(UpdateOutcome::Failed)),
             ],
             None,
         );

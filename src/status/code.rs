@@ -6,11 +6,12 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-/// Why a request failed. [`Code::as_str`] is the wire text (the table in
-/// docs/protocol.md#codes says what each means to a client).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Why a request failed. Serialized as its name in snake_case, which [`Code::as_str`] also
+/// gives (the table in docs/protocol.md#codes says what each means to a client).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Code {
     // Refusals of the request document (`request::RequestError`).
     InvalidJson,
@@ -60,7 +61,14 @@ pub enum Code {
     UnknownTarget,
     /// A code this version does not know, read from a status a newer version wrote: the
     /// protocol tells readers to treat it as a generic failure. Never written by this version.
+    #[serde(untagged)]
     Unknown(String),
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Code {
@@ -149,32 +157,6 @@ impl Code {
             Code::UnknownTarget => "unknown_target",
             Code::Unknown(text) => text,
         }
-    }
-
-    /// The code a wire text stands for; one this version does not know is kept as text.
-    pub fn parse(text: &str) -> Code {
-        Code::ALL
-            .into_iter()
-            .find(|code| code.as_str() == text)
-            .unwrap_or_else(|| Code::Unknown(text.to_owned()))
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for Code {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Code {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Code::parse(&String::deserialize(deserializer)?))
     }
 }
 

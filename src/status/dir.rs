@@ -346,6 +346,20 @@ mod tests {
         }
     }
 
+    /// Writes a progress record in `phase` for request `r`, as the daemon does (best effort);
+    /// whether it was written.
+    fn show(status_dir: &StatusDir, r: &str, phase: Phase, how: Progress) -> bool {
+        status_dir
+            .progress(
+                &id(r),
+                &in_progress(phase),
+                Durability::BestEffort,
+                None,
+                how,
+            )
+            .unwrap()
+    }
+
     fn done() -> Status {
         Status {
             request_id: "r1".into(),
@@ -369,13 +383,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), false).unwrap();
         let r1 = id("r1");
-        let progress = |s: &Status, how| {
-            status_dir
-                .progress(&r1, s, Durability::BestEffort, None, how)
-                .unwrap()
-        };
-        assert!(progress(&in_progress(Phase::Queued), Progress::First));
-        assert!(progress(&in_progress(Phase::Running), Progress::Update));
+        assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
+        assert!(show(&status_dir, "r1", Phase::Running, Progress::Update));
         assert_eq!(names(dir.path()), ["r1.progress.json"]);
         // A client that takes the first status it can parse finds nothing yet.
         assert_eq!(status_dir.read(&r1).unwrap(), None);
@@ -412,27 +421,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), true).unwrap();
         let r1 = id("r1");
-        let progress = |s: &Status, how| {
-            status_dir
-                .progress(&r1, s, Durability::BestEffort, None, how)
-                .unwrap()
-        };
-        assert!(progress(&in_progress(Phase::Queued), Progress::First));
+        assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
         assert_eq!(names(dir.path()), ["r1.json"]);
         assert_eq!(status_dir.read(&r1).unwrap().unwrap().phase, Phase::Queued);
-        assert!(progress(&in_progress(Phase::Running), Progress::Update));
+        assert!(show(&status_dir, "r1", Phase::Running, Progress::Update));
         assert_eq!(
             status_dir.read_progress(&r1).unwrap().unwrap().phase,
             Phase::Running
         );
         // An old client took it for the answer and deleted it.
         fs::remove_file(dir.path().join("r1.json")).unwrap();
-        assert!(!progress(
-            &in_progress(Phase::from("installing")),
+        assert!(!show(
+            &status_dir,
+            "r1",
+            Phase::from("installing"),
             Progress::Update
         ));
-        assert!(!progress(
-            &in_progress(Phase::from("installing")),
+        assert!(!show(
+            &status_dir,
+            "r1",
+            Phase::from("installing"),
             Progress::Restore
         ));
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
@@ -443,27 +451,9 @@ mod tests {
         assert_eq!(names(dir.path()), ["r1.json"]);
         // Withdrawn for a hand-off: the same.
         let r2 = id("r2");
-        status_dir
-            .progress(
-                &r2,
-                &in_progress(Phase::Queued),
-                Durability::BestEffort,
-                None,
-                Progress::First,
-            )
-            .unwrap();
+        show(&status_dir, "r2", Phase::Queued, Progress::First);
         assert!(status_dir.withdraw_progress(&r2).unwrap());
-        assert!(
-            !status_dir
-                .progress(
-                    &r2,
-                    &in_progress(Phase::Running),
-                    Durability::BestEffort,
-                    None,
-                    Progress::Update
-                )
-                .unwrap()
-        );
+        assert!(!show(&status_dir, "r2", Phase::Running, Progress::Update));
         assert_eq!(names(dir.path()), ["r1.json"]);
     }
 
@@ -472,15 +462,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), false).unwrap();
         for name in ["gone", "alive"] {
-            status_dir
-                .progress(
-                    &id(name),
-                    &in_progress(Phase::Running),
-                    Durability::BestEffort,
-                    None,
-                    Progress::First,
-                )
-                .unwrap();
+            show(&status_dir, name, Phase::Running, Progress::First);
         }
         let removed = status_dir
             .expire(std::time::Duration::from_secs(3600), |id| {
@@ -542,17 +524,7 @@ mod tests {
         fs::create_dir_all(status.join("r1.json/inner")).unwrap();
         fs::create_dir_all(status.join("r1.progress.json")).unwrap();
         let status_dir = StatusDir::open(&status, false).unwrap();
-        assert!(
-            status_dir
-                .progress(
-                    &id("r1"),
-                    &in_progress(Phase::Queued),
-                    Durability::BestEffort,
-                    None,
-                    Progress::First
-                )
-                .unwrap()
-        );
+        assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
         status_dir
             .answer(&id("r1"), &done(), Durability::Durable, None)
             .unwrap();

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Where a request is, as its status's `phase` says.
 ///
@@ -14,7 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// `rolling_back`, `updating remote`): free text, kept as [`Phase::Named`]. A script that
 /// announces one of the coordinator's own names (`PHASE:running`) gets that variant, so the
 /// text on the wire and every comparison stay what they were.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// In progress: accepted, waiting for its turn.
     Queued,
@@ -29,6 +30,7 @@ pub enum Phase {
     /// Final: the request was refused; nothing ran.
     Rejected,
     /// In progress: a phase the script announced, or a step of a procedure the monitor runs.
+    #[serde(untagged)]
     Named(String),
 }
 
@@ -82,18 +84,6 @@ impl Default for Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for Phase {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Phase {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Phase::from(String::deserialize(deserializer)?))
     }
 }
 
