@@ -260,6 +260,17 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_line_is_read_as_far_as_any_line_is_kept() {
+        let heard = Heard::default();
+        let mut s = OutputScanner::new(Stream::Stdout);
+        let mut line = b"PHASE:".to_vec();
+        line.extend([0x01; 1000]);
+        line.extend(b"late\n");
+        s.feed(&line, &heard);
+        assert_eq!(heard.take(), ["phase late"]);
+    }
+
+    #[test]
     fn long_phase_names_are_cut_and_control_characters_dropped() {
         let heard = Heard::default();
         let mut s = OutputScanner::new(Stream::Stdout);
