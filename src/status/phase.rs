@@ -55,16 +55,19 @@ impl Phase {
 }
 
 impl From<String> for Phase {
+    /// The coordinator's own phase of that name, else the text as a named phase.
     fn from(text: String) -> Phase {
-        match text.as_str() {
-            "queued" => Phase::Queued,
-            "scheduled" => Phase::Scheduled,
-            "running" => Phase::Running,
-            "done" => Phase::Done,
-            "failed" => Phase::Failed,
-            "rejected" => Phase::Rejected,
-            _ => Phase::Named(text),
-        }
+        let own = [
+            Phase::Queued,
+            Phase::Scheduled,
+            Phase::Running,
+            Phase::Done,
+            Phase::Failed,
+            Phase::Rejected,
+        ];
+        own.into_iter()
+            .find(|phase| phase.as_str() == text)
+            .unwrap_or(Phase::Named(text))
     }
 }
 
