@@ -9,8 +9,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::{FileStat, Mode, fstatat};
+use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, unlinkat};
+use rustix::fs::Stat;
 
 #[derive(Debug)]
 pub struct Dir {
@@ -82,11 +83,13 @@ impl Dir {
     }
 
     /// `lstat` of a name in this directory.
-    pub fn lstat(&self, name: &str) -> io::Result<FileStat> {
-        Ok(fstatat(
+    /// Through rustix, whose stat is the 64-bit call on 32-bit ARM too (glibc's plain fstatat
+    /// there fails with EOVERFLOW on a file over 2 GiB or a 64-bit inode number).
+    pub fn lstat(&self, name: &str) -> io::Result<Stat> {
+        Ok(rustix::fs::statat(
             self.fd.as_fd(),
             check_name(name)?,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )?)
     }
 

@@ -18,12 +18,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::{Duration, SystemTime};
 
-use nix::dir::{Dir as DirStream, Type};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::fcntl::{OFlag, openat, renameat};
 use nix::libc;
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, unlinkat};
+// Directory listing and stat through rustix, not nix: nix calls glibc's readdir and fstatat,
+// which on 32-bit ARM (armhf) are the old 32-bit-offset versions and fail with EOVERFLOW on
+// 64-bit directory offsets and inode numbers (met in CI under qemu-user, where ext4 hands out
+// 64-bit hash offsets once a directory grows past one block); rustix makes the 64-bit calls.
+use rustix::fs::{AtFlags, Dir as DirStream, FileType, Stat, fstat, statat};
 use tracing::{info, warn};
 
 use crate::dir::Dir;
@@ -54,7 +58,7 @@ pub(crate) fn admit(dir: &Dir, name: &str) -> io::Result<()> {
         return Err(io::Error::other("the spool directory has no parent"));
     };
     let quarantine = open(&Dir::open(root)?)?;
-    let dev = fstat(quarantine.as_fd())?.st_dev;
+    let dev = fstat(quarantine.as_fd())?.st_dev as u64;
     let bytes = measure(dir.as_fd(), name, dev);
     let now = unix_nanos(SystemTime::now());
     let kept_name = Entry::name(now, bytes, name);
@@ -101,8 +105,8 @@ pub(crate) fn sweep(root: &Dir) {
 /// Removes entries beyond the bounds (see the module doc) as of `now` (unix time in ns).
 pub(crate) fn prune(quarantine: &Dir, now: u64) {
     let mut entries: Vec<(Entry, OsString)> = Vec::new();
-    let listed = entries_of(quarantine.as_fd()).and_then(|mut stream| {
-        for entry in stream.iter() {
+    let listed = entries_of(quarantine.as_fd()).and_then(|stream| {
+        for entry in stream {
             let name = entry?.file_name().to_bytes().to_vec();
             if name != b"." && name != b".." {
                 let name = OsString::from_vec(name);
@@ -185,8 +189,8 @@ fn unix_nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
 }
 
 fn is_dot(name: &CStr) -> bool {
@@ -202,7 +206,7 @@ fn open_dir(parent: BorrowedFd<'_>, name: &CStr, dev: u64) -> io::Result<OwnedFd
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    if fstat(fd.as_fd())?.st_dev != dev {
+    if fstat(fd.as_fd())?.st_dev as u64 != dev {
         return Err(io::Error::other(format!(
             "{name:?} is on another filesystem (a mount point); left alone"
         )));
@@ -213,12 +217,7 @@ fn open_dir(parent: BorrowedFd<'_>, name: &CStr, dev: u64) -> io::Result<OwnedFd
 /// The names in an open directory, through a second handle on it (`.`), so the first one
 /// stays free for `*at` calls while they are read.
 fn entries_of(dir: BorrowedFd<'_>) -> io::Result<DirStream> {
-    Ok(DirStream::openat(
-        dir,
-        c".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(DirStream::read_from(dir)?)
 }
 
 /// Larger than [`MAX_BYTES`], too deep, on another filesystem or unreadable.
@@ -241,7 +240,7 @@ fn measure_tree(
     total: &mut u64,
 ) -> Result<(), TooBig> {
     let name = CString::new(name).map_err(|_| TooBig)?;
-    let st = fstatat(parent, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|_| TooBig)?;
+    let st = statat(parent, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|_| TooBig)?;
     charge(&st, total)?;
     if !is_dir(&st) {
         return Ok(());
@@ -276,14 +275,14 @@ fn read_level(
 ) -> Result<(OwnedFd, Vec<CString>), TooBig> {
     let dir = open_dir(parent, name, dev).map_err(|_| TooBig)?;
     let mut subdirs = Vec::new();
-    for entry in entries_of(dir.as_fd()).map_err(|_| TooBig)?.iter() {
+    for entry in entries_of(dir.as_fd()).map_err(|_| TooBig)? {
         let entry = entry.map_err(|_| TooBig)?;
         let child = entry.file_name();
         if is_dot(child) {
             continue;
         }
         // Gone meanwhile: nothing to count.
-        let Ok(st) = fstatat(dir.as_fd(), child, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+        let Ok(st) = statat(dir.as_fd(), child, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         charge(&st, total)?;
@@ -294,8 +293,14 @@ fn read_level(
     Ok((dir, subdirs))
 }
 
-fn charge(st: &FileStat, total: &mut u64) -> Result<(), TooBig> {
-    *total += (st.st_blocks.max(0) as u64 * 512).max(MIN_CHARGE);
+/// `st_blocks` is signed on x86_64 and unsigned on 32-bit ARM.
+#[allow(clippy::unnecessary_cast, clippy::unnecessary_min_or_max)]
+fn allocated_blocks(st: &Stat) -> u64 {
+    st.st_blocks.max(0) as u64
+}
+
+fn charge(st: &Stat, total: &mut u64) -> Result<(), TooBig> {
+    *total += (allocated_blocks(st) * 512).max(MIN_CHARGE);
     if *total > MAX_BYTES {
         return Err(TooBig);
     }
@@ -305,7 +310,7 @@ fn charge(st: &FileStat, total: &mut u64) -> Result<(), TooBig> {
 /// Removes the entry `name` of the quarantine and everything below it, spending at most
 /// `work` removals; parts cut off below [`MAX_DEPTH`] are removed after it.
 fn remove_tree(quarantine: &Dir, name: &OsStr, work: &mut usize) -> io::Result<()> {
-    let dev = fstat(quarantine.as_fd())?.st_dev;
+    let dev = fstat(quarantine.as_fd())?.st_dev as u64;
     let name =
         CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut pending = vec![name];
@@ -336,8 +341,8 @@ fn remove_one(
     pending: &mut Vec<CString>,
 ) -> io::Result<()> {
     let top = quarantine.as_fd();
-    match fstatat(top, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Err(Errno::ENOENT) => return Ok(()),
+    match statat(top, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
         Ok(st) if !is_dir(&st) => {
             ignore_gone(unlinkat(top, name, UnlinkatFlags::NoRemoveDir))?;
@@ -348,16 +353,16 @@ fn remove_one(
     let mut stack: Vec<(OwnedFd, CString)> = vec![(open_dir(top, name, dev)?, name.to_owned())];
     while let Some((dir, _)) = stack.last() {
         let mut subdir = None;
-        for entry in entries_of(dir.as_fd())?.iter() {
+        for entry in entries_of(dir.as_fd())? {
             let entry = entry?;
             let child = entry.file_name();
             if is_dot(child) {
                 continue;
             }
             let child_is_dir = match entry.file_type() {
-                Some(kind) => kind == Type::Directory,
-                None => fstatat(dir.as_fd(), child, AtFlags::AT_SYMLINK_NOFOLLOW)
+                FileType::Unknown => statat(dir.as_fd(), child, AtFlags::SYMLINK_NOFOLLOW)
                     .is_ok_and(|st| is_dir(&st)),
+                kind => kind == FileType::Directory,
             };
             if child_is_dir {
                 subdir = Some(child.to_owned());

@@ -11,9 +11,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use nix::sys::stat::{FileStat, SFlag};
+use nix::sys::stat::SFlag;
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
+use rustix::fs::Stat;
 
 use crate::dir::Dir;
 use crate::status::Code;
@@ -146,7 +147,9 @@ pub(crate) fn scan(dir: &Dir) -> io::Result<Listing> {
     Ok(listing)
 }
 
-fn mtime(st: &FileStat) -> SystemTime {
+/// The field types differ between x86_64 and 32-bit ARM, hence the casts.
+#[allow(clippy::unnecessary_cast)]
+fn mtime(st: &Stat) -> SystemTime {
     SystemTime::UNIX_EPOCH
         + Duration::new(
             st.st_mtime.max(0) as u64,
@@ -208,7 +211,7 @@ pub(crate) struct RequestFile {
     pub owner_uid: u32,
 }
 
-fn is_regular(st: &FileStat) -> bool {
+fn is_regular(st: &Stat) -> bool {
     st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
 }
 
@@ -262,7 +265,8 @@ pub(crate) fn read_request(
             });
         }
     };
-    let st = nix::sys::stat::fstat(&file).map_err(io::Error::from)?;
+    // rustix: the 64-bit fstat on 32-bit ARM too (see Dir::lstat).
+    let st = rustix::fs::fstat(&file).map_err(io::Error::from)?;
     if !is_regular(&st) {
         return Err(ReadError::NotRegular(kind_of(st.st_mode)));
     }
