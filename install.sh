@@ -124,7 +124,8 @@ Where things go on the host (the list: $FILES):
                                              change it, copy it to /etc/tmpfiles.d/ and edit
   /etc/dunebugger/update-coordinator.toml    the config: created only if absent
   /opt/dunebugger/NAME/                      component scripts (from component-scripts/NAME/,
-                                             with the lib/ files they use): created if absent,
+                                             or compose-service/ with NAME.conf, and the lib/
+                                             files they use): created if absent,
                                              updated if unchanged since install.sh wrote them,
                                              kept if changed locally (see --overwrite-scripts)
   /var/lib/update-coordinator                run records (the unit's StateDirectory=, 0700)
@@ -265,131 +266,37 @@ os_refused() {
     return 1
 }
 
-# read_bytes FILE OFFSET COUNT: the bytes as decimal numbers on one line.
-read_bytes() {
-    od -An -v -t u1 -j "$2" -N "$3" -- "$1" | tr -s ' \n' '  '
-}
+# ---------------------------------------------------------------------------------------------
+# The binary's architecture, read from its ELF header with od: a bare Raspberry Pi OS has
+# coreutils, but not necessarily readelf (binutils) or file.
 
-# le BYTE...: the little-endian unsigned number made of the bytes.
-le() {
-    local value=0 i
-    for ((i = $#; i >= 1; i--)); do
-        value=$((value * 256 + ${!i}))
-    done
-    printf '%s' "$value"
-}
-
-# arm_cpu_arch FILE SHOFF SHENTSIZE SHNUM: Tag_CPU_arch from the .ARM.attributes section of a
-# 32-bit ARM ELF file (6 = v6, 7 = v6KZ, 8 = v6T2, 9 = v6K, 10 = v7, 14 = v8), or nothing.
-arm_cpu_arch() {
-    local file=$1 shoff=$2 entsize=$3 count=$4 i sh
-    local -a table attrs
-    ((entsize >= 40 && count > 0 && count < 65536)) || return 0
-    read -r -a table <<<"$(read_bytes "$file" "$shoff" $((entsize * count)))"
-    ((${#table[@]} == entsize * count)) || return 0
-    for ((i = 0; i < count; i++)); do
-        sh=$((i * entsize))
-        # SHT_ARM_ATTRIBUTES
-        [[ $(le "${table[@]:sh+4:4}") == $((0x70000003)) ]] || continue
-        read -r -a attrs <<<"$(read_bytes "$file" "$(le "${table[@]:sh+16:4}")" "$(le "${table[@]:sh+20:4}")")"
-        parse_arm_attributes "${attrs[@]}"
-        return 0
-    done
-}
-
-# parse_arm_attributes BYTE...: prints Tag_CPU_arch from an ARM build attributes section
-# ("A", then vendor subsections; the "aeabi" one holds Tag_File with tag/value pairs).
-parse_arm_attributes() {
-    local -a a=("$@")
-    local n=$# p=1 end q sub_end tag vendor
-    ((n > 0 && a[0] == 65)) || return 0
-    while ((p + 4 <= n)); do
-        end=$((p + $(le "${a[@]:p:4}")))
-        ((end > p + 4 && end <= n)) || return 0
-        q=$((p + 4))
-        vendor=""
-        while ((q < end && a[q] != 0)); do
-            vendor+="${vendor:+ }${a[q]}"
-            q=$((q + 1))
-        done
-        q=$((q + 1))
-        # "aeabi"
-        if [[ $vendor == "97 101 97 98 105" ]]; then
-            while ((q + 5 <= end)); do
-                tag=${a[q]}
-                sub_end=$((q + $(le "${a[@]:q+1:4}")))
-                ((sub_end > q + 5 && sub_end <= end)) || return 0
-                if ((tag == 1)); then
-                    ULEB_POS=$((q + 5))
-                    while ((ULEB_POS < sub_end)); do
-                        read_uleb "${a[@]}"
-                        tag=$ULEB_VALUE
-                        if ((tag == 6)); then
-                            read_uleb "${a[@]}"
-                            printf '%s' "$ULEB_VALUE"
-                            return 0
-                        elif ((tag == 4 || tag == 5 || tag == 67)); then
-                            skip_ntbs "${a[@]}"
-                        elif ((tag == 32)); then
-                            read_uleb "${a[@]}"
-                            skip_ntbs "${a[@]}"
-                        elif ((tag < 32 || tag % 2 == 0)); then
-                            read_uleb "${a[@]}"
-                        else
-                            skip_ntbs "${a[@]}"
-                        fi
-                    done
-                fi
-                q=$sub_end
-            done
-        fi
-        p=$end
-    done
-}
-
-# read_uleb BYTE...: reads the ULEB128 number at ULEB_POS into ULEB_VALUE and moves ULEB_POS.
-read_uleb() {
-    local -a b=("$@")
-    local shift=0 byte
-    ULEB_VALUE=0
-    while ((ULEB_POS < ${#b[@]})); do
-        byte=${b[ULEB_POS]}
-        ULEB_POS=$((ULEB_POS + 1))
-        ULEB_VALUE=$((ULEB_VALUE | (byte & 127) << shift))
-        ((byte & 128)) || return 0
-        shift=$((shift + 7))
-        ((shift < 56)) || return 0
-    done
-}
-
-# skip_ntbs BYTE...: moves ULEB_POS past a NUL-terminated string.
-skip_ntbs() {
-    local -a b=("$@")
-    while ((ULEB_POS < ${#b[@]})); do
-        ULEB_POS=$((ULEB_POS + 1))
-        ((b[ULEB_POS - 1] != 0)) || return 0
-    done
+# od_le FILE OFFSET COUNT TYPE: COUNT bytes of FILE from OFFSET as little-endian unsigned
+# numbers of od's TYPE (u1 bytes, u4 32-bit words), on one line.
+od_le() {
+    od -An -v --endian=little -t "$4" -j "$2" -N "$3" -- "$1" 2>/dev/null | tr -s ' \n' '  '
 }
 
 # elf_arch FILE: what FILE is built for: x86_64, aarch64, i386, armv6 (runs on a Pi Zero/1),
 # armv6t2, armv7, armv8-32, arm (32-bit ARM of unknown level), or machine-N. Fails when FILE
-# is not a little-endian ELF file. Reads the header with od (coreutils): no binutils needed.
+# is not a little-endian ELF file.
 elf_arch() {
-    local file=$1 machine cpu
+    local file=$1 machine
     local -a h
     [[ -f $file && -r $file ]] || return 1
-    read -r -a h <<<"$(read_bytes "$file" 0 52)"
-    ((${#h[@]} == 52)) || return 1
-    [[ "${h[*]:0:4}" == "127 69 76 70" && ${h[5]} == 1 ]] || return 1
-    machine=$(le "${h[18]}" "${h[19]}")
+    # The header (52 bytes in a 32-bit file, the first 52 of 64 in a 64-bit one): "\x7fELF",
+    # EI_CLASS (1 = 32-bit), EI_DATA (1 = little-endian), ..., e_machine at 18, e_shoff (where
+    # the section headers are) at 32, e_shentsize at 46 and e_shnum at 48.
+    read -r -a h <<<"$(od_le "$file" 0 52 u1)"
+    [[ ${#h[@]} == 52 && ${h[*]:0:4} == "127 69 76 70" && ${h[5]} == 1 ]] || return 1
+    machine=$((h[18] | h[19] << 8))
     case $machine in
     62) printf 'x86_64' ;;
     183) printf 'aarch64' ;;
     3) printf 'i386' ;;
     40)
         [[ ${h[4]} == 1 ]] || return 1
-        cpu=$(arm_cpu_arch "$file" "$(le "${h[@]:32:4}")" "$(le "${h[@]:46:2}")" "$(le "${h[@]:48:2}")")
-        case $cpu in
+        case $(arm_cpu_arch "$file" $((h[32] | h[33] << 8 | h[34] << 16 | h[35] << 24)) \
+            $((h[46] | h[47] << 8)) $((h[48] | h[49] << 8))) in
         [0-7] | 9) printf 'armv6' ;;
         8) printf 'armv6t2' ;;
         10) printf 'armv7' ;;
@@ -399,6 +306,31 @@ elf_arch() {
         ;;
     *) printf 'machine-%s' "$machine" ;;
     esac
+}
+
+# arm_cpu_arch FILE SHOFF SHENTSIZE SHNUM: Tag_CPU_arch (6 = v6, 7 = v6KZ as on a Pi Zero,
+# 8 = v6T2, 9 = v6K, 10 = v7, 14 = v8) from the .ARM.attributes section of a 32-bit ARM ELF
+# file, or nothing.
+arm_cpu_arch() {
+    local file=$1 shoff=$2 entsize=$3 count=$4 i attrs
+    local -a words
+    # The section's contents: "A", a 4-byte length, then the subsection of vendor "aeabi" with
+    # the file's attributes (tag 1, a 4-byte length), which GCC and LLVM write in tag order:
+    # Tag_CPU_raw_name (4) and Tag_CPU_name (5), NUL-terminated strings, when present, then
+    # Tag_CPU_arch (6) and its value (one byte: every value defined is below 128).
+    local aeabi='^ *65( [0-9]+){4} 97 101 97 98 105 0 1( [0-9]+){4}( 4( [1-9][0-9]*)* 0)?( 5( [1-9][0-9]*)* 0)? 6 ([0-9]+)'
+    ((entsize >= 40 && entsize % 4 == 0 && count > 0 && count < 65536)) || return 0
+    # The section headers as 32-bit words: sh_type is the 2nd of each, sh_offset the 5th,
+    # sh_size the 6th.
+    read -r -a words <<<"$(od_le "$file" "$shoff" $((entsize * count)) u4)"
+    ((${#words[@]} == entsize * count / 4)) || return 0
+    for ((i = 0; i < ${#words[@]}; i += entsize / 4)); do
+        if ((words[i + 1] == 0x70000003)); then # SHT_ARM_ATTRIBUTES
+            attrs=$(od_le "$file" "${words[i + 4]}" "${words[i + 5]}" u1)
+            [[ $attrs =~ $aeabi ]] && printf '%s' "${BASH_REMATCH[7]}"
+            return 0
+        fi
+    done
 }
 
 # rust_target MACHINE USERLAND: the Rust target that builds for this machine.
@@ -427,25 +359,21 @@ check_binary_arch() {
         return 1
     fi
     target=$(rust_target "$machine" "$userland")
-    local -a fits
-    case $machine in
-    x86_64 | amd64) fits=(x86_64) ;;
-    aarch64 | arm64)
-        if [[ $userland == armhf ]]; then
-            fits=(armv6 armv6t2 armv7 armv8-32 arm)
-        else
-            fits=(aarch64)
-        fi
-        ;;
-    armv8l) fits=(armv6 armv6t2 armv7 armv8-32 arm) ;;
-    armv7l) fits=(armv6 armv6t2 armv7 arm) ;;
-    armv6l) fits=(armv6) ;;
+    # What runs here: a 64-bit ARM kernel may run a 32-bit (armhf) system, and a 32-bit ARM
+    # CPU runs code for its own level and older ones.
+    local fits arm32="armv6 armv6t2 armv7 armv8-32 arm"
+    case $machine/$userland in
+    x86_64/* | amd64/*) fits=x86_64 ;;
+    aarch64/armhf | arm64/armhf | armv8l/*) fits=$arm32 ;;
+    aarch64/* | arm64/*) fits=aarch64 ;;
+    armv7l/*) fits=${arm32/ armv8-32/} ;;
+    armv6l/*) fits=armv6 ;;
     *)
         arch_refused "this machine ($machine) is not supported: update-coordinator is built for x86_64, aarch64, armv7 and armv6 (Raspberry Pi)."
         return
         ;;
     esac
-    if [[ " ${fits[*]} " == *" $arch "* ]]; then
+    if [[ " $fits " == *" $arch "* ]]; then
         return 0
     fi
     if [[ $machine == armv6l && $arch == arm ]]; then
@@ -743,17 +671,13 @@ install_config() {
 
 install_component_scripts() {
     step "Component scripts ($SCRIPTS/NAME/: a file is created if absent, never replaced once changed locally)"
-    local root dir name
+    local root name dir conf
     root=$SRC_DIR/$(manifest_src scripts)
     if [[ ! -d $root ]]; then
         note "no $root: nothing to install"
         return 0
     fi
-    for dir in "$root"/*/; do
-        [[ -d $dir ]] || continue
-        name=$(basename "$dir")
-        # lib/ holds code the scripts share; it goes next to the scripts that use it.
-        [[ $name == lib ]] && continue
+    while IFS=$'\t' read -r name dir conf; do
         if [[ $name == coordinator ]] && ((CONFIGURE_PACKAGE)); then
             note "coordinator (self-update by copying a binary): not installed from a package; the package manager owns $BIN_DEST: upgrade the package instead"
             continue
@@ -762,30 +686,60 @@ install_component_scripts() {
             warn "component-scripts/$name: not a component name (a-z, 0-9, _ and -): skipped"
             continue
         fi
-        install_component "$name" "${dir%/}"
-    done
+        install_component "$name" "$dir" "$conf"
+    done < <(component_sources "$root")
 }
 
-# install_component NAME SRC_DIR
+# component_sources ROOT: the components ROOT (component-scripts/) holds, sorted, one line each:
+# NAME, its directory and its settings file, separated by tabs. A directory is one component,
+# all its files installed as they are (settings "-"); a directory of scripts that several
+# components share, such as compose-service/ (the Docker Compose services), is one component
+# per NAME.conf in it, each with the directory's scripts and NAME.conf as its component.conf.
+# lib/ is the code the scripts share (see install_component), not a component.
+component_sources() {
+    local dir conf shared
+    for dir in "$1"/*/; do
+        dir=${dir%/}
+        [[ -d $dir && $(basename "$dir") != lib ]] || continue
+        shared=0
+        for conf in "$dir"/*.conf; do
+            [[ -f $conf && $(basename "$conf") != component.conf ]] || continue
+            printf '%s\t%s\t%s\n' "$(basename "$conf" .conf)" "$dir" "$conf"
+            shared=1
+        done
+        ((shared)) || printf '%s\t%s\t-\n' "$(basename "$dir")" "$dir"
+    done | sort
+}
+
+# install_component NAME SRC_DIR SETTINGS: installs SRC_DIR's files (and SETTINGS, unless "-",
+# as component.conf) into SCRIPTS_DEST/NAME, with each lib/ file they mention.
 install_component() {
-    local name=$1 src=$2 dest=$SCRIPTS_DEST/$1 file base mode
-    local -a files=() own=()
+    local name=$1 src=$2 settings=$3 dest=$SCRIPTS_DEST/$1 file base mode i
+    # What goes in: files[i] is installed as names[i].
+    local -a files=() names=()
     for file in "$src"/*; do
         [[ -f $file ]] || continue
+        [[ $settings != - && $file == *.conf ]] && continue
         files+=("$file")
-        own+=("$(basename "$file")")
+        names+=("$(basename "$file")")
     done
+    if [[ $settings != - ]]; then
+        files+=("$settings")
+        names+=(component.conf)
+    fi
     if ((${#files[@]} == 0)); then
         note "component-scripts/$name is empty: skipped"
         return 0
     fi
     # Each shared file of lib/ goes next to the scripts of every component that mentions it.
+    local own=${#files[@]}
     for file in "$SRC_DIR/$(manifest_src scripts)"/lib/*; do
         [[ -f $file ]] || continue
         base=$(basename "$file")
-        [[ " ${own[*]} " == *" $base "* ]] && continue
-        if grep -qsF -- "$base" "${files[@]:0:${#own[@]}}"; then
+        [[ " ${names[*]} " == *" $base "* ]] && continue
+        if grep -qsF -- "$base" "${files[@]:0:own}"; then
             files+=("$file")
+            names+=("$base")
         fi
     done
     ensure_dir "$SCRIPTS_DEST" 0755
@@ -797,8 +751,8 @@ install_component() {
             [[ $sum == \#* || -z $entry ]] || recorded[$entry]=$sum
         done <"$dest/$MANIFEST"
     fi
-    for file in "${files[@]}"; do
-        base=$(basename "$file")
+    for i in "${!files[@]}"; do
+        file=${files[i]} base=${names[i]}
         case $base in
         update.sh | rollback.sh | health-check.sh) mode=0755 ;;
         *) if [[ -x $file ]]; then mode=0755; else mode=0644; fi ;;

@@ -35,6 +35,15 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
+use support::new_id;
+
+/// The integration suite's harness: requests and their ids are written exactly as the tests
+/// (and the Python client) write them. The benchmark keeps its own spool and service, which
+/// also drive the baseline script and report errors instead of panicking, so most of the
+/// harness goes unused here.
+#[allow(dead_code)]
+#[path = "../tests/integration/support/mod.rs"]
+mod support;
 
 const BUILT_BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
 /// Set to benchmark another build of the service (a profile or a patch under test).
@@ -191,7 +200,7 @@ impl Dialect {
     }
 }
 
-/// The generated config, relative to the spool's temp dir (like tests/support/mod.rs). Only
+/// The generated config, relative to the spool's temp dir (like tests/integration/support/mod.rs). Only
 /// `spool.root` and the components' `dir` are required; every other key is dropped when the
 /// binary under test does not know it: fast kill and shutdown, no `dunebugger-updates` group
 /// check (`group = ""`), a queue bound above the burst and backlog sizes, no update rate
@@ -299,20 +308,6 @@ impl Spool {
     }
     fn components(&self) -> PathBuf {
         self.dir.path().join("components")
-    }
-
-    fn request_json(id: &str, component: &str, action: &str, version: Option<&str>) -> String {
-        // Pretty-printed with a naive timestamp, exactly like the Python container client.
-        let mut v = serde_json::json!({
-            "component": component,
-            "action": action,
-            "request_id": id,
-            "timestamp": "2026-02-14T00:51:03.123456",
-        });
-        if let Some(version) = version {
-            v["version"] = version.into();
-        }
-        serde_json::to_string_pretty(&v).expect("json")
     }
 
     /// The existing client's way: open `<id>.json`, write, close.
@@ -463,10 +458,6 @@ fn shipped_binary() -> Result<PathBuf, String> {
         return Err(format!("cargo build --release failed: {status}"));
     }
     Ok(target.join("release/update-coordinator"))
-}
-
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 /// A running subject: the service, or the baseline script (in its own process group).
@@ -1049,6 +1040,15 @@ impl Report {
         });
     }
 
+    /// A note per subject that measured `results`, "<subject>: <note>".
+    fn note_per_subject<T>(&mut self, ctx: &Ctx, results: &Both<T>, note: impl Fn(&T) -> String) {
+        for (subject, result) in ctx.subjects().iter().zip(results) {
+            if let Ok(r) = result {
+                self.notes.push(format!("{}: {}", subject.name(), note(r)));
+            }
+        }
+    }
+
     fn get(&self, figure_prefix: &str) -> Option<&Row> {
         self.rows
             .iter()
@@ -1120,6 +1120,15 @@ struct Ctx {
 impl Ctx {
     fn subjects(&self) -> [Subject; 2] {
         [Subject::Ours, Subject::Baseline]
+    }
+
+    /// A fresh spool, the harness's watch on its `status/`, and `subject` started on it: how
+    /// each measurement begins (the backlog's fills its spool before the start).
+    fn start(&self, subject: Subject) -> Result<(Spool, StatusWatch, Service), String> {
+        let spool = Spool::new(&self.settings, &self.dialect)?;
+        let watch = StatusWatch::new(&spool.status())?;
+        let service = Service::start(subject, &spool)?;
+        Ok((spool, watch, service))
     }
 
     /// Runs `f` for both subjects (the baseline only if its tools are there).
@@ -1228,12 +1237,10 @@ struct Latency {
 
 fn latency(ctx: &Ctx, subject: Subject) -> Result<Latency, String> {
     let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let run_one = |watch: &mut StatusWatch, service: &mut Service, renamed: bool| {
         let id = new_id();
-        let json = Spool::request_json(&id, "noop", "health", None);
+        let json = support::Spool::request_json(&id, "noop", "health", None);
         if renamed {
             spool.drop_renamed(&id, &json)?;
         } else {
@@ -1288,22 +1295,20 @@ fn latency(ctx: &Ctx, subject: Subject) -> Result<Latency, String> {
 /// A health check on `noop` submitted while an update of `slow` runs.
 fn beside_slow(ctx: &Ctx, subject: Subject) -> Result<Dist, String> {
     let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let mut times = Vec::new();
     for rep in 0..s.slow_reps {
         let update = new_id();
         let version = format!("1.0.{rep}");
         spool.drop_renamed(
             &update,
-            &Spool::request_json(&update, "slow", "update", Some(&version)),
+            &support::Spool::request_json(&update, "slow", "update", Some(&version)),
         )?;
         std::thread::sleep(Duration::from_millis(100)); // the update is running by now
         let health = new_id();
         spool.drop_renamed(
             &health,
-            &Spool::request_json(&health, "noop", "health", None),
+            &support::Spool::request_json(&health, "noop", "health", None),
         )?;
         let t0 = Instant::now();
         let patience = Duration::from_secs(s.slow_secs * 3 + 30);
@@ -1388,15 +1393,13 @@ fn tail_lines(s: &str, n: usize) -> String {
 fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
     let s = &ctx.settings;
     let n = s.burst;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = new_id();
         fs::write(
             spool.staging().join(format!("{id}.json")),
-            Spool::request_json(&id, "noop", "health", None),
+            support::Spool::request_json(&id, "noop", "health", None),
         )
         .map_err(|e| e.to_string())?;
         ids.push(id);
@@ -1433,7 +1436,10 @@ fn backlog(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = new_id();
-        spool.drop_in_place(&id, &Spool::request_json(&id, "noop", "health", None))?;
+        spool.drop_in_place(
+            &id,
+            &support::Spool::request_json(&id, "noop", "health", None),
+        )?;
         ids.push(id);
     }
     let t0 = Instant::now();
@@ -1465,13 +1471,14 @@ struct Idle {
 
 fn idle(ctx: &Ctx, subject: Subject) -> Result<Idle, String> {
     let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     // Warm up: a few requests, so the figure is "idle after work", not "idle after start".
     for _ in 0..s.warmup {
         let id = new_id();
-        spool.drop_renamed(&id, &Spool::request_json(&id, "noop", "health", None))?;
+        spool.drop_renamed(
+            &id,
+            &support::Spool::request_json(&id, "noop", "health", None),
+        )?;
         watch.wait_final(&id, Duration::from_secs(30))?;
     }
     spool.wait_requests_empty(Duration::from_secs(30))?;
@@ -1515,10 +1522,7 @@ struct BigOutput {
 }
 
 fn big_output(ctx: &Ctx, subject: Subject) -> Result<BigOutput, String> {
-    let s = &ctx.settings;
-    let spool = Spool::new(s, &ctx.dialect)?;
-    let mut watch = StatusWatch::new(&spool.status())?;
-    let mut service = Service::start(subject, &spool)?;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let stop = Arc::clone(&stop);
@@ -1563,7 +1567,10 @@ fn big_output(ctx: &Ctx, subject: Subject) -> Result<BigOutput, String> {
         })
     };
     let id = new_id();
-    spool.drop_renamed(&id, &Spool::request_json(&id, "chatty", "health", None))?;
+    spool.drop_renamed(
+        &id,
+        &support::Spool::request_json(&id, "chatty", "health", None),
+    )?;
     let t0 = Instant::now();
     let result = watch.wait_final(&id, Duration::from_secs(600));
     stop.store(true, Ordering::Relaxed);
@@ -2038,44 +2045,28 @@ fn main() -> ExitCode {
     if let Ok((_, names)) = &size_base {
         report.notes.push(format!("baseline size counts: {names}"));
     }
-    for (subj, l) in ctx.subjects().iter().zip(&lat) {
-        if let Ok(l) = l {
-            report.notes.push(format!(
-                "{}: {} latency sample(s) detected by the 50 ms fallback read instead of an inotify event",
-                subj.name(),
-                l.fallbacks
-            ));
-        }
-    }
-    for (subj, b) in ctx.subjects().iter().zip(&bursts) {
-        if let Ok(b) = b {
-            report.notes.push(format!(
-                "{}: dropping the {} burst requests (renames) took {:.1} ms",
-                subj.name(),
-                b.n,
-                ms(b.drop_time)
-            ));
-        }
-    }
-    for (subj, i) in ctx.subjects().iter().zip(&idles) {
-        if let Ok(i) = i {
-            report.notes.push(format!(
-                "{}: {} context switches in {idle_s} s idle",
-                subj.name(),
-                i.ctx_total
-            ));
-        }
-    }
-    for (subj, b) in ctx.subjects().iter().zip(&bigs) {
-        if let Ok(b) = b {
-            report.notes.push(format!(
-                "{}: {} RSS samples, {} distinct service processes during the big output",
-                subj.name(),
-                b.samples,
-                b.procs
-            ));
-        }
-    }
+    report.note_per_subject(&ctx, &lat, |l| {
+        format!(
+            "{} latency sample(s) detected by the 50 ms fallback read instead of an inotify event",
+            l.fallbacks
+        )
+    });
+    report.note_per_subject(&ctx, &bursts, |b| {
+        format!(
+            "dropping the {} burst requests (renames) took {:.1} ms",
+            b.n,
+            ms(b.drop_time)
+        )
+    });
+    report.note_per_subject(&ctx, &idles, |i| {
+        format!("{} context switches in {idle_s} s idle", i.ctx_total)
+    });
+    report.note_per_subject(&ctx, &bigs, |b| {
+        format!(
+            "{} RSS samples, {} distinct service processes during the big output",
+            b.samples, b.procs
+        )
+    });
 
     // ---- targets (reported, never gating)
     let mut targets =

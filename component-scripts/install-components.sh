@@ -9,6 +9,8 @@
 #
 # Each component directory is self-contained: the shared library (lib/*.sh here) is copied
 # into it, because the coordinator runs scripts only from inside their component directory.
+# The Docker Compose services (remote, scheduler) share one set of scripts: compose-service/
+# holds them, and each service's settings as NAME.conf.
 # Run as root, the files are owned by root (the coordinator refuses scripts others could
 # change); run as another user (tests, staging), they are owned by that user. Re-running
 # replaces the scripts and libraries and keeps each component.conf.
@@ -27,7 +29,7 @@ while [ "$#" -gt 0 ]; do
         shift 2
         ;;
     -h | --help)
-        sed -n '2,15s/^# \{0,1\}//p' "$0"
+        sed -n '2,18s/^# \{0,1\}//p' "$0"
         exit 0
         ;;
     *)
@@ -46,16 +48,29 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 for component in "${components[@]}"; do
+    # Its scripts and settings: COMPONENT/update.sh ... and COMPONENT/component.conf, or, for
+    # the Docker Compose services, which share their scripts, compose-service/update.sh ...
+    # and compose-service/COMPONENT.conf.
     src=$here/$component
-    if [[ $component == */* ]] || [ ! -f "$src/update.sh" ]; then
+    settings=$src/component.conf
+    if [[ ! -f $src/update.sh && -f $here/compose-service/$component.conf ]]; then
+        src=$here/compose-service
+        settings=$src/$component.conf
+    fi
+    if [[ $component == */* || ! -f $src/update.sh || ! -f $settings ]]; then
         echo "$0: no component '$component' in $here" >&2
         exit 2
     fi
     dest=$prefix/$component
     install -d -m 0755 "${owner[@]}" "$dest"
-    # The libraries the scripts source: common.sh and what follows `. "$LIB_DIR/`.
-    # shellcheck disable=SC2016  # a literal $LIB_DIR in a sed pattern
-    mapfile -t libs < <(sed -n 's|^\. "\$LIB_DIR/\([a-z]*\.sh\)"$|\1|p' "$src"/*.sh | sort -u)
+    # The libraries the scripts source: each lib/ file they name (common.sh, and the compose.sh
+    # or service.sh they load), as install.sh decides it.
+    libs=()
+    for lib in "$here"/lib/*.sh; do
+        if grep -qsF -- "$(basename -- "$lib")" "$src"/*.sh; then
+            libs+=("$(basename -- "$lib")")
+        fi
+    done
     for lib in "${libs[@]}"; do
         install -m 0644 "${owner[@]}" "$here/lib/$lib" "$dest/$lib"
     done
@@ -65,7 +80,7 @@ for component in "${components[@]}"; do
     if [ -e "$dest/component.conf" ]; then
         echo "$dest: scripts and ${libs[*]} installed; kept the existing component.conf"
     else
-        install -m 0644 "${owner[@]}" "$src/component.conf" "$dest/component.conf"
+        install -m 0644 "${owner[@]}" "$settings" "$dest/component.conf"
         echo "$dest: scripts, ${libs[*]} and component.conf installed"
     fi
 done

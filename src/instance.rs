@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     // Refusal needs a second process (a record lock is the process's own): the real binary's
-    // test, tests/service.rs `a_second_coordinator_...`, shows it.
+    // test, tests/integration/service.rs `a_second_coordinator_...`, shows it.
 
     #[test]
     fn the_holder_creates_the_state_directory_and_writes_its_pid() {

@@ -3,7 +3,7 @@
 # For each .deb in $CARGO_TARGET_DIR/dist (default target/dist), the packaged binary must be
 # built for the package's architecture (read from its ELF header, as install.sh reads it), be
 # the same build as the tarball's, and answer requests: the integration suite runs against it
-# (tests/support: UPDATE_COORDINATOR_BIN). amd64 runs natively; arm64 and armhf under qemu-user
+# (tests/integration/support: UPDATE_COORDINATOR_BIN). amd64 runs natively; arm64 and armhf under qemu-user
 # through binfmt_misc, with the CPU of the oldest board each package is for (QEMU_CPU:
 # cortex-a53 = Raspberry Pi 3, cortex-a7 = Raspberry Pi 2), so an instruction those boards lack
 # fails here. The exclusions below name each test qemu-user cannot run, and why.
@@ -21,11 +21,12 @@ source "$repo/install.sh"
 arches=("$@")
 ((${#arches[@]})) || arches=(amd64 arm64 armhf)
 
-# Test files whose subject is not the coordinator binary: install.sh, packaging/ and the
-# component scripts (run by /bin/sh on the host whatever the binary's architecture).
+# Modules of the integration suite (tests/integration/main.rs), all but those whose subject is
+# not the coordinator binary: install.sh, packaging/ and the component scripts (run by /bin/sh on
+# the host whatever the binary's architecture).
 SUITE=(cli lifecycle hostile service durability schema waiting self_update crash example_clients signing_example
     client_generations isolation fairshare quarantine signing_keys)
-# armhf: all but service.rs (sd_notify, watchdog, journald fallback) and crash.rs (random
+# armhf: all but service (sd_notify, watchdog, journald fallback) and crash (random
 # SIGKILLs): together half the emulated time (460 s and 120-410 s under qemu here), and
 # nothing in them depends on the word or time_t size that sets armhf (32-bit) apart from
 # arm64, where they do run. The armhf set keeps every test of timestamps, records and sizes.
@@ -142,22 +143,25 @@ for arch in "${arches[@]}"; do
         continue
     fi
     echo "$arch: $found, $out${QEMU_CPU:+ (qemu-user, QEMU_CPU=$QEMU_CPU)}"
-    tests=()
     case $arch in
     amd64) suite=("${SUITE_AMD64[@]}") ;;
     armhf) suite=("${SUITE_ARMHF[@]}") ;;
     *) suite=("${SUITE[@]}") ;;
     esac
-    for t in "${suite[@]}"; do tests+=(--test "$t"); done
+    # One filter per module: libtest runs every test whose name contains any of them, and a
+    # test's name starts with its module's (`cli::`), the `::` keeping `cli` from matching
+    # other modules' tests.
+    filters=()
+    for module in "${suite[@]}"; do filters+=("$module::"); done
     log=$logs/$arch.log
-    if ! (cd "$repo" && UPDATE_COORDINATOR_BIN=$bin cargo test --quiet --no-fail-fast "${tests[@]}" -- "${skip[@]}" >"$log" 2>&1); then
+    if ! (cd "$repo" && UPDATE_COORDINATOR_BIN=$bin cargo test --quiet --no-fail-fast --test integration -- "${filters[@]}" "${skip[@]}" >"$log" 2>&1); then
         # Under emulation on a busy machine a test that waits on wall-clock time can miss once
         # (seen here at load average 25 on 2 CPUs: a polled phase, a patience deadline). Each
         # failed test runs once more, alone; a test that fails twice fails the package.
         mapfile -t failed < <(sed -n 's/^---- \(.*\) stdout ----$/\1/p' "$log" | sort -u)
         ((${#failed[@]})) || failed=("(no test named: see $log)")
         for name in "${failed[@]}"; do
-            if [[ $name != "("* ]] && (cd "$repo" && UPDATE_COORDINATOR_BIN=$bin cargo test --quiet "${tests[@]}" -- --exact "$name" >"$log.retry" 2>&1); then
+            if [[ $name != "("* ]] && (cd "$repo" && UPDATE_COORDINATOR_BIN=$bin cargo test --quiet --test integration -- --exact "$name" >"$log.retry" 2>&1); then
                 echo "$arch: $name failed once and passed alone on retry (a timing miss under load; first failure in $log)"
             else
                 fail "$arch: $name failed twice against the packaged binary (output: $log, $log.retry):"

@@ -1,10 +1,27 @@
 # shellcheck shell=bash
-# Shared helpers for the DuneBugger component scripts (update.sh, rollback.sh, health-check.sh).
-# Sourced, never run. Installed next to the scripts that use it (see ../README.md); in the
-# source tree the scripts find it in ../lib.
+# Shared helpers for the DuneBugger component scripts (update.sh, rollback.sh, health-check.sh),
+# and their loader. Sourced, never run. Installed next to the scripts that use it (see
+# ../README.md); in the source tree the scripts find it in ../lib.
 #
-# Provides: the exit codes, error and progress helpers, tool checks, settings loading from
-# ./component.conf, the version check, an exclusive lock, and a bounded "wait until healthy" loop.
+# Provides: the exit codes, error and progress helpers, tool checks, loading the component's
+# library and settings, the version check, an exclusive lock, and a bounded "wait until
+# healthy" loop.
+#
+# Trusting the code a script sources. The scripts run as root. The coordinator checks the
+# script it runs (a trusted owner, not writable by group or others, inside its component
+# directory, and so is every directory above it: docs/security.md, "Script trust"), but not
+# the files that script sources; a sourced file that another user can write would run that
+# user's code as root. So every file is checked before it is sourced, by code that was itself
+# checked first, each with the same rule (owned by the script's owner, not writable by group
+# or others; for a symlink, its target):
+#   the coordinator checks the script;
+#   the script checks this file (the few lines at its top: the one check that cannot live in
+#   the file it checks), then sources it;
+#   this file checks the component's library (run_component) and component.conf
+#   (load_settings) with require_trusted before sourcing them.
+# The directories were checked with the script, so nobody else can swap a file between its
+# check and its sourcing. The rule lives here once; each script keeps only the check of this
+# file.
 
 # Exit codes shared by every component script (component-scripts/README.md lists them).
 # shellcheck disable=SC2034  # used by the scripts that source this file
@@ -12,6 +29,8 @@ readonly EX_OK=0 EX_UNHEALTHY=1 EX_CONFIG=2 EX_TOOL=3 EX_RESTORED=4 EX_RESTORE_F
     EX_BUSY=6 EX_NOTHING=7
 
 SCRIPT_NAME=$(basename -- "$0")
+# The component directory: the script's own, where its settings are.
+SCRIPT_DIR=$(dirname -- "$(readlink -f -- "$0")")
 
 # phase NAME: reports progress to the coordinator (a `PHASE:<name>` line on stdout).
 phase() {
@@ -36,6 +55,15 @@ die() {
     exit "$code"
 }
 
+# expect_args COUNT USAGE ARG...: exits EX_CONFIG, saying USAGE, unless there are COUNT ARGs.
+expect_args() {
+    local count=$1 usage=$2
+    shift 2
+    if [ "$#" -ne "$count" ]; then
+        die "$EX_CONFIG" "usage: $usage"
+    fi
+}
+
 # require_tool COMMAND HINT: exits EX_TOOL with HINT (what to install) when COMMAND is missing.
 # COMMAND may be a name looked up on PATH or a path.
 require_tool() {
@@ -56,6 +84,17 @@ require_trusted() {
     if [ "${mode%% *}" != "$owner" ] || (((8#${mode##* } & 8#022) != 0)); then
         die "$EX_CONFIG" "refusing $file: it must be owned by uid $owner (like $0) and not writable by group or others (is: uid ${mode%% *}, mode ${mode##* }); fix with: chown $owner $file && chmod go-w $file"
     fi
+}
+
+# run_component LIBRARY FUNCTION ARG...: sources LIB_DIR/LIBRARY (compose.sh or service.sh,
+# found where the script found this file) and the component's settings, then runs FUNCTION
+# ARG... (such as compose_update VERSION): all a script does after loading this file.
+run_component() {
+    require_trusted "$LIB_DIR/$1"
+    # shellcheck source=/dev/null  # compose.sh or service.sh, each checked on its own
+    . "$LIB_DIR/$1"
+    load_settings "$SCRIPT_DIR"
+    "${@:2}"
 }
 
 # load_settings DIR: sources DIR/component.conf when it exists. Call after setting defaults,
@@ -147,6 +186,32 @@ wait_until_healthy() {
         fi
         sleep "$interval"
     done
+}
+
+# update.sh and rollback.sh are transactions. begin_transaction FINISH: from here on, the
+# script's exit runs FINISH (the library's compose_finish or service_finish, which put back what
+# a failure left half done), and SIGTERM (the coordinator's timeout), SIGINT and SIGHUP end
+# the script through it, with TERMINATED set to the signal's name (FINISH then skips the health
+# wait: the coordinator's SIGKILL follows within kill_grace seconds).
+TERMINATED=""
+begin_transaction() {
+    # shellcheck disable=SC2064  # FINISH is a function's name: expanded now, on purpose
+    trap "$1" EXIT
+    trap 'on_signal TERM' TERM
+    trap 'on_signal INT' INT
+    trap 'on_signal HUP' HUP
+}
+
+on_signal() {
+    TERMINATED=$1
+    warn "stopped by SIG$1"
+    exit 143
+}
+
+# fail MESSAGE: ends a step of the transaction; FINISH puts back what was changed.
+fail() {
+    warn "$*"
+    exit 1
 }
 
 # The last update's record, for rollback.sh. The coordinator's health-gated update runs

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Docker Compose components (remote, scheduler): the logic behind their update.sh, rollback.sh
-# and health-check.sh, which only set SCRIPT_DIR, source common.sh and this file, and call
-# compose_update / compose_rollback / compose_health. Sourced, never run; needs common.sh.
+# and health-check.sh, which only source common.sh and have run_component load this file and
+# call compose_update / compose_rollback / compose_health. Sourced, never run; needs common.sh.
 #
 # Several services share one compose file, so every change is confined to the `image:` line
 # of this component's service, and update/rollback hold a lock on the file (LOCK_FILE) while
@@ -368,30 +368,24 @@ compose_current_image() {
 # The transaction: what a failure must undo. TXN is "" (nothing to undo), "edited" (the
 # compose file may differ from BACKUP) or "restarted" (the container may have been replaced).
 TXN=""
-TERMINATED=""
 BACKUP=""
 OLD_IMAGE=""
 TEMP_FILES=()
 ACTION_KIND=""  # update or rollback: which script's transaction this is
 RECORD_FILE=""  # see record_update in common.sh
 
-compose_begin() {
-    trap compose_finish EXIT
-    trap 'compose_signal TERM' TERM
-    trap 'compose_signal INT' INT
-    trap 'compose_signal HUP' HUP
-}
+# compose_restart IMAGE: the restarting and verifying steps of update.sh and rollback.sh:
+# SERVICE's container is recreated from the edited compose file and must become healthy on
+# IMAGE; a failure leaves TXN=restarted for compose_finish.
+compose_restart() {
+    phase restarting
+    TXN=restarted
+    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
 
-compose_signal() {
-    TERMINATED=$1
-    warn "stopped by SIG$1"
-    exit 143
-}
-
-# fail MESSAGE: ends a transaction step; compose_finish restores.
-fail() {
-    warn "$*"
-    exit 1
+    phase verifying
+    EXPECT_IMAGE=$1 wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
+        fail "$SERVICE did not become healthy on $1"
+    TXN=""
 }
 
 # The EXIT trap: on failure restores BACKUP and, when the container was touched, brings the
@@ -484,6 +478,7 @@ compose_pull() {
 
 # update.sh VERSION
 compose_update() {
+    expect_args 1 "update.sh VERSION" "$@"
     local version=$1 tag repo
     ACTION_KIND=update
     phase checking
@@ -510,7 +505,7 @@ compose_update() {
     BACKUP=$BACKUP_DIR/$(basename -- "$COMPOSE_FILE").$(utc_stamp)
     cp -p -- "$COMPOSE_FILE" "$BACKUP"
     info "backed up $COMPOSE_FILE to $BACKUP"
-    compose_begin
+    begin_transaction compose_finish
     TXN=edited
     record_update "$RECORD_FILE" changed "$BACKUP"
 
@@ -521,15 +516,8 @@ compose_update() {
     phase downloading
     compose_pull "$new_image"
 
-    phase restarting
-    TXN=restarted
-    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
+    compose_restart "$new_image"
 
-    phase verifying
-    EXPECT_IMAGE=$new_image wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
-        fail "$SERVICE did not become healthy on $new_image"
-
-    TXN=""
     record_update "$RECORD_FILE" updated "$BACKUP"
     compose_prune_backups
     info "$SERVICE is now on $new_image (the previous compose file is kept as $BACKUP)"
@@ -538,6 +526,7 @@ compose_update() {
 # rollback.sh: SERVICE goes back to the image named in its newest backup. Only SERVICE's
 # image line changes: the other services in the file keep what they run now.
 compose_rollback() {
+    expect_args 0 "rollback.sh (no arguments)" "$@"
     local backups previous source undone=""
     ACTION_KIND=rollback
     phase checking
@@ -561,7 +550,7 @@ compose_rollback() {
     phase backing-up
     BACKUP=$BACKUP_DIR/.before-rollback.$(utc_stamp)
     cp -p -- "$COMPOSE_FILE" "$BACKUP"
-    compose_begin
+    begin_transaction compose_finish
     TXN=edited
 
     phase configuring
@@ -572,15 +561,8 @@ compose_rollback() {
     fi
     compose_validate "$previous" || fail "the edited $COMPOSE_FILE does not check out"
 
-    phase restarting
-    TXN=restarted
-    compose up -d --no-deps "$SERVICE" || fail "$COMPOSE_NAME up -d --no-deps $SERVICE failed"
+    compose_restart "$previous"
 
-    phase verifying
-    EXPECT_IMAGE=$previous wait_until_healthy compose_probe "$HEALTH_TIMEOUT" "$HEALTH_INTERVAL" "$STABLE_SECONDS" ||
-        fail "$SERVICE did not become healthy on $previous"
-
-    TXN=""
     rm -f -- "$BACKUP"
     if [ -n "$undone" ]; then
         # This request's update is undone, as if it had failed: its backup goes (update.sh drops
@@ -594,6 +576,7 @@ compose_rollback() {
 
 # health-check.sh: SERVICE's containers run, and are healthy where they define a healthcheck.
 compose_health() {
+    expect_args 0 "health-check.sh (no arguments)" "$@"
     local state restarts detail
     phase checking
     compose_preflight

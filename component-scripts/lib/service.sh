@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A component that is a systemd service installed from a release tarball (core): the logic
-# behind its update.sh, rollback.sh and health-check.sh, which only set SCRIPT_DIR, source
-# common.sh and this file, and call service_update / service_rollback / service_health.
+# behind its update.sh, rollback.sh and health-check.sh, which only source common.sh and
+# have run_component load this file and call service_update / service_rollback / service_health.
 # Sourced, never run; needs common.sh.
 #
 # Layout: the release is unpacked into INSTALL_DIR. An update keeps the install it replaced as
@@ -195,7 +195,6 @@ installed_version() {
 # (INSTALL_DIR was replaced; the old one is in PUT_BACK_FROM). On failure the replacement
 # goes to MOVE_FAILED_TO.
 TXN=""
-TERMINATED=""
 WAS_ACTIVE=""
 HAD_INSTALL=""
 PUT_BACK_FROM=""
@@ -206,25 +205,6 @@ TARBALL_PATH=""
 KEPT_PREVIOUS=""
 ACTION_KIND=""  # update or rollback: which script's transaction this is
 RECORD_FILE=""  # see record_update in common.sh
-
-service_begin() {
-    trap service_finish EXIT
-    trap 'service_signal TERM' TERM
-    trap 'service_signal INT' INT
-    trap 'service_signal HUP' HUP
-}
-
-service_signal() {
-    TERMINATED=$1
-    warn "stopped by SIG$1"
-    exit 143
-}
-
-# fail MESSAGE: ends a step; service_finish restores what was changed.
-fail() {
-    warn "$*"
-    exit 1
-}
 
 # The EXIT trap: removes the staging directory; after a change, puts the old install back and
 # starts the unit again if it was active. Exits EX_RESTORED or EX_RESTORE_FAILED.
@@ -313,6 +293,7 @@ service_stop() {
 
 # update.sh VERSION
 service_update() {
+    expect_args 1 "update.sh VERSION" "$@"
     local version=$1 parent stage path
     ACTION_KIND=update
     phase checking
@@ -335,7 +316,7 @@ service_update() {
     info "$UNIT: $(installed_version) -> $version"
     parent=$(dirname -- "$INSTALL_DIR")
     mkdir -p -- "$parent"
-    service_begin
+    begin_transaction service_finish
     # Staged next to INSTALL_DIR, so the swap below is a rename on one filesystem.
     stage=$(mktemp -d -- "$parent/.$(basename -- "$INSTALL_DIR").new.XXXXXX")
     TEMP_DIRS+=("$stage")
@@ -388,6 +369,7 @@ service_update() {
 # rollback.sh: INSTALL_DIR.previous goes back into place; the install it replaces is kept as
 # INSTALL_DIR.rolledback. A second rollback finds no INSTALL_DIR.previous and exits 7.
 service_rollback() {
+    expect_args 0 "rollback.sh (no arguments)" "$@"
     ACTION_KIND=rollback
     phase checking
     service_preflight
@@ -397,7 +379,7 @@ service_rollback() {
         die "$EX_NOTHING" "nothing to roll back to: $INSTALL_DIR.previous does not exist (update.sh keeps the install it replaces there)"
     fi
     info "$UNIT: $(installed_version) -> $(installed_version "$INSTALL_DIR.previous")"
-    service_begin
+    begin_transaction service_finish
     service_stop
 
     phase installing
@@ -418,6 +400,7 @@ service_rollback() {
 
 # health-check.sh: the unit is active (and HEALTH_CMD succeeds, when set).
 service_health() {
+    expect_args 0 "health-check.sh (no arguments)" "$@"
     local state restarts detail
     phase checking
     service_preflight

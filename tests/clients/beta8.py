@@ -1,6 +1,6 @@
 """How dunebugger-remote v1.0.0-beta.8 (branch develop, 6415518) asks the coordinator for an
 update, reduced to what the coordinator sees. A replica of its behaviour for the tests in
-tests/client_generations.rs, written from its description in issue 14, not the client's code.
+tests/integration/client_generations.rs, written from its description in issue 14, not the client's code.
 
     python3 beta8.py SPOOL COMPONENT VERSION
 

@@ -1,6 +1,6 @@
 """How dunebugger-remote's branch 23-remote-update (commit 52d3692) asks the coordinator for
 an update, and how its new container picks up the result of its own update. A replica of its
-behaviour for the tests in tests/client_generations.rs, written from its description in
+behaviour for the tests in tests/integration/client_generations.rs, written from its description in
 issue 14, not the client's code.
 
     python3 client_52d3692.py SPOOL update COMPONENT VERSION

@@ -24,37 +24,10 @@ if [[ -d /lab/out ]]; then LOGS=${LOGS:-/lab/out/install-flow}; else LOGS=${LOGS
 mkdir -p "$LOGS"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-failures=0
+SUITE=install-flow
+# shellcheck source=tests/system/checks.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/checks.sh"
 
-pass() { echo "PASS install-flow/$1"; }
-fail() {
-    echo "FAIL install-flow/$1: $2"
-    failures=$((failures + 1))
-}
-# expect NAME CONDITION...: PASS if the command succeeds, else FAIL naming the condition.
-expect() {
-    local name=$1
-    shift
-    if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name" "not true: $*"; fi
-}
-
-# installer STEP ARGS...: runs install.sh, keeps its output in $LOGS/STEP.log; sets RC and OUT.
-installer() {
-    local step=$1
-    shift
-    RC=0
-    bash "$REPO/install.sh" "$@" >"$LOGS/$step.log" 2>&1 || RC=$?
-    OUT=$(cat "$LOGS/$step.log")
-}
-# expect_rc NAME CODE: the last install.sh exited with CODE (else FAIL with its last lines).
-expect_rc() {
-    if [[ $RC == "$2" ]]; then
-        pass "$1"
-    else
-        fail "$1" "install.sh exited $RC, expected $2; last lines: $(tail -n 8 <<<"$OUT" | tr '\n' ' ')"
-    fi
-}
-said() { grep -qF -- "$1" <<<"$OUT"; }
 invocation() { systemctl show -p InvocationID --value "$UNIT" 2>/dev/null; }
 sum() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
 layout() { stat -c '%a %U %G' "$1" 2>/dev/null; }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Power-cut test (issue 4's last proof, scenario 7 of the system tests): the lab's Debian 12
-# guest runs the coordinator under a stream of requests, and the host cuts its power at random
-# moments: QEMU is SIGKILLed, so the guest's page cache and everything in flight are lost, as
-# in a real power cut. The same root disk boots again (the service must come back by itself
-# and answer what was outstanding), the workload goes on, and after the last cut a final boot
-# drains everything and checks the invariants of docs/durability.md: every accepted request
-# has exactly one final status, no script ran twice, answers carry the scripts' true exit
-# codes (or `interrupted` for scripts the cut stopped), no temp files are left.
+# Power-cut test (docs/durability.md's promises against a real power loss; scenario 7 of the
+# system tests): the lab's Debian 12 guest runs the coordinator under a stream of requests, and
+# the host cuts its power at random moments: QEMU is SIGKILLed, so the guest's page cache and
+# everything in flight are lost, as in a real power cut. The same root disk boots again (the
+# service must come back by itself and answer what was outstanding), the workload goes on, and
+# after the last cut a final boot drains everything and checks the invariants of
+# docs/durability.md: every accepted request has exactly one final status, no script ran twice,
+# answers carry the scripts' true exit codes (or `interrupted` for scripts the cut stopped), no
+# temp files are left.
 #
 #   tests/system/powercut.sh                  # 3 cuts at seeded random moments (seed printed)
 #   POWERCUT_SEED=<n> tests/system/powercut.sh   # the same cut delays and guest workload again

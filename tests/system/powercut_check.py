@@ -301,7 +301,7 @@ if broken_statuses:
     # checked at each boot (statuses-readable-once-ready-after-cut-<n>).
     note("status files the cuts left unreadable: " + "; ".join(sorted(broken_statuses)))
 
-# ---- nothing left behind (as tests/crash.rs checks) ------------------------------------------
+# ---- nothing left behind (as tests/integration/crash.rs checks) ------------------------------------------
 
 leftovers = []
 for top in (status_dir, live_state):

@@ -89,6 +89,23 @@ SH
     chmod 755 "$dir"/*.sh
 }
 
+# oneshot_unit NAME ORDER DESCRIPTION MODE: a unit that runs this script's MODE at boot, ORDER
+# (Before or After) the coordinator's unit.
+oneshot_unit() {
+    cat >"/etc/systemd/system/$1.service" <<EOF
+[Unit]
+Description=Power-cut test: $3
+$2=$UNIT.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/bash $P/powercut_guest.sh $4
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
 setup() {
     say "installing the coordinator"
     mkdir -p "$OUT" "$P/snap"
@@ -121,32 +138,12 @@ TOML
     # The state the power cut left, copied before the service touches it: the checks compare
     # each request's final answer with what its records said at that moment.
     cp "$0" "$P/powercut_guest.sh"
-    cat >/etc/systemd/system/uc-powercut-snapshot.service <<UNIT
-[Unit]
-Description=Power-cut test: copy the coordinator's spool and state as the power cut left them
-Before=$UNIT.service
-
-[Service]
-Type=oneshot
-ExecStart=/bin/bash $P/powercut_guest.sh snapshot
-
-[Install]
-WantedBy=multi-user.target
-UNIT
+    oneshot_unit uc-powercut-snapshot Before \
+        "copy the coordinator's spool and state as the power cut left them" snapshot
     # And the status files clients find once the service is ready again (Type=notify: READY
     # comes after it has read its records).
-    cat >/etc/systemd/system/uc-powercut-ready.service <<UNIT
-[Unit]
-Description=Power-cut test: the status files clients read once the coordinator is ready
-After=$UNIT.service
-
-[Service]
-Type=oneshot
-ExecStart=/bin/bash $P/powercut_guest.sh ready
-
-[Install]
-WantedBy=multi-user.target
-UNIT
+    oneshot_unit uc-powercut-ready After \
+        "the status files clients read once the coordinator is ready" ready
     systemctl daemon-reload
     systemctl enable uc-powercut-snapshot.service uc-powercut-ready.service 2>/dev/null
     systemctl restart "$UNIT"

@@ -9,7 +9,7 @@
 #   remote_client.sh request COMPONENT VERSION  (docker exec) asks for an update, as the old
 #       container does, and polls until it is killed or gets a final status
 #
-# The client's steps, as issue 14 describes them:
+# The client's steps, as that updater takes them:
 #   request: write requests/<uuid>.json in place (open, write, close; json.dump(indent=2)),
 #     then, for component remote, the id into <spool>/.pending_remote_request (no newline);
 #     poll status/<id>.json every second; while message == "in_progress" forward the phase and

@@ -24,42 +24,10 @@ SPOOL=/var/dunebugger/updates
 CHILD_PID=/run/uc-takeover-old-child.pid
 if [[ -d /lab/out ]]; then LOGS=${LOGS:-/lab/out/takeover}; else LOGS=${LOGS:-$(mktemp -d)}; fi
 mkdir -p "$LOGS"
-failures=0
+SUITE=takeover
+# shellcheck source=tests/system/checks.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/checks.sh"
 
-pass() { echo "PASS takeover/$1"; }
-fail() {
-    echo "FAIL takeover/$1: $2"
-    failures=$((failures + 1))
-}
-expect() {
-    local name=$1
-    shift
-    if "$@" >/dev/null 2>&1; then pass "$name"; else fail "$name" "not true: $*"; fi
-}
-installer() {
-    local step=$1
-    shift
-    RC=0
-    bash "$REPO/install.sh" "$@" >"$LOGS/$step.log" 2>&1 || RC=$?
-    OUT=$(cat "$LOGS/$step.log")
-}
-expect_rc() {
-    if [[ $RC == "$2" ]]; then
-        pass "$1"
-    else
-        fail "$1" "install.sh exited $RC, expected $2; last lines: $(tail -n 12 <<<"$OUT" | tr '\n' ' ')"
-    fi
-}
-said() { grep -qF -- "$1" <<<"$OUT"; }
-wait_for() {
-    local limit=$1
-    shift
-    local end=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS > end)) && return 1
-        sleep 0.5
-    done
-}
 answered() { jq -e --arg id "$1" '.request_id == $id and .message != "in_progress" and has("code")' "$SPOOL/status/$1.json"; }
 old_runs() { pgrep -f "$OLD/update-coordinator\\.sh" || { [[ -s $CHILD_PID ]] && kill -0 "$(cat "$CHILD_PID")"; }; }
 export OLD CHILD_PID
@@ -90,7 +58,7 @@ upstream_host() {
     done
     printf '#!/bin/bash\necho "upstream remote health"\n' >"$OLD/component-scripts/remote/health-check.sh"
     # One old script that is the same as its replacement, one with none.
-    cp "$REPO/component-scripts/scheduler/health-check.sh" "$OLD/component-scripts/scheduler/health-check.sh"
+    cp "$REPO/component-scripts/compose-service/health-check.sh" "$OLD/component-scripts/scheduler/health-check.sh"
     printf '#!/bin/bash\necho "upstream terminal update"\n' >"$OLD/component-scripts/terminal/update.sh"
     chmod 755 "$OLD"/component-scripts/*/*.sh
     # The stand-in coordinator: a long-running bash script with a child, answering nothing.
@@ -143,7 +111,7 @@ expect_taken_over() {
         fail "$label-waiting-request-answered-by-the-new-service" "no final status for $REQUEST: $(cat "$SPOOL/status/$REQUEST.json" 2>&1)"
     fi
     expect "$label-spool-requests-layout" test "$(stat -c '%a %U %G' "$SPOOL/requests")" = "1730 root dunebugger-updates"
-    expect "$label-spool-status-layout" test "$(stat -c '%a %U %G' "$SPOOL/status")" = "1770 root dunebugger-updates"
+    expect "$label-spool-status-layout" test "$(stat -c '%a %U %G' "$SPOOL/status")" = "1730 root dunebugger-updates"
     expect "$label-said-taking-over" said "Taking over from the upstream coordinator"
     expect "$label-said-request-waiting" said "requests waiting in $SPOOL/requests: 1"
     expect "$label-script-replaced-stated" said "~ $OLD/component-scripts/core/update.sh: replaced by /opt/dunebugger/core/update.sh"

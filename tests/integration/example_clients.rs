@@ -5,15 +5,13 @@
 //! the evidence directory when it sees it), so every phase is seen however the polling falls.
 //! Needs `python3`; without it the Python tests fail, they do not skip.
 
-mod support;
-
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::support::{Service, Spool};
 use serde_json::Value;
-use support::{Service, Spool};
 
 fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/client")
@@ -162,7 +160,7 @@ fn python_client_submits_follows_phases_and_collects_the_final_status() {
         seen.windows(2).all(|w| w[0] != w[1]),
         "each change once: {seen:?}"
     );
-    support::wait_until("request file removed", || spool.request_files().is_empty());
+    crate::support::wait_until("request file removed", || spool.request_files().is_empty());
 }
 
 #[test]
@@ -265,14 +263,11 @@ fn python_client_picks_up_the_result_of_its_own_update_after_a_restart() {
     let release = evidence.join("release");
     // The "self-update": reports a phase, then waits until the test lets it finish, as if the
     // new container were starting up.
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:restarting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\necho \"remote is now $1\"",
-            release.display()
-        ),
+    let script = format!(
+        "echo PHASE:restarting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\necho \"remote is now $1\"",
+        release.display()
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let root = spool.root().display().to_string();
     let pending = evidence.join("pending-update").display().to_string();
@@ -391,7 +386,7 @@ fn shell_client_prints_phases_and_exits_with_the_result() {
         !status_file(&spool, &id).exists(),
         "the status is collected"
     );
-    support::wait_until("no request or temp file left", || {
+    crate::support::wait_until("no request or temp file left", || {
         spool.request_files().is_empty()
     });
 
@@ -441,14 +436,11 @@ fn shell_client_gives_up_after_its_timeout_and_leaves_the_status() {
     let spool = Spool::new();
     spool.create_dirs();
     let release = spool.evidence().join("release");
-    spool.script(
-        "remote",
-        "rollback.sh",
-        &format!(
-            "echo PHASE:waiting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
-            release.display()
-        ),
+    let script = format!(
+        "echo PHASE:waiting\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        release.display()
     );
+    spool.script("remote", "rollback.sh", &script);
     let _service = Service::start(&spool);
     let (code, lines) = shell_client(&spool, &["-t", "1", "remote", "rollback"]);
     assert_eq!(code, Some(3), "{lines:#?}");
@@ -495,7 +487,7 @@ fn python_client_waits_out_a_scheduled_request_beyond_its_timeout() {
     let spool = Spool::new();
     spool.create_dirs();
     let _service = Service::start(&spool);
-    let id = support::new_id();
+    let id = crate::support::new_id();
     let not_before = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(3))
         .unwrap();

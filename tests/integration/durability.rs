@@ -2,35 +2,28 @@
 //! the machine "reboots", and every accepted request still gets exactly one final status with
 //! the script's real result.
 
-mod support;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::{Service, Spool, new_id, path_str, wait_until};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str, wait_until};
 
-fn gated_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ran = spool.evidence().join("ran");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {ran}; echo PHASE:installing; echo working; while [ ! -e {gate} ]; do sleep 0.05; done; echo done; exit {exit_code}",
-            ran = path_str(&ran),
-            gate = path_str(&gate)
-        ),
+/// An update of `remote` that records its run, reaches `installing`, then waits for the
+/// returned gate and exits with `exit_code`.
+fn gated_update(spool: &Spool, exit_code: i32) -> std::path::PathBuf {
+    let before = format!(
+        "{}; echo PHASE:installing; echo working",
+        spool.record_run()
     );
-    (ran, gate)
+    let after = format!("echo done; exit {exit_code}");
+    spool.gated_script("remote", "update.sh", &before, &after)
 }
 
 #[test]
 fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code() {
     let spool = Spool::new();
-    let (ran, gate) = gated_update(&spool, 7);
+    let gate = gated_update(&spool, 7);
     let mut service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
 
     service.crash();
     fs::write(&gate, "").unwrap(); // the script finishes while no coordinator runs
@@ -46,11 +39,7 @@ fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code()
         status["message"],
         "update.sh exited with code 7 (last phase: installing)"
     );
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "ran once"
-    );
+    assert_eq!(spool.runs().len(), 1, "ran once");
     wait_until("request file removed", || spool.request_files().is_empty());
 }
 
@@ -72,10 +61,9 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
     if progress_in_status {
         spool.set("spool", "progress_in_status = true");
     }
-    let (_, gate) = gated_update(&spool, 0);
+    let gate = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let running = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&running, "installing");
+    let running = update_now_installing(&spool);
     let queued = spool.submit("remote", "update", Some("1.2.4"));
     spool.wait_phase(&queued, "queued");
     service.crash();
@@ -111,13 +99,12 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
 #[test]
 fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let spool = Spool::new();
-    let (_, gate) = gated_update(&spool, 0);
+    let gate = gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
     service.crash();
     let restarted = Service::start(&spool);
-    std::thread::sleep(Duration::from_millis(300));
+    spool.wait_sentinel();
     let status = spool.status(&id);
     assert!(
         status
@@ -160,73 +147,35 @@ fn the_timeout_still_applies_across_a_restart() {
 #[test]
 fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
     let spool = Spool::new();
-    let (ran, _gate) = gated_update(&spool, 0);
+    let gate = gated_update(&spool, 0);
     let _service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
 
     // Kill the monitor and the script's whole group, as an OOM killer or an operator might.
-    let monitor = find_process(&["__monitor", &id]).expect("the run's monitor");
-    // Scoped to this test's directory: other tests run update.sh 1.2.3 at the same time.
-    let here = path_str(spool.dir.path());
-    let script = find_process(&[&here, "update.sh", "1.2.3"]).expect("the script");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(monitor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(script),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill_the_run(&spool, &id);
 
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "interrupted", "{status}");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("update.sh 1.2.3"),
-        "says what ran: {status}"
-    );
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("not run again")
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "never re-run"
-    );
+    assert_message_says(&status, "update.sh 1.2.3");
+    assert_message_says(&status, "not run again");
+    // A later update of the same component queues behind any re-run (updates never overlap),
+    // so once it is answered, a re-run would have written its line first.
+    fs::write(&gate, "").unwrap();
+    let later = spool.submit("remote", "update", Some("1.2.4"));
+    assert_eq!(spool.wait_final(&later)["success"], true);
+    assert_eq!(spool.runs(), [id, later], "never re-run");
 }
 
 #[test]
 fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let spool = Spool::new();
-    let (ran, _gate) = gated_update(&spool, 0);
+    gated_update(&spool, 0);
     let mut service = Service::start(&spool);
-    let id = spool.submit("remote", "update", Some("1.2.3"));
-    spool.wait_phase(&id, "installing");
+    let id = update_now_installing(&spool);
 
     // Power cut: everything dies at once; the record says it started in another boot.
     service.crash();
-    let monitor = find_process(&["__monitor", &id]).unwrap();
-    let here = path_str(spool.dir.path());
-    let script = find_process(&[&here, "update.sh", "1.2.3"]).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(monitor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(script),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill_the_run(&spool, &id);
     let run = spool.dir.path().join(format!("state/runs/{id}/run.json"));
     let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&run).unwrap()).unwrap();
     spec["boot_id"] = "an-earlier-boot".into();
@@ -235,33 +184,16 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let _restarted = Service::start(&spool);
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "interrupted");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("machine restarted"),
-        "{status}"
-    );
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "never re-run"
-    );
+    assert_message_says(&status, "machine restarted");
+    assert_eq!(spool.runs().len(), 1, "never re-run");
     wait_until("request file removed", || spool.request_files().is_empty());
 }
 
 #[test]
 fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
     let spool = Spool::new();
-    let ran = spool.evidence().join("ran");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}; echo healthy; exit 0",
-            path_str(&ran)
-        ),
-    );
+    let script = format!("{}; echo healthy; exit 0", spool.record_run());
+    spool.script("core", "health-check.sh", &script);
     let mut service = Service::start(&spool);
     let id = new_id();
     let json = Spool::request_json(&id, "core", "health", None);
@@ -275,11 +207,7 @@ fn a_finished_request_sent_again_is_answered_from_its_record_not_re_run() {
     spool.drop_in_place(&id, &json);
     let again = spool.wait_final(&id);
     assert_eq!(again, first, "the recorded result, unchanged");
-    assert_eq!(
-        fs::read_to_string(&ran).unwrap().lines().count(),
-        1,
-        "not re-run"
-    );
+    assert_eq!(spool.runs().len(), 1, "not re-run");
 }
 
 #[test]
@@ -296,6 +224,25 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     wait_until("record and status expired", || {
         !spool.dir.path().join(format!("state/runs/{id}")).exists() && spool.status(&id).is_none()
     });
+}
+
+/// Submits the gated update (to 1.2.3) and waits until it is installing, held at its gate.
+fn update_now_installing(spool: &Spool) -> String {
+    let id = spool.submit("remote", "update", Some("1.2.3"));
+    spool.wait_phase(&id, "installing");
+    id
+}
+
+/// SIGKILLs the monitor of run `id` (an update to 1.2.3) and its script's whole process group.
+fn kill_the_run(spool: &Spool, id: &str) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let monitor = find_process(&["__monitor", id]).expect("the run's monitor");
+    // Scoped to this test's directory: other tests run update.sh 1.2.3 at the same time.
+    let here = path_str(spool.dir.path());
+    let script = find_process(&[&here, "update.sh", "1.2.3"]).expect("the script");
+    kill(Pid::from_raw(monitor), Signal::SIGKILL).unwrap();
+    killpg(Pid::from_raw(script), Signal::SIGKILL).unwrap();
 }
 
 /// The pid of the process whose command line contains all `needles`.
@@ -321,14 +268,11 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
     let mut spool = Spool::new();
     spool.add_config("[components.remote.timeouts]\nupdate = 1");
     let pidfile = spool.evidence().join("daemon.pid");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "setsid sh -c 'echo $$ > {}; trap \"\" TERM; while :; do sleep 1; done' &\nsleep 300",
-            path_str(&pidfile)
-        ),
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; trap \"\" TERM; while :; do sleep 1; done' &\nsleep 300",
+        path_str(&pidfile)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.0.0"));
     let status = spool.wait_final(&id);
@@ -339,7 +283,7 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
         .parse()
         .unwrap();
     wait_until("the setsid daemon is gone", || {
-        support::process_gone(daemon)
+        crate::support::process_gone(daemon)
     });
     if !std::path::Path::new("/run/systemd/system").exists() {
         assert_eq!(status["limits"]["mechanism"], "none", "{status}");
@@ -359,11 +303,11 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
 fn a_daemon_left_behind_by_a_successful_script_is_swept() {
     let spool = Spool::new();
     let pidfile = spool.evidence().join("daemon.pid");
-    spool.script(
-        "core",
-        "update.sh",
-        &format!("setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started", path_str(&pidfile)),
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started",
+        path_str(&pidfile)
     );
+    spool.script("core", "update.sh", &script);
     let service = Service::start(&spool);
     let id = spool.submit("core", "update", Some("1.0.0"));
     assert_eq!(spool.wait_final(&id)["success"], true);
@@ -372,7 +316,9 @@ fn a_daemon_left_behind_by_a_successful_script_is_swept() {
         .trim()
         .parse()
         .unwrap();
-    wait_until("the daemon is gone", || support::process_gone(daemon));
+    wait_until("the daemon is gone", || {
+        crate::support::process_gone(daemon)
+    });
     assert!(
         service
             .log()

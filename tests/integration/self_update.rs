@@ -2,13 +2,11 @@
 //! installs a staged build over the running binary and restarts the coordinator, and the
 //! request that triggered it is answered by the new process.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::{Service, Spool, bin, path_str, wait_until};
+use crate::support::{Service, Spool, bin, path_str, wait_until};
 
 #[test]
 fn the_coordinator_updates_itself_and_the_new_process_answers_the_request() {

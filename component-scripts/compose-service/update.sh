@@ -18,6 +18,8 @@
 #   DOCKER_COMPOSE (docker-compose), PULL (always), YQ (yq).
 # Needs: bash, docker with the Compose v2 plugin or the standalone docker-compose (v1 1.29 on
 #   Debian 12), awk, flock, coreutils; yq is optional.
+# Trust: lib/common.sh (next to this script once installed, in ../lib in the source tree) is
+#   checked below as the coordinator checks this script; it checks what it loads in turn.
 # Exit codes:
 #   0  updated, and the new container is healthy
 #   2  bad argument or setting, or the compose file cannot be edited safely; nothing changed
@@ -27,22 +29,7 @@
 #   6  another update or rollback holds LOCK_FILE; nothing changed
 set -euo pipefail
 
-# The shared code: next to this script when installed, in ../lib in the source tree. It must
-# be as trustworthy as this script: same owner, not writable by group or others.
-SCRIPT_DIR=$(dirname -- "$(readlink -f -- "$0")")
-LIB_DIR=$SCRIPT_DIR
-[ -f "$LIB_DIR/common.sh" ] || LIB_DIR=$SCRIPT_DIR/../lib
-if [ -n "$(find -L "$LIB_DIR/common.sh" "$LIB_DIR/compose.sh" -maxdepth 0 \( ! -user "$(stat -L -c %u -- "$0")" -o -perm /022 \) -print 2>&1)" ]; then
-    echo "$0: $LIB_DIR/common.sh or $LIB_DIR/compose.sh is missing, not owned by this script's owner, or writable by group or others" >&2
-    exit 2
-fi
-# shellcheck source=../lib/common.sh
+LIB_DIR=$(dirname -- "$(readlink -f -- "$0")") && { [ -f "$LIB_DIR/common.sh" ] || LIB_DIR+=/../lib; }
+[ -z "$(find -L "$LIB_DIR/common.sh" -maxdepth 0 \( ! -user "$(stat -L -c %u -- "$0")" -o -perm /022 \) -print 2>&1)" ] || { echo "$0: $LIB_DIR/common.sh is missing, not owned by this script's owner, or writable by group or others" >&2; exit 2; }
 . "$LIB_DIR/common.sh"
-# shellcheck source=../lib/compose.sh
-. "$LIB_DIR/compose.sh"
-load_settings "$SCRIPT_DIR"
-
-if [ "$#" -ne 1 ]; then
-    die "$EX_CONFIG" "usage: update.sh VERSION"
-fi
-compose_update "$1"
+run_component compose.sh compose_update "$@"

@@ -3,8 +3,6 @@
 //! every failure code, and real status files written by the real binary. Known-bad documents
 //! must be rejected, so a schema that accepts everything fails here.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -13,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use jsonschema::Validator;
 use serde_json::{Value, json};
-use support::{Service, Spool, new_id, path_str, wait_until};
 use update_coordinator::report::{self, Refusal, RunContext};
 use update_coordinator::request::{Action, Rejection, Request, RequestError, RequestId};
 use update_coordinator::runner::{Captured, Exit, Outcome, Stopped};
@@ -959,17 +957,14 @@ fn real_in_progress_and_final_statuses_match_the_status_schema() {
     spool.set("execution", "output_tail_bytes = 1024");
     spool.set("components.scheduler.timeouts", "health = 0.5");
     let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "while [ ! -e {g}.1 ]; do sleep 0.05; done\n\
-             echo PHASE:installing\n\
-             while [ ! -e {g}.2 ]; do sleep 0.05; done\n\
-             echo \"installed $1\"; echo 'a warning' >&2",
-            g = path_str(&gate)
-        ),
+    let script = format!(
+        "while [ ! -e {g}.1 ]; do sleep 0.05; done\n\
+         echo PHASE:installing\n\
+         while [ ! -e {g}.2 ]; do sleep 0.05; done\n\
+         echo \"installed $1\"; echo 'a warning' >&2",
+        g = path_str(&gate)
     );
+    spool.script("remote", "update.sh", &script);
     spool.script(
         "remote",
         "rollback.sh",
@@ -1131,12 +1126,7 @@ fn real_admission_refusals_match_the_status_schema() {
     let mut spool = Spool::new();
     spool.set("spool", "max_queued = 1");
     spool.set("components.core", "max_updates_per_hour = 1");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("while [ ! -e {} ]; do sleep 0.05; done", path_str(&gate)),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "", "");
     let _service = Service::start(&spool);
     let request = |id: &str, component: &str| {
         spool.drop_in_place(
@@ -1289,14 +1279,14 @@ fn real_start_failures_and_interruptions_match_the_status_schema() {
         (&json!("in_progress"), &json!("queued"))
     );
     // Its monitor and script vanish (as in a reboot): the next start answers `interrupted`.
-    for pid in support::processes_mentioning(spool.dir.path()) {
+    for pid in crate::support::processes_mentioning(spool.dir.path()) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid.0),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    support::wait_until("monitor and script gone", || {
-        support::processes_mentioning(spool.dir.path()).is_empty()
+    crate::support::wait_until("monitor and script gone", || {
+        crate::support::processes_mentioning(spool.dir.path()).is_empty()
     });
     let mut restarted = Service::start(&spool);
     let s = spool.wait_final(&interrupted);

@@ -1,14 +1,12 @@
 //! The signing key: an empty or short key stops the service and fails `check`, which also
 //! refuses a key others can read (issue 15).
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{PATIENCE, Spool, bin};
+use crate::support::{PATIENCE, Spool, bin};
 
 /// A spool requiring signed requests with `key` (written with `mode`) as the key file.
 fn signed_spool(key: &[u8], mode: u32) -> Spool {

@@ -2,8 +2,6 @@
 //! it with a real `NOTIFY_SOCKET`, and a client that behaves like the DuneBugger container.
 //! A failing test prints the service's log.
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -95,6 +93,34 @@ impl Spool {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// A shell command that appends the request's id to the spool's record of runs: scripts
+    /// that prove how often they ran begin with it (see [`Spool::runs`]).
+    pub fn record_run(&self) -> String {
+        format!(
+            "echo \"$REQUEST_ID\" >> {}",
+            self.evidence().join("ran").display()
+        )
+    }
+
+    /// The request ids recorded by [`Spool::record_run`], one per run, in order.
+    pub fn runs(&self) -> Vec<String> {
+        fs::read_to_string(self.evidence().join("ran"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Writes a script that runs `before`, waits until the test creates the returned gate file,
+    /// then runs `after`: how a test holds a run at a known point (one gate per spool, so
+    /// every gated script of a spool goes on at once).
+    pub fn gated_script(&self, component: &str, name: &str, before: &str, after: &str) -> PathBuf {
+        let gate = self.evidence().join("gate");
+        let wait = format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display());
+        self.script(component, name, &format!("{before}\n{wait}\n{after}"));
+        gate
+    }
+
     /// Adds `lines` to the config table `table` (e.g. `set("spool", "max_queued = 5")`).
     pub fn set(&mut self, table: &str, lines: &str) {
         self.tables
@@ -155,12 +181,6 @@ impl Spool {
         id
     }
 
-    /// [`Spool::submit`], then waits for its final status.
-    pub fn run(&self, component: &str, action: &str, version: Option<&str>) -> Value {
-        let id = self.submit(component, action, version);
-        self.wait_final(&id)
-    }
-
     /// The existing client's way: open `<id>.json`, write, close (no rename).
     pub fn drop_in_place(&self, id: &str, content: &str) {
         let mut f = fs::File::create(self.requests().join(format!("{id}.json"))).unwrap();
@@ -203,6 +223,19 @@ impl Spool {
             .collect();
         names.sort();
         names
+    }
+
+    /// Submits a health check of `core` and waits for its answer. The service handles what it
+    /// is given in order, from one loop: once this later request is answered, every earlier
+    /// event (a temp file seen, a restart's recovery, a run's end) has been handled, so a test
+    /// can then check that something did NOT happen without guessing how long to wait.
+    pub fn wait_sentinel(&self) {
+        let id = self.submit("core", "health", None);
+        assert_eq!(
+            self.wait_final(&id)["success"],
+            true,
+            "the sentinel request"
+        );
     }
 
     /// Polls like the client (but faster) until the status is final.
@@ -445,6 +478,16 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Asserts that a status's message says `text` (the whole status is shown if not).
+#[track_caller]
+pub fn assert_message_says(status: &Value, text: &str) {
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(text),
+        "{text:?} not in the message: {status:#}"
+    );
+}
+
 /// Whether a process is gone (or a zombie nobody reaped yet, which runs nothing).
 pub fn process_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -462,6 +505,12 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A command line written as one string, split into its arguments (none of the arguments
+/// written this way holds a space).
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 pub fn path_str(p: &Path) -> String {

@@ -13,16 +13,14 @@
 //! recorded (`update-coordinator status ID --json`), and nothing may be left behind in
 //! `status/`, `requests/` or the hand-off file. Needs `python3`; without it these tests fail.
 
-mod support;
-
 use std::fmt::Debug;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{PATIENCE, Service, Spool, new_id, path_str};
 use serde_json::{Value, json};
-use support::{PATIENCE, Service, Spool, new_id, path_str};
 
 /// How an update ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,18 +85,15 @@ fn spool_for(component: &str, outcome: Outcome, mode: Mode, meanwhile: Meanwhile
         Outcome::Fails => "echo 'pull failed' >&2; exit 3",
         Outcome::Passes | Outcome::RollsBack => "echo \"updated to $1\"",
     };
-    spool.script(
-        component,
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading\nsleep 1\necho PHASE:installing\ntouch '{}'\n{}\n{end}",
-            path_str(&evidence.join("installing")),
-            match meanwhile {
-                Meanwhile::Runs => "sleep 1".to_owned(),
-                Meanwhile::WaitsFor(name) => until_exists(&evidence.join(name)),
-            }
-        ),
+    let script = format!(
+        "echo PHASE:downloading\nsleep 1\necho PHASE:installing\ntouch '{}'\n{}\n{end}",
+        path_str(&evidence.join("installing")),
+        match meanwhile {
+            Meanwhile::Runs => "sleep 1".to_owned(),
+            Meanwhile::WaitsFor(name) => until_exists(&evidence.join(name)),
+        }
     );
+    spool.script(component, "update.sh", &script);
     if outcome != Outcome::Fails {
         let table = format!("components.{component}");
         spool.set_key(&table, "auto_rollback", "true");
@@ -108,11 +103,8 @@ fn spool_for(component: &str, outcome: Outcome, mode: Mode, meanwhile: Meanwhile
     if outcome == Outcome::RollsBack {
         let rolled_back = path_str(&evidence.join("rolled-back"));
         spool.script(component, "rollback.sh", &format!("touch '{rolled_back}'"));
-        spool.script(
-            component,
-            "health-check.sh",
-            &format!("[ -e '{rolled_back}' ] || {{ echo 'not healthy' >&2; exit 1; }}"),
-        );
+        let script = format!("[ -e '{rolled_back}' ] || {{ echo 'not healthy' >&2; exit 1; }}");
+        spool.script(component, "health-check.sh", &script);
     }
     spool
 }
@@ -202,7 +194,7 @@ impl Client {
     /// Waits for the client to report `event`; returns it.
     fn wait_for(&self, event: &str) -> Value {
         let mut found = None;
-        support::wait_until(&format!("the client's {event}"), || {
+        crate::support::wait_until(&format!("the client's {event}"), || {
             found = self.events().into_iter().find(|e| e["event"] == event);
             found.is_some()
         });
@@ -280,10 +272,10 @@ fn phases(events: &[Value]) -> Vec<&str> {
 /// [`status_cli_while_the_service_works_loses_no_request`]).
 fn recorded_answer(spool: &Spool, id: &str) -> Value {
     let request_file = format!("{id}.json");
-    support::wait_until("the request concluded", || {
+    crate::support::wait_until("the request concluded", || {
         !spool.request_files().contains(&request_file)
     });
-    let out = Command::new(support::bin())
+    let out = Command::new(crate::support::bin())
         .args(["status", "--json", "--config"])
         .arg(spool.config_path())
         .arg(id)
@@ -345,7 +337,7 @@ fn assert_nothing_left(spool: &Spool) {
 }
 
 fn wait_for_file(path: &Path) {
-    support::wait_until(&format!("{} to exist", path.display()), || path.exists());
+    crate::support::wait_until(&format!("{} to exist", path.display()), || path.exists());
 }
 
 /// Ages everything written so far past [`SHORT_RETENTION_DAYS`] and restarts the service,
@@ -562,16 +554,13 @@ fn beta8_client_with_progress_in_status_takes_a_progress_record_for_the_answer_w
     spool.set("spool", "progress_in_status = true");
     spool.set("state", &format!("retention_days = {SHORT_RETENTION_DAYS}"));
     let reported = spool.evidence().join("client-reported");
-    spool.script(
-        "scheduler",
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading\n{}\n\
-             echo PHASE:installing\nsleep 1.5\necho PROGRESS:50\necho PHASE:verifying\nsleep 1.5\n\
-             echo \"updated to $1\"",
-            until_exists(&reported)
-        ),
+    let script = format!(
+        "echo PHASE:downloading\n{}\n\
+         echo PHASE:installing\nsleep 1.5\necho PROGRESS:50\necho PHASE:verifying\nsleep 1.5\n\
+         echo \"updated to $1\"",
+        until_exists(&reported)
     );
+    spool.script("scheduler", "update.sh", &script);
     let mut service = Service::start(&spool);
 
     let events = Client::beta8(&spool, "scheduler", "2.0.1").finish();
@@ -621,7 +610,7 @@ fn status_cli_while_the_service_works_loses_no_request() {
     let unanswered: Vec<String> = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = Command::new(support::bin())
+                let _ = Command::new(crate::support::bin())
                     .args(["status", "--json", "--config"])
                     .arg(&config)
                     .output();

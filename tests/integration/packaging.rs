@@ -486,9 +486,15 @@ fn the_deb_ships_every_file_install_sh_installs_byte_for_byte() {
             if file == ".install.sha256" || component == "coordinator" {
                 continue;
             }
+            // A Docker Compose service's scripts are those they all share, and its
+            // component.conf is compose-service/NAME.conf.
             let shipped = [
                 format!("{kit}/{component}/{file}"),
                 format!("{kit}/lib/{file}"),
+                match file {
+                    "component.conf" => format!("{kit}/compose-service/{component}.conf"),
+                    _ => format!("{kit}/compose-service/{file}"),
+                },
             ];
             assert!(
                 shipped.iter().any(|s| in_deb.contains(s)),

@@ -1,11 +1,9 @@
 //! The operator's commands: `check` and `submit`, run as the real binary.
 
-mod support;
-
 use std::fs;
 use std::process::Command;
 
-use support::{Service, Spool, bin, new_id, path_str};
+use crate::support::{Service, Spool, bin, new_id, path_str, words};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(bin())
@@ -169,15 +167,7 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
 
     let (code, stdout, stderr) = submit(
         &spool,
-        &[
-            "--component",
-            "remote",
-            "--action",
-            "update",
-            "--version",
-            "1.2.3",
-            "--wait",
-        ],
+        &words("--component remote --action update --version 1.2.3 --wait"),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
@@ -219,15 +209,7 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
 #[test]
 fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "core",
-        "update.sh",
-        &format!(
-            "echo PHASE:waiting; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("core", "update.sh", "echo PHASE:waiting", "");
     let _service = Service::start(&spool);
     let answer = |args: &[&str]| -> (i32, String) {
         let (code, stdout, stderr) = submit(&spool, args);
@@ -235,27 +217,15 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     };
 
     // A dry run runs nothing and says what would run.
-    let (code, out) = answer(&[
-        "--component",
-        "core",
-        "--action",
-        "update",
-        "--version",
-        "1.2.3",
-        "--dry-run",
-        "--wait",
-    ]);
+    let (code, out) = answer(&words(
+        "--component core --action update --version 1.2.3 --dry-run --wait",
+    ));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("update core 1.2.3: dry run ok"), "{out}");
     // Several components.
-    let (code, out) = answer(&[
-        "--components",
-        "scheduler=2.0.1",
-        "--components",
-        "core=1.0.0",
-        "--dry-run",
-        "--wait",
-    ]);
+    let (code, out) = answer(&words(
+        "--components scheduler=2.0.1 --components core=1.0.0 --dry-run --wait",
+    ));
     assert_eq!(code, 0, "{out}");
     // not_before: accepted and waiting (phase scheduled), not an error.
     let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)).to_string();
@@ -271,16 +241,9 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
     let scheduled = out.split_whitespace().nth(2).unwrap().to_owned();
     spool.wait_phase(&scheduled, "scheduled");
     // Cancel a running request of ours.
-    let (_, out) = answer(&[
-        "--component",
-        "core",
-        "--action",
-        "update",
-        "--version",
-        "1.2.4",
-    ]);
+    let (_, out) = answer(&words("--component core --action update --version 1.2.4"));
     let running = out.split_whitespace().nth(2).unwrap().to_owned();
-    support::wait_until(
+    crate::support::wait_until(
         "started (its monitor may still be starting: the cancel must not be lost)",
         || {
             // Its script says PHASE:waiting at once: "running" may never be seen by a poll.
@@ -304,26 +267,12 @@ fn submit_sends_every_kind_of_request_and_checks_it_before_writing() {
         ),
         (vec!["--components", "remote"], "NAME=VERSION"),
         (
-            vec![
-                "--component",
-                "core",
-                "--action",
-                "update",
-                "--version",
-                "v1",
-            ],
+            words("--component core --action update --version v1"),
             "not a version",
         ),
         (vec!["--cancel", "../x"], "--cancel"),
         (
-            vec![
-                "--component",
-                "core",
-                "--action",
-                "health",
-                "--not-before",
-                "soon",
-            ],
+            words("--component core --action health --not-before soon"),
             "not_before",
         ),
     ] {
@@ -342,7 +291,7 @@ fn follow_answers_a_finished_request_and_refuses_an_unknown_id_at_once() {
     let spool = Spool::new();
     let _service = Service::start(&spool);
     let follow = |id: &str| -> (i32, String, String) {
-        let out = std::process::Command::new(support::bin())
+        let out = std::process::Command::new(crate::support::bin())
             .args(["follow", id, "--config"])
             .arg(spool.config_path())
             .output()
@@ -385,15 +334,7 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
     spool.create_dirs(); // but no service
     let (code, _, stderr) = submit(
         &spool,
-        &[
-            "--component",
-            "core",
-            "--action",
-            "health",
-            "--wait",
-            "--timeout",
-            "5",
-        ],
+        &words("--component core --action health --wait --timeout 5"),
     );
     assert_eq!(code, 2, "{stderr}");
     assert!(
@@ -404,16 +345,10 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
 
 #[test]
 fn submit_without_a_spool_says_how_to_point_it_at_one() {
-    let out = std::process::Command::new(support::bin())
-        .args([
-            "submit",
-            "--component",
-            "core",
-            "--action",
-            "health",
-            "--spool",
-            "/nonexistent/spool",
-        ])
+    let out = std::process::Command::new(crate::support::bin())
+        .args(words(
+            "submit --component core --action health --spool /nonexistent/spool",
+        ))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -560,14 +495,11 @@ fn status_lists_recent_requests_and_shows_one_in_detail() {
 #[test]
 fn follow_prints_phases_and_new_output_lines_then_exits_with_the_result() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("gate");
-    spool.script(
+    let gate = spool.gated_script(
         "remote",
         "update.sh",
-        &format!(
-            "echo PHASE:downloading; echo PROGRESS:40; echo 'fetched layer 1'; while [ ! -e {} ]; do sleep 0.05; done; echo PHASE:installing; echo 'installed'; sleep 1.2; echo done",
-            gate.display()
-        ),
+        "echo PHASE:downloading; echo PROGRESS:40; echo 'fetched layer 1'",
+        "echo PHASE:installing; echo 'installed'; sleep 1.2; echo done",
     );
     let _service = Service::start(&spool);
     spool.drop_renamed(
@@ -645,15 +577,9 @@ fn bash_completion_offers_the_action_values_and_paths_for_config_and_spool() {
         spec("spool")
     );
     // The same list is what submit accepts.
-    let (code, _, stderr) = run_cli(&[
-        "submit",
-        "--spool",
-        "/nonexistent",
-        "--component",
-        "remote",
-        "--action",
-        "reboot",
-    ]);
+    let (code, _, stderr) = run_cli(&words(
+        "submit --spool /nonexistent --component remote --action reboot",
+    ));
     assert_eq!(code, 2);
     assert!(
         stderr.contains("[possible values: update, rollback, health]"),
@@ -740,7 +666,7 @@ fn submit_wait_on_a_terminal_redraws_one_progress_line_then_answers() {
     let command = format!(
         "{} submit --spool {} --component remote --action update --version 1.2.3 --wait",
         bin(),
-        support::path_str(&spool.root())
+        crate::support::path_str(&spool.root())
     );
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])

@@ -2,13 +2,13 @@
 //! in `status/`), one test per case. Each checks the status `code`, that nothing outside the
 //! spool was written, and that the service still answers.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::{Service, Spool, files_outside_spool, new_id, path_str, wait_until};
+use crate::support::{
+    Service, Spool, assert_message_says, files_outside_spool, new_id, path_str, wait_until,
+};
 
 /// A valid request is still answered: the service is up and not stuck.
 fn assert_still_answering(spool: &Spool) {
@@ -38,7 +38,7 @@ fn under_attack(setup: impl FnOnce(&mut Spool), attack: impl FnOnce(&Spool)) -> 
     );
     let service_pid = service.pid() as i32;
     wait_until("no script or monitor left running", || {
-        support::processes_mentioning(spool.dir.path())
+        crate::support::processes_mentioning(spool.dir.path())
             .iter()
             .all(|(pid, _)| *pid == service_pid)
     });
@@ -172,10 +172,7 @@ fn an_oversized_file_is_refused_without_being_read() {
             spool.drop_in_place("big-1", &big);
             let status = spool.wait_final("big-1");
             assert_eq!(status["code"], "too_large");
-            assert!(
-                status["message"].as_str().unwrap().contains("65536"),
-                "{status}"
-            );
+            assert_message_says(&status, "65536");
         },
     );
 }
@@ -210,12 +207,7 @@ fn files_from_writers_outside_the_allow_list_are_refused() {
             fs::rename(&tmp, spool.requests().join(format!("{id}.json"))).unwrap();
             let status = spool.wait_final(&id);
             assert_eq!(status["code"], "writer_not_allowed");
-            assert!(
-                status["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(&stranger.to_string())
-            );
+            assert_message_says(&status, &stranger.to_string());
         },
     );
 }
@@ -253,11 +245,8 @@ fn a_version_that_is_really_a_command_or_an_option_is_refused() {
     under_attack(
         |spool| {
             let evidence = spool.evidence().join("ran");
-            spool.script(
-                "remote",
-                "update.sh",
-                &format!("echo \"$1\" >> {}", path_str(&evidence)),
-            );
+            let script = format!("echo \"$1\" >> {}", path_str(&evidence));
+            spool.script("remote", "update.sh", &script);
             ran.set(evidence).unwrap();
         },
         |spool| {
@@ -329,26 +318,21 @@ fn a_symlink_planted_at_a_status_name_is_replaced_not_written_through() {
 fn a_duplicate_id_while_queued_or_running_never_runs_twice() {
     under_attack(
         |spool| {
-            let ran = spool.evidence().join("ran");
-            spool.script(
-                "remote",
-                "update.sh",
-                &format!("echo \"$REQUEST_ID\" >> {}; sleep 1", path_str(&ran)),
-            );
+            let script = format!("{}; sleep 1", spool.record_run());
+            spool.script("remote", "update.sh", &script);
         },
         |spool| {
             let id = new_id();
             let json = Spool::request_json(&id, "remote", "update", Some("1.0.0"));
             spool.drop_in_place(&id, &json);
-            wait_until("running", || spool.evidence().join("ran").exists());
+            wait_until("running", || !spool.runs().is_empty());
             // The same id again, under another file name and under the same one.
             spool.drop_renamed("other-name", &json);
             spool.drop_renamed(&id, &json);
             let status = spool.wait_final(&id);
             assert_eq!(status["success"], true);
             wait_until("copies removed", || spool.request_files().is_empty());
-            let runs = fs::read_to_string(spool.evidence().join("ran")).unwrap();
-            assert_eq!(runs.lines().count(), 1, "{runs}");
+            assert_eq!(spool.runs(), [id.as_str()]);
             assert!(
                 spool.status("other-name").is_none(),
                 "no answer under the copy's file name"
@@ -405,12 +389,7 @@ fn a_script_symlinked_out_of_its_component_directory_is_not_run() {
             let id = spool.submit("remote", "rollback", None);
             let status = spool.wait_final(&id);
             assert_eq!(status["code"], "script_untrusted");
-            assert!(
-                status["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("outside the component directory")
-            );
+            assert_message_says(&status, "outside the component directory");
             assert!(!spool.evidence().join("ran").exists());
         },
     );
@@ -420,11 +399,8 @@ fn a_script_symlinked_out_of_its_component_directory_is_not_run() {
 fn scripts_inherit_no_descriptors_and_run_with_umask_022() {
     under_attack(
         |spool| {
-            spool.script(
-                "core",
-                "rollback.sh",
-                &format!("touch {}", path_str(&spool.evidence().join("made"))),
-            );
+            let script = format!("touch {}", path_str(&spool.evidence().join("made")));
+            spool.script("core", "rollback.sh", &script);
             // No shell in between (a shell keeps descriptors of its own): ls lists the
             // descriptors it was started with, plus the one it opens for the listing.
             let ls = spool.dir.path().join("components/remote/health-check.sh");
@@ -464,14 +440,11 @@ fn a_full_queue_refuses_more_with_queue_full() {
         |spool| {
             // One writer (this test's uid) may fill the whole queue here.
             spool.set("spool", "max_queued = 2\nmax_queued_per_writer = 2");
-            spool.script(
-                "remote",
-                "update.sh",
-                &format!(
-                    "touch {}; sleep 2",
-                    path_str(&spool.evidence().join("running"))
-                ),
+            let script = format!(
+                "touch {}; sleep 2",
+                path_str(&spool.evidence().join("running"))
             );
+            spool.script("remote", "update.sh", &script);
         },
         |spool| {
             spool.submit("remote", "update", Some("1.0.0"));
@@ -514,12 +487,7 @@ fn too_many_updates_for_one_component_are_rate_limited() {
             assert_eq!(spool.status(&ids[1]).unwrap()["success"], true);
             let status = spool.status(&ids[2]).unwrap();
             assert_eq!(status["code"], "rate_limited");
-            assert!(
-                status["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("max_updates_per_hour")
-            );
+            assert_message_says(&status, "max_updates_per_hour");
             // Health checks are not rate limited.
             let health = new_id();
             spool.drop_renamed(
@@ -616,7 +584,7 @@ fn check_reports_spool_permissions_that_deviate_from_the_installed_layout() {
         .unwrap()
         .replace("group = \"\"", "group = \"root\"");
     fs::write(&config, text).unwrap();
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .arg("check")
         .arg("--config")
         .arg(&config)
@@ -636,7 +604,7 @@ fn submit_signs_requests_when_the_config_requires_it() {
     fs::write(spool.dir.path().join("key"), "shared key of 16+ bytes\n").unwrap();
     spool.add_config("[signature]\nrequired = true\nkey_file = \"key\"");
     let _service = Service::start(&spool);
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .arg("submit")
         .arg("--config")
         .arg(spool.config_path())
@@ -671,10 +639,7 @@ fn a_device_node_is_refused_without_being_opened() {
             fs::rename(&tmp, spool.requests().join("dev-1.json")).unwrap();
             let status = spool.wait_final("dev-1");
             assert_eq!(status["code"], "not_a_regular_file");
-            assert!(
-                status["message"].as_str().unwrap().contains("a device"),
-                "{status}"
-            );
+            assert_message_says(&status, "a device");
             wait_until("device node removed", || {
                 !spool.requests().join("dev-1.json").exists()
             });

@@ -1,11 +1,9 @@
 //! The health-gated update: after update.sh, health-check.sh must pass (with retries); if it
 //! never does, or the update fails, rollback.sh runs and the health check runs again.
 
-mod support;
-
 use std::fs;
 
-use support::{Service, Spool, new_id, path_str};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str};
 
 /// A spool whose `remote` component has the health gate on, with no wait between attempts.
 fn gated() -> Spool {
@@ -53,14 +51,11 @@ fn a_healthy_update_is_updated() {
 fn a_flaky_health_check_that_passes_on_the_third_try_is_updated() {
     let spool = gated();
     let tries = spool.evidence().join("tries");
-    spool.script(
-        "remote",
-        "health-check.sh",
-        &format!(
-            "echo x >> {t}; [ $(wc -l < {t}) -ge 3 ]",
-            t = path_str(&tries)
-        ),
+    let script = format!(
+        "echo x >> {t}; [ $(wc -l < {t}) -ge 3 ]",
+        t = path_str(&tries)
     );
+    spool.script("remote", "health-check.sh", &script);
     let _service = Service::start(&spool);
     let status = update(&spool);
     assert_eq!(status["outcome"], "updated", "{status}");
@@ -68,31 +63,22 @@ fn a_flaky_health_check_that_passes_on_the_third_try_is_updated() {
         step_names(&status),
         ["update:0", "health:1", "health:1", "health:0"]
     );
-    assert!(status["message"].as_str().unwrap().contains("attempt 3"));
+    assert_message_says(&status, "attempt 3");
 }
 
 #[test]
 fn a_health_check_that_never_passes_triggers_a_rollback() {
     let spool = gated();
     let state = spool.evidence().join("version");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("echo new > {}", path_str(&state)),
+    let script = format!("echo new > {}", path_str(&state));
+    spool.script("remote", "update.sh", &script);
+    let script = format!("echo old > {}; echo restored", path_str(&state));
+    spool.script("remote", "rollback.sh", &script);
+    let script = format!(
+        "[ \"$(cat {})\" = old ] || {{ echo 'container restarting' >&2; exit 1; }}",
+        path_str(&state)
     );
-    spool.script(
-        "remote",
-        "rollback.sh",
-        &format!("echo old > {}; echo restored", path_str(&state)),
-    );
-    spool.script(
-        "remote",
-        "health-check.sh",
-        &format!(
-            "[ \"$(cat {})\" = old ] || {{ echo 'container restarting' >&2; exit 1; }}",
-            path_str(&state)
-        ),
-    );
+    spool.script("remote", "health-check.sh", &script);
     let _service = Service::start(&spool);
     let status = update(&spool);
     assert_eq!(status["success"], false, "{status}");
@@ -130,12 +116,7 @@ fn a_failed_update_is_rolled_back_and_a_failed_rollback_says_so() {
     let status = update(&spool);
     assert_eq!(status["outcome"], "rollback_failed", "{status}");
     assert_eq!(status["code"], "rollback_failed");
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("needs attention")
-    );
+    assert_message_says(&status, "needs attention");
     assert_eq!(step_names(&status), ["update:3", "rollback:2"]);
 }
 
@@ -144,11 +125,8 @@ fn a_dry_run_checks_everything_runs_nothing_and_says_what_would_run() {
     let spool = gated();
     let ledger = spool.evidence().join("ledger");
     for script in ["update.sh", "health-check.sh", "rollback.sh"] {
-        spool.script(
-            "remote",
-            script,
-            &format!("echo ran >> {}", path_str(&ledger)),
-        );
+        let body = format!("echo ran >> {}", path_str(&ledger));
+        spool.script("remote", script, &body);
     }
     let _service = Service::start(&spool);
     let id = new_id();
@@ -190,11 +168,8 @@ fn an_update_without_enough_free_disk_is_refused_with_the_numbers() {
     let mut spool = gated();
     spool.set_key("components.remote", "min_free_disk_mb", "1000000000");
     let ledger = spool.evidence().join("ledger");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!("echo ran >> {}", path_str(&ledger)),
-    );
+    let script = format!("echo ran >> {}", path_str(&ledger));
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let status = update(&spool);
     assert_eq!(status["code"], "insufficient_disk", "{status}");
@@ -235,7 +210,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     };
     let recorded =
         |id: &serde_json::Value| state_copy()["components"]["remote"]["last_request_id"] == *id;
-    support::wait_until("inventory updated", || recorded(&updated["request_id"]));
+    crate::support::wait_until("inventory updated", || recorded(&updated["request_id"]));
     let published = fs::read_to_string(spool.status_dir().join("inventory.json")).unwrap();
     assert!(
         !published.contains(updated["request_id"].as_str().unwrap())
@@ -251,7 +226,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
 
     let id = spool.submit("remote", "rollback", None);
     assert_eq!(spool.wait_final(&id)["success"], true);
-    support::wait_until("inventory updated", || recorded(&id.clone().into()));
+    crate::support::wait_until("inventory updated", || recorded(&id.clone().into()));
     let remote = &inventory()["components"]["remote"];
     assert_eq!(
         (&remote["version"], &remote["version_source"]),
@@ -259,7 +234,7 @@ fn the_inventory_follows_updates_and_rollbacks_and_is_published_for_containers()
     );
     assert_eq!(remote["recent"].as_array().unwrap().len(), 2);
 
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args(["inventory", "--config"])
         .arg(spool.config_path())
         .output()
@@ -285,18 +260,15 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
     let spool = Spool::new();
     let started = spool.evidence().join("started");
     let ledger = spool.evidence().join("ledger");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo \"$1\" >> {l}; touch {s}; trap 'echo stopping safely; exit 143' TERM; while :; do sleep 0.1; done",
-            l = path_str(&ledger),
-            s = path_str(&started)
-        ),
+    let script = format!(
+        "echo \"$1\" >> {l}; touch {s}; trap 'echo stopping safely; exit 143' TERM; while :; do sleep 0.1; done",
+        l = path_str(&ledger),
+        s = path_str(&started)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let running = spool.submit("remote", "update", Some("1.0.0"));
-    support::wait_until("running", || started.exists());
+    crate::support::wait_until("running", || started.exists());
     let queued = spool.submit("remote", "update", Some("2.0.0"));
     spool.wait_phase(&queued, "queued");
 
@@ -331,7 +303,7 @@ fn cancel_removes_a_queued_request_and_stops_a_running_one() {
 
 /// The status, after checking it against docs/schema/status.schema.json.
 fn conforming(status: serde_json::Value) -> serde_json::Value {
-    let errors = support::status_schema_errors(&status);
+    let errors = crate::support::status_schema_errors(&status);
     assert!(
         errors.is_empty(),
         "{status}\ndoes not match the schema: {errors:?}"
@@ -350,24 +322,18 @@ fn batch_spool(fail_health: Option<&str>) -> (Spool, std::path::PathBuf) {
         spool.set_key(&format!("components.{component}"), "health_interval", "0");
         spool.set_key(&format!("components.{component}"), "health_retries", "2");
         let state = spool.evidence().join(format!("{component}.version"));
-        spool.script(
-            component,
-            "update.sh",
-            &format!(
-                "echo {component} update $1 >> {l}; echo $1 > {s}",
-                l = path_str(&ledger),
-                s = path_str(&state)
-            ),
+        let script = format!(
+            "echo {component} update $1 >> {l}; echo $1 > {s}",
+            l = path_str(&ledger),
+            s = path_str(&state)
         );
-        spool.script(
-            component,
-            "rollback.sh",
-            &format!(
-                "echo {component} rollback >> {l}; echo old > {s}",
-                l = path_str(&ledger),
-                s = path_str(&state)
-            ),
+        spool.script(component, "update.sh", &script);
+        let script = format!(
+            "echo {component} rollback >> {l}; echo old > {s}",
+            l = path_str(&ledger),
+            s = path_str(&state)
         );
+        spool.script(component, "rollback.sh", &script);
         let health = if fail_health == Some(component) {
             format!(
                 "[ ! -e {s} ] || [ \"$(cat {s})\" = old ]",
@@ -554,7 +520,7 @@ fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
     spool.wait_final(&bad);
 
     let history = |args: &[&str]| -> String {
-        let out = std::process::Command::new(support::bin())
+        let out = std::process::Command::new(crate::support::bin())
             .arg("history")
             .arg("--config")
             .arg(spool.config_path())

@@ -170,56 +170,76 @@ fn assert_file(path: &Path, expected_mode: u32, content: &[u8]) {
     );
 }
 
-/// The component directories of `src/component-scripts` (lib/ is shared code, not one) and
-/// what each should hold once installed: its own files, plus every lib/ file it mentions.
-fn expected_components(src: &Path) -> BTreeMap<String, Vec<(PathBuf, u32)>> {
+/// The components `src/component-scripts` holds and what each should hold once installed, as
+/// (shipped file, installed name, mode): a directory's own files, plus every lib/ file they
+/// mention (lib/ is shared code, not a component). A directory of shared scripts with one
+/// `NAME.conf` per component (compose-service/) makes each NAME: its scripts, and `NAME.conf`
+/// as `component.conf`.
+fn expected_components(src: &Path) -> BTreeMap<String, Vec<(PathBuf, String, u32)>> {
     let root = src.join("component-scripts");
     let libs: Vec<PathBuf> = match fs::read_dir(root.join("lib")) {
         Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
         Err(_) => Vec::new(),
     };
+    let name_of = |path: &Path| path.file_name().unwrap().to_string_lossy().into_owned();
+    let mode_of = |path: &Path| {
+        if mode(path) & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        }
+    };
     let mut out = BTreeMap::new();
     for entry in fs::read_dir(&root).unwrap() {
         let dir = entry.unwrap().path();
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        if !dir.is_dir() || name == "lib" {
+        if !dir.is_dir() || name_of(&dir) == "lib" {
             continue;
         }
-        let mut files = Vec::new();
-        let mut text = String::new();
+        let mut own = Vec::new();
+        let mut settings = Vec::new();
         for file in fs::read_dir(&dir).unwrap() {
             let file = file.unwrap().path();
+            let base = name_of(&file);
             if !file.is_file() {
                 continue;
             }
-            let base = file.file_name().unwrap().to_string_lossy().into_owned();
+            if base.ends_with(".conf") && base != "component.conf" {
+                settings.push((base.trim_end_matches(".conf").to_owned(), file));
+                continue;
+            }
             let executable = mode(&file) & 0o111 != 0
                 || ["update.sh", "rollback.sh", "health-check.sh"].contains(&base.as_str());
-            text.push_str(&String::from_utf8_lossy(&fs::read(&file).unwrap()));
-            files.push((file, if executable { 0o755 } else { 0o644 }));
+            own.push((file, base, if executable { 0o755 } else { 0o644 }));
         }
-        for lib in &libs {
-            let base = lib.file_name().unwrap().to_string_lossy().into_owned();
-            let own = files.iter().any(|(f, _)| f.file_name() == lib.file_name());
-            if lib.is_file() && !own && text.contains(&base) {
-                files.push((
-                    lib.clone(),
-                    if mode(lib) & 0o111 != 0 { 0o755 } else { 0o644 },
-                ));
+        if settings.is_empty() {
+            settings.push((name_of(&dir), PathBuf::new()));
+        }
+        for (component, conf) in settings {
+            let mut files = own.clone();
+            if conf.is_file() {
+                files.push((conf.clone(), "component.conf".to_owned(), mode_of(&conf)));
             }
-        }
-        if !files.is_empty() {
-            out.insert(name, files);
+            let text: String = files
+                .iter()
+                .map(|(f, _, _)| String::from_utf8_lossy(&fs::read(f).unwrap()).into_owned())
+                .collect();
+            for lib in &libs {
+                let base = name_of(lib);
+                let is_own = files.iter().any(|(_, name, _)| *name == base);
+                if lib.is_file() && !is_own && text.contains(&base) {
+                    files.push((lib.clone(), base, mode_of(lib)));
+                }
+            }
+            if !files.is_empty() {
+                out.insert(component, files);
+            }
         }
     }
     out
 }
 
-fn installed_script_of(sandbox: &Sandbox, component: &str, shipped: &Path) -> PathBuf {
-    sandbox
-        .at("/opt/dunebugger")
-        .join(component)
-        .join(shipped.file_name().unwrap())
+fn installed_script_of(sandbox: &Sandbox, component: &str, name: &str) -> PathBuf {
+    sandbox.at("/opt/dunebugger").join(component).join(name)
 }
 
 /// A copy of the parts of the repository install.sh reads, to change shipped files freely.
@@ -321,9 +341,9 @@ fn destdir_lays_out_every_file_with_its_mode_and_calls_no_system_tool() {
     for (component, files) in &components {
         let dir = sandbox.at("/opt/dunebugger").join(component);
         assert_eq!(mode(&dir), 0o755, "{}", dir.display());
-        for (shipped, file_mode) in files {
+        for (shipped, name, file_mode) in files {
             assert_file(
-                &installed_script_of(&sandbox, component, shipped),
+                &installed_script_of(&sandbox, component, name),
                 *file_mode,
                 &fs::read(shipped).unwrap(),
             );
@@ -360,7 +380,7 @@ fn a_second_run_keeps_the_config_and_a_customized_script_and_rewrites_nothing() 
     let my_config = "[spool]\nmax_queued = 7\n";
     fs::write(&config, my_config).unwrap();
     let (component, files) = expected_components(&repo()).into_iter().next().unwrap();
-    let script = installed_script_of(&sandbox, &component, &files[0].0);
+    let script = installed_script_of(&sandbox, &component, &files[0].1);
     let mut customized = fs::read(&script).unwrap();
     customized.extend_from_slice(b"\n# changed on this host\n");
     fs::write(&script, &customized).unwrap();
@@ -868,7 +888,7 @@ fn a_binary_for_another_cpu_is_refused_with_what_to_build_instead() {
         assert_eq!(run.code, 0, "{binary} on {machine}: {}", run.text);
     }
 
-    // The Pi Zero case from the field notes: ARMv7 code dies with "Illegal instruction".
+    // A Pi Zero (ARMv6) runs no ARMv7 code: it dies with "Illegal instruction".
     let run = call("", "check_binary_arch", &[&v7, "armv6l", "armhf"]);
     assert_eq!(run.code, 1, "{}", run.text);
     run.says("built for armv7")

@@ -1,13 +1,11 @@
 //! Requests that wait: for their component's maintenance window, for their own `not_before`,
 //! or for their turn (the queue position their status shows).
 
-mod support;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str, wait_until};
 use jiff::{Timestamp, ToSpan};
-use support::{Service, Spool, new_id, path_str, wait_until};
 
 /// A window that opens two hours from now (local time) and lasts one hour.
 fn window_excluding_now() -> String {
@@ -29,7 +27,7 @@ fn request(id: &str, component: &str, action: &str, version: Option<&str>) -> se
 
 fn wait_phase(spool: &Spool, id: &str, phase: &str) -> serde_json::Value {
     let mut last = None;
-    let deadline = Instant::now() + support::PATIENCE;
+    let deadline = Instant::now() + crate::support::PATIENCE;
     while Instant::now() < deadline {
         last = spool.status(id);
         if last.as_ref().is_some_and(|s| s["phase"] == phase) {
@@ -48,11 +46,8 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
     let ledger = spool.evidence().join("ledger");
     for component in ["remote", "core"] {
         for script in ["update.sh", "health-check.sh"] {
-            spool.script(
-                component,
-                script,
-                &format!("echo {component} {script} >> {}", path_str(&ledger)),
-            );
+            let body = format!("echo {component} {script} >> {}", path_str(&ledger));
+            spool.script(component, script, &body);
         }
     }
     let _service = Service::start(&spool);
@@ -69,7 +64,7 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
     );
     assert!(scheduled_for > Timestamp::now());
     assert!(
-        support::status_schema_errors(&status).is_empty(),
+        crate::support::status_schema_errors(&status).is_empty(),
         "{status}"
     );
 
@@ -107,11 +102,8 @@ fn an_update_outside_its_window_waits_scheduled_without_holding_up_others() {
 fn not_before_holds_a_request_until_its_time_then_it_runs() {
     let spool = Spool::new();
     let ledger = spool.evidence().join("ledger");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!("date +%s.%N >> {}", path_str(&ledger)),
-    );
+    let script = format!("date +%s.%N >> {}", path_str(&ledger));
+    spool.script("core", "health-check.sh", &script);
     let mut service = Service::start(&spool);
     let id = new_id();
     let not_before = Timestamp::now().checked_add(4.seconds()).unwrap();
@@ -146,7 +138,7 @@ fn a_request_with_an_unreadable_not_before_is_refused() {
     spool.drop_in_place(&id, &body.to_string());
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "invalid_not_before", "{status}");
-    assert!(status["message"].as_str().unwrap().contains("RFC 3339"));
+    assert_message_says(&status, "RFC 3339");
 }
 
 #[test]
@@ -155,14 +147,11 @@ fn queued_statuses_show_their_position_and_it_moves_up() {
     let gate = spool.evidence().join("gate");
     // Every update waits for the gate file; updates run one at a time.
     for component in ["remote", "core", "scheduler"] {
-        spool.script(
-            component,
-            "update.sh",
-            &format!(
-                "while [ ! -e {g} ]; do sleep 0.05; done; rm -f {g}",
-                g = path_str(&gate)
-            ),
+        let script = format!(
+            "while [ ! -e {g} ]; do sleep 0.05; done; rm -f {g}",
+            g = path_str(&gate)
         );
+        spool.script(component, "update.sh", &script);
     }
     let _service = Service::start(&spool);
     let ids: Vec<String> = (0..4).map(|_| new_id()).collect();
@@ -185,7 +174,7 @@ fn queued_statuses_show_their_position_and_it_moves_up() {
     for id in &ids[1..] {
         let status = spool.status(id).unwrap();
         assert!(
-            support::status_schema_errors(&status).is_empty(),
+            crate::support::status_schema_errors(&status).is_empty(),
             "{status}"
         );
     }

@@ -1,13 +1,11 @@
 //! The real binary on temporary spools with real `/bin/sh` scripts, driven the way the
 //! DuneBugger container client drives it.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::{Service, Spool, new_id, path_str, process_gone, wait_until};
+use crate::support::{Service, Spool, new_id, path_str, process_gone, wait_until};
 
 #[test]
 fn an_update_succeeds_with_output_exit_code_and_timing() {
@@ -62,16 +60,13 @@ fn a_timeout_kills_the_whole_tree_including_a_grandchild_that_ignores_sigterm() 
     let mut spool = Spool::new();
     spool.add_config("[components.remote.timeouts]\nupdate = 1");
     let pidfile = spool.evidence().join("grandchild.pid");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            r#"sh -c 'trap "" TERM; echo $$ > {pid}; while :; do sleep 1; done' &
+    let script = format!(
+        r#"sh -c 'trap "" TERM; echo $$ > {pid}; while :; do sleep 1; done' &
 trap "" TERM
 sleep 300"#,
-            pid = path_str(&pidfile)
-        ),
+        pid = path_str(&pidfile)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
 
@@ -95,14 +90,11 @@ sleep 300"#,
 fn phases_are_seen_by_a_polling_client_then_the_final_status() {
     let spool = Spool::new();
     let gate = spool.evidence().join("go");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading\nwhile [ ! -e {g}.1 ]; do sleep 0.05; done\necho PHASE:installing\nwhile [ ! -e {g}.2 ]; do sleep 0.05; done",
-            g = path_str(&gate)
-        ),
+    let script = format!(
+        "echo PHASE:downloading\nwhile [ ! -e {g}.1 ]; do sleep 0.05; done\necho PHASE:installing\nwhile [ ! -e {g}.2 ]; do sleep 0.05; done",
+        g = path_str(&gate)
     );
+    spool.script("remote", "update.sh", &script);
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("2.0.0"));
 
@@ -160,14 +152,7 @@ fn requests_present_before_start_are_all_answered() {
     // One writer (this test's uid) may fill the whole queue here.
     spool.set("spool", "max_queued = 1000\nmax_queued_per_writer = 1000");
     spool.create_dirs();
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}",
-            path_str(&spool.evidence().join("ran"))
-        ),
-    );
+    spool.script("core", "health-check.sh", &spool.record_run());
     let ids: Vec<String> = (0..500).map(|_| new_id()).collect();
     for id in &ids {
         spool.drop_in_place(id, &Spool::request_json(id, "core", "health", None));
@@ -196,14 +181,7 @@ fn a_burst_of_1000_requests_is_answered_exactly_once_each() {
     let mut spool = Spool::new();
     // One writer (this test's uid) may fill the whole queue here.
     spool.set("spool", "max_queued = 1000\nmax_queued_per_writer = 1000");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}",
-            path_str(&spool.evidence().join("ran"))
-        ),
-    );
+    spool.script("core", "health-check.sh", &spool.record_run());
     let _service = Service::start(&spool);
     let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -221,10 +199,10 @@ fn a_burst_of_1000_requests_is_answered_exactly_once_each() {
 }
 
 fn assert_ran_exactly_once(spool: &Spool, ids: &[String]) {
-    let ran = fs::read_to_string(spool.evidence().join("ran")).unwrap();
+    let runs = spool.runs();
     let mut counts: HashMap<&str, usize> = HashMap::new();
-    for line in ran.lines() {
-        *counts.entry(line).or_default() += 1;
+    for line in &runs {
+        *counts.entry(line.as_str()).or_default() += 1;
     }
     for id in ids {
         assert_eq!(
@@ -245,7 +223,7 @@ fn temp_files_and_non_json_names_are_ignored_until_renamed() {
     fs::write(spool.requests().join(format!(".{id}.json")), &json).unwrap();
     fs::write(spool.requests().join(format!("{id}.json.tmp")), &json).unwrap();
     fs::write(spool.requests().join("notes.txt"), "hello").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    spool.wait_sentinel();
     assert!(
         spool.status(&id).is_none(),
         "nothing answered for temp files"
@@ -276,7 +254,7 @@ fn the_client_deleting_its_status_file_is_fine_and_nothing_reappears() {
     assert!(spool.status(&id).is_none());
     assert!(service.stop(), "clean exit");
     let restarted = Service::start(&spool);
-    std::thread::sleep(Duration::from_millis(300));
+    spool.wait_sentinel();
     assert!(
         spool.status(&id).is_none(),
         "a restart does not re-answer or re-run it"
@@ -335,12 +313,7 @@ fn invalid_requests_get_a_final_status_with_a_stable_code() {
 #[test]
 fn a_request_id_that_was_already_answered_is_not_run_again() {
     let spool = Spool::new();
-    let ran = spool.evidence().join("ran");
-    spool.script(
-        "core",
-        "health-check.sh",
-        &format!("echo \"$REQUEST_ID\" >> {}", path_str(&ran)),
-    );
+    spool.script("core", "health-check.sh", &spool.record_run());
     let _service = Service::start(&spool);
     let id = new_id();
     let json = Spool::request_json(&id, "core", "health", None);
@@ -353,7 +326,7 @@ fn a_request_id_that_was_already_answered_is_not_run_again() {
         first,
         "the answer is not overwritten"
     );
-    assert_eq!(fs::read_to_string(&ran).unwrap().lines().count(), 1);
+    assert_eq!(spool.runs(), [id]);
 }
 
 #[test]
@@ -470,7 +443,8 @@ fn a_half_written_file_found_at_start_up_is_read_once_complete() {
     f.write_all(&json.as_bytes()[..json.len() / 2]).unwrap();
     f.flush().unwrap();
     let _service = Service::start(&spool);
-    std::thread::sleep(Duration::from_millis(500));
+    // The service has seen the half-written file (and left it alone) once it answers a later one.
+    spool.wait_sentinel();
     f.write_all(&json.as_bytes()[json.len() / 2..]).unwrap();
     drop(f); // close: the event the service was waiting for
     assert_eq!(spool.wait_final(&id)["success"], true);
@@ -479,17 +453,7 @@ fn a_half_written_file_found_at_start_up_is_read_once_complete() {
 #[test]
 fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
     let spool = Spool::new();
-    let ran = spool.evidence().join("ran");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo \"$REQUEST_ID\" >> {}; while [ ! -e {} ]; do sleep 0.05; done; exit 3",
-            path_str(&ran),
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", &spool.record_run(), "exit 3");
     let mut service = Service::start(&spool);
     let running = new_id();
     let queued = new_id();
@@ -497,7 +461,7 @@ fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
         &running,
         &Spool::request_json(&running, "remote", "update", Some("1.0.0")),
     );
-    wait_until("the first update runs", || fs::read_to_string(&ran).is_ok());
+    wait_until("the first update runs", || !spool.runs().is_empty());
     spool.drop_renamed(
         &queued,
         &Spool::request_json(&queued, "remote", "update", Some("1.0.1")),
@@ -519,28 +483,14 @@ fn sigterm_stops_the_service_at_once_and_the_next_start_answers_everything() {
         "the real exit code, through the restart: {first}"
     );
     assert_eq!(spool.wait_final(&queued)["exit_code"], 3);
-    assert_eq!(
-        fs::read_to_string(&ran)
-            .unwrap()
-            .lines()
-            .collect::<Vec<_>>(),
-        [running.as_str(), queued.as_str()]
-    );
+    assert_eq!(spool.runs(), [running, queued]);
     wait_until("request files removed", || spool.request_files().is_empty());
 }
 
 #[test]
 fn systemd_hears_ready_status_lines_and_stopping() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("go");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:downloading; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "echo PHASE:downloading", "");
     let mut service = Service::start(&spool);
     assert!(
         service
@@ -618,20 +568,12 @@ fn a_request_whose_event_was_lost_to_an_inotify_overflow_is_found_by_the_rescan(
 #[test]
 fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_the_first() {
     let spool = Spool::new();
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "echo PHASE:installing", "");
     let mut first = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.2.3"));
     spool.wait_phase(&id, "installing");
 
-    let mut second = std::process::Command::new(support::bin())
+    let mut second = std::process::Command::new(crate::support::bin())
         .args(["run", "--config"])
         .arg(spool.config_path())
         .env_remove("JOURNAL_STREAM")
@@ -639,7 +581,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + support::PATIENCE;
+    let deadline = Instant::now() + crate::support::PATIENCE;
     let status = loop {
         if let Some(status) = second.try_wait().unwrap() {
             break status;
@@ -656,7 +598,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     let state_dir = spool.dir.path().join("state");
     for needle in [
         format!("pid {}: ", first.pid()),
-        format!("{} run --config", support::bin()),
+        format!("{} run --config", crate::support::bin()),
         format!("state directory {}", path_str(&state_dir)),
     ] {
         assert!(
@@ -667,7 +609,7 @@ fn a_second_coordinator_on_the_same_state_directory_refuses_to_start_and_names_t
     assert!(!stderr.contains("coordinator ready"), "{stderr}");
 
     // The run's monitor is a process of its own that never holds the coordinator's lock...
-    let monitors: Vec<i32> = support::processes_mentioning(spool.dir.path())
+    let monitors: Vec<i32> = crate::support::processes_mentioning(spool.dir.path())
         .into_iter()
         .filter(|(_, cmdline)| cmdline.contains("__monitor"))
         .map(|(pid, _)| pid)

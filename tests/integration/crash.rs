@@ -3,13 +3,11 @@
 //! At the end every request has exactly one final status with its script's true exit code,
 //! the ledger shows no request executed twice, and no temp, partial or leftover files remain.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::time::Duration;
 
-use support::{Service, Spool, path_str, wait_until};
+use crate::support::{Service, Spool, path_str, wait_until};
 
 /// xorshift64*: small, seedable, good enough to place kills.
 struct Rng(u64);

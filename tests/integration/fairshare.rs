@@ -5,15 +5,13 @@
 //!
 //! Needs root (to write as other uids); the CI runs as root.
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use jiff::{Timestamp, ToSpan};
-use support::{Service, Spool, new_id, path_str, wait_until};
 
 const A: u32 = 2001;
 const B: u32 = 2002;
@@ -110,14 +108,8 @@ fn a_writer_is_served_while_another_has_filled_everything_it_may_fill() {
     for c in ["remote", "core", "scheduler"] {
         spool.set_key(&format!("components.{c}"), "max_updates_per_hour", "4");
     }
-    let gate = spool.evidence().join("gate");
-    for c in ["core", "remote"] {
-        spool.script(
-            c,
-            "health-check.sh",
-            &format!("while [ ! -e {} ]; do sleep 0.05; done", path_str(&gate)),
-        );
-    }
+    let gate = spool.gated_script("core", "health-check.sh", "", "");
+    spool.gated_script("remote", "health-check.sh", "", "");
     open_spool_to_writers(&spool);
     let mut service = Service::start(&spool);
     let soon = Timestamp::now().checked_add(144.hours()).unwrap();
@@ -218,15 +210,12 @@ fn requests_start_round_robin_between_writers() {
     let ledger = spool.evidence().join("ledger");
     let gate = spool.evidence().join("gate");
     // Updates run one at a time; the first waits for the gate, so the others line up.
-    spool.script(
-        "core",
-        "update.sh",
-        &format!(
-            "echo \"$1\" >> {ledger}; if [ \"$1\" = 1.1 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi",
-            ledger = path_str(&ledger),
-            gate = path_str(&gate),
-        ),
+    let script = format!(
+        "echo \"$1\" >> {ledger}; if [ \"$1\" = 1.1 ]; then while [ ! -e {gate} ]; do sleep 0.05; done; fi",
+        ledger = path_str(&ledger),
+        gate = path_str(&gate),
     );
+    spool.script("core", "update.sh", &script);
     open_spool_to_writers(&spool);
     let _service = Service::start(&spool);
 

@@ -1,14 +1,12 @@
 //! The component scripts in `component-scripts/` run for real (bash, awk, tar, ...) against
-//! fake `docker`, `systemctl`, `curl` and `yq` programs that record every call and keep their
-//! state in files, so each path can be driven without a Docker engine or systemd: success,
+//! fake `docker`, `systemctl`, `curl` and `yq` programs (tests/fixtures/fake-tools/) that
+//! record every call and keep their state in files, so each path can be driven without a Docker engine or systemd: success,
 //! pull failure, an unhealthy or never-healthy container, a restore that fails too, SIGTERM
 //! mid-update, a bad release or checksum. The fakes are configured the way an operator
 //! configures the real tools, through each component's `component.conf` (the coordinator
 //! gives scripts a clean environment), and the scripts are installed with
 //! `component-scripts/install-components.sh`, so the installed layout is what runs. The last
 //! tests run the scripts under the real coordinator.
-
-mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -17,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{Service, Spool};
 use sha2::{Digest, Sha256};
-use support::{Service, Spool};
 
 /// The PATH the coordinator gives scripts.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -47,152 +45,6 @@ services:
 const REMOTE_OLD: &str = "ghcr.io/dunebugger/remote:1.0.0";
 const SCHEDULER_OLD: &str = "ghcr.io/dunebugger/scheduler:2.0.0";
 
-/// Just enough of `docker compose`, `docker inspect` and `docker image inspect`. Containers are
-/// files `state/containers/SERVICE` holding their image; policies are files in `state/` listing
-/// images (`pull-fails`, `up-fails`, `unhealthy`, `starting`, `exited`, `no-healthcheck`,
-/// `unhealthy-on-health-check`: only when `health-check.sh` asks; `local-images`: present in
-/// the local image store) or text that makes `config` fail (`config-rejects`).
-///
-/// Run as `docker-compose` (a symlink), it is Compose v1 1.29 as Debian 12 ships it: calls are
-/// recorded as `docker-compose ...`, every call prints a Python warning on stderr, and `config`
-/// prints the file the way v1 does (no comments, unquoted values, `version:` added last).
-/// `state/no-plugin` makes `docker compose` fail as it does without the v2 plugin.
-const FAKE_DOCKER: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-v1=""
-if [ "${0##*/}" = docker-compose ]; then
-    v1=yes
-    printf 'docker-compose %s\n' "$*" >>"$STATE/calls"
-    echo "/usr/lib/python3/dist-packages/paramiko/transport.py:236: CryptographyDeprecationWarning: Blowfish has been deprecated" >&2
-    set -- compose "$@"
-else
-    printf '%s\n' "$*" >>"$STATE/calls"
-fi
-image_of() {
-    awk -v s="  $2:" '$0 == s { f = 1; next } f && /^  [^ ]/ { f = 0 }
-        f && /^    image:/ { sub(/^    image:[ ]*/, ""); sub(/[ ]+#.*$/, ""); gsub(/["\047]/, ""); print; exit }' "$1"
-}
-listed() { [ -f "$STATE/$1" ] && grep -qxF -- "$2" "$STATE/$1"; }
-if [ "$1" = inspect ]; then
-    [ "$2" = --format ] || exit 98
-    [ "$3" = '{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}|{{.RestartCount}}|{{.Config.Image}}' ] ||
-        { echo "fake docker: unexpected inspect format $3" >&2; exit 99; }
-    shift 3
-    for id; do
-        img=$(cat "$STATE/containers/${id#cid-}") || exit 1
-        status=running health=healthy
-        if listed unhealthy "$img"; then health=unhealthy; fi
-        if listed starting "$img"; then health=starting; fi
-        if listed no-healthcheck "$img"; then health=none; fi
-        if listed exited "$img"; then status=exited; fi
-        # ACTION comes from the coordinator, through the script's environment.
-        if [ "${ACTION:-}" = health ] && listed unhealthy-on-health-check "$img"; then health=unhealthy; fi
-        echo "$status|$health|0|$img"
-    done
-    exit 0
-fi
-if [ "$1" = image ] && [ "$2" = inspect ]; then
-    [ "$3" = --format ] && [ "$4" = '{{.Id}}' ] || exit 98
-    if listed local-images "$5"; then echo "sha256:$(printf '%s' "$5" | sha256sum | cut -c1-64)"; exit 0; fi
-    echo "Error: No such image: $5" >&2
-    exit 1
-fi
-[ "$1" = compose ] || { echo "fake docker: unsupported: $*" >&2; exit 97; }
-if [ -z "$v1" ] && [ -f "$STATE/no-plugin" ]; then
-    echo "docker: 'compose' is not a docker command." >&2
-    echo "See 'docker --help'" >&2
-    exit 1
-fi
-shift
-file=""
-while [ $# -gt 0 ]; do
-    case $1 in -f) file=$2; shift 2 ;; -p) shift 2 ;; *) break ;; esac
-done
-cmd=$1
-shift
-svc=${!#}
-case $cmd in
-version) if [ -n "$v1" ]; then echo "docker-compose version 1.29.2, build unknown"; else echo "Docker Compose version v2.99.0-fake"; fi ;;
-config)
-    if [ -f "$STATE/config-rejects" ] && grep -qF -f "$STATE/config-rejects" -- "$file"; then
-        echo "fake docker: invalid compose file" >&2
-        exit 15
-    fi
-    if [ -n "$v1" ]; then
-        awk '/^[ \t]*#/ { next }
-            /^    image:/ { sub(/[ ]+#.*$/, ""); gsub(/["\047]/, "") }
-            { print }
-            END { print "version: \0473.9\047" }' "$file"
-    else
-        cat -- "$file"
-    fi ;;
-pull)
-    img=$(image_of "$file" "$svc")
-    if [ -f "$STATE/pull-blocks" ]; then touch "$STATE/pulling"; sleep 60; fi
-    if listed pull-fails "$img"; then echo "fake docker: pull access denied for $img" >&2; exit 18; fi
-    echo "pulled $img" ;;
-up)
-    img=$(image_of "$file" "$svc")
-    if listed up-fails "$img"; then echo "fake docker: cannot start $img" >&2; exit 1; fi
-    mkdir -p "$STATE/containers"
-    echo "$img" >"$STATE/containers/$svc" ;;
-ps) if [ -f "$STATE/containers/$svc" ]; then echo "cid-$svc"; fi ;;
-*) echo "fake docker compose: unsupported $cmd" >&2; exit 97 ;;
-esac
-"#;
-
-/// `yq -r '.services["NAME"].image' FILE`, answered like the fake docker reads the file, or
-/// wrongly when `state/yq-lies` exists.
-const FAKE_YQ: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-printf 'yq %s\n' "$*" >>"$STATE/calls"
-[ "$1" = -r ] || exit 98
-svc=$(printf '%s' "$2" | sed -n 's/^\.services\["\([^"]*\)"\]\.image$/\1/p')
-[ -n "$svc" ] || exit 98
-if [ -f "$STATE/yq-lies" ]; then echo "something/else:0"; exit 0; fi
-awk -v s="  $svc:" '$0 == s { f = 1; next } f && /^  [^ ]/ { f = 0 }
-    f && /^    image:/ { sub(/^    image:[ ]*/, ""); sub(/[ ]+#.*$/, ""); gsub(/["\047]/, ""); print; exit }' "$3"
-"#;
-
-/// `systemctl start|stop|is-active|show` for one unit whose state is `state/unit`. Starting
-/// fails when the installed release has a `START_FAILS` file; the unit fails right after a
-/// successful start when it has `CRASHES`. `state/running` is the version started last.
-const FAKE_SYSTEMCTL: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-INSTALL_DIR=@INSTALL_DIR@
-printf 'systemctl %s\n' "$*" >>"$STATE/calls"
-current() { cat "$STATE/unit" 2>/dev/null || echo inactive; }
-case $1 in
-start)
-    if [ -e "$INSTALL_DIR/START_FAILS" ]; then echo failed >"$STATE/unit"; echo "Job for $2 failed" >&2; exit 1; fi
-    if [ -e "$INSTALL_DIR/CRASHES" ]; then echo failed >"$STATE/unit"; exit 0; fi
-    echo active >"$STATE/unit"
-    cat "$INSTALL_DIR/VERSION" >"$STATE/running" ;;
-stop) echo inactive >"$STATE/unit" ;;
-is-active) s=$(current); echo "$s"; [ "$s" = active ] ;;
-show) echo 0 ;;
-*) echo "fake systemctl: unsupported $*" >&2; exit 97 ;;
-esac
-"#;
-
-/// `curl ... -o OUT URL` for file:// URLs (anything else fails like curl on a 404).
-const FAKE_CURL: &str = r#"#!/bin/bash
-set -u
-STATE=@STATE@
-out="" url=""
-while [ $# -gt 0 ]; do
-    case $1 in -o) out=$2; shift 2 ;; --retry | --max-time) shift 2 ;; -*) shift ;; *) url=$1; shift ;; esac
-done
-printf 'curl %s\n' "$url" >>"$STATE/calls"
-case $url in
-file://*) cp -- "${url#file://}" "$out" 2>/dev/null || { echo "curl: (37) Couldn't open file" >&2; exit 37; } ;;
-*) echo "curl: (22) The requested URL returned error: 404" >&2; exit 22 ;;
-esac
-"#;
-
 fn write_exe(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, text).unwrap();
@@ -218,6 +70,28 @@ impl Run {
             .lines()
             .filter_map(|l| l.strip_prefix("PHASE:"))
             .collect()
+    }
+
+    /// Asserts the script said `text` on stderr (where the scripts explain a failure).
+    #[track_caller]
+    fn says(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "{text:?} not in stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the script printed `text` on stdout (its progress and results).
+    #[track_caller]
+    fn prints(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "{text:?} not in stdout:\n{}",
+            self.stdout
+        );
+        self
     }
 
     #[track_caller]
@@ -250,15 +124,15 @@ impl Host {
         };
         let state = host.path("state");
         fs::create_dir_all(state.join("containers")).unwrap();
-        let fill = |text: &str| {
-            text.replace("@STATE@", &state.display().to_string())
-                .replace("@INSTALL_DIR@", &host.install_dir().display().to_string())
-        };
-        write_exe(&host.path("bin/docker"), &fill(FAKE_DOCKER));
+        // The fakes find state/ (and opt/) beside the bin/ they are copied into.
+        for tool in ["docker", "yq", "systemctl", "curl"] {
+            let fake = repo().join(format!("tests/fixtures/fake-tools/{tool}.sh"));
+            write_exe(
+                &host.path(&format!("bin/{tool}")),
+                &fs::read_to_string(fake).unwrap(),
+            );
+        }
         std::os::unix::fs::symlink("docker", host.path("bin/docker-compose")).unwrap();
-        write_exe(&host.path("bin/yq"), &fill(FAKE_YQ));
-        write_exe(&host.path("bin/systemctl"), &fill(FAKE_SYSTEMCTL));
-        write_exe(&host.path("bin/curl"), &fill(FAKE_CURL));
         fs::create_dir_all(host.path("opt")).unwrap();
         fs::write(host.compose_file(), compose).unwrap();
         fs::write(state.join("calls"), "").unwrap();
@@ -287,10 +161,6 @@ impl Host {
         self.path("opt/docker-compose.yml")
     }
 
-    fn install_dir(&self) -> PathBuf {
-        self.path("opt/core-app")
-    }
-
     /// Writes `opt/COMPONENT/component.conf`: the fakes and short timeouts, then `extra`
     /// (later assignments win, as in any sourced file).
     fn conf(&self, component: &str, extra: &str) {
@@ -317,7 +187,7 @@ impl Host {
     /// The script as the coordinator runs it for a request of its own: clean environment, cwd
     /// = its directory, stdin /dev/null, its own process group.
     fn command(&self, component: &str, script: &str, args: &[&str]) -> Command {
-        self.command_for(&support::new_id(), component, script, args)
+        self.command_for(&crate::support::new_id(), component, script, args)
     }
 
     /// The same, for request `request_id` (the coordinator's health-gated update runs
@@ -352,7 +222,7 @@ impl Host {
     }
 
     fn run(&self, component: &str, script: &str, args: &[&str]) -> Run {
-        self.run_for(&support::new_id(), component, script, args)
+        self.run_for(&crate::support::new_id(), component, script, args)
     }
 
     fn run_for(&self, request_id: &str, component: &str, script: &str, args: &[&str]) -> Run {
@@ -556,12 +426,8 @@ fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
             "restoring"
         ]
     );
-    assert!(run.stderr.contains("pull access denied"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("is not present locally"),
-        "{}",
-        run.stderr
-    );
+    run.says("pull access denied");
+    run.says("is not present locally");
     assert_eq!(
         host.compose(),
         COMPOSE,
@@ -603,11 +469,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
     host.policy("local-images", "ghcr.io/dunebugger/remote:1.3.0");
     let run = host.run("remote", "update.sh", &["1.3.0"]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("not pulling (PULL=missing)"),
-        "{}",
-        run.stdout
-    );
+    run.prints("not pulling (PULL=missing)");
     assert_eq!(host.count(" pull remote"), 0, "{:?}", host.calls());
     assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.3.0");
     // Not present locally: pulled.
@@ -618,7 +480,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
     host.conf("remote", "PULL=sometimes");
     let run = host.run("remote", "update.sh", &["1.5.0"]);
     run.expect(2);
-    assert!(run.stderr.contains("PULL='sometimes'"), "{}", run.stderr);
+    run.says("PULL='sometimes'");
 }
 
 #[test]
@@ -630,7 +492,7 @@ fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
     let mut expected = UPDATE_PHASES.to_vec();
     expected.push("restoring");
     assert_eq!(run.phases(), expected);
-    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    run.says("health unhealthy");
     assert!(
         run.stderr
             .contains("is back on ghcr.io/dunebugger/remote:1.0.0")
@@ -668,11 +530,7 @@ fn a_container_that_never_gets_healthy_is_given_up_after_health_timeout() {
     host.policy("starting", "ghcr.io/dunebugger/remote:1.2.3");
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(4);
-    assert!(
-        run.stderr.contains("not healthy within 1s"),
-        "{}",
-        run.stderr
-    );
+    run.says("not healthy within 1s");
     assert!(
         run.elapsed < Duration::from_secs(20),
         "bounded wait: {:?}",
@@ -694,11 +552,7 @@ fn without_a_healthcheck_the_container_must_stay_up_for_stable_seconds() {
     host.policy("no-healthcheck", "ghcr.io/dunebugger/remote:1.2.3");
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("no health check defined"),
-        "{}",
-        run.stdout
-    );
+    run.prints("no health check defined");
     assert!(
         host.count("cid-remote") >= 2,
         "running once is not enough: {:?}",
@@ -713,7 +567,7 @@ fn when_restoring_fails_too_the_exit_code_says_the_state_is_unknown() {
     host.policy("up-fails", REMOTE_OLD);
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(5);
-    assert!(run.stderr.contains("state is unknown"), "{}", run.stderr);
+    run.says("state is unknown");
     assert_eq!(host.compose(), COMPOSE, "the file is restored all the same");
     assert_eq!(
         host.backups("remote").len(),
@@ -732,11 +586,7 @@ fn an_edit_that_docker_compose_config_rejects_is_undone_before_anything_is_pulle
         run.phases(),
         ["checking", "backing-up", "configuring", "restoring"]
     );
-    assert!(
-        run.stderr.contains("invalid compose file"),
-        "{}",
-        run.stderr
-    );
+    run.says("invalid compose file");
     assert_eq!(host.compose(), COMPOSE);
     assert_eq!(host.count(" pull remote"), 0);
 }
@@ -804,11 +654,7 @@ fn refusals_change_nothing_and_say_why() {
     .unwrap();
     let run = host.run("remote", "update.sh", &["1.2.3"]);
     run.expect(2);
-    assert!(
-        run.stderr.contains("not a plain image reference"),
-        "{}",
-        run.stderr
-    );
+    run.says("not a plain image reference");
     fs::write(host.compose_file(), COMPOSE).unwrap();
 
     // Missing tools are named.
@@ -845,11 +691,7 @@ fn rollback_restores_only_its_own_services_image_and_is_idempotent() {
     let host = Host::new();
     let run = host.run("remote", "rollback.sh", &[]);
     run.expect(7);
-    assert!(
-        run.stderr.contains("nothing to roll back to"),
-        "{}",
-        run.stderr
-    );
+    run.says("nothing to roll back to");
 
     host.run("remote", "update.sh", &["1.2.3"]).expect(0);
     // The scheduler is updated after remote: rolling remote back must not undo it.
@@ -938,11 +780,7 @@ fn rollback_for_the_same_request_undoes_only_what_that_update_left_in_place() {
     host.clear_calls();
     let run = host.run_for("req-a", "remote", "rollback.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("nothing to roll back"),
-        "{}",
-        run.stdout
-    );
+    run.prints("nothing to roll back");
     assert_eq!(host.compose(), at_123);
     assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
     assert_eq!(
@@ -978,11 +816,7 @@ fn rollback_for_the_same_request_undoes_only_what_that_update_left_in_place() {
     host.clear_calls();
     let run = host.run_for("req-c", "remote", "rollback.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("nothing to roll back"),
-        "{}",
-        run.stdout
-    );
+    run.prints("nothing to roll back");
     assert_eq!(host.count(" up -d --no-deps remote"), 0);
     assert_eq!(host.compose(), at_123);
 
@@ -1007,7 +841,7 @@ fn sigterm_mid_update_restores_the_compose_file() {
         .command("remote", "update.sh", &["1.2.3"])
         .spawn()
         .unwrap();
-    support::wait_until("the pull to start", || host.path("state/pulling").exists());
+    crate::support::wait_until("the pull to start", || host.path("state/pulling").exists());
     // As the coordinator does on a timeout: the whole process group.
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -1016,7 +850,7 @@ fn sigterm_mid_update_restores_the_compose_file() {
     .unwrap();
     let run = finish(child, start);
     run.expect(4);
-    assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
+    run.says("stopped by SIGTERM");
     assert_eq!(run.phases().last(), Some(&"restoring"));
     assert_eq!(host.compose(), COMPOSE);
     assert_eq!(host.container("remote"), REMOTE_OLD);
@@ -1039,7 +873,7 @@ fn yq_when_present_must_read_the_file_as_the_line_edit_does() {
     fs::write(host.path("state/yq-lies"), "").unwrap();
     let run = host.run("remote", "update.sh", &["1.3.0"]);
     run.expect(2);
-    assert!(run.stderr.contains("refusing to edit"), "{}", run.stderr);
+    run.says("refusing to edit");
     assert_eq!(host.compose(), before);
 }
 
@@ -1105,15 +939,11 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
     // The health check, a failed update put right, and a rollback, all through v1.
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("running, health healthy"),
-        "{}",
-        run.stdout
-    );
+    run.prints("running, health healthy");
     host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.3.0");
     let run = host.run("remote", "update.sh", &["1.3.0"]);
     run.expect(4);
-    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    run.says("health unhealthy");
     assert!(
         run.stderr
             .contains("is back on ghcr.io/dunebugger/remote:1.2.3"),
@@ -1198,11 +1028,7 @@ fn health_check_reports_running_healthy_and_unhealthy_containers() {
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(0);
     assert_eq!(run.phases(), ["checking"]);
-    assert!(
-        run.stdout.contains("running, health healthy"),
-        "{}",
-        run.stdout
-    );
+    run.prints("running, health healthy");
 
     host.policy("no-healthcheck", REMOTE_OLD);
     host.run("remote", "health-check.sh", &[]).expect(0);
@@ -1214,12 +1040,12 @@ fn health_check_reports_running_healthy_and_unhealthy_containers() {
     host.policy("unhealthy", SCHEDULER_OLD);
     let run = host.run("scheduler", "health-check.sh", &[]);
     run.expect(1);
-    assert!(run.stderr.contains("health unhealthy"), "{}", run.stderr);
+    run.says("health unhealthy");
 
     fs::remove_file(host.path("state/containers/remote")).unwrap();
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(1);
-    assert!(run.stderr.contains("no container"), "{}", run.stderr);
+    run.says("no container");
 
     assert!(
         !host
@@ -1261,46 +1087,40 @@ fn scripts_refuse_libraries_and_settings_others_could_have_changed() {
     fs::set_permissions(&lib, fs::Permissions::from_mode(0o664)).unwrap();
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(2);
-    assert!(
-        run.stderr.contains("writable by group or others"),
-        "{}",
-        run.stderr
-    );
+    run.says("writable by group or others");
     fs::set_permissions(&lib, fs::Permissions::from_mode(0o644)).unwrap();
 
     let conf = host.path("opt/remote/component.conf");
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o666)).unwrap();
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(2);
-    assert!(run.stderr.contains("refusing"), "{}", run.stderr);
+    run.says("refusing");
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
     host.run("remote", "health-check.sh", &[]).expect(0);
 }
 
 #[test]
-fn scripts_also_run_from_the_source_tree_and_remote_and_scheduler_share_them() {
+fn scripts_also_run_from_the_source_tree() {
+    let src = repo().join("component-scripts");
     for script in ["update.sh", "rollback.sh", "health-check.sh"] {
-        let src = repo().join("component-scripts");
-        assert_eq!(
-            fs::read(src.join("remote").join(script)).unwrap(),
-            fs::read(src.join("scheduler").join(script)).unwrap(),
-            "component-scripts/{{remote,scheduler}}/{script} differ: keep them identical (settings go in component.conf)"
-        );
-        let text = fs::read_to_string(src.join("core").join(script)).unwrap();
-        for needle in [
-            "#!/bin/bash\n",
-            "set -euo pipefail",
-            "# Exit codes:",
-            "# Arguments:",
-        ] {
-            assert!(text.contains(needle), "core/{script} lacks {needle:?}");
+        for dir in ["core", "compose-service"] {
+            let text = fs::read_to_string(src.join(dir).join(script)).unwrap();
+            for needle in [
+                "#!/bin/bash\n",
+                "set -euo pipefail",
+                "# Exit codes:",
+                "# Arguments:",
+            ] {
+                assert!(text.contains(needle), "{dir}/{script} lacks {needle:?}");
+            }
         }
     }
 
-    // The layout of this repository: the library in ../lib.
+    // The layout of this repository (the library in ../lib), with compose-service's scripts in
+    // a directory named after the service, as installed.
     let host = Host::new();
     let tree = host.path("src");
-    for (from, to) in [("remote", "remote"), ("lib", "lib")] {
+    for (from, to) in [("compose-service", "remote"), ("lib", "lib")] {
         fs::create_dir_all(tree.join(to)).unwrap();
         for entry in fs::read_dir(repo().join("component-scripts").join(from)).unwrap() {
             let entry = entry.unwrap();
@@ -1390,7 +1210,7 @@ fn core_update_installs_the_release_keeps_the_previous_and_carries_preserved_fil
     let run = host.run("core", "update.sh", &["1.0.0"]);
     run.expect(0);
     assert_eq!(run.phases(), CORE_PHASES);
-    assert!(run.stdout.contains("sha256 verified"), "{}", run.stdout);
+    run.prints("sha256 verified");
     assert_eq!(host.installed(""), "1.0.0");
     assert_eq!(host.read("opt/core-app/.dunebugger-version"), "1.0.0");
     assert_eq!(host.read("state/unit"), "active");
@@ -1498,11 +1318,7 @@ fn core_rollback_for_a_failed_update_of_the_same_request_changes_nothing() {
     host.clear_calls();
     let run = host.run_for("req-x", "core", "rollback.sh", &[]);
     run.expect(0);
-    assert!(
-        run.stdout.contains("nothing to roll back"),
-        "{}",
-        run.stdout
-    );
+    run.prints("nothing to roll back");
     assert_eq!(host.installed(""), "1.1.0");
     assert_eq!(host.installed(".previous"), "1.0.0");
     assert!(host.calls().is_empty(), "{:?}", host.calls());
@@ -1560,11 +1376,7 @@ fn core_changes_nothing_when_the_release_is_missing_bad_or_unsafe() {
             "expected {says:?} in:\n{}",
             run.stderr
         );
-        assert!(
-            run.stderr.contains("before anything was changed"),
-            "{}",
-            run.stderr
-        );
+        run.says("before anything was changed");
         assert_eq!(host.installed(""), "1.0.0");
         assert!(!host.path("opt/core-app.previous").exists());
         assert_eq!(host.read("state/unit"), "active");
@@ -1680,11 +1492,7 @@ fn core_downloads_from_the_url_templates_with_curl() {
     fs::write(host.path("opt/core/component.conf"), conf).unwrap();
     let run = host.run("core", "update.sh", &["2.1.0"]);
     run.expect(3);
-    assert!(
-        run.stderr.contains("neither curl nor wget"),
-        "{}",
-        run.stderr
-    );
+    run.says("neither curl nor wget");
 }
 
 #[test]
@@ -1694,15 +1502,11 @@ fn core_health_check_and_settings_checks() {
     host.run("core", "update.sh", &["1.0.0"]).expect(0);
     let run = host.run("core", "health-check.sh", &[]);
     run.expect(0);
-    assert!(run.stdout.contains("version 1.0.0"), "{}", run.stdout);
+    run.prints("version 1.0.0");
     fs::write(host.path("state/unit"), "failed\n").unwrap();
     let run = host.run("core", "health-check.sh", &[]);
     run.expect(1);
-    assert!(
-        run.stderr.contains("dunebugger-core is failed"),
-        "{}",
-        run.stderr
-    );
+    run.says("dunebugger-core is failed");
 
     // An install directory that holds the scripts would be replaced with them.
     host.conf(
@@ -1711,7 +1515,7 @@ fn core_health_check_and_settings_checks() {
     );
     let run = host.run("core", "update.sh", &["1.0.0"]);
     run.expect(2);
-    assert!(run.stderr.contains("holds these scripts"), "{}", run.stderr);
+    run.says("holds these scripts");
     host.conf("core", "SYSTEMCTL=/nonexistent/systemctl");
     host.run("core", "health-check.sh", &[]).expect(3);
 }
@@ -1749,7 +1553,7 @@ fn coordinator_spool(host: &Host, auto_rollback: bool) -> Spool {
 }
 
 fn request(spool: &Spool, action: &str, version: Option<&str>) -> serde_json::Value {
-    let id = support::new_id();
+    let id = crate::support::new_id();
     spool.drop_renamed(&id, &Spool::request_json(&id, "remote", action, version));
     spool.wait_final(&id)
 }

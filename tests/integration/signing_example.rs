@@ -4,15 +4,13 @@
 //! nested extra fields. Needs `python3` (CI has it); without it these tests fail, they do not
 //! skip.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::support::{Service, Spool, words};
 use serde_json::Value;
-use support::{Service, Spool};
 use update_coordinator::signature::{Verifier, canonical_json};
 
 const KEY: &[u8] = b"correct horse battery staple";
@@ -99,14 +97,7 @@ fn the_cli_signs_requests_the_service_accepts_renamed_or_written_in_place() {
 
     let id = cli(
         &spool,
-        &[
-            "--component",
-            "remote",
-            "--action",
-            "update",
-            "--version",
-            "1.2.3",
-        ],
+        &words("--component remote --action update --version 1.2.3"),
     );
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], true, "{status}");
@@ -122,7 +113,7 @@ fn the_cli_signs_requests_the_service_accepts_renamed_or_written_in_place() {
     );
     let status = spool.wait_final(&id);
     assert_eq!(status["success"], true, "{status}");
-    support::wait_until("request files removed", || spool.request_files().is_empty());
+    crate::support::wait_until("request files removed", || spool.request_files().is_empty());
 }
 
 #[test]

@@ -2,13 +2,11 @@
 //! bounded however many come (issue 15: 300 planted directories put 6.6 MB there, never
 //! cleaned).
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use support::{Service, Spool, files_outside_spool, wait_until};
+use crate::support::{Service, Spool, files_outside_spool, wait_until};
 use update_coordinator::quarantine::{MAX_BYTES, MAX_ENTRIES};
 
 /// Disk used below `path` as the quarantine counts it: every entry at least 4 KiB, symlinks

@@ -3,15 +3,13 @@
 //! block writer A's requests; each attack must fail while A is served as usual. Writers are
 //! real processes under `setpriv` (needs root, as CI runs).
 
-mod support;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
+use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use serde_json::Value;
-use support::{Service, Spool, new_id, path_str, wait_until};
 
 const A: u32 = 2001;
 const B: u32 = 2002;
@@ -77,6 +75,14 @@ fn collect_as(spool: &Spool, uid: u32, id: &str) -> Option<Value> {
     let path = path_str(&spool.status_dir().join(format!("{id}.json")));
     let (ok, text) = as_writer(uid, &format!("cat '{path}' && rm -f '{path}'"), "");
     ok.then(|| serde_json::from_str(&text).expect("a status is JSON"))
+}
+
+/// Drops an update of `remote` to `version` as `uid`; returns its id.
+fn update_as(spool: &Spool, uid: u32, version: &str) -> String {
+    let id = new_id();
+    let request = Spool::request_json(&id, "remote", "update", Some(version));
+    drop_as(spool, uid, &id, &request);
+    id
 }
 
 fn health(id: &str) -> String {
@@ -146,31 +152,16 @@ fn a_copy_sent_while_the_original_waits_leaves_its_answer_alone() {
 #[test]
 fn only_the_writer_cancels_and_others_cannot_tell_its_request_exists() {
     let spool = shared_spool();
-    let gate = spool.evidence().join("gate");
-    spool.script(
+    let gate = spool.gated_script(
         "remote",
         "update.sh",
-        &format!(
-            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done; echo installed",
-            path_str(&gate)
-        ),
+        "echo PHASE:installing",
+        "echo installed",
     );
     let _service = Service::start(&spool);
-    let running = new_id();
-    drop_as(
-        &spool,
-        A,
-        &running,
-        &Spool::request_json(&running, "remote", "update", Some("1.2.3")),
-    );
+    let running = update_as(&spool, A, "1.2.3");
     spool.wait_phase(&running, "installing");
-    let queued = new_id();
-    drop_as(
-        &spool,
-        A,
-        &queued,
-        &Spool::request_json(&queued, "remote", "update", Some("1.2.4")),
-    );
+    let queued = update_as(&spool, A, "1.2.4");
     spool.wait_phase(&queued, "queued");
 
     let cancel_as = |uid: u32, target: &str| -> Value {
@@ -261,15 +252,7 @@ fn drop_boxes_keep_containers_apart_where_uids_say_nothing() {
         "[spools.scheduler]\nroot = \"spool-scheduler\"\ncomponents = [\"scheduler\"]\nactions = [\"health\"]\n",
     );
     spool.script("core", "health-check.sh", "echo secret output of main");
-    let gate = spool.evidence().join("gate");
-    spool.script(
-        "remote",
-        "update.sh",
-        &format!(
-            "echo PHASE:installing; while [ ! -e {} ]; do sleep 0.05; done",
-            path_str(&gate)
-        ),
-    );
+    let gate = spool.gated_script("remote", "update.sh", "echo PHASE:installing", "");
     let _service = Service::start(&spool);
     let other = spool.dir.path().join("spool-scheduler");
     let drop_into_other = |id: &str, request: &str| {
