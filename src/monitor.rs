@@ -24,9 +24,9 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
-use crate::report::{self, PHASE_RUNNING};
+use crate::report;
 use crate::request::RequestId;
-use crate::status::{Durability, Progress, StatusDir};
+use crate::status::{Durability, Phase, Progress, StatusDir};
 use crate::{limits, runner};
 
 /// Runs one script for the run `id` in `state_dir`; returns when its exit record is durable.
@@ -98,7 +98,7 @@ struct Reporter {
 struct Live {
     /// The progress record is still there to be updated.
     shown: bool,
-    phase: String,
+    phase: Phase,
     progress: Option<u8>,
     tail: std::collections::VecDeque<String>,
     journal_lines: usize,
@@ -114,7 +114,7 @@ impl Reporter {
         if !live.shown {
             return;
         }
-        let mut status = report::in_progress(request, &live.phase, Some(self.started_at));
+        let mut status = report::in_progress(request, live.phase.clone(), Some(self.started_at));
         status.progress = live.progress;
         status.log_tail = Some(live.tail.iter().map(|l| format!("{l}\n")).collect());
         status.updated_at = Some(crate::status::now_rfc3339());
@@ -167,7 +167,7 @@ impl runner::RunEvents for Reporter {
         let _ = std::io::stdout().flush();
         self.audit("phase", &name, "");
         let mut live = self.live();
-        live.phase = name;
+        live.phase = Phase::from(name);
         self.write(&mut live);
     }
 
@@ -223,7 +223,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     for note in &applied.not_enforced {
         warn!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, "{note}");
     }
-    let cgroup = (applied.mechanism == "systemd-scope")
+    let cgroup = (applied.mechanism == crate::limits::Mechanism::SystemdScope)
         .then(own_cgroup)
         .flatten();
     // Orphans of the script (daemons that `setsid` away) come back to us, to be swept.
@@ -237,7 +237,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
         started_at: spec.started_at,
         live: Mutex::new(Live {
             shown: true,
-            phase: PHASE_RUNNING.to_owned(),
+            phase: Phase::Running,
             progress: None,
             tail: Default::default(),
             journal_lines: 0,
@@ -330,7 +330,7 @@ async fn run_batch(
     reporter: &Arc<Reporter>,
     stop: &watch::Receiver<bool>,
 ) -> BatchRun {
-    use crate::procedure::{MemberOutcome, Step, UpdateOutcome, conclude};
+    use crate::procedure::{MemberOutcome, MemberResult, Step, UpdateOutcome, conclude};
     let mut run = BatchRun {
         result: Err(std::io::Error::other("no component to update")),
         steps: Vec::new(),
@@ -339,7 +339,7 @@ async fn run_batch(
             .map(|m| MemberOutcome {
                 component: m.component.clone(),
                 version: m.version.clone(),
-                outcome: "not_started".into(),
+                outcome: MemberResult::NotStarted,
             })
             .collect(),
         failure: None,
@@ -373,7 +373,7 @@ async fn run_batch(
             ),
         };
         run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = outcome.as_str().into();
+        run.members[i].outcome = MemberResult::Ended(outcome);
         run.result = result;
         if outcome != UpdateOutcome::Updated {
             run.failure = Some(format!("{}: {message}", member.component));
@@ -404,12 +404,11 @@ async fn run_batch(
         )
         .await;
         run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = if healthy {
-            "rolled_back"
+        run.members[i].outcome = MemberResult::Ended(if healthy {
+            UpdateOutcome::RolledBack
         } else {
-            "rollback_failed"
-        }
-        .into();
+            UpdateOutcome::RollbackFailed
+        });
     }
     run
 }

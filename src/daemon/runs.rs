@@ -12,10 +12,10 @@ use tracing::{error, info, warn};
 use super::{Daemon, Job, Msg, Running, SpoolIx};
 use crate::config::{Component, Config};
 use crate::record::{Accepted, RunSpec, RunState, boot_id, monotonic_now_ns};
-use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING, Refusal, RunContext};
+use crate::report::{self, Refusal, RunContext};
 use crate::request::{Request, RequestId, printable};
 use crate::runner::Invocation;
-use crate::status::{Durability, Progress, Status};
+use crate::status::{Code, Durability, Phase, Progress, Status};
 use crate::{spool, status, trust};
 
 impl Daemon {
@@ -42,7 +42,7 @@ impl Daemon {
                 RunState::Finished(status) => self.finish_leftovers(&job, &status),
                 RunState::Queued => {
                     info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-queued after restart");
-                    self.repair_status(&job, PHASE_QUEUED, None);
+                    self.repair_status(&job, Phase::Queued, None);
                     self.track(&job);
                     self.queue.push_back(job);
                 }
@@ -57,18 +57,18 @@ impl Daemon {
                         if let Err(e) = self.store.unstart(&id) {
                             warn!(request_id = %id, component = %job.request.component, action = %job.request.action, error = %e, "cannot reset the run record");
                         }
-                        self.repair_status(&job, PHASE_QUEUED, None);
+                        self.repair_status(&job, Phase::Queued, None);
                         self.queue.push_back(job);
                         continue;
                     }
                     if alive {
-                        self.repair_status(&job, PHASE_RUNNING, Some(started_at));
+                        self.repair_status(&job, Phase::Running, Some(started_at));
                     }
                     self.running.insert(
                         id.clone(),
                         Running {
                             job,
-                            phase: PHASE_RUNNING.into(),
+                            phase: Phase::Running,
                             started_at,
                             reattached: true,
                         },
@@ -92,7 +92,7 @@ impl Daemon {
     /// writes are not fsynced, and after a power cut ext4 often brings such a file back empty.
     /// A client must never take that for an answer, so it is written again (a readable one is
     /// left alone: its monitor's phase and output tail are newer than what we know).
-    fn repair_status(&self, job: &Job, phase: &str, started_at: Option<SystemTime>) {
+    fn repair_status(&self, job: &Job, phase: Phase, started_at: Option<SystemTime>) {
         let id = &job.request.id;
         if matches!(self.spools[job.spool].status.read_progress(id), Ok(Some(_))) {
             return;
@@ -147,7 +147,7 @@ impl Daemon {
             "interrupted: `{command}` started at {}, but {why}; whether it completed is unknown and it is not run again; check the component and submit a new request if needed",
             status::rfc3339(spec.started_at),
         );
-        warn!(request_id = %id, component = %request.component, action = %request.action, code = "interrupted", outcome = "failed", "{message}");
+        warn!(request_id = %id, component = %request.component, action = %request.action, code = %Code::Interrupted, outcome = "failed", "{message}");
         let status = report::interrupted(request, spec.started_at, message);
         self.conclude(&running.job, &status);
     }
@@ -160,7 +160,7 @@ impl Daemon {
         let programs = match checked {
             Ok(programs) => programs,
             Err(refusal) => {
-                error!(request_id = %request.id, component = %request.component, action = %request.action, code = refusal.code, outcome = "failed", "{}", refusal.message);
+                error!(request_id = %request.id, component = %request.component, action = %request.action, code = %refusal.code, outcome = "failed", "{}", refusal.message);
                 let status = report::refused(&request.id, &refusal);
                 return self.conclude(&job, &status);
             }
@@ -219,7 +219,7 @@ impl Daemon {
             "running script"
         );
         self.audit(crate::audit::Event::of("started", request));
-        let running = report::in_progress(request, PHASE_RUNNING, Some(started_at));
+        let running = report::in_progress(request, Phase::Running, Some(started_at));
         self.show_progress(&job, &running, Durability::BestEffort, Progress::Update);
 
         if let Err(e) = self.spawn_monitor(&request.id, &spec) {
@@ -227,7 +227,7 @@ impl Daemon {
             let ctx = RunContext {
                 script: request.action.script_name(),
                 started_at,
-                last_phase: PHASE_RUNNING,
+                last_phase: &Phase::Running,
                 timeout: spec.invocation.timeout,
                 kill_grace: spec.invocation.kill_grace,
             };
@@ -238,7 +238,7 @@ impl Daemon {
             request.id.clone(),
             Running {
                 job,
-                phase: PHASE_RUNNING.into(),
+                phase: Phase::Running,
                 started_at,
                 reattached: false,
             },
@@ -274,7 +274,7 @@ impl Daemon {
                 .map_err(|e| {
                     Refusal::of_request(
                         request,
-                        "insufficient_disk",
+                        Code::InsufficientDisk,
                         format!("cannot measure the free space on {}: {e}", path.display()),
                     )
                 })?;
@@ -285,7 +285,11 @@ impl Daemon {
                     component.min_free_disk_mb,
                     request.component
                 );
-                return Err(Refusal::of_request(request, "insufficient_disk", message));
+                return Err(Refusal::of_request(
+                    request,
+                    Code::InsufficientDisk,
+                    message,
+                ));
             }
         }
         Ok(program)
@@ -337,9 +341,8 @@ impl Daemon {
                 };
                 let applied = crate::limits::plan(&component.limits, &self.host);
                 let limits = describe_limits(&applied);
-                let mut status = report::in_progress(request, "dry_run", None);
+                let mut status = report::in_progress(request, Phase::Done, None);
                 status.success = Some(true);
-                status.phase = "done".into();
                 status.message = format!(
                     "dry run: would run `{command}` in {} with a {} s timeout{gate}; {limits}. Nothing was run.",
                     component.dir.display(),
@@ -379,9 +382,8 @@ impl Daemon {
                         )
                     })
                     .collect();
-                let mut status = report::in_progress(request, "dry_run", None);
+                let mut status = report::in_progress(request, Phase::Done, None);
                 status.success = Some(true);
-                status.phase = "done".into();
                 status.message = format!(
                     "dry run: would run in order {}; if one fails, the ones already updated are rolled back, newest first. Nothing was run.",
                     steps.join(", then ")
@@ -453,7 +455,8 @@ impl Daemon {
         // the limits apply to the run, and stopping or killing the service leaves it alone.
         let mut command = match (&spec.applied, &self.host.systemd_run) {
             (Some(applied), Some(systemd_run))
-                if applied.mechanism == "systemd-scope" && applied.unit.is_some() =>
+                if applied.mechanism == crate::limits::Mechanism::SystemdScope
+                    && applied.unit.is_some() =>
             {
                 let unit = applied.unit.as_deref().unwrap_or_default();
                 let mut argv = crate::limits::scope_command(systemd_run, unit, applied);
@@ -539,7 +542,7 @@ impl Daemon {
 
     pub(super) fn progress(&mut self, id: &RequestId, phase: String) {
         if let Some(running) = self.running.get_mut(id) {
-            running.phase = phase;
+            running.phase = Phase::from(phase);
         }
     }
 
@@ -617,9 +620,9 @@ impl Daemon {
         if let Some(by) = self.cancelling.remove(&id)
             && record.stopped
         {
-            status.code = Some("cancelled".into());
+            status.code = Some(Code::Cancelled);
             status.success = Some(false);
-            status.phase = "failed".into();
+            status.phase = Phase::Failed;
             status.message = format!(
                 "cancelled by request {by}: {} was stopped (SIGTERM to its process group)",
                 request.action.script_name()
@@ -630,7 +633,7 @@ impl Daemon {
         } else {
             "failed"
         };
-        let code = status.code.as_deref().unwrap_or("");
+        let code = status.code.as_ref().map_or("", Code::as_str);
         if status.success == Some(true) {
             info!(request_id = %id, component = %request.component, action = %request.action, outcome, duration_ms = status.duration_ms, "request finished: {}", status.message);
         } else {
@@ -691,22 +694,19 @@ impl Daemon {
         }
         self.in_flight.remove(&(job.spool, job.file_name.clone()));
         self.in_flight_ids.remove(id);
-        let cancelled = status.code.as_deref() == Some("cancelled");
-        let outcome = status.outcome.clone().unwrap_or_else(|| {
-            if status.success == Some(true) {
-                "succeeded"
-            } else {
-                "failed"
-            }
-            .into()
-        });
+        let cancelled = status.code == Some(Code::Cancelled);
+        let outcome = match status.outcome {
+            Some(outcome) => outcome.as_str(),
+            None if status.success == Some(true) => "succeeded",
+            None => "failed",
+        };
         self.audit(
             crate::audit::Event::of(
                 if cancelled { "cancelled" } else { "finished" },
                 &job.request,
             )
-            .outcome(&outcome)
-            .code(status.code.as_deref())
+            .outcome(outcome)
+            .code(status.code.as_ref())
             .detail(status.message.clone()),
         );
     }
@@ -717,13 +717,8 @@ impl Daemon {
             // Each component of a batch is recorded with its own version and outcome.
             Some(outcomes) => {
                 for (member, result) in members(request).iter().zip(outcomes) {
-                    let updated = result.outcome == "updated";
-                    let member_status = Status {
-                        success: Some(updated),
-                        code: (!updated).then(|| result.outcome.clone()),
-                        ..status.clone()
-                    };
-                    self.inventory.record(member, &member_status);
+                    self.inventory
+                        .record_member(member, result.outcome, &status.timestamp);
                 }
             }
             None => {

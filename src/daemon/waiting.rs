@@ -11,8 +11,9 @@ use tracing::info;
 use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
 use crate::audit::Event;
 use crate::fairshare::Writer;
-use crate::report::{self, PHASE_QUEUED, PHASE_SCHEDULED};
+use crate::report;
 use crate::request::{Action, Request};
+use crate::status::Phase;
 use crate::status::{Durability, Progress};
 
 impl Daemon {
@@ -100,9 +101,9 @@ impl Daemon {
         let mut status = report::in_progress(
             &job.request,
             if start.is_some() {
-                PHASE_SCHEDULED
+                Phase::Scheduled
             } else {
-                PHASE_QUEUED
+                Phase::Queued
             },
             None,
         );
@@ -115,7 +116,7 @@ impl Daemon {
                     job.request.component_label()
                 ),
             };
-            info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = PHASE_SCHEDULED, scheduled_for = %t, "waiting for {why}");
+            info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = %Phase::Scheduled, scheduled_for = %t, "waiting for {why}");
             self.audit(Event::of("scheduled", &job.request).detail(format!("until {t} ({why})")));
         }
         self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
@@ -172,7 +173,7 @@ impl Daemon {
     /// Writes a queued job's status with its position (1 = next).
     pub(super) fn show_position(&mut self, index: usize, position: usize) {
         let job: &Job = &self.queue[index];
-        let mut status = report::in_progress(&job.request, PHASE_QUEUED, None);
+        let mut status = report::in_progress(&job.request, Phase::Queued, None);
         status.queue_position = Some(position);
         status.updated_at = Some(crate::status::now_rfc3339());
         self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
