@@ -384,6 +384,7 @@ fn stop_subjects_on_signals() {
     );
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        #[allow(unsafe_code)]
         let _ = unsafe { sigaction(sig, &action) };
     }
     std::thread::spawn(|| {
@@ -757,6 +758,7 @@ fn thread_count(pid: i32) -> usize {
 
 fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
     let t = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
 }

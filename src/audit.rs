@@ -79,8 +79,8 @@ impl Event {
         self
     }
 
-    pub fn code(mut self, code: Option<&str>) -> Self {
-        self.code = code.map(str::to_owned);
+    pub fn code(mut self, code: Option<&crate::status::Code>) -> Self {
+        self.code = code.map(ToString::to_string);
         self
     }
 

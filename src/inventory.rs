@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::procedure::{MemberResult, UpdateOutcome};
 use crate::request::{Action, Request};
 use crate::status::Status;
 
@@ -90,16 +91,33 @@ impl Inventory {
 
     /// Records a final answer for a request that ran (or was refused at its turn).
     pub fn record(&mut self, request: &Request, status: &Status) {
+        let success = status.success == Some(true);
+        let outcome = match &status.code {
+            _ if success => "succeeded",
+            Some(code) => code.as_str(),
+            None => "failed",
+        };
+        self.record_result(request, success, outcome, &status.timestamp);
+    }
+
+    /// Records how one component of a multi-component update ended (`request` is that
+    /// component's own part of it), at `at`.
+    pub fn record_member(&mut self, request: &Request, result: MemberResult, at: &str) {
+        let updated = result == MemberResult::Ended(UpdateOutcome::Updated);
+        let outcome = if updated {
+            "succeeded"
+        } else {
+            result.as_str()
+        };
+        self.record_result(request, updated, outcome, at);
+    }
+
+    fn record_result(&mut self, request: &Request, success: bool, outcome: &str, at: &str) {
         let state = self
             .components
             .entry(request.component.clone())
             .or_default();
-        let success = status.success == Some(true);
-        let outcome = if success {
-            "succeeded".to_owned()
-        } else {
-            status.code.clone().unwrap_or_else(|| "failed".into())
-        };
+        let outcome = outcome.to_owned();
         let version = request.version.as_ref().map(|v| v.as_str().to_owned());
         match (request.action, success) {
             (Action::Update, true) => {
@@ -118,7 +136,7 @@ impl Inventory {
         state.last_action = Some(request.action.to_string());
         state.last_outcome = Some(outcome.clone());
         state.last_request_id = Some(request.id.to_string());
-        state.last_at = Some(status.timestamp.clone());
+        state.last_at = Some(at.to_owned());
         state.recent.insert(
             0,
             Entry {
@@ -127,7 +145,7 @@ impl Inventory {
                 version,
                 success,
                 outcome,
-                at: status.timestamp.clone(),
+                at: at.to_owned(),
             },
         );
         state.recent.truncate(RECENT);
@@ -189,6 +207,7 @@ fn run_briefly(script: &Path, dir: &Path, limit: Duration) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::Code;
 
     fn request(action: &str, version: Option<&str>, id: &str) -> Request {
         let v = version
@@ -202,10 +221,10 @@ mod tests {
         .unwrap()
     }
 
-    fn status(success: bool, code: Option<&str>) -> Status {
+    fn status(success: bool, code: Option<Code>) -> Status {
         Status {
             success: Some(success),
-            code: code.map(Into::into),
+            code,
             timestamp: "2026-11-27T08:00:00.000Z".into(),
             ..Default::default()
         }
@@ -229,7 +248,7 @@ mod tests {
 
         inv.record(
             &request("update", Some("1.2.0"), "b"),
-            &status(false, Some("rolled_back")),
+            &status(false, Some(Code::RolledBack)),
         );
         let r = &inv.components["remote"];
         assert_eq!(

@@ -18,30 +18,33 @@
 //! relative to a directory handle, no symlinks), [`trust`] (scripts nobody else can change),
 //! [`signature`] (optional HMAC-signed requests), [`ratelimit`] (update floods), and against
 //! each other: [`fairshare`] (no writer can refuse or stall another).
+//!
+//! A module is `pub` only where the binary, the integration tests or the fuzz targets use it,
+//! and inside those, what only the crate uses is `pub(crate)`: so rustc reports dead code.
 
-pub mod audit;
+mod audit;
 pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod dir;
-pub mod fairshare;
-pub mod instance;
-pub mod inventory;
-pub mod limits;
-pub mod logging;
-pub mod monitor;
+mod daemon;
+mod dir;
+mod fairshare;
+mod instance;
+mod inventory;
+mod limits;
+mod logging;
+mod monitor;
 pub mod procedure;
 pub mod quarantine;
-pub mod ratelimit;
-pub mod record;
-pub mod recovery;
+mod ratelimit;
+mod record;
+mod recovery;
 pub mod report;
 pub mod request;
 pub mod runner;
-pub mod schedule;
+mod schedule;
 pub mod signature;
 pub mod spool;
 pub mod status;
-pub mod systemd;
+mod systemd;
 pub mod trust;
-pub mod window;
+mod window;

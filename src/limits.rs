@@ -97,11 +97,30 @@ impl Host {
     }
 }
 
+/// What enforces a run's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mechanism {
+    /// `systemd-scope`: a transient scope unit per run (cgroup v2).
+    SystemdScope,
+    /// `none`: the process group and the orphan sweep only.
+    #[default]
+    None,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mechanism::SystemdScope => "systemd-scope",
+            Mechanism::None => "none",
+        })
+    }
+}
+
 /// What a run gets: the limits actually enforced and by what, and those that are not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
-    /// `systemd-scope`, or `none` (process group and orphan sweep only).
-    pub mechanism: String,
+    pub mechanism: Mechanism,
     /// The limits enforced by the kernel.
     pub enforced: Limits,
     /// Human sentences: each configured limit that is not enforced, why, and how to fix it.
@@ -117,9 +136,9 @@ pub struct Applied {
 pub fn plan(wanted: &Limits, host: &Host) -> Applied {
     let mut applied = Applied {
         mechanism: if host.scopes() {
-            "systemd-scope".into()
+            Mechanism::SystemdScope
         } else {
-            "none".into()
+            Mechanism::None
         },
         unit: host
             .scopes()
@@ -276,7 +295,7 @@ mod tests {
     #[test]
     fn every_limit_is_enforced_on_a_full_host() {
         let applied = plan(&Limits::pi_defaults(), &full_host());
-        assert_eq!(applied.mechanism, "systemd-scope");
+        assert_eq!(applied.mechanism, Mechanism::SystemdScope);
         assert_eq!(applied.enforced, Limits::pi_defaults());
         assert!(applied.not_enforced.is_empty());
         let unit = applied.unit.as_deref().unwrap_or_default();
@@ -311,7 +330,7 @@ mod tests {
     #[test]
     fn without_systemd_nothing_is_enforced_and_it_says_so() {
         let applied = plan(&Limits::pi_defaults(), &Host::default());
-        assert_eq!(applied.mechanism, "none");
+        assert_eq!(applied.mechanism, Mechanism::None);
         assert_eq!(applied.enforced, Limits::default());
         assert!(applied.not_enforced[0].contains("limits not enforced"));
     }

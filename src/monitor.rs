@@ -24,9 +24,9 @@ use tracing::{error, info, warn};
 
 use crate::procedure::{self, Reports};
 use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
-use crate::report::{self, PHASE_RUNNING};
+use crate::report;
 use crate::request::RequestId;
-use crate::status::{Durability, Progress, StatusDir};
+use crate::status::{Durability, Phase, Progress, StatusDir};
 use crate::{limits, runner};
 
 /// Runs one script for the run `id` in `state_dir`; returns when its exit record is durable.
@@ -98,7 +98,7 @@ struct Reporter {
 struct Live {
     /// The progress record is still there to be updated.
     shown: bool,
-    phase: String,
+    phase: Phase,
     progress: Option<u8>,
     tail: std::collections::VecDeque<String>,
     journal_lines: usize,
@@ -172,7 +172,7 @@ impl runner::RunEvents for Reporter {
         let _ = std::io::stdout().flush();
         self.audit("phase", &name, "");
         let mut live = self.live();
-        live.phase = name;
+        live.phase = Phase::from(name);
         self.write(&mut live);
     }
 
@@ -223,7 +223,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     for note in &applied.not_enforced {
         warn!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, "{note}");
     }
-    let cgroup = (applied.mechanism == "systemd-scope")
+    let cgroup = (applied.mechanism == crate::limits::Mechanism::SystemdScope)
         .then(own_cgroup)
         .flatten();
     // Orphans of the script (daemons that `setsid` away) come back to us, to be swept.
@@ -237,7 +237,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
         started_at: spec.started_at,
         live: Mutex::new(Live {
             shown: true,
-            phase: PHASE_RUNNING.to_owned(),
+            phase: Phase::Running,
             progress: None,
             tail: Default::default(),
             journal_lines: 0,

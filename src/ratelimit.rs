@@ -71,18 +71,21 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         });
         self.accepted.entry(key).or_default().push_back(now);
     }
-
-    /// [`RateLimiter::check`], and [`RateLimiter::record`] if it passes.
-    pub fn try_acquire(&mut self, key: K, limit: u32, now: Instant) -> Result<(), Duration> {
-        self.check(&key, limit, now)?;
-        self.record(key, now);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<K: Hash + Eq + Clone> RateLimiter<K> {
+        /// [`RateLimiter::check`], and [`RateLimiter::record`] if it passes (as the daemon
+        /// does for each of a request's caps).
+        fn try_acquire(&mut self, key: K, limit: u32, now: Instant) -> Result<(), Duration> {
+            self.check(&key, limit, now)?;
+            self.record(key, now);
+            Ok(())
+        }
+    }
 
     #[test]
     fn the_limit_applies_per_key_within_a_sliding_window() {

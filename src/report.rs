@@ -5,14 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::request::{Action, InvalidRequest, Request, RequestId};
 use crate::runner::{Exit, Outcome, Stopped};
-use crate::status::{IN_PROGRESS, Status, now_rfc3339, rfc3339};
-
-/// Phase of a request that waits for its turn.
-pub const PHASE_QUEUED: &str = "queued";
-/// Phase of a request waiting for its maintenance window or its `not_before`.
-pub const PHASE_SCHEDULED: &str = "scheduled";
-/// Phase of a running script before it reports its own.
-pub const PHASE_RUNNING: &str = "running";
+use crate::status::{Code, IN_PROGRESS, Phase, Status, now_rfc3339, rfc3339};
 
 fn base(request: &Request) -> Status {
     Status {
@@ -26,11 +19,11 @@ fn base(request: &Request) -> Status {
 }
 
 /// An in-progress status: `success: null`, `message: "in_progress"`.
-pub fn in_progress(request: &Request, phase: &str, started_at: Option<SystemTime>) -> Status {
+pub fn in_progress(request: &Request, phase: Phase, started_at: Option<SystemTime>) -> Status {
     Status {
         success: None,
         message: IN_PROGRESS.into(),
-        phase: phase.into(),
+        phase,
         started_at: started_at.map(rfc3339),
         ..base(request)
     }
@@ -43,12 +36,12 @@ pub struct Refusal {
     pub id: Option<RequestId>,
     pub component: Option<String>,
     pub action: Option<String>,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
 impl Refusal {
-    pub fn of_request(request: &Request, code: &'static str, message: String) -> Self {
+    pub fn of_request(request: &Request, code: Code, message: String) -> Self {
         Self {
             id: Some(request.id.clone()),
             component: Some(request.component_label()),
@@ -79,8 +72,8 @@ pub fn refused(id: &RequestId, refusal: &Refusal) -> Status {
         action: refusal.action.clone(),
         success: Some(false),
         message: refusal.message.clone(),
-        code: Some(refusal.code.into()),
-        phase: "rejected".into(),
+        code: Some(refusal.code.clone()),
+        phase: Phase::Rejected,
         timestamp: now_rfc3339(),
         ..Default::default()
     }
@@ -88,12 +81,12 @@ pub fn refused(id: &RequestId, refusal: &Refusal) -> Status {
 
 /// The final status of a run whose monitor vanished (reboot, kill): nothing is known of how the
 /// script ended, and it is not run again.
-pub fn interrupted(request: &Request, started_at: SystemTime, message: String) -> Status {
+pub(crate) fn interrupted(request: &Request, started_at: SystemTime, message: String) -> Status {
     Status {
         success: Some(false),
         message,
-        code: Some("interrupted".into()),
-        phase: "failed".into(),
+        code: Some(Code::Interrupted),
+        phase: Phase::Failed,
         started_at: Some(rfc3339(started_at)),
         ..base(request)
     }
@@ -104,31 +97,36 @@ pub fn cancelled(request: &Request, message: String) -> Status {
     Status {
         success: Some(false),
         message,
-        code: Some("cancelled".into()),
-        phase: "failed".into(),
+        code: Some(Code::Cancelled),
+        phase: Phase::Failed,
         ..base(request)
     }
 }
 
 /// The answer to a cancel request itself.
-pub fn cancel_answer(id: &RequestId, code: Option<&str>, message: String) -> Status {
+pub fn cancel_answer(id: &RequestId, code: Option<Code>, message: String) -> Status {
     Status {
         request_id: id.to_string(),
         action: Some("cancel".into()),
         success: Some(code.is_none()),
         message,
-        code: code.map(Into::into),
-        phase: if code.is_none() { "done" } else { "rejected" }.into(),
+        phase: if code.is_none() {
+            Phase::Done
+        } else {
+            Phase::Rejected
+        },
+        code,
         timestamp: now_rfc3339(),
         ..Default::default()
     }
 }
 
 /// Details the final message mentions besides the outcome itself.
+#[derive(Debug)]
 pub struct RunContext<'a> {
     pub script: &'a str,
     pub started_at: SystemTime,
-    pub last_phase: &'a str,
+    pub last_phase: &'a Phase,
     pub timeout: Duration,
     pub kill_grace: Duration,
 }
@@ -143,15 +141,15 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
         Ok(outcome) => outcome,
         Err(e) => {
             let (code, hint) = match e.kind() {
-                io::ErrorKind::NotFound => ("script_missing", "install the component's scripts"),
+                io::ErrorKind::NotFound => (Code::ScriptMissing, "install the component's scripts"),
                 io::ErrorKind::PermissionDenied => {
-                    ("script_not_executable", "chmod 755 the script")
+                    (Code::ScriptNotExecutable, "chmod 755 the script")
                 }
-                _ => ("spawn_failed", "see the coordinator's log"),
+                _ => (Code::SpawnFailed, "see the coordinator's log"),
             };
             status.success = Some(false);
-            status.code = Some(code.into());
-            status.phase = "failed".into();
+            status.code = Some(code);
+            status.phase = Phase::Failed;
             status.message = format!("cannot start {}: {e}; {hint}", ctx.script);
             return status;
         }
@@ -166,7 +164,7 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
         Exit::Signal(s) => status.signal = Some(s),
     }
     status.timed_out = outcome.stopped == Some(Stopped::TimedOut);
-    let during = if ctx.last_phase == PHASE_RUNNING {
+    let during = if *ctx.last_phase == Phase::Running {
         String::new()
     } else {
         format!(" (last phase: {})", ctx.last_phase)
@@ -175,15 +173,15 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
     let (code, message) = match (outcome.stopped, outcome.exit) {
         (None, Exit::Code(0)) => (None, success_message(request.action)),
         (None, Exit::Code(c)) => (
-            Some("script_failed"),
+            Some(Code::ScriptFailed),
             format!("{} exited with code {c}{during}", ctx.script),
         ),
         (None, Exit::Signal(s)) => (
-            Some("script_killed"),
+            Some(Code::ScriptKilled),
             format!("{} was killed by signal {s}{during}", ctx.script),
         ),
         (Some(Stopped::TimedOut), _) => (
-            Some("timeout"),
+            Some(Code::Timeout),
             format!(
                 "{} did not finish within {} s and was stopped (SIGTERM to its process group, SIGKILL after {} s){during}",
                 ctx.script,
@@ -192,7 +190,7 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
             ),
         ),
         (Some(Stopped::Shutdown), _) => (
-            Some("interrupted"),
+            Some(Code::Interrupted),
             format!(
                 "{} was stopped before it finished (its monitor was told to stop){during}; submit the request again to retry",
                 ctx.script
@@ -200,14 +198,14 @@ pub fn finished(request: &Request, ctx: &RunContext, result: &io::Result<Outcome
         ),
     };
     status.success = Some(code.is_none());
-    status.phase = if code.is_none() { "done" } else { "failed" }.into();
-    status.code = code.map(Into::into);
+    status.phase = Phase::ended(code.is_none());
+    status.code = code;
     status.message = message;
     status
 }
 
 /// Adds what the run used and the limits that applied; an OOM kill is named in the message.
-pub fn add_usage(
+pub(crate) fn add_usage(
     status: &mut Status,
     usage: Option<&crate::limits::Usage>,
     limits: Option<&crate::limits::Applied>,
@@ -239,23 +237,20 @@ pub fn add_procedure(
 ) {
     use crate::procedure::UpdateOutcome;
     let Some(outcome) = outcome else { return };
-    status.outcome = Some(outcome.as_str().into());
+    status.outcome = Some(outcome);
     status.steps = Some(steps.to_vec());
     if let Some(message) = message {
         status.message = message.to_owned();
     }
     let updated = outcome == UpdateOutcome::Updated;
     status.success = Some(updated);
-    status.phase = if updated { "done" } else { "failed" }.into();
+    status.phase = Phase::ended(updated);
     status.code = match outcome {
         UpdateOutcome::Updated => None,
-        UpdateOutcome::RolledBack => Some("rolled_back".into()),
-        UpdateOutcome::RollbackFailed => Some("rollback_failed".into()),
+        UpdateOutcome::RolledBack => Some(Code::RolledBack),
+        UpdateOutcome::RollbackFailed => Some(Code::RollbackFailed),
         // Keep the update's own code (script_failed, timeout, ...).
-        UpdateOutcome::Failed => status
-            .code
-            .clone()
-            .or_else(|| Some("health_check_failed".into())),
+        UpdateOutcome::Failed => status.code.take().or(Some(Code::HealthCheckFailed)),
     };
 }
 
@@ -281,7 +276,7 @@ fn secs(d: Duration) -> String {
 pub fn queued(request: &Request, position: usize) -> Status {
     Status {
         queue_position: Some(position),
-        ..in_progress(request, PHASE_QUEUED, None)
+        ..in_progress(request, Phase::Queued, None)
     }
 }
 
@@ -297,9 +292,9 @@ pub fn moved_in_line(request: &Request, position: usize) -> Status {
 /// `scheduled`); with no `start`, it is due and back to `queued` (its place comes later).
 pub fn waiting(request: &Request, start: Option<jiff::Timestamp>) -> Status {
     let phase = if start.is_some() {
-        PHASE_SCHEDULED
+        Phase::Scheduled
     } else {
-        PHASE_QUEUED
+        Phase::Queued
     };
     Status {
         scheduled_for: start.map(|t| t.to_string()),
@@ -311,7 +306,7 @@ pub fn waiting(request: &Request, start: Option<jiff::Timestamp>) -> Status {
 /// one, and the last lines of its output.
 pub fn running<'a>(
     request: &Request,
-    phase: &str,
+    phase: &Phase,
     started_at: SystemTime,
     progress: Option<u8>,
     tail: impl Iterator<Item = &'a String>,
@@ -320,7 +315,7 @@ pub fn running<'a>(
         progress,
         log_tail: Some(tail.map(|l| format!("{l}\n")).collect()),
         updated_at: Some(now_rfc3339()),
-        ..in_progress(request, phase, Some(started_at))
+        ..in_progress(request, phase.clone(), Some(started_at))
     }
 }
 
@@ -341,7 +336,7 @@ pub fn dry_run_refused(id: &RequestId, refusal: &Refusal) -> Status {
 pub fn dry_run(request: &Request, plan: &str, limits: Option<crate::limits::Applied>) -> Status {
     Status {
         success: Some(true),
-        phase: "done".into(),
+        phase: Phase::Done,
         message: format!("dry run: would {plan}. Nothing was run."),
         limits,
         dry_run: true,
@@ -370,26 +365,15 @@ pub fn from_exit(
     }
     // Last: a cancelled run is `cancelled`, whatever else its steps say.
     if let Some(by) = cancelled_by {
-        status.code = Some("cancelled".into());
+        status.code = Some(Code::Cancelled);
         status.success = Some(false);
-        status.phase = "failed".into();
+        status.phase = Phase::Failed;
         status.message = format!(
             "cancelled by request {by}: {} was stopped (SIGTERM to its process group)",
             request.action.script_name()
         );
     }
     status
-}
-
-/// A multi-component update's final status as it concerns one of its components: a success
-/// only if that component was updated, else failed with its outcome as the code.
-pub fn of_member(status: &Status, member: &crate::procedure::MemberOutcome) -> Status {
-    let updated = member.outcome == "updated";
-    Status {
-        success: Some(updated),
-        code: (!updated).then(|| member.outcome.clone()),
-        ..status.clone()
-    }
 }
 
 #[cfg(test)]
@@ -405,7 +389,7 @@ mod tests {
         .unwrap()
     }
 
-    fn ctx(last_phase: &str) -> RunContext<'_> {
+    fn ctx(last_phase: &Phase) -> RunContext<'_> {
         RunContext {
             script: "update.sh",
             started_at: SystemTime::now(),
@@ -433,7 +417,7 @@ mod tests {
     fn success_is_final_with_output_and_accounting() {
         let s = finished(
             &request(),
-            &ctx(PHASE_RUNNING),
+            &ctx(&Phase::Running),
             &outcome(Exit::Code(0), None),
         );
         assert_eq!(s.success, Some(true));
@@ -444,20 +428,17 @@ mod tests {
         );
         assert_eq!((s.output.as_str(), s.output_truncated), ("out", true));
         assert_eq!(s.version.as_deref(), Some("1.2.3"));
-        assert_eq!(s.phase, "done");
+        assert_eq!(s.phase, Phase::Done);
     }
 
     #[test]
     fn failure_names_the_exit_code_and_last_phase() {
         let s = finished(
             &request(),
-            &ctx("downloading"),
+            &ctx(&Phase::from("downloading")),
             &outcome(Exit::Code(3), None),
         );
-        assert_eq!(
-            (s.success, s.code.as_deref()),
-            (Some(false), Some("script_failed"))
-        );
+        assert_eq!((s.success, s.code), (Some(false), Some(Code::ScriptFailed)));
         assert_eq!(
             s.message,
             "update.sh exited with code 3 (last phase: downloading)"
@@ -468,12 +449,12 @@ mod tests {
     fn a_timeout_says_so_and_how_it_was_stopped() {
         let s = finished(
             &request(),
-            &ctx(PHASE_RUNNING),
+            &ctx(&Phase::Running),
             &outcome(Exit::Signal(9), Some(Stopped::TimedOut)),
         );
         assert_eq!(
-            (s.code.as_deref(), s.timed_out, s.signal),
-            (Some("timeout"), true, Some(9))
+            (s.code, s.timed_out, s.signal),
+            (Some(Code::Timeout), true, Some(9))
         );
         assert!(
             s.message.contains("within 600 s") && s.message.contains("after 1.5 s"),
@@ -486,24 +467,24 @@ mod tests {
     fn shutdown_is_interrupted_and_a_missing_script_is_named() {
         let s = finished(
             &request(),
-            &ctx(PHASE_RUNNING),
+            &ctx(&Phase::Running),
             &outcome(Exit::Signal(15), Some(Stopped::Shutdown)),
         );
-        assert_eq!(s.code.as_deref(), Some("interrupted"));
+        assert_eq!(s.code, Some(Code::Interrupted));
         let missing = Err(io::Error::from(io::ErrorKind::NotFound));
-        let s = finished(&request(), &ctx(PHASE_RUNNING), &missing);
+        let s = finished(&request(), &ctx(&Phase::Running), &missing);
         assert_eq!(
-            (s.success, s.code.as_deref()),
-            (Some(false), Some("script_missing"))
+            (s.success, s.code),
+            (Some(false), Some(Code::ScriptMissing))
         );
     }
 
     #[test]
     fn in_progress_has_null_success() {
-        let s = in_progress(&request(), PHASE_QUEUED, None);
+        let s = in_progress(&request(), Phase::Queued, None);
         assert_eq!(
-            (s.success, s.message.as_str(), s.phase.as_str()),
-            (None, IN_PROGRESS, "queued")
+            (s.success, s.message.as_str(), s.phase),
+            (None, IN_PROGRESS, Phase::Queued)
         );
     }
 }

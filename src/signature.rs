@@ -13,6 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::status::Code;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error(
@@ -30,11 +32,11 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Unsigned => "unsigned",
-            Self::BadSignature => "bad_signature",
-            Self::Stale(..) => "stale_request",
+            Self::Unsigned => Code::Unsigned,
+            Self::BadSignature => Code::BadSignature,
+            Self::Stale(..) => Code::StaleRequest,
         }
     }
 }
@@ -102,7 +104,7 @@ impl Verifier {
 /// A signed request's `timestamp`: RFC 3339 with any offset (`Z`, `+05:00`, `-03:30`, with or
 /// without fractional seconds), or naive ISO-8601, which is read as UTC (docs/protocol.md,
 /// "Signed requests"). A date alone is not a timestamp.
-pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<SystemTime> {
     if !matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
         return None;
     }
@@ -111,14 +113,14 @@ pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
 }
 
 /// Keys shorter than this are refused: an HMAC key that can be guessed protects nothing.
-pub const MIN_KEY_BYTES: usize = 16;
+pub(crate) const MIN_KEY_BYTES: usize = 16;
 
 /// How to make a key; every key error says it.
 const MAKE_A_KEY: &str = "create one with `head -c 32 /dev/urandom | base64 > FILE` \
     (docs/security.md, \"Key distribution\")";
 
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error(
         "cannot read the signature key {path} (signature.key_file): {source}; {}",
         MAKE_A_KEY
@@ -139,7 +141,7 @@ pub enum KeyError {
 
 /// Reads the shared key: the file's bytes, one trailing newline dropped, at least
 /// [`MIN_KEY_BYTES`] of them (a file holding only a newline is an empty key).
-pub fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
     let mut key = std::fs::read(path).map_err(|source| KeyError::Unreadable {
         path: path.to_owned(),
         source,
@@ -236,13 +238,13 @@ mod tests {
         let later = now() + Duration::from_secs(3600);
         assert_eq!(
             v.verify(&signed(request()), later).unwrap_err().code(),
-            "stale_request"
+            Code::StaleRequest
         );
         let mut undated = request();
         undated.as_object_mut().unwrap().remove("timestamp");
         assert_eq!(
             v.verify(&signed(undated), now()).unwrap_err().code(),
-            "stale_request"
+            Code::StaleRequest
         );
     }
 
@@ -296,7 +298,7 @@ mod tests {
         req["timestamp"] = "2026-02-14T05:51:03.123Z".into();
         assert_eq!(
             verifier().verify(&signed(req), now()).unwrap_err().code(),
-            "stale_request"
+            Code::StaleRequest
         );
     }
 

@@ -19,10 +19,11 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use rustix::fs::Stat;
 
 use crate::dir::Dir;
+use crate::status::Code;
 
 /// What the watch tells the daemon.
 #[derive(Debug)]
-pub enum SpoolEvent {
+pub(crate) enum SpoolEvent {
     /// A writer finished with this file name (it may be gone again by now).
     Ready(String),
     /// A name appeared. A legitimate writer's file is still being written (its close or
@@ -37,13 +38,13 @@ pub enum SpoolEvent {
 
 /// Whether a directory entry is a request file at all. Writers using temp+rename write a
 /// dot-file or a non-`.json` name first; those are never looked at.
-pub fn is_request_name(name: &str) -> bool {
+pub(crate) fn is_request_name(name: &str) -> bool {
     !name.starts_with('.') && name.ends_with(".json") && name.len() > ".json".len()
 }
 
 /// Arms an inotify watch on `dir`; `send` gets every relevant event. The watcher stops when
 /// the returned value is dropped.
-pub fn watch(
+pub(crate) fn watch(
     dir: &Path,
     send: impl Fn(SpoolEvent) + Send + 'static,
 ) -> notify::Result<notify::RecommendedWatcher> {
@@ -62,7 +63,7 @@ pub fn watch(
 
 /// Arms an inotify watch on `dir` for one name: `send` is called whenever a writer finished
 /// with it (closed after writing, or renamed into place), and after lost events.
-pub fn watch_name(
+pub(crate) fn watch_name(
     dir: &Path,
     wanted: &'static str,
     send: impl Fn() + Send + 'static,
@@ -117,14 +118,14 @@ fn classify(event: &notify::Event) -> Option<SpoolEvent> {
 
 /// What a listing of `requests/` found.
 #[derive(Debug, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Request file names in arrival order (modification time, then name).
     pub requests: Vec<String>,
     /// Names ending in `.json` that are not UTF-8: never valid, removed on sight.
     pub junk: Vec<std::ffi::OsString>,
 }
 
-pub fn scan(dir: &Dir) -> io::Result<Listing> {
+pub(crate) fn scan(dir: &Dir) -> io::Result<Listing> {
     let mut listing = Listing::default();
     let mut found: Vec<(SystemTime, String)> = Vec::new();
     for name in dir.names()? {
@@ -195,18 +196,18 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Gone | Self::Io(_) => "unreadable",
-            Self::NotRegular(_) | Self::HardLinked(_) => "not_a_regular_file",
-            Self::TooLarge { .. } => "too_large",
-            Self::WriterNotAllowed { .. } => "writer_not_allowed",
+            Self::Gone | Self::Io(_) => Code::Unreadable,
+            Self::NotRegular(_) | Self::HardLinked(_) => Code::NotARegularFile,
+            Self::TooLarge { .. } => Code::TooLarge,
+            Self::WriterNotAllowed { .. } => Code::WriterNotAllowed,
         }
     }
 }
 
 /// A request file's content and who wrote it when.
-pub struct RequestFile {
+pub(crate) struct RequestFile {
     pub bytes: Vec<u8>,
     pub modified: SystemTime,
     pub owner_uid: u32,
@@ -218,7 +219,7 @@ fn is_regular(st: &Stat) -> bool {
 
 /// Whether a just-created name can be a writer's file in progress (a plain, singly linked
 /// file). Anything else never becomes a request and is dealt with at once.
-pub fn may_be_in_progress(dir: &Dir, name: &str) -> bool {
+pub(crate) fn may_be_in_progress(dir: &Dir, name: &str) -> bool {
     match dir.lstat(name) {
         Ok(st) => is_regular(&st) && st.st_nlink == 1,
         Err(_) => true, // gone again: nothing to do
@@ -239,7 +240,7 @@ fn kind_of(mode: u32) -> &'static str {
 /// Reads `name` as an untrusted file: opened relative to the directory handle, no symlinks
 /// followed, non-blocking, checked through the opened handle (regular file, one link, allowed
 /// owner, size), and never more than `limit` bytes read.
-pub fn read_request(
+pub(crate) fn read_request(
     dir: &Dir,
     name: &str,
     limit: u64,
@@ -302,7 +303,7 @@ pub fn read_request(
 
 /// Removes a request file (answered or refused). `durable`: fsync the directory so the removal
 /// survives power loss (needed once its final status is durable, so it never runs again).
-pub fn remove_request(dir: &Dir, name: &str, durable: bool) -> io::Result<()> {
+pub(crate) fn remove_request(dir: &Dir, name: &str, durable: bool) -> io::Result<()> {
     match dir.remove(name) {
         Ok(()) if durable => dir.sync(),
         Ok(()) => Ok(()),
@@ -320,7 +321,7 @@ pub(crate) fn quarantine(dir: &Dir, name: &str) -> io::Result<()> {
 }
 
 /// Removes a name found by the scan that can never be a request (not UTF-8).
-pub fn remove_junk(dir: &Dir, name: &std::ffi::OsStr) -> io::Result<()> {
+pub(crate) fn remove_junk(dir: &Dir, name: &std::ffi::OsStr) -> io::Result<()> {
     let path = dir.path().join(name);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => Ok(()), // left alone: never descend into a writer's tree
@@ -334,7 +335,7 @@ pub fn remove_junk(dir: &Dir, name: &std::ffi::OsStr) -> io::Result<()> {
 /// maildrop): `requests/` root:GROUP 1730 (writers create, but cannot list or delete others'
 /// files), `status/` root:GROUP 1730 (a client reads and deletes its own status by name,
 /// nobody else's, and cannot list the others' ids).
-pub fn permission_deviations(requests: &Path, status: &Path, group: &str) -> Vec<String> {
+pub(crate) fn permission_deviations(requests: &Path, status: &Path, group: &str) -> Vec<String> {
     let gid = match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => g.gid.as_raw(),
         Ok(None) => {

@@ -5,6 +5,8 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::status::Code;
+
 /// Why a script is not run. `Display` names the path, the reason and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Untrusted {
@@ -31,10 +33,10 @@ pub enum Untrusted {
 }
 
 impl Untrusted {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Missing(_) => "script_missing",
-            _ => "script_untrusted",
+            Self::Missing(_) => Code::ScriptMissing,
+            _ => Code::ScriptUntrusted,
         }
     }
 }
@@ -45,7 +47,7 @@ impl Untrusted {
 /// component directory; it and every directory from it up to `/` are owned by one of `owners`
 /// and not writable by group or others. A directory that is group/world-writable but sticky
 /// (like `/tmp`) is accepted, because nobody else can rename or replace our entry in it.
-pub fn check_script(
+pub(crate) fn check_script(
     component_dir: &Path,
     script: &Path,
     owners: &[u32],
@@ -110,7 +112,7 @@ fn check_owner_and_mode(
 }
 
 /// The uids whose scripts are trusted: root, the user the service runs as, and any configured.
-pub fn trusted_owners(configured: &[u32]) -> Vec<u32> {
+pub(crate) fn trusted_owners(configured: &[u32]) -> Vec<u32> {
     let mut owners = vec![0, nix::unistd::geteuid().as_raw()];
     owners.extend_from_slice(configured);
     owners.sort_unstable();
@@ -170,7 +172,7 @@ mod tests {
             matches!(&err, Untrusted::Writable { path, .. } if path.ends_with("remote")),
             "{err}"
         );
-        assert_eq!(err.code(), "script_untrusted");
+        assert_eq!(err.code(), Code::ScriptUntrusted);
     }
 
     #[test]
@@ -191,7 +193,7 @@ mod tests {
         let err = check_script(&f.dir, &script, &[u32::MAX]).unwrap_err();
         assert!(matches!(err, Untrusted::WrongOwner { .. }), "{err}");
         let err = check_script(&f.dir, &f.dir.join("health-check.sh"), &f.owners).unwrap_err();
-        assert_eq!(err.code(), "script_missing");
+        assert_eq!(err.code(), Code::ScriptMissing);
         fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             check_script(&f.dir, &script, &f.owners),

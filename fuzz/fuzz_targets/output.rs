@@ -1,13 +1,56 @@
-//! Script output capture: a byte stream cut into chunks, fed to `Tail` and `PhaseScanner`
-//! as the runner does with pipe reads.
+//! Script output capture: a byte stream cut into chunks, fed to `Tail` and to the runner's own
+//! `OutputScanner` (its line limit, its `PHASE:`/`PROGRESS:` parsing) as the runner does with
+//! pipe reads.
 //!
 //! Input layout: byte 0 is the tail capacity (0-255 bytes; the logic does not depend on the
 //! size, small ones truncate more often), byte 1 seeds the chunk lengths (1-32 bytes each),
 //! the rest is the stream. So a seed file is two characters, then the script's output.
 #![no_main]
 
+use std::sync::Mutex;
+
 use libfuzzer_sys::fuzz_target;
-use update_coordinator::runner::{PhaseScanner, Tail, MAX_PHASE_LEN};
+use update_coordinator::runner::{
+    OutputScanner, RunEvents, Stream, Tail, MAX_LINE, MAX_PHASE_LEN,
+};
+
+/// What the scanner reported, in order.
+#[derive(Debug, Default)]
+struct Heard(Mutex<Vec<Event>>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Phase(String),
+    Progress(u8),
+    Line(String),
+}
+
+impl RunEvents for Heard {
+    fn phase(&self, name: String) {
+        check_phase(&name);
+        self.0.lock().unwrap().push(Event::Phase(name));
+    }
+    fn progress(&self, percent: u8) {
+        assert!(percent <= 100, "progress {percent}");
+        self.0.lock().unwrap().push(Event::Progress(percent));
+    }
+    fn line(&self, _stream: Stream, line: &str) {
+        // Lossy decoding turns each kept byte into at most one char.
+        assert!(
+            line.chars().count() <= MAX_LINE,
+            "a line of {} chars",
+            line.chars().count()
+        );
+        assert!(!line.contains('\n'));
+        self.0.lock().unwrap().push(Event::Line(line.to_owned()));
+    }
+}
+
+impl Heard {
+    fn events(self) -> Vec<Event> {
+        self.0.into_inner().unwrap()
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let [capacity, seed, stream @ ..] = data else {
@@ -16,8 +59,8 @@ fuzz_target!(|data: &[u8]| {
     let capacity = usize::from(*capacity);
 
     let mut tail = Tail::new(capacity);
-    let mut scanner = PhaseScanner::default();
-    let mut phases = Vec::new();
+    let mut scanner = OutputScanner::new(Stream::Stdout);
+    let heard = Heard::default();
     let mut fed = 0usize;
     for chunk in chunks(stream, *seed) {
         tail.push(chunk);
@@ -31,10 +74,7 @@ fuzz_target!(|data: &[u8]| {
             "tail of capacity {capacity} holds {} chars",
             captured.text.chars().count()
         );
-        for phase in scanner.feed(chunk) {
-            check_phase(&phase);
-            phases.push(phase);
-        }
+        scanner.feed(chunk, &heard);
     }
 
     // The tail holds exactly the last `capacity` bytes, less a split UTF-8 sequence in front.
@@ -51,11 +91,13 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(captured.text, String::from_utf8_lossy(&kept[skip..]));
 
-    // Phases do not depend on how the stream was cut into reads.
-    let whole = PhaseScanner::default().feed(stream);
+    // Lines, phases and progress do not depend on how the stream was cut into reads.
+    let whole = Heard::default();
+    OutputScanner::new(Stream::Stdout).feed(stream, &whole);
     assert_eq!(
-        phases, whole,
-        "phases differ between chunked and whole reads"
+        heard.events(),
+        whole.events(),
+        "events differ between chunked and whole reads"
     );
 });
 

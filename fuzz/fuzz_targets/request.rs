@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => check_accepted(&request),
         Err(rejection) => {
             let code = rejection.error.code();
+            let code = code.as_str();
             assert!(!code.is_empty(), "empty code for {:?}", rejection.error);
             assert!(
                 code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),

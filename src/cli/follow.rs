@@ -121,7 +121,7 @@ pub fn follow(
                 view.finish();
                 return Ok(status);
             }
-            if status.phase == crate::report::PHASE_SCHEDULED {
+            if status.phase == crate::status::Phase::Scheduled {
                 patient_since = Instant::now();
             }
         } else if !seen {

@@ -95,7 +95,7 @@ impl ConfigArg {
 /// The command line as clap sees it, for parsing, completions and man pages alike: the derive
 /// definition, plus what an argument of the same name means in every subcommand that has one
 /// (so the subcommands' files need not repeat it): `--spool` is a directory.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     Cli::command().mut_subcommands(|sub| {
         sub.mut_args(|arg| match arg.get_id().as_str() {
             "spool" => arg.value_hint(ValueHint::DirPath),
@@ -107,14 +107,6 @@ pub fn command() -> clap::Command {
 /// Parses the process's arguments with [`command`]; exits with clap's message on bad ones.
 pub fn parse() -> Cli {
     Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
-}
-
-/// The spool root: `--spool` if given, else the config's.
-pub fn spool_root(spool: Option<&PathBuf>, config: &ConfigArg) -> Result<PathBuf, String> {
-    match spool {
-        Some(dir) => Ok(dir.clone()),
-        None => Ok(config.load().map_err(|e| e.to_string())?.0.spool_root),
-    }
 }
 
 /// A command's result as its exit status: an error is printed and exits 2 (bad arguments,

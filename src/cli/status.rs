@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::record::{RunRecord, RunState, RunStore};
 use crate::request::RequestId;
-use crate::status::{Status, StatusDir, rfc3339};
+use crate::status::{Code, Phase, Status, StatusDir, rfc3339};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -33,9 +33,9 @@ pub struct Row {
     pub version: Option<String>,
     /// queued, running, succeeded or failed
     pub state: &'static str,
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     pub progress: Option<u8>,
-    pub code: Option<String>,
+    pub code: Option<Code>,
     pub message: Option<String>,
     pub accepted_at: String,
     pub started_at: Option<String>,
@@ -179,8 +179,8 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         let detail = match r.state {
-            "failed" => r.code.clone().unwrap_or_default(),
-            _ => r.phase.clone().unwrap_or_default(),
+            "failed" => r.code.as_ref().map(Code::to_string).unwrap_or_default(),
+            _ => r.phase.as_ref().map(Phase::to_string).unwrap_or_default(),
         };
         let duration = r
             .duration_ms

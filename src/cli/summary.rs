@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::status::Status;
+use crate::procedure::UpdateOutcome;
+use crate::status::{Code, Status};
 
 /// Lines of stderr shown for a failure (the full tail is in `--json`).
 const ERROR_LINES: usize = 10;
@@ -27,9 +28,9 @@ pub fn summarize(status: &Status) -> String {
         _ => {
             let why = status
                 .outcome
-                .iter()
-                .chain(&status.code)
-                .map(String::as_str)
+                .map(UpdateOutcome::as_str)
+                .into_iter()
+                .chain(status.code.as_ref().map(Code::as_str))
                 .fold(Vec::<&str>::new(), |mut seen, s| {
                     if !seen.contains(&s) {
                         seen.push(s);
@@ -139,8 +140,8 @@ mod tests {
             success: Some(false),
             message: "update of remote to 1.4.2 rolled back: the health check failed 3 times"
                 .into(),
-            code: Some("rolled_back".into()),
-            outcome: Some("rolled_back".into()),
+            code: Some(Code::RolledBack),
+            outcome: Some(UpdateOutcome::RolledBack),
             error: "unhealthy\n".into(),
             duration_ms: Some(1000),
             steps: Some(vec![
@@ -196,7 +197,7 @@ mod tests {
             component: Some("nas".into()),
             success: Some(false),
             message: "invalid request: unknown component \"nas\"".into(),
-            code: Some("unknown_component".into()),
+            code: Some(Code::UnknownComponent),
             timestamp: "2026-02-14T00:51:00.050Z".into(),
             ..Default::default()
         };

@@ -12,6 +12,7 @@ use crate::fairshare::Writer;
 use crate::ratelimit::Key;
 use crate::report::Refusal;
 use crate::request::Request;
+use crate::status::Code;
 
 impl Daemon {
     /// Checks `request` from `writer`, which may start at once (`waits_until` is `None`) or
@@ -30,7 +31,7 @@ impl Daemon {
             let days = config.retention.as_secs_f64() / 86400.0;
             return Err(Refusal::of_request(
                 request,
-                "invalid_not_before",
+                Code::InvalidNotBefore,
                 format!(
                     "not_before {not_before} is more than {days} days ahead (state.retention_days): a request may wait at most as long as answers are kept; submit it nearer the time"
                 ),
@@ -52,7 +53,7 @@ impl Daemon {
             if writers_scheduled >= config.max_scheduled_per_writer {
                 return Err(Refusal::of_request(
                     request,
-                    "queue_full",
+                    Code::QueueFull,
                     format!(
                         "{writer} already has {writers_scheduled} requests waiting for their not_before or a maintenance window, its limit (spool.max_scheduled_per_writer); cancel one, or try again once one has started"
                     ),
@@ -61,7 +62,7 @@ impl Daemon {
             if scheduled >= config.max_queued {
                 return Err(Refusal::of_request(
                     request,
-                    "queue_full",
+                    Code::QueueFull,
                     format!(
                         "{scheduled} requests are already waiting for their not_before or a maintenance window (at most spool.max_queued of all writers together); try again later"
                     ),
@@ -71,7 +72,7 @@ impl Daemon {
             if writers_queued >= config.max_queued_per_writer {
                 return Err(Refusal::of_request(
                     request,
-                    "queue_full",
+                    Code::QueueFull,
                     format!(
                         "{writer} already has {writers_queued} requests waiting for their turn, its share of the queue (spool.max_queued_per_writer); try again once one has run"
                     ),
@@ -80,7 +81,7 @@ impl Daemon {
             if queued >= config.max_queued {
                 return Err(Refusal::of_request(
                     request,
-                    "queue_full",
+                    Code::QueueFull,
                     format!(
                         "{queued} requests are already waiting (spool.max_queued); try again later"
                     ),
@@ -88,7 +89,7 @@ impl Daemon {
             }
         }
         self.use_hourly_caps(request, writer)
-            .map_err(|message| Refusal::of_request(request, "rate_limited", message))
+            .map_err(|message| Refusal::of_request(request, Code::RateLimited, message))
     }
 
     /// Uses one of the hourly update/rollback caps of each of the request's components: the

@@ -9,7 +9,7 @@ use super::{Daemon, Job, SpoolIx};
 use crate::record::RunSpec;
 use crate::report::{self, RunContext};
 use crate::request::{Request, RequestId, printable};
-use crate::status::{Durability, Progress, Status};
+use crate::status::{Code, Durability, Progress, Status};
 use crate::{spool, status};
 
 impl Daemon {
@@ -52,7 +52,7 @@ impl Daemon {
         } else {
             "failed"
         };
-        let code = status.code.as_deref().unwrap_or("");
+        let code = status.code.as_ref().map_or("", Code::as_str);
         if status.success == Some(true) {
             info!(request_id = %id, component = %request.component, action = %request.action, outcome, duration_ms = status.duration_ms, "request finished: {}", status.message);
         } else {
@@ -92,7 +92,7 @@ impl Daemon {
             "interrupted: `{command}` started at {}, but {why}; whether it completed is unknown and it is not run again; check the component and submit a new request if needed",
             status::rfc3339(spec.started_at),
         );
-        warn!(request_id = %id, component = %request.component, action = %request.action, code = "interrupted", outcome = "failed", "{message}");
+        warn!(request_id = %id, component = %request.component, action = %request.action, code = %Code::Interrupted, outcome = "failed", "{message}");
         let status = report::interrupted(request, spec.started_at, message);
         self.conclude(&running.job, &status);
     }
@@ -137,22 +137,19 @@ impl Daemon {
             warn!(request_id = %id, error = %e, "cannot remove the exit record");
         }
         self.in_flight.done(job);
-        let cancelled = status.code.as_deref() == Some("cancelled");
-        let outcome = status.outcome.clone().unwrap_or_else(|| {
-            if status.success == Some(true) {
-                "succeeded"
-            } else {
-                "failed"
-            }
-            .into()
-        });
+        let cancelled = status.code == Some(Code::Cancelled);
+        let outcome = match status.outcome {
+            Some(outcome) => outcome.as_str(),
+            None if status.success == Some(true) => "succeeded",
+            None => "failed",
+        };
         self.audit(
             crate::audit::Event::of(
                 if cancelled { "cancelled" } else { "finished" },
                 &job.request,
             )
-            .outcome(&outcome)
-            .code(status.code.as_deref())
+            .outcome(outcome)
+            .code(status.code.as_ref())
             .detail(status.message.clone()),
         );
     }
@@ -164,7 +161,7 @@ impl Daemon {
             Some(outcomes) => {
                 for (member, result) in members(request).iter().zip(outcomes) {
                     self.inventory
-                        .record(member, &report::of_member(status, result));
+                        .record_member(member, result.outcome, &status.timestamp);
                 }
             }
             None => {

@@ -12,6 +12,7 @@ use crate::record::Accepted;
 use crate::report::{self, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
 use crate::spool;
+use crate::status::Code;
 use crate::status::{Durability, Progress};
 
 impl Daemon {
@@ -100,7 +101,7 @@ impl Daemon {
             return self.refuse(
                 ix,
                 name,
-                &Refusal::of_request(&request, "invalid_file_name", message),
+                &Refusal::of_request(&request, Code::InvalidFileName, message),
                 owner,
             );
         }
@@ -121,7 +122,7 @@ impl Daemon {
             return self.refuse(
                 ix,
                 name,
-                &Refusal::of_request(&request, "not_allowed_here", message),
+                &Refusal::of_request(&request, Code::NotAllowedHere, message),
                 owner,
             );
         }
@@ -154,7 +155,7 @@ impl Daemon {
             info!(request_id = %request.id, component = %request.component, action = %request.action, outcome = "dry_run", "{}", status.message);
             self.audit(
                 Event::of("dry_run", &request)
-                    .code(status.code.as_deref())
+                    .code(status.code.as_ref())
                     .detail(status.message.clone()),
             );
             // Answered like a refusal: at once, made durable with this batch, never recorded.
@@ -225,7 +226,7 @@ impl Daemon {
         cancel: crate::request::Cancel,
         owner_uid: u32,
     ) {
-        let answer = |code: &'static str, message: String| Refusal {
+        let answer = |code: Code, message: String| Refusal {
             id: Some(cancel.id.clone()),
             component: None,
             action: Some("cancel".into()),
@@ -237,7 +238,7 @@ impl Daemon {
                 ix,
                 name,
                 &answer(
-                    "invalid_file_name",
+                    Code::InvalidFileName,
                     format!("the request file name {:?} is not allowed", printable(name)),
                 ),
                 Some(owner_uid),
@@ -259,7 +260,7 @@ impl Daemon {
         let theirs = self.writer_of(target).is_some_and(may_cancel);
         let (code, message) = if !theirs {
             (
-                Some("unknown_target"),
+                Some(Code::UnknownTarget),
                 format!("you have no queued or running request {target}"),
             )
         } else if let Some(pos) = self.queue.iter().position(|j| &j.request.id == target) {
@@ -282,24 +283,24 @@ impl Daemon {
                 )
             } else {
                 (
-                    Some("cancel_failed"),
+                    Some(Code::CancelFailed),
                     format!("cannot signal the monitor of {target}; it keeps running"),
                 )
             }
         } else if self.store.exists(target) {
             (
-                Some("already_finished"),
+                Some(Code::AlreadyFinished),
                 format!("{target} has already finished; nothing to cancel"),
             )
         } else {
             (
-                Some("unknown_target"),
+                Some(Code::UnknownTarget),
                 format!("you have no queued or running request {target}"),
             )
         };
         info!(request_id = %cancel.id, target = %target, action = "cancel", outcome = if code.is_none() { "succeeded" } else { "failed" }, "{message}");
         let mut event = Event::about("cancel", Some(&cancel.id))
-            .code(code)
+            .code(code.as_ref())
             .detail(message.clone());
         event.action = Some("cancel".into());
         self.audit(event);
@@ -379,12 +380,12 @@ impl Daemon {
             file = %printable(name),
             component = refusal.component.as_deref(),
             action = refusal.action.as_deref(),
-            code = refusal.code,
+            code = %refusal.code,
             outcome = "refused",
             "request refused: {}", refusal.message
         );
         let mut event = Event::about("rejected", id.as_ref())
-            .code(Some(refusal.code))
+            .code(Some(&refusal.code))
             .detail(refusal.message.clone());
         event.component = refusal.component.clone();
         event.action = refusal.action.clone();

@@ -158,7 +158,7 @@ impl Job {
 
 struct Running {
     job: Job,
-    phase: String,
+    phase: crate::status::Phase,
     started_at: SystemTime,
     /// Started by an earlier coordinator process: its monitor is not our child, so its
     /// death without an exit record is only noticed by polling its lock.

@@ -40,7 +40,7 @@ impl Daemon {
                 .map_err(|e| {
                     Refusal::of_request(
                         request,
-                        "insufficient_disk",
+                        crate::status::Code::InsufficientDisk,
                         format!("cannot measure the free space on {}: {e}", path.display()),
                     )
                 })?;
@@ -51,7 +51,11 @@ impl Daemon {
                     component.min_free_disk_mb,
                     request.component
                 );
-                return Err(Refusal::of_request(request, "insufficient_disk", message));
+                return Err(Refusal::of_request(
+                    request,
+                    crate::status::Code::InsufficientDisk,
+                    message,
+                ));
             }
         }
         Ok(program)

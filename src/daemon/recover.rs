@@ -9,9 +9,9 @@ use tracing::{error, info, warn};
 use super::{Daemon, Job, Running, SpoolIx};
 use crate::record::{Accepted, RunState, boot_id};
 use crate::recovery::{self, Found, Recovery, Started};
-use crate::report::{self, PHASE_QUEUED, PHASE_RUNNING};
+use crate::report;
 use crate::request::printable;
-use crate::status::{Durability, Progress, Status};
+use crate::status::{Durability, Phase, Progress, Status};
 
 impl Daemon {
     /// Reads the run records left by earlier processes and picks every run up where it was:
@@ -82,7 +82,7 @@ impl Daemon {
                 } else {
                     info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-queued after restart");
                 }
-                self.repair_status(&job, PHASE_QUEUED, None);
+                self.repair_status(&job, Phase::Queued, None);
                 self.in_flight.track(&job);
                 self.queue.push_back(job);
             }
@@ -93,14 +93,14 @@ impl Daemon {
                 let started_at = spec.started_at;
                 self.in_flight.track(&job);
                 if decision == Recovery::Reattach {
-                    self.repair_status(&job, PHASE_RUNNING, Some(started_at));
+                    self.repair_status(&job, Phase::Running, Some(started_at));
                     info!(request_id = %id, component = %job.request.component, action = %job.request.action, "re-attached to a running script");
                 }
                 self.running.insert(
                     id.clone(),
                     Running {
                         job,
-                        phase: PHASE_RUNNING.into(),
+                        phase: Phase::Running,
                         started_at,
                         reattached: true,
                     },
@@ -122,7 +122,7 @@ impl Daemon {
     /// writes are not fsynced, and after a power cut ext4 often brings such a file back empty.
     /// A client must never take that for an answer, so it is written again (a readable one is
     /// left alone: its monitor's phase and output tail are newer than what we know).
-    fn repair_status(&self, job: &Job, phase: &str, started_at: Option<SystemTime>) {
+    fn repair_status(&self, job: &Job, phase: Phase, started_at: Option<SystemTime>) {
         let id = &job.request.id;
         if matches!(self.spools[job.spool].status.read_progress(id), Ok(Some(_))) {
             return;

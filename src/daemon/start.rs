@@ -13,10 +13,10 @@ use super::preflight::members;
 use super::{Daemon, Job, Msg, Running};
 use crate::config::{Component, Config};
 use crate::record::{Accepted, RunSpec, boot_id, monotonic_now_ns};
-use crate::report::{self, PHASE_RUNNING, RunContext};
+use crate::report::{self, RunContext};
 use crate::request::{Request, RequestId};
 use crate::runner::Invocation;
-use crate::status::{Durability, Progress};
+use crate::status::{Durability, Phase, Progress};
 use crate::trust;
 
 impl Daemon {
@@ -28,7 +28,7 @@ impl Daemon {
         let programs = match checked {
             Ok(programs) => programs,
             Err(refusal) => {
-                error!(request_id = %request.id, component = %request.component, action = %request.action, code = refusal.code, outcome = "failed", "{}", refusal.message);
+                error!(request_id = %request.id, component = %request.component, action = %request.action, code = %refusal.code, outcome = "failed", "{}", refusal.message);
                 let status = report::refused(&request.id, &refusal);
                 return self.conclude(&job, &status);
             }
@@ -87,7 +87,7 @@ impl Daemon {
             "running script"
         );
         self.audit(crate::audit::Event::of("started", request));
-        let running = report::in_progress(request, PHASE_RUNNING, Some(started_at));
+        let running = report::in_progress(request, Phase::Running, Some(started_at));
         self.show_progress(&job, &running, Durability::BestEffort, Progress::Update);
 
         if let Err(e) = self.spawn_monitor(&request.id, &spec) {
@@ -95,7 +95,7 @@ impl Daemon {
             let ctx = RunContext {
                 script: request.action.script_name(),
                 started_at,
-                last_phase: PHASE_RUNNING,
+                last_phase: &Phase::Running,
                 timeout: spec.invocation.timeout,
                 kill_grace: spec.invocation.kill_grace,
             };
@@ -106,7 +106,7 @@ impl Daemon {
             request.id.clone(),
             Running {
                 job,
-                phase: PHASE_RUNNING.into(),
+                phase: Phase::Running,
                 started_at,
                 reattached: false,
             },
@@ -173,7 +173,8 @@ impl Daemon {
         // the limits apply to the run, and stopping or killing the service leaves it alone.
         let mut command = match (&spec.applied, &self.host.systemd_run) {
             (Some(applied), Some(systemd_run))
-                if applied.mechanism == "systemd-scope" && applied.unit.is_some() =>
+                if applied.mechanism == crate::limits::Mechanism::SystemdScope
+                    && applied.unit.is_some() =>
             {
                 let unit = applied.unit.as_deref().unwrap_or_default();
                 let mut argv = crate::limits::scope_command(systemd_run, unit, applied);
@@ -259,7 +260,7 @@ impl Daemon {
 
     pub(super) fn progress(&mut self, id: &RequestId, phase: String) {
         if let Some(running) = self.running.get_mut(id) {
-            running.phase = phase;
+            running.phase = Phase::from(phase);
         }
     }
 

@@ -11,8 +11,9 @@ use tracing::info;
 use super::{Daemon, Job, POSITION_REFRESH, POSITIONS_SHOWN, SCHEDULED_RECHECK};
 use crate::audit::Event;
 use crate::fairshare::Writer;
-use crate::report::{self, PHASE_SCHEDULED};
+use crate::report;
 use crate::request::{Action, Request};
+use crate::status::Phase;
 use crate::status::{Durability, Progress};
 
 impl Daemon {
@@ -106,7 +107,7 @@ impl Daemon {
                     job.request.component_label()
                 ),
             };
-            info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = PHASE_SCHEDULED, scheduled_for = %t, "waiting for {why}");
+            info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = %Phase::Scheduled, scheduled_for = %t, "waiting for {why}");
             self.audit(Event::of("scheduled", &job.request).detail(format!("until {t} ({why})")));
         }
         self.show_progress(job, &status, Durability::BestEffort, Progress::Update);

@@ -51,8 +51,13 @@ impl UpdateOutcome {
     }
 }
 
-/// One component's update within a multi-component update, as the run record keeps it: its
-/// update and,
+impl std::fmt::Display for UpdateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One component of a multi-component update, as the run record keeps it: its update and,
 /// unless it has no health gate (auto_rollback = false), its health check and rollback.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentUpdate {
@@ -67,9 +72,28 @@ pub struct ComponentUpdate {
 pub struct MemberOutcome {
     pub component: String,
     pub version: String,
-    /// `updated`, `rolled_back`, `rollback_failed`, `failed`, or `not_started` (an earlier
-    /// component failed first).
-    pub outcome: String,
+    pub outcome: MemberResult,
+}
+
+/// How one component of a multi-component update ended: as a single update does, or not at
+/// all. On the wire the outcome's own name, or `not_started`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberResult {
+    /// An earlier component failed first (or the run was stopped before this one).
+    NotStarted,
+    /// Its update ran (and its health gate, if it has one).
+    #[serde(untagged)]
+    Ended(UpdateOutcome),
+}
+
+impl MemberResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotStarted => "not_started",
+            Self::Ended(outcome) => outcome.as_str(),
+        }
+    }
 }
 
 /// One script run within the procedure, as the status reports it.
@@ -207,7 +231,7 @@ pub fn outcome(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
 /// A multi-component update's outcome and sentence, from its components' outcomes.
 /// `failure` is the failing component's own sentence (from [`outcome`]), if one failed.
 pub fn batch_outcome(members: &[MemberOutcome], failure: Option<&str>) -> (UpdateOutcome, String) {
-    let list = |outcome: &str| {
+    let list = |outcome: MemberResult| {
         members
             .iter()
             .filter(|m| m.outcome == outcome)
@@ -215,10 +239,10 @@ pub fn batch_outcome(members: &[MemberOutcome], failure: Option<&str>) -> (Updat
             .collect::<Vec<_>>()
     };
     let (updated, rolled_back, rollback_failed, not_started) = (
-        list("updated"),
-        list("rolled_back"),
-        list("rollback_failed"),
-        list("not_started"),
+        list(MemberResult::Ended(UpdateOutcome::Updated)),
+        list(MemberResult::Ended(UpdateOutcome::RolledBack)),
+        list(MemberResult::Ended(UpdateOutcome::RollbackFailed)),
+        list(MemberResult::NotStarted),
     );
     if updated.len() == members.len() {
         return (
@@ -250,7 +274,11 @@ pub fn batch_outcome(members: &[MemberOutcome], failure: Option<&str>) -> (Updat
     }
     let outcome = if !rollback_failed.is_empty() {
         UpdateOutcome::RollbackFailed
-    } else if updated.is_empty() && members.iter().any(|m| m.outcome == "rolled_back") {
+    } else if updated.is_empty()
+        && members
+            .iter()
+            .any(|m| m.outcome == MemberResult::Ended(UpdateOutcome::RolledBack))
+    {
         UpdateOutcome::RolledBack
     } else {
         UpdateOutcome::Failed
@@ -262,27 +290,52 @@ pub fn batch_outcome(members: &[MemberOutcome], failure: Option<&str>) -> (Updat
 mod tests {
     use super::*;
 
-    fn member(component: &str, outcome: &str) -> MemberOutcome {
+    fn member(component: &str, outcome: MemberResult) -> MemberOutcome {
         MemberOutcome {
             component: component.into(),
             version: "1.0".into(),
-            outcome: outcome.into(),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_members_result_is_its_outcome_or_not_started_on_the_wire() {
+        for (result, text) in [
+            (MemberResult::Ended(UpdateOutcome::Updated), "updated"),
+            (
+                MemberResult::Ended(UpdateOutcome::RolledBack),
+                "rolled_back",
+            ),
+            (
+                MemberResult::Ended(UpdateOutcome::RollbackFailed),
+                "rollback_failed",
+            ),
+            (MemberResult::Ended(UpdateOutcome::Failed), "failed"),
+            (MemberResult::NotStarted, "not_started"),
+        ] {
+            assert_eq!(result.as_str(), text);
+            let json = serde_json::to_string(&result).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<MemberResult>(&json).unwrap(), result);
         }
     }
 
     #[test]
     fn a_batch_succeeds_only_when_every_component_was_updated() {
         let (o, m) = batch_outcome(
-            &[member("remote", "updated"), member("core", "updated")],
+            &[
+                member("remote", MemberResult::Ended(UpdateOutcome::Updated)),
+                member("core", MemberResult::Ended(UpdateOutcome::Updated)),
+            ],
             None,
         );
         assert_eq!(o, UpdateOutcome::Updated);
         assert_eq!(m, "Updated remote 1.0, core 1.0; every health check passed");
         let (o, m) = batch_outcome(
             &[
-                member("remote", "rolled_back"),
-                member("core", "rolled_back"),
-                member("scheduler", "not_started"),
+                member("remote", MemberResult::Ended(UpdateOutcome::RolledBack)),
+                member("core", MemberResult::Ended(UpdateOutcome::RolledBack)),
+                member("scheduler", MemberResult::NotStarted),
             ],
             Some("core: the health check failed"),
         );
@@ -293,14 +346,17 @@ mod tests {
         );
         let (o, _) = batch_outcome(
             &[
-                member("remote", "rollback_failed"),
-                member("core", "rolled_back"),
+                member("remote", MemberResult::Ended(UpdateOutcome::RollbackFailed)),
+                member("core", MemberResult::Ended(UpdateOutcome::RolledBack)),
             ],
             None,
         );
         assert_eq!(o, UpdateOutcome::RollbackFailed);
         let (o, m) = batch_outcome(
-            &[member("remote", "updated"), member("core", "failed")],
+            &[
+                member("remote", MemberResult::Ended(UpdateOutcome::Updated)),
+                member("core", MemberResult::Ended(UpdateOutcome::Failed)),
+            ],
             None,
         );
         assert_eq!(o, UpdateOutcome::Failed);

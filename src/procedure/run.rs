@@ -38,7 +38,7 @@ pub(crate) async fn run_batch<R: Reports + 'static>(
     reporter: &Arc<R>,
     stop: &watch::Receiver<bool>,
 ) -> BatchRun {
-    use super::{MemberOutcome, Step, UpdateOutcome, outcome};
+    use super::{MemberOutcome, MemberResult, Step, UpdateOutcome, outcome};
     let mut run = BatchRun {
         result: Err(std::io::Error::other("no component to update")),
         steps: Vec::new(),
@@ -47,7 +47,7 @@ pub(crate) async fn run_batch<R: Reports + 'static>(
             .map(|m| MemberOutcome {
                 component: m.component.clone(),
                 version: m.version.clone(),
-                outcome: "not_started".into(),
+                outcome: MemberResult::NotStarted,
             })
             .collect(),
         failure: None,
@@ -81,7 +81,7 @@ pub(crate) async fn run_batch<R: Reports + 'static>(
             ),
         };
         run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = outcome.as_str().into();
+        run.members[i].outcome = MemberResult::Ended(outcome);
         run.result = result;
         if outcome != UpdateOutcome::Updated {
             run.failure = Some(format!("{}: {message}", member.component));
@@ -112,12 +112,11 @@ pub(crate) async fn run_batch<R: Reports + 'static>(
         )
         .await;
         run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = if healthy {
-            "rolled_back"
+        run.members[i].outcome = MemberResult::Ended(if healthy {
+            UpdateOutcome::RolledBack
         } else {
-            "rollback_failed"
-        }
-        .into();
+            UpdateOutcome::RollbackFailed
+        });
     }
     run
 }

@@ -30,7 +30,7 @@ use crate::dir::Dir;
 use tree::{entries_of, measure, remove_tree};
 
 /// Quarantined entries are removed after this long.
-pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// At most this many entries are kept (the newest).
 pub const MAX_ENTRIES: usize = 32;
 /// The kept entries use at most this much disk together; every file and directory counts at
@@ -40,7 +40,7 @@ pub const MAX_BYTES: u64 = 8 << 20;
 const MIN_CHARGE: u64 = 4096;
 /// A tree is held open one directory handle per level up to this depth; deeper parts are
 /// moved to the top of the quarantine and removed as trees of their own.
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 /// Removals (unlink, rmdir, moving a deep part) per call at most.
 const WORK_PER_CALL: usize = 20_000;
 
@@ -50,7 +50,7 @@ const DIR_NAME: &str = "quarantine";
 /// Moves `name` (in `dir`, the spool's `requests/` or `status/`) into `<spool>/quarantine/`,
 /// then removes what exceeds the bounds. Failing to prune is logged, not returned: the entry
 /// is out of `dir` either way.
-pub fn admit(dir: &Dir, name: &str) -> io::Result<()> {
+pub(crate) fn admit(dir: &Dir, name: &str) -> io::Result<()> {
     let Some(root) = dir.path().parent() else {
         return Err(io::Error::other("the spool directory has no parent"));
     };
@@ -93,14 +93,14 @@ fn open(root: &Dir) -> io::Result<Dir> {
 
 /// Applies the bounds to the spool's quarantine (under the spool root `root`), if it has one:
 /// the retention sweep, so that an old entry goes even when no new one arrives.
-pub fn sweep(root: &Dir) {
+pub(crate) fn sweep(root: &Dir) {
     if let Ok(quarantine) = root.open_dir(DIR_NAME) {
         prune(&quarantine, unix_nanos(SystemTime::now()));
     }
 }
 
 /// Removes entries beyond the bounds (see the module doc) as of `now` (unix time in ns).
-pub fn prune(quarantine: &Dir, now: u64) {
+pub(crate) fn prune(quarantine: &Dir, now: u64) {
     let mut entries: Vec<(Entry, OsString)> = Vec::new();
     let listed = entries_of(quarantine.as_fd()).and_then(|stream| {
         for entry in stream {

@@ -20,7 +20,7 @@ pub struct ExitRecord {
     pub spawn_error: Option<String>,
     pub spawn_error_kind: Option<String>,
     pub duration_ms: u64,
-    pub last_phase: String,
+    pub last_phase: crate::status::Phase,
     pub stdout: String,
     pub stdout_truncated: bool,
     pub stderr: String,
@@ -43,7 +43,7 @@ pub struct ExitRecord {
 }
 
 impl ExitRecord {
-    pub fn from_result(result: &io::Result<Outcome>, last_phase: &str) -> Self {
+    pub fn from_result(result: &io::Result<Outcome>, last_phase: &crate::status::Phase) -> Self {
         let mut record = ExitRecord {
             exit_code: None,
             signal: None,
@@ -52,7 +52,7 @@ impl ExitRecord {
             spawn_error: None,
             spawn_error_kind: None,
             duration_ms: 0,
-            last_phase: last_phase.to_owned(),
+            last_phase: last_phase.clone(),
             stdout: String::new(),
             stdout_truncated: false,
             stderr: String::new(),
@@ -140,7 +140,8 @@ mod tests {
             },
             stderr: Captured::default(),
         };
-        let record = ExitRecord::from_result(&Ok(outcome), "downloading");
+        let record =
+            ExitRecord::from_result(&Ok(outcome), &crate::status::Phase::from("downloading"));
         let back = record.to_result().unwrap();
         assert_eq!(
             (back.exit, back.stopped, back.duration),
@@ -151,7 +152,10 @@ mod tests {
             )
         );
         assert!(back.stdout.truncated);
-        let missing = ExitRecord::from_result(&Err(io::ErrorKind::NotFound.into()), "running");
+        let missing = ExitRecord::from_result(
+            &Err(io::ErrorKind::NotFound.into()),
+            &crate::status::Phase::Running,
+        );
         assert_eq!(
             missing.to_result().unwrap_err().kind(),
             io::ErrorKind::NotFound

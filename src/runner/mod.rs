@@ -3,6 +3,9 @@
 //! `PHASE:` progress.
 
 mod output;
+// The crate's only unsafe code (`unsafe_code` is denied elsewhere, see Cargo.toml): libc calls
+// that nix does not wrap, each with its SAFETY comment.
+#[allow(unsafe_code)]
 mod process;
 
 use std::io::{self, Read};
@@ -14,13 +17,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
 
-pub use output::{
-    Captured, LineScanner, MAX_LINE, MAX_PHASE_LEN, PhaseScanner, Tail, phase_of, progress_of,
-};
-pub use process::{become_subreaper, default_sigpipe, kill_orphans, seal_inherited_fds};
+pub use output::{Captured, MAX_LINE, MAX_PHASE_LEN, OutputScanner, Tail};
+pub(crate) use process::{become_subreaper, default_sigpipe, kill_orphans, seal_inherited_fds};
 
 /// `PATH` scripts get; nothing is inherited from the service's environment.
-pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// After the script exits, how long to wait for its output pipes to close (a process that
 /// escaped the group may hold them open).
@@ -72,12 +73,6 @@ pub struct Outcome {
     pub duration: Duration,
     pub stdout: Captured,
     pub stderr: Captured,
-}
-
-impl Outcome {
-    pub fn succeeded(&self) -> bool {
-        self.stopped.is_none() && self.exit == Exit::Code(0)
-    }
 }
 
 /// Which output stream a line came from.
@@ -193,7 +188,7 @@ fn capture(
     let (done_tx, done) = oneshot::channel();
     let thread_tail = Arc::clone(&tail);
     let reader = move || {
-        let mut lines = LineScanner::new(MAX_LINE);
+        let mut scanner = OutputScanner::new(which);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match stream.read(&mut buf) {
@@ -206,16 +201,7 @@ fn capture(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(&buf[..n]);
-            lines.feed(&buf[..n], |line| {
-                if which == Stream::Stdout {
-                    if let Some(phase) = phase_of(line) {
-                        events.phase(phase);
-                    } else if let Some(percent) = progress_of(line) {
-                        events.progress(percent);
-                    }
-                }
-                events.line(which, &String::from_utf8_lossy(line));
-            });
+            scanner.feed(&buf[..n], &*events);
         }
         let _ = done_tx.send(());
     };

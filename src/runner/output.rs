@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use super::{RunEvents, Stream};
+
 /// The last `capacity` bytes of a stream, and how much was seen in all.
 #[derive(Debug)]
 pub struct Tail {
@@ -95,37 +97,46 @@ impl LineScanner {
 /// A line kept for the journal and the status's log tail is cut at this many bytes.
 pub const MAX_LINE: usize = 2048;
 
-/// Finds `PHASE:<name>` lines in a byte stream (see [`phase_of`]).
+/// One output stream as the runner reads it: cut into lines (at most [`MAX_LINE`] bytes kept
+/// of each), every line reported to [`RunEvents`], and on stdout the `PHASE:` and `PROGRESS:`
+/// announcements too. The reader thread feeds it each pipe read; the fuzzer, arbitrary chunks.
 #[derive(Debug)]
-pub struct PhaseScanner {
+pub struct OutputScanner {
     lines: LineScanner,
-}
-
-impl Default for PhaseScanner {
-    fn default() -> Self {
-        Self {
-            lines: LineScanner::new(KEEP),
-        }
-    }
+    stream: Stream,
 }
 
 /// A phase name longer than this is cut.
 pub const MAX_PHASE_LEN: usize = 64;
 const PREFIX: &[u8] = b"PHASE:";
-const KEEP: usize = PREFIX.len() + MAX_PHASE_LEN * 4;
 
-impl PhaseScanner {
-    /// Feeds bytes; returns the phases announced by the lines completed in them, in order.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
-        let mut phases = Vec::new();
-        self.lines.feed(bytes, |line| phases.extend(phase_of(line)));
-        phases
+impl OutputScanner {
+    pub fn new(stream: Stream) -> Self {
+        Self {
+            lines: LineScanner::new(MAX_LINE),
+            stream,
+        }
+    }
+
+    /// Feeds bytes; reports the lines completed in them, in order.
+    pub fn feed(&mut self, bytes: &[u8], events: &dyn RunEvents) {
+        let stream = self.stream;
+        self.lines.feed(bytes, |line| {
+            if stream == Stream::Stdout {
+                if let Some(phase) = phase_of(line) {
+                    events.phase(phase);
+                } else if let Some(percent) = progress_of(line) {
+                    events.progress(percent);
+                }
+            }
+            events.line(stream, &String::from_utf8_lossy(line));
+        });
     }
 }
 
 /// The phase a `PHASE:<name>` line announces: trimmed, control characters dropped, cut at
 /// [`MAX_PHASE_LEN`] characters.
-pub fn phase_of(line: &[u8]) -> Option<String> {
+fn phase_of(line: &[u8]) -> Option<String> {
     let rest = line.strip_prefix(PREFIX)?;
     let text = String::from_utf8_lossy(rest);
     let name: String = text
@@ -138,7 +149,7 @@ pub fn phase_of(line: &[u8]) -> Option<String> {
 }
 
 /// The percentage a `PROGRESS:<n>` line announces (0–100; larger values are clamped).
-pub fn progress_of(line: &[u8]) -> Option<u8> {
+fn progress_of(line: &[u8]) -> Option<u8> {
     let rest = std::str::from_utf8(line.strip_prefix(b"PROGRESS:")?).ok()?;
     let n: u64 = rest.trim().trim_end_matches('%').parse().ok()?;
     Some(n.min(100) as u8)
@@ -147,6 +158,7 @@ pub fn progress_of(line: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn tail_keeps_the_last_bytes_and_counts_everything() {
@@ -181,19 +193,40 @@ mod tests {
         assert_eq!(t.snapshot().text, "€");
     }
 
+    /// What a scanner reported, in order.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<String>>);
+
+    impl RunEvents for Heard {
+        fn phase(&self, name: String) {
+            self.0.lock().unwrap().push(format!("phase {name}"));
+        }
+        fn progress(&self, percent: u8) {
+            self.0.lock().unwrap().push(format!("progress {percent}"));
+        }
+    }
+
+    impl Heard {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
     #[test]
     fn phases_are_found_across_chunk_boundaries() {
-        let mut s = PhaseScanner::default();
-        assert!(s.feed(b"hello\nPHA").is_empty());
-        assert_eq!(
-            s.feed(b"SE: downloading \nPHASE:installing\nPHASE:"),
-            ["downloading", "installing"]
-        );
-        assert!(s.feed(b"  \n").is_empty(), "an empty phase is ignored");
-        assert!(
-            s.feed(b"xPHASE:no\n").is_empty(),
-            "only at the start of a line"
-        );
+        let heard = Heard::default();
+        let mut s = OutputScanner::new(Stream::Stdout);
+        s.feed(b"hello\nPHA", &heard);
+        assert!(heard.take().is_empty());
+        s.feed(b"SE: downloading \nPHASE:installing\nPHASE:", &heard);
+        assert_eq!(heard.take(), ["phase downloading", "phase installing"]);
+        s.feed(b"  \n", &heard);
+        assert!(heard.take().is_empty(), "an empty phase is ignored");
+        s.feed(b"xPHASE:no\nPROGRESS:5\n", &heard);
+        assert_eq!(heard.take(), ["progress 5"], "only at the start of a line");
+        let mut stderr = OutputScanner::new(Stream::Stderr);
+        stderr.feed(b"PHASE:not on stderr\n", &heard);
+        assert!(heard.take().is_empty());
     }
 
     #[test]
@@ -216,20 +249,35 @@ mod tests {
 
     #[test]
     fn an_endless_line_is_not_buffered() {
-        let mut s = PhaseScanner::default();
+        let heard = Heard::default();
+        let mut s = OutputScanner::new(Stream::Stdout);
         for _ in 0..1000 {
-            s.feed(&[b'x'; 4096]);
+            s.feed(&[b'x'; 4096], &heard);
         }
-        assert!(s.lines.line.len() <= KEEP);
-        assert_eq!(s.feed(b"\nPHASE:ok\n"), ["ok"]);
+        assert!(s.lines.line.len() <= MAX_LINE);
+        s.feed(b"\nPHASE:ok\n", &heard);
+        assert_eq!(heard.take(), ["phase ok"]);
+    }
+
+    #[test]
+    fn a_phase_line_is_read_as_far_as_any_line_is_kept() {
+        let heard = Heard::default();
+        let mut s = OutputScanner::new(Stream::Stdout);
+        let mut line = b"PHASE:".to_vec();
+        line.extend([0x01; 1000]);
+        line.extend(b"late\n");
+        s.feed(&line, &heard);
+        assert_eq!(heard.take(), ["phase late"]);
     }
 
     #[test]
     fn long_phase_names_are_cut_and_control_characters_dropped() {
-        let mut s = PhaseScanner::default();
+        let heard = Heard::default();
+        let mut s = OutputScanner::new(Stream::Stdout);
         let line = format!("PHASE:a\u{1b}[31m{}\n", "b".repeat(200));
-        let phases = s.feed(line.as_bytes());
-        assert_eq!(phases[0].chars().count(), MAX_PHASE_LEN);
-        assert!(!phases[0].contains('\u{1b}'));
+        s.feed(line.as_bytes(), &heard);
+        let phase = &heard.take()[0]["phase ".len()..].to_owned();
+        assert_eq!(phase.chars().count(), MAX_PHASE_LEN);
+        assert!(!phase.contains('\u{1b}'));
     }
 }

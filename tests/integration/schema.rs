@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use crate::support::{Service, Spool, new_id, path_str, wait_until};
@@ -19,7 +19,7 @@ use update_coordinator::request::{Action, InvalidRequest, Request, RequestError,
 use update_coordinator::runner::{Captured, Exit, Outcome, Stopped};
 use update_coordinator::signature::{SignatureError, Verifier};
 use update_coordinator::spool::ReadError;
-use update_coordinator::status::Status;
+use update_coordinator::status::{Code, Phase, Status};
 use update_coordinator::trust::Untrusted;
 
 const COMPONENTS: [&str; 3] = ["core", "remote", "scheduler"];
@@ -316,10 +316,11 @@ fn the_request_schema_and_the_parser_agree_on_every_example() {
     for (name, doc, verdict) in request_cases() {
         let parsed = Request::parse(doc.as_bytes(), COMPONENTS);
         let parser_code = parsed.as_ref().err().map(|r| r.error.code());
+        let parser_code = parser_code.as_ref().map(Code::as_str);
         let parser_ok = match verdict {
             Verdict::Accepted => parser_code.is_none(),
             Verdict::Refused(code) => parser_code == Some(code),
-            Verdict::NotAllowListed => parser_code == Some("unknown_component"),
+            Verdict::NotAllowListed => parser_code == Some(Code::UnknownComponent.as_str()),
         };
         if !parser_ok {
             failures.push(format!(
@@ -417,10 +418,11 @@ fn sample_request(action: &str) -> Request {
 }
 
 fn run_context() -> RunContext<'static> {
+    static DOWNLOADING: LazyLock<Phase> = LazyLock::new(|| Phase::from("downloading"));
     RunContext {
         script: "update.sh",
         started_at: SystemTime::now(),
-        last_phase: "downloading",
+        last_phase: &DOWNLOADING,
         timeout: Duration::from_secs(600),
         kill_grace: Duration::from_secs(10),
     }
@@ -561,49 +563,16 @@ fn every_untrusted() -> Vec<Untrusted> {
     all
 }
 
-/// Codes the daemon writes as literals (`Refusal::of_request(&request, "queue_full", ...)`),
-/// found in the source so a new one cannot be missed.
-fn literal_refusal_codes() -> BTreeSet<&'static str> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = vec![src.clone()];
-    let mut found = BTreeSet::new();
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = fs::read_to_string(&path).unwrap();
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("Refusal::of_request(") {
-            rest = &rest[at + "Refusal::of_request(".len()..];
-            let call = &rest[..rest.find(')').unwrap_or(rest.len())];
-            // The code is the second argument; only string literals are collected here (the
-            // others are `e.code()` of the error types listed above).
-            if let Some(second) = call.split(',').nth(1)
-                && let Some(code) = second.trim().strip_prefix('"')
-                && let Some(code) = code.strip_suffix('"')
-            {
-                // `Refusal::of_request` takes a `&'static str`, as the daemon's literals are.
-                found.insert(&*String::leak(code.to_owned()));
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
     let id = RequestId::parse("r1").unwrap();
     let request = sample_request("update");
-    let mut produced = BTreeSet::new();
-    let mut check = |label: String, status: &Status| {
+    let produced = std::cell::RefCell::new(BTreeSet::new());
+    let check = |label: String, status: &Status| {
         let value = serde_json::to_value(status).unwrap();
         assert_valid_status(&label, &value);
         if let Some(code) = &status.code {
-            produced.insert(code.clone());
+            produced.borrow_mut().insert(code.to_string());
         }
     };
 
@@ -612,12 +581,12 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
         for phase in ["queued", "running", "downloading"] {
             check(
                 format!("{action} in progress ({phase})"),
-                &report::in_progress(&request, phase, Some(SystemTime::now())),
+                &report::in_progress(&request, Phase::from(phase), Some(SystemTime::now())),
             );
         }
         check(
             format!("{action} queued without start time"),
-            &report::in_progress(&request, "queued", None),
+            &report::in_progress(&request, Phase::Queued, None),
         );
     }
 
@@ -664,16 +633,6 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
         let refusal = Refusal::of_request(&request, error.code(), error.to_string());
         check(format!("{error:?}"), &report::refused(&id, &refusal));
     }
-    let literals = literal_refusal_codes();
-    assert!(
-        literals.contains("queue_full"),
-        "the source scan finds the daemon's literal codes: {literals:?}"
-    );
-    for code in literals {
-        let refusal = Refusal::of_request(&request, code, format!("refused: {code}"));
-        check(code.to_string(), &report::refused(&id, &refusal));
-    }
-
     // Script runs and failed starts.
     let ctx = run_context();
     let results = [
@@ -760,9 +719,9 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
     );
     for code in [
         None,
-        Some("already_finished"),
-        Some("unknown_target"),
-        Some("cancel_failed"),
+        Some(Code::AlreadyFinished),
+        Some(Code::UnknownTarget),
+        Some(Code::CancelFailed),
     ] {
         check(
             format!("cancel answer {code:?}"),
@@ -770,11 +729,23 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
         );
     }
 
+    // The daemon's own refusals (`Refusal::of_request(request, Code::QueueFull, ...)`): every
+    // code no path above produced.
+    for code in Code::ALL {
+        let seen = produced.borrow().contains(code.as_str());
+        if !seen {
+            let refusal = Refusal::of_request(&request, code.clone(), format!("refused: {code}"));
+            check(code.to_string(), &report::refused(&id, &refusal));
+        }
+    }
+
+    let every_code: BTreeSet<String> = Code::ALL.iter().map(Code::to_string).collect();
     assert_eq!(
-        produced,
+        every_code,
         codes_in_status_schema(),
-        "the status schema's `code` enum must list exactly the codes the code base produces"
+        "the status schema's `code` enum must list exactly the codes of `status::Code`"
     );
+    assert_eq!(produced.into_inner(), every_code);
 }
 
 #[test]
@@ -792,7 +763,7 @@ fn the_status_schema_rejects_statuses_the_coordinator_never_writes() {
         &outcome(Exit::Code(3), None),
     ))
     .unwrap();
-    let queued = serde_json::to_value(report::in_progress(&request, "queued", None)).unwrap();
+    let queued = serde_json::to_value(report::in_progress(&request, Phase::Queued, None)).unwrap();
     let refused = {
         let id = RequestId::parse("r1").unwrap();
         let rejection = InvalidRequest {

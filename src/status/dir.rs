@@ -1,148 +1,21 @@
-//! Status files: the [`Status`] type *is* the file format, plus the atomic write.
+//! The `status/` directory: where answers and progress records are read and written. Its
+//! own file because `status/` is writable by clients: every read is of an untrusted file,
+//! every name the coordinator writes may hold something planted, and a record a client
+//! deleted must stay deleted.
 //!
-//! `status/<request_id>.json` is written once, with the final answer: clients written to the
-//! first protocol take the first status they can parse as the answer. Progress (queued, queue
-//! position, scheduled, phases, percent) goes beside it, to `status/<request_id>.progress.json`,
-//! where only clients that know about it look; it is removed when the answer is written. With
-//! `[spool] progress_in_status` the progress record is `status/<request_id>.json` itself
-//! (`message == "in_progress"`, `success: null`), for deployments whose clients all keep
-//! polling past such records.
-//!
-//! A file is either complete or absent: we write a temp file in the same directory and rename
-//! it over the name. Only the first progress record is created; later ones replace it only
-//! while it is there, so a record a client deleted is never re-created. Final statuses are
-//! fsynced (file, then directory) before anything depends on them, i.e. before the request
-//! file is removed. Progress records are not: losing one costs nothing, because the request
-//! file is still in `requests/` until the final status is durable.
+//! Only the first progress record is created; later ones replace it only while it is there,
+//! so a record a client deleted is never re-created. Final statuses are fsynced (file, then
+//! directory) before anything depends on them, i.e. before the request file is removed.
+//! Progress records are not: losing one costs nothing, because the request file is still in
+//! `requests/` until the final status is durable.
 
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::io::{self, Read};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
+use super::Status;
+use super::atomic::{Durability, Place, write_via};
 use crate::dir::Dir;
 use crate::request::RequestId;
-
-/// The `message` of every non-final status.
-pub const IN_PROGRESS: &str = "in_progress";
-
-/// One status file. Optional fields are omitted when unset, so old clients see the fields they
-/// know (`success`, `message`, `output`, `error`, `phase`) and new ones see more.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    pub request_id: String,
-    pub component: Option<String>,
-    pub action: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// `null` while in progress; `true`/`false` when final.
-    pub success: Option<bool>,
-    /// `"in_progress"` while running; a human sentence when final.
-    pub message: String,
-    /// Stable machine code of a failure (`invalid_json`, `timeout`, `script_failed`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    /// `queued`, `running`, the script's own `PHASE:` names, then `done` or `failed`.
-    pub phase: String,
-    /// Tail of the script's stdout.
-    pub output: String,
-    /// Tail of the script's stderr.
-    pub error: String,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub output_truncated: bool,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub error_truncated: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// Signal number that ended the script, when it did not exit by itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub timed_out: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
-    /// The kernel's OOM killer killed a process of the run (its memory limit was reached).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub oom_killed: bool,
-    /// Peak memory of the run, in bytes (see `limits.mechanism` for how it was measured).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_peak_bytes: Option<u64>,
-    /// CPU time (user + system) of the run, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_time_ms: Option<u64>,
-    /// The request was a dry run: nothing ran; `message` says what would have.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub dry_run: bool,
-    /// A health-gated update: `updated`, `rolled_back`, `rollback_failed` or `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
-    /// A health-gated update: each script run (update, health checks, rollback) and its result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<crate::procedure::Step>>,
-    /// The resource limits that applied, by which mechanism, and those not enforced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<crate::limits::Applied>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
-    /// In progress: percent done, from the script's `PROGRESS:<n>` lines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<u8>,
-    /// In progress: the last lines of output (stdout and stderr, as they came).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_tail: Option<String>,
-    /// In progress: when this status was last rewritten (a heartbeat while output flows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
-    /// Queued: how many requests are ahead of this one, plus one (1 = next). Refreshed at
-    /// most once a second, for the first few in line only; further back it may be stale (too
-    /// high, never too low).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_position: Option<usize>,
-    /// Phase `scheduled`: when the request will start (RFC 3339, UTC): its `not_before`, or
-    /// the next opening of its component's maintenance window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled_for: Option<String>,
-    /// A multi-component update: each component's version and outcome, in order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub components: Option<Vec<crate::procedure::MemberOutcome>>,
-    /// RFC 3339, UTC, when this status was written.
-    pub timestamp: String,
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
-}
-
-impl Status {
-    pub fn is_final(&self) -> bool {
-        self.message != IN_PROGRESS
-    }
-}
-
-/// RFC 3339 with zone (UTC), millisecond precision.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
-}
-
-/// Whether a write must survive power loss before the caller goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync the file and the directory (final statuses).
-    Durable,
-    /// fsync the file before the rename, not the directory: after a power cut the name is
-    /// absent, the old file, or the whole new one, never an empty file (ext4 allocates a new
-    /// file's data late, and a rename that creates a name can reach the disk before the
-    /// data does). For the first status a client reads (queued), which then may sit for
-    /// minutes; later rewrites replace it, which ext4 orders by itself (auto_da_alloc).
-    NeverEmpty,
-    /// Atomic rename only (progress updates).
-    BestEffort,
-}
 
 /// How a progress record may be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +50,6 @@ impl StatusDir {
         })
     }
 
-    /// Whether progress records are written into the status file itself.
-    pub fn progress_in_status(&self) -> bool {
-        self.progress_in_status
-    }
-
     fn progress_name(&self, id: &RequestId) -> String {
         if self.progress_in_status {
             id.status_file_name()
@@ -192,10 +60,6 @@ impl StatusDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
-    }
-
-    pub fn file(&self, id: &RequestId) -> PathBuf {
-        self.path().join(id.status_file_name())
     }
 
     /// Reads a status; `Ok(None)` when there is none. The directory is writable by clients, so
@@ -457,153 +321,43 @@ fn is_directory_in_the_way(e: &io::Error) -> bool {
     )
 }
 
-/// The file a temp file of [`write_atomic`] was going to become: `.<target>.<hex>.tmp`.
-pub fn temp_target(name: &str) -> Option<&str> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    Some(inner.rsplit_once('.')?.0)
-}
-
-/// Removes the temp files [`write_atomic`] left in `dir` when its writer died, except those
-/// whose target `keep` says is still being written. Returns how many were removed.
-pub fn remove_temp_files(dir: &Dir, keep: impl Fn(&str) -> bool) -> io::Result<usize> {
-    let mut removed = 0;
-    for name in dir.names()? {
-        let Some(name) = name.to_str() else { continue };
-        let Some(target) = temp_target(name) else {
-            continue;
-        };
-        if !keep(target) {
-            match dir.remove(name) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(removed)
-}
-
 fn to_json(status: &Status) -> io::Result<Vec<u8>> {
     let mut json = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     json.push(b'\n');
     Ok(json)
 }
 
-/// Where [`write_atomic`] may put its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
-    /// Creates the name or replaces what is there.
-    Always,
-    /// Only replaces an existing name (`NotFound` otherwise); never re-creates a removed one.
-    OnlyOverExisting,
-}
-
-/// [`write_via`] a temp file named after `name` (`.<name>.<hex>.tmp`), for directories only
-/// the coordinator writes to, where [`remove_temp_files`] can tell what a leftover was for.
-pub fn write_atomic(
-    dir: &Dir,
-    name: &str,
-    bytes: &[u8],
-    durability: Durability,
-    owner: Option<u32>,
-    place: Place,
-) -> io::Result<()> {
-    let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
-    write_via(dir, &tmp, name, bytes, durability, owner, place)
-}
-
-/// Writes `bytes` to a new temp file `tmp` in `dir` (exclusive create, so nothing planted can
-/// redirect the write), optionally fsyncs it, renames it over `name`, optionally fsyncs the
-/// directory.
-fn write_via(
-    dir: &Dir,
-    tmp: &str,
-    name: &str,
-    bytes: &[u8],
-    durability: Durability,
-    owner: Option<u32>,
-    place: Place,
-) -> io::Result<()> {
-    let foreign_owner = owner.filter(|&uid| uid != nix::unistd::geteuid().as_raw());
-    // A file given to a client is private to it; our own files are world-readable.
-    let mode = if foreign_owner.is_some() {
-        0o600
-    } else {
-        0o644
-    };
-    let result = (|| {
-        let mut file = dir.create_new(tmp, mode)?;
-        if let Some(uid) = foreign_owner {
-            nix::unistd::fchown(&file, Some(nix::unistd::Uid::from_raw(uid)), None)?;
-        }
-        file.write_all(bytes)?;
-        if durability != Durability::BestEffort {
-            file.sync_all()?;
-        }
-        match place {
-            Place::Always => dir.rename(tmp, name),
-            // The temp name now holds the old record: removed below.
-            // Only over a record of ours: anything else counts as gone.
-            Place::OnlyOverExisting => match dir.lstat(name) {
-                Ok(st) if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG => {
-                    dir.exchange(tmp, name)
-                }
-                Ok(_) => Err(io::ErrorKind::NotFound.into()),
-                Err(e) => Err(e),
-            },
-        }
-    })();
-    if result.is_err() || place == Place::OnlyOverExisting {
-        let _ = dir.remove(tmp);
-    }
-    result?;
-    if durability == Durability::Durable {
-        dir.sync()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::{IN_PROGRESS, Phase};
     use std::fs;
 
     fn id(s: &str) -> RequestId {
         RequestId::parse(s).unwrap()
     }
 
-    #[test]
-    fn an_in_progress_status_has_null_success_and_is_not_final() {
-        let s = Status {
-            request_id: "a".into(),
-            message: IN_PROGRESS.into(),
-            phase: "queued".into(),
-            ..Default::default()
-        };
-        assert!(!s.is_final());
-        let json: serde_json::Value = serde_json::to_value(&s).unwrap();
-        assert_eq!(json["success"], serde_json::Value::Null);
-        assert_eq!(json["phase"], "queued");
-        // Fields the existing client reads are always present.
-        for key in [
-            "success",
-            "message",
-            "output",
-            "error",
-            "phase",
-            "timestamp",
-        ] {
-            assert!(json.get(key).is_some(), "{key} missing");
-        }
-    }
-
-    fn in_progress(phase: &str) -> Status {
+    fn in_progress(phase: Phase) -> Status {
         Status {
             request_id: "r1".into(),
             message: IN_PROGRESS.into(),
-            phase: phase.into(),
+            phase,
             ..Default::default()
         }
+    }
+
+    /// Writes a progress record in `phase` for request `r`, as the daemon does (best effort);
+    /// whether it was written.
+    fn show(status_dir: &StatusDir, r: &str, phase: Phase, how: Progress) -> bool {
+        status_dir
+            .progress(
+                &id(r),
+                &in_progress(phase),
+                Durability::BestEffort,
+                None,
+                how,
+            )
+            .unwrap()
     }
 
     fn done() -> Status {
@@ -629,19 +383,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), false).unwrap();
         let r1 = id("r1");
-        let progress = |s: &Status, how| {
-            status_dir
-                .progress(&r1, s, Durability::BestEffort, None, how)
-                .unwrap()
-        };
-        assert!(progress(&in_progress("queued"), Progress::First));
-        assert!(progress(&in_progress("running"), Progress::Update));
+        assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
+        assert!(show(&status_dir, "r1", Phase::Running, Progress::Update));
         assert_eq!(names(dir.path()), ["r1.progress.json"]);
         // A client that takes the first status it can parse finds nothing yet.
         assert_eq!(status_dir.read(&r1).unwrap(), None);
         assert_eq!(
             status_dir.read_latest(&r1).unwrap().unwrap().phase,
-            "running"
+            Phase::Running
         );
         status_dir
             .answer(&r1, &done(), Durability::Durable, None)
@@ -657,7 +406,7 @@ mod tests {
             status_dir
                 .progress(
                     &r2,
-                    &in_progress("queued"),
+                    &in_progress(Phase::Queued),
                     Durability::NeverEmpty,
                     None,
                     Progress::Restore
@@ -672,23 +421,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), true).unwrap();
         let r1 = id("r1");
-        let progress = |s: &Status, how| {
-            status_dir
-                .progress(&r1, s, Durability::BestEffort, None, how)
-                .unwrap()
-        };
-        assert!(progress(&in_progress("queued"), Progress::First));
+        assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
         assert_eq!(names(dir.path()), ["r1.json"]);
-        assert_eq!(status_dir.read(&r1).unwrap().unwrap().phase, "queued");
-        assert!(progress(&in_progress("running"), Progress::Update));
+        assert_eq!(status_dir.read(&r1).unwrap().unwrap().phase, Phase::Queued);
+        assert!(show(&status_dir, "r1", Phase::Running, Progress::Update));
         assert_eq!(
             status_dir.read_progress(&r1).unwrap().unwrap().phase,
-            "running"
+            Phase::Running
         );
         // An old client took it for the answer and deleted it.
         fs::remove_file(dir.path().join("r1.json")).unwrap();
-        assert!(!progress(&in_progress("installing"), Progress::Update));
-        assert!(!progress(&in_progress("installing"), Progress::Restore));
+        assert!(!show(
+            &status_dir,
+            "r1",
+            Phase::from("installing"),
+            Progress::Update
+        ));
+        assert!(!show(
+            &status_dir,
+            "r1",
+            Phase::from("installing"),
+            Progress::Restore
+        ));
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
         // The answer is always written.
         status_dir
@@ -697,27 +451,9 @@ mod tests {
         assert_eq!(names(dir.path()), ["r1.json"]);
         // Withdrawn for a hand-off: the same.
         let r2 = id("r2");
-        status_dir
-            .progress(
-                &r2,
-                &in_progress("queued"),
-                Durability::BestEffort,
-                None,
-                Progress::First,
-            )
-            .unwrap();
+        show(&status_dir, "r2", Phase::Queued, Progress::First);
         assert!(status_dir.withdraw_progress(&r2).unwrap());
-        assert!(
-            !status_dir
-                .progress(
-                    &r2,
-                    &in_progress("running"),
-                    Durability::BestEffort,
-                    None,
-                    Progress::Update
-                )
-                .unwrap()
-        );
+        assert!(!show(&status_dir, "r2", Phase::Running, Progress::Update));
         assert_eq!(names(dir.path()), ["r1.json"]);
     }
 
@@ -726,15 +462,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status_dir = StatusDir::open(dir.path(), false).unwrap();
         for name in ["gone", "alive"] {
-            status_dir
-                .progress(
-                    &id(name),
-                    &in_progress("running"),
-                    Durability::BestEffort,
-                    None,
-                    Progress::First,
-                )
-                .unwrap();
+            show(&status_dir, name, Phase::Running, Progress::First);
         }
         let removed = status_dir
             .expire(std::time::Duration::from_secs(3600), |id| {
@@ -796,17 +524,7 @@ mod tests {
         fs::create_dir_all(status.join("r1.json/inner")).unwrap();
         fs::create_dir_all(status.join("r1.progress.json")).unwrap();
         let status_dir = StatusDir::open(&status, false).unwrap();
-        assert!(
-            status_dir
-                .progress(
-                    &id("r1"),
-                    &in_progress("queued"),
-                    Durability::BestEffort,
-                    None,
-                    Progress::First
-                )
-                .unwrap()
-        );
+        assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
         status_dir
             .answer(&id("r1"), &done(), Durability::Durable, None)
             .unwrap();

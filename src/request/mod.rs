@@ -5,76 +5,24 @@
 //! tolerated (newer clients may send more); known fields with the wrong type are rejected.
 //! After [`Request::parse`] nothing downstream re-checks: a [`RequestId`] that exists is safe as
 //! a file name, a [`Version`] is safe as one argv element.
+//!
+//! Here: the [`Action`], the [`Request`] and its parser. Beside it, one file each: request ids
+//! (`id.rs`), versions (`version.rs`), refusals (`error.rs`) and cancel requests (`cancel.rs`).
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-/// Longest accepted request id. A uuid4 is 36 characters; leave room for other id schemes.
-pub const MAX_ID_LEN: usize = 128;
-/// Longest accepted version string.
-pub const MAX_VERSION_LEN: usize = 64;
+mod cancel;
+mod error;
+mod id;
+mod version;
 
-/// A request id that is safe to use as a file name: 1–128 characters from `[A-Za-z0-9._-]`,
-/// not starting with `.` or `-`, and without `..`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(String);
-
-impl RequestId {
-    pub fn parse(raw: &str) -> Result<Self, RequestError> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        let valid = !raw.is_empty()
-            && raw.len() <= MAX_ID_LEN
-            && raw.chars().all(ok_char)
-            && !raw.starts_with('.')
-            && !raw.starts_with('-')
-            && !raw.contains("..")
-            // `status/inventory.json` is the published inventory, not a request's answer.
-            && raw != "inventory"
-            // `status/<id>.progress.json` is request <id>'s progress record.
-            && !raw.ends_with(PROGRESS_SUFFIX);
-        if valid {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(RequestError::InvalidRequestId(printable(raw)))
-        }
-    }
-
-    /// The id a request file name stands for (`<id>.json`), if that stem is a safe id.
-    pub fn from_file_name(name: &str) -> Option<Self> {
-        Self::parse(name.strip_suffix(".json")?).ok()
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The name of this request's status file, `<id>.json`.
-    pub fn status_file_name(&self) -> String {
-        format!("{}.json", self.0)
-    }
-
-    /// The name of this request's progress record, `<id>.progress.json` (beside the status
-    /// file, where clients that only know final statuses never look).
-    pub fn progress_file_name(&self) -> String {
-        format!("{}{PROGRESS_SUFFIX}.json", self.0)
-    }
-
-    /// The id a progress record's name (`<id>.progress.json`) stands for.
-    pub fn from_progress_file_name(name: &str) -> Option<Self> {
-        let stem = name.strip_suffix(".json")?.strip_suffix(PROGRESS_SUFFIX)?;
-        Self::parse(stem).ok()
-    }
-}
-
-/// What marks a progress record's name; no request id may end with it.
-const PROGRESS_SUFFIX: &str = ".progress";
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub(crate) use cancel::Cancel;
+use error::reject;
+pub use error::{InvalidRequest, RequestError};
+pub use id::{MAX_ID_LEN, RequestId};
+pub use version::{MAX_VERSION_LEN, Version};
 
 /// What a request asks for. Each action maps to one script in the component's directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +56,7 @@ impl Action {
     }
 
     /// The script this action runs, relative to the component's directory.
-    pub fn script_name(self) -> &'static str {
+    pub(crate) fn script_name(self) -> &'static str {
         match self {
             Self::Update => "update.sh",
             Self::Rollback => "rollback.sh",
@@ -117,7 +65,7 @@ impl Action {
     }
 
     /// Update and rollback change what runs on the host; they are serialized (see `daemon`).
-    pub fn is_exclusive(self) -> bool {
+    pub(crate) fn is_exclusive(self) -> bool {
         matches!(self, Self::Update | Self::Rollback)
     }
 }
@@ -125,29 +73,6 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A version string that is safe to pass as one argv element: starts with a digit, then
-/// `[A-Za-z0-9.+_-]`, at most 64 characters (`1.2.3`, `1.0.0-beta.8`, `2026.01.5`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Version(String);
-
-impl Version {
-    pub fn parse(raw: &str) -> Result<Self, RequestError> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_' | '-');
-        let valid = raw.len() <= MAX_VERSION_LEN
-            && raw.starts_with(|c: char| c.is_ascii_digit())
-            && raw.chars().all(ok_char);
-        if valid {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(RequestError::InvalidVersion(printable(raw)))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 
@@ -177,16 +102,16 @@ pub struct Member {
 }
 
 impl Request {
-    pub fn version_text(&self) -> Option<String> {
+    pub(crate) fn version_text(&self) -> Option<String> {
         self.version.as_ref().map(|v| v.as_str().to_owned())
     }
 
-    pub fn is_batch(&self) -> bool {
+    pub(crate) fn is_batch(&self) -> bool {
         !self.batch.is_empty()
     }
 
     /// The components this request changes or checks, in order.
-    pub fn components(&self) -> Vec<&str> {
+    pub(crate) fn components(&self) -> Vec<&str> {
         if self.is_batch() {
             self.batch.iter().map(|m| m.component.as_str()).collect()
         } else {
@@ -195,76 +120,9 @@ impl Request {
     }
 
     /// What statuses and logs name: `remote` or, for a batch, `remote+scheduler`.
-    pub fn component_label(&self) -> String {
+    pub(crate) fn component_label(&self) -> String {
         self.components().join("+")
     }
-}
-
-/// Why a request file was refused. Each variant has a stable machine [`code`](Self::code) that
-/// goes into the status file; `Display` is the human message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    #[error("the request is not valid JSON ({0}); write one JSON object per file")]
-    InvalidJson(String),
-    #[error("the request must be a JSON object")]
-    NotAnObject,
-    #[error("the request has no `{0}` field")]
-    MissingField(&'static str),
-    #[error("the field `{field}` must be {expected}")]
-    WrongType {
-        field: &'static str,
-        expected: &'static str,
-    },
-    #[error(
-        "request_id {0:?} is not allowed: use 1-128 characters from A-Z a-z 0-9 . _ -, not starting with . or -"
-    )]
-    InvalidRequestId(String),
-    #[error("unknown component {0:?}; the configured components are: {1}")]
-    UnknownComponent(String, String),
-    #[error("unknown action {0:?}; use update, rollback or health")]
-    UnknownAction(String),
-    #[error(
-        "version {0:?} is not a version: it must start with a digit and use only A-Z a-z 0-9 . + _ - (at most 64 characters), e.g. 1.0.0-beta.8"
-    )]
-    InvalidVersion(String),
-    #[error("`version` is only meaningful for update, not for {0}")]
-    UnexpectedVersion(Action),
-    #[error(
-        "not_before {0:?} is not a time: write RFC 3339, e.g. \"2026-11-28T02:00:00Z\" or \"2026-11-28T03:00:00+01:00\" (without an offset: the host's local time)"
-    )]
-    InvalidNotBefore(String),
-    #[error("invalid multi-component update: {0}")]
-    InvalidBatch(String),
-}
-
-impl RequestError {
-    /// Stable machine-readable code for the status file's `code` field.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::NotAnObject => "invalid_request",
-            Self::MissingField(_) => "missing_field",
-            Self::WrongType { .. } => "wrong_type",
-            Self::InvalidRequestId(_) => "invalid_request_id",
-            Self::UnknownComponent(..) => "unknown_component",
-            Self::UnknownAction(_) => "unknown_action",
-            Self::InvalidVersion(_) => "invalid_version",
-            Self::UnexpectedVersion(_) => "unexpected_version",
-            Self::InvalidNotBefore(_) => "invalid_not_before",
-            Self::InvalidBatch(_) => "invalid_batch",
-        }
-    }
-}
-
-/// A request file that is not a valid request, with whatever could be read from it so its
-/// refusal ([`crate::report::Refusal`]) can be addressed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidRequest {
-    /// The request's own id, when it had a valid one.
-    pub id: Option<RequestId>,
-    pub component: Option<String>,
-    pub action: Option<String>,
-    pub error: RequestError,
 }
 
 impl Request {
@@ -435,75 +293,8 @@ impl Request {
     }
 }
 
-/// `{"action": "cancel", "target": "<request_id>", "request_id": "<own id>"}`: stop a
-/// queued or running request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cancel {
-    pub id: RequestId,
-    pub target: RequestId,
-}
-
-impl Cancel {
-    /// `None` when the bytes are not a cancel request at all (then [`Request::parse`] applies).
-    pub fn parse(bytes: &[u8]) -> Option<Result<Cancel, Box<InvalidRequest>>> {
-        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(bytes) else {
-            return None;
-        };
-        if fields.get("action").and_then(Value::as_str) != Some("cancel") {
-            return None;
-        }
-        let action = Some("cancel".to_string());
-        let id = match string_field(&fields, "request_id") {
-            Ok(Some(raw)) => match RequestId::parse(raw) {
-                Ok(id) => id,
-                Err(e) => return Some(Err(reject(None, None, action, e))),
-            },
-            Ok(None) => {
-                return Some(Err(reject(
-                    None,
-                    None,
-                    action,
-                    RequestError::MissingField("request_id"),
-                )));
-            }
-            Err(e) => return Some(Err(reject(None, None, action, e))),
-        };
-        let in_context = |e| {
-            Some(Err(reject(
-                Some(id.clone()),
-                None,
-                Some("cancel".into()),
-                e,
-            )))
-        };
-        let target = match string_field(&fields, "target") {
-            Ok(Some(raw)) => match RequestId::parse(raw) {
-                Ok(target) => target,
-                Err(e) => return in_context(e),
-            },
-            Ok(None) => return in_context(RequestError::MissingField("target")),
-            Err(e) => return in_context(e),
-        };
-        Some(Ok(Cancel { id, target }))
-    }
-}
-
-fn reject(
-    id: Option<RequestId>,
-    component: Option<String>,
-    action: Option<String>,
-    error: RequestError,
-) -> Box<InvalidRequest> {
-    Box::new(InvalidRequest {
-        id,
-        component,
-        action,
-        error,
-    })
-}
-
 /// `Ok(None)` when the field is absent or null; an error when it has another type.
-fn string_field<'a>(
+pub(super) fn string_field<'a>(
     fields: &'a Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<&'a str>, RequestError> {
@@ -530,6 +321,7 @@ pub fn printable(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::Code;
 
     const COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
 
@@ -537,7 +329,7 @@ mod tests {
         Request::parse(json.as_bytes(), COMPONENTS)
     }
 
-    fn code(json: &str) -> &'static str {
+    fn code(json: &str) -> Code {
         parse(json).unwrap_err().error.code()
     }
 
@@ -580,35 +372,13 @@ mod tests {
         assert!(Cancel::parse(cancel).unwrap().is_ok());
         assert_eq!(
             code(r#"{"component":"core","action":"update","version":"","request_id":"e2"}"#),
-            "invalid_version"
+            Code::InvalidVersion
         );
         // A real version where none is used is still a mistake worth saying.
         assert_eq!(
             code(r#"{"component":"core","action":"health","version":"1.2","request_id":"e3"}"#),
-            "unexpected_version"
+            Code::UnexpectedVersion
         );
-    }
-
-    #[test]
-    fn cancel_requests_name_their_target() {
-        let c = Cancel::parse(br#"{"action":"cancel","target":"t-1","request_id":"c-1"}"#)
-            .unwrap()
-            .unwrap();
-        assert_eq!((c.id.as_str(), c.target.as_str()), ("c-1", "t-1"));
-        assert!(
-            Cancel::parse(br#"{"action":"health","component":"core","request_id":"a"}"#).is_none()
-        );
-        let missing = Cancel::parse(br#"{"action":"cancel","request_id":"c-1"}"#)
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(
-            (missing.error.code(), missing.id.unwrap().as_str()),
-            ("missing_field", "c-1")
-        );
-        let bad = Cancel::parse(br#"{"action":"cancel","target":"../x","request_id":"c-1"}"#)
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(bad.error.code(), "invalid_request_id");
     }
 
     #[test]
@@ -623,7 +393,7 @@ mod tests {
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","dry_run":"yes"}"#),
-            "wrong_type"
+            Code::WrongType
         );
     }
 
@@ -655,35 +425,35 @@ mod tests {
         for (json, expected) in [
             (
                 r#"{"action":"update","components":{},"request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"health","components":{"core":"1.0","remote":"2"},"request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"update","component":"core","components":{"core":"1.0"},"request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","remote":"2"},"version":"1","request_id":"b"}"#,
-                "invalid_batch",
+                Code::InvalidBatch,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","nas":"2"},"request_id":"b"}"#,
-                "unknown_component",
+                Code::UnknownComponent,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","remote":"--x"},"request_id":"b"}"#,
-                "invalid_version",
+                Code::InvalidVersion,
             ),
             (
                 r#"{"action":"update","components":{"core":"1.0","remote":2},"request_id":"b"}"#,
-                "wrong_type",
+                Code::WrongType,
             ),
             (
                 r#"{"action":"update","components":["core"],"request_id":"b"}"#,
-                "wrong_type",
+                Code::WrongType,
             ),
         ] {
             assert_eq!(code(json), expected, "{json}");
@@ -699,11 +469,11 @@ mod tests {
         assert_eq!(r.not_before.unwrap().to_string(), "2026-11-28T01:00:00Z");
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","not_before":"soon"}"#),
-            "invalid_not_before"
+            Code::InvalidNotBefore
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","not_before":5}"#),
-            "wrong_type"
+            Code::WrongType
         );
     }
 
@@ -717,39 +487,39 @@ mod tests {
 
     #[test]
     fn refusals_carry_stable_codes() {
-        assert_eq!(code("{not json"), "invalid_json");
-        assert_eq!(code("[1,2]"), "invalid_request");
+        assert_eq!(code("{not json"), Code::InvalidJson);
+        assert_eq!(code("[1,2]"), Code::InvalidRequest);
         assert_eq!(
             code(r#"{"component":"core","action":"health"}"#),
-            "missing_field"
+            Code::MissingField
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":7}"#),
-            "wrong_type"
+            Code::WrongType
         );
         assert_eq!(
             code(r#"{"component":"nas","action":"health","request_id":"a"}"#),
-            "unknown_component"
+            Code::UnknownComponent
         );
         assert_eq!(
             code(r#"{"component":"core","action":"reboot","request_id":"a"}"#),
-            "unknown_action"
+            Code::UnknownAction
         );
         assert_eq!(
             code(r#"{"component":"core","action":"update","request_id":"a"}"#),
-            "missing_field"
+            Code::MissingField
         );
         assert_eq!(
             code(r#"{"component":"core","action":"update","version":"--help","request_id":"a"}"#),
-            "invalid_version"
+            Code::InvalidVersion
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","version":"1.0","request_id":"a"}"#),
-            "unexpected_version"
+            Code::UnexpectedVersion
         );
         assert_eq!(
             code(r#"{"component":"core","action":"health","request_id":"a","timestamp":5}"#),
-            "wrong_type"
+            Code::WrongType
         );
     }
 
@@ -759,70 +529,6 @@ mod tests {
         assert_eq!(r.id.unwrap().as_str(), "abc");
         assert_eq!(r.component.as_deref(), Some("core"));
         assert_eq!(r.action.as_deref(), Some("reboot"));
-    }
-
-    #[test]
-    fn request_ids_that_could_escape_the_status_directory_are_refused() {
-        for bad in [
-            "",
-            "../etc/passwd",
-            "a/b",
-            ".hidden",
-            "-rf",
-            "a..b",
-            // Would collide with request `x`'s progress record.
-            "x.progress",
-            "a\nb",
-            "é",
-            &"x".repeat(129),
-        ] {
-            assert!(RequestId::parse(bad).is_err(), "{bad:?} must be refused");
-        }
-        for good in [
-            "0b6f1c2e-6a57-4d8e-9a53-2f0c8d7e9b11",
-            "test-123",
-            "a.b_c",
-            &"x".repeat(128),
-        ] {
-            assert!(RequestId::parse(good).is_ok(), "{good:?} must be accepted");
-        }
-    }
-
-    #[test]
-    fn versions_look_like_versions() {
-        for good in ["1.2.3", "1.0.0-beta.8", "2026.01.5", "2+build.7"] {
-            assert!(Version::parse(good).is_ok(), "{good:?}");
-        }
-        for bad in [
-            "",
-            "-1",
-            "v1.2.3",
-            "1.2.3; rm -rf /",
-            "1 2",
-            "latest",
-            &"1".repeat(65),
-        ] {
-            assert!(Version::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn id_from_file_name_needs_the_json_suffix_and_a_safe_stem() {
-        assert_eq!(
-            RequestId::from_file_name("abc.json").unwrap().as_str(),
-            "abc"
-        );
-        assert!(RequestId::from_file_name("abc.txt").is_none());
-        assert!(RequestId::from_file_name(".abc.json").is_none());
-        // A progress record is not a request's status.
-        assert!(RequestId::from_file_name("abc.progress.json").is_none());
-        assert_eq!(
-            RequestId::from_progress_file_name("abc.progress.json")
-                .unwrap()
-                .as_str(),
-            "abc"
-        );
-        assert!(RequestId::from_progress_file_name("abc.json").is_none());
     }
 
     #[test]

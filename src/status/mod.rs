@@ -1,0 +1,161 @@
+//! Status files: the [`Status`] type *is* the file format. Its states are typed ([`Phase`],
+//! [`Code`], each in its own file); [`dir`] reads and writes them in `status/`, through
+//! [`atomic`] writes.
+//!
+//! `status/<request_id>.json` is written once, with the final answer: clients written to seed
+//! 001's protocol take the first status they can parse as the answer. Progress (queued, queue
+//! position, scheduled, phases, percent) goes beside it, to `status/<request_id>.progress.json`,
+//! where only clients that know about it look; it is removed when the answer is written. With
+//! `[spool] progress_in_status` the progress record is `status/<request_id>.json` itself
+//! (`message == "in_progress"`, `success: null`), for deployments whose clients all keep
+//! polling past such records.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+mod atomic;
+mod code;
+mod dir;
+mod phase;
+
+pub(crate) use atomic::{Durability, Place, remove_temp_files, write_atomic};
+pub use code::Code;
+pub(crate) use dir::{Progress, StatusDir};
+pub use phase::Phase;
+
+/// The `message` of every non-final status.
+pub const IN_PROGRESS: &str = "in_progress";
+
+/// One status file. Optional fields are omitted when unset, so old clients see the fields they
+/// know (`success`, `message`, `output`, `error`, `phase`) and new ones see more.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub request_id: String,
+    pub component: Option<String>,
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `null` while in progress; `true`/`false` when final.
+    pub success: Option<bool>,
+    /// `"in_progress"` while running; a human sentence when final.
+    pub message: String,
+    /// Stable machine code of a failure (`invalid_json`, `timeout`, `script_failed`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Code>,
+    /// `queued`, `running`, the script's own `PHASE:` names, then `done` or `failed`.
+    pub phase: Phase,
+    /// Tail of the script's stdout.
+    pub output: String,
+    /// Tail of the script's stderr.
+    pub error: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub output_truncated: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub error_truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal number that ended the script, when it did not exit by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub timed_out: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The kernel's OOM killer killed a process of the run (its memory limit was reached).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub oom_killed: bool,
+    /// Peak memory of the run, in bytes (see `limits.mechanism` for how it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    /// CPU time (user + system) of the run, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time_ms: Option<u64>,
+    /// The request was a dry run: nothing ran; `message` says what would have.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+    /// A health-gated update: `updated`, `rolled_back`, `rollback_failed` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::procedure::UpdateOutcome>,
+    /// A health-gated update: each script run (update, health checks, rollback) and its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<crate::procedure::Step>>,
+    /// The resource limits that applied, by which mechanism, and those not enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Applied>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// In progress: percent done, from the script's `PROGRESS:<n>` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// In progress: the last lines of output (stdout and stderr, as they came).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+    /// In progress: when this status was last rewritten (a heartbeat while output flows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// Queued: how many requests are ahead of this one, plus one (1 = next). Refreshed at
+    /// most once a second, for the first few in line only; further back it may be stale (too
+    /// high, never too low).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
+    /// Phase `scheduled`: when the request will start (RFC 3339, UTC): its `not_before`, or
+    /// the next opening of its component's maintenance window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
+    /// A multi-component update: each component's version and outcome, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<Vec<crate::procedure::MemberOutcome>>,
+    /// RFC 3339, UTC, when this status was written.
+    pub timestamp: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl Status {
+    /// Final: the answer (`success` set, `message` a sentence), not a progress record.
+    pub fn is_final(&self) -> bool {
+        self.message != IN_PROGRESS
+    }
+}
+
+/// RFC 3339 with zone (UTC), millisecond precision.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_progress_status_has_null_success_and_is_not_final() {
+        let s = Status {
+            request_id: "a".into(),
+            message: IN_PROGRESS.into(),
+            phase: Phase::Queued,
+            ..Default::default()
+        };
+        assert!(!s.is_final());
+        let json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["success"], serde_json::Value::Null);
+        assert_eq!(json["phase"], "queued");
+        // Fields the existing client reads are always present.
+        for key in [
+            "success",
+            "message",
+            "output",
+            "error",
+            "phase",
+            "timestamp",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing");
+        }
+    }
+}
