@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{InvalidRequest, RequestError, RequestId, reject, string_field};
 
 /// `{"action": "cancel", "target": "<request_id>", "request_id": "<own id>"}`: stop a
-/// queued or running request (seed 000).
+/// queued or running request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cancel {
     pub id: RequestId,
