@@ -1,4 +1,4 @@
-//! The audit log (seed 003's event list): an append-only JSON-lines file in the state
+//! The audit log: an append-only JSON-lines file in the state
 //! directory, one line per thing that happened to a request, for operators asking "what
 //! happened to remote last night?" (`update-coordinator history`).
 //!

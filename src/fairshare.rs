@@ -1,5 +1,5 @@
 //! Fair share between writers: who a writer is, and how much of a shared limit one writer may
-//! take, so that one writer cannot refuse or stall another (issue 15).
+//! take, so that one writer (one container, one uid) cannot refuse or stall another.
 //!
 //! Every shared limit has a per-writer bound: the queue (`spool.max_queued_per_writer`),
 //! requests waiting for their time (`spool.max_scheduled_per_writer`), each component's hourly

@@ -1,7 +1,7 @@
-//! The version inventory (seeds 000, 002, 004): per component, the version running now, the
-//! last action and its outcome, and the last results. Kept in the state directory and
-//! published as `status/inventory.json` for containers to read; `update-coordinator inventory`
-//! prints it.
+//! The version inventory: per component, the version running now, the last action and its
+//! outcome, and the last results, so a client can tell what is deployed without asking each
+//! container. Kept in the state directory and published as `status/inventory.json` for
+//! containers to read; `update-coordinator inventory` prints it.
 
 use std::collections::BTreeMap;
 use std::path::Path;

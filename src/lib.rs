@@ -8,7 +8,8 @@
 //! timeout, its own process group and bounded output capture; [`report`] turns the outcome into
 //! a [`status::Status`], which [`status`] writes atomically to `status/<request_id>.json`.
 //! Runs survive the coordinator: each script is owned by a [`monitor`] process and every step is
-//! in the durable [`record`]s, so a restarted coordinator re-attaches and answers exactly once;
+//! in the durable [`record`]s, so a restarted coordinator re-attaches and answers exactly once
+//! ([`recovery`] decides what each record left behind calls for);
 //! [`instance`] keeps it to one coordinator per state directory.
 //! [`config`] owns every path; [`systemd`] and [`logging`] talk to the service manager and the
 //! journal; [`cli`] holds the subcommands.
@@ -36,6 +37,7 @@ pub mod procedure;
 pub mod quarantine;
 mod ratelimit;
 mod record;
+mod recovery;
 pub mod report;
 pub mod request;
 pub mod runner;

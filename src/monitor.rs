@@ -13,7 +13,6 @@
 
 use std::io::Write;
 
-use crate::runner::RunEvents;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::procedure::{self, Reports};
 use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
 use crate::report;
 use crate::request::RequestId;
@@ -114,10 +114,13 @@ impl Reporter {
         if !live.shown {
             return;
         }
-        let mut status = report::in_progress(request, live.phase.clone(), Some(self.started_at));
-        status.progress = live.progress;
-        status.log_tail = Some(live.tail.iter().map(|l| format!("{l}\n")).collect());
-        status.updated_at = Some(crate::status::now_rfc3339());
+        let status = report::running(
+            request,
+            &live.phase,
+            self.started_at,
+            live.progress,
+            live.tail.iter(),
+        );
         // Never creates the record: one the client deleted, or the coordinator withdrew for
         // a self-update hand-off, stays gone (and then there is no point in writing more).
         let written = dir.progress(
@@ -137,7 +140,16 @@ impl Reporter {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends an event to the audit log (best effort: the log is for people).
+    fn fields(&self) -> (&str, &str) {
+        match &self.request {
+            Some(r) => (r.component.as_str(), r.action.as_str()),
+            None => ("", ""),
+        }
+    }
+}
+
+impl Reports for Reporter {
+    /// Best effort: the log is for people.
     fn audit(&self, event: &str, detail: &str, component: &str) {
         let Some(request) = &self.request else { return };
         let mut event = crate::audit::Event::of(event, request).detail(detail);
@@ -146,13 +158,6 @@ impl Reporter {
         }
         if let Err(e) = self.audit.append(&event) {
             warn!(request_id = %self.id, error = %e, "cannot append to the audit log");
-        }
-    }
-
-    fn fields(&self) -> (&str, &str) {
-        match &self.request {
-            Some(r) => (r.component.as_str(), r.action.as_str()),
-            None => ("", ""),
         }
     }
 }
@@ -202,11 +207,6 @@ impl runner::RunEvents for Reporter {
             self.write(&mut live);
         }
     }
-}
-
-/// The reporter as the runner sees it.
-fn as_events(reporter: &Arc<Reporter>) -> Arc<dyn runner::RunEvents> {
-    Arc::clone(reporter) as Arc<dyn runner::RunEvents>
 }
 
 async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Path) -> ExitRecord {
@@ -268,14 +268,14 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     }
     let mut batch = None;
     let (result, mut steps) = if spec.batch.is_empty() {
-        let result = runner::run(invocation, as_events(&reporter), stop_rx.clone()).await;
+        let result = runner::run(invocation, Arc::clone(&reporter) as _, stop_rx.clone()).await;
         let steps = match &spec.procedure {
-            Some(procedure) => gate(procedure, &result, &reporter, &stop_rx, "").await,
+            Some(gated) => procedure::gate(gated, &result, &reporter, &stop_rx, "").await,
             None => Vec::new(),
         };
         (result, steps)
     } else {
-        let run = run_batch(&spec.batch, &reporter, &stop_rx).await;
+        let run = procedure::run_batch(&spec.batch, &reporter, &stop_rx).await;
         batch = Some((run.members, run.failure));
         (run.result, run.steps)
     };
@@ -290,13 +290,10 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     record.usage = Some(usage);
     record.limits = Some(applied);
     let concluded = match &batch {
-        Some((members, failure)) => Some(crate::procedure::conclude_batch(
-            members,
-            failure.as_deref(),
-        )),
+        Some((members, failure)) => Some(procedure::batch_outcome(members, failure.as_deref())),
         None if !steps.is_empty() => {
             let version = spec.accepted.version.clone().unwrap_or_default();
-            Some(crate::procedure::conclude(&steps, &version))
+            Some(procedure::outcome(&steps, &version))
         }
         None => None,
     };
@@ -311,208 +308,6 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
         record.members = members;
     }
     record
-}
-
-/// What a multi-component update did.
-struct BatchRun {
-    /// The update that decided the batch: the failing one, else the last one.
-    result: std::io::Result<runner::Outcome>,
-    steps: Vec<crate::procedure::Step>,
-    members: Vec<crate::procedure::MemberOutcome>,
-    /// The failing component's own sentence.
-    failure: Option<String>,
-}
-
-/// Updates the components in order, each through its health gate; when one fails, the ones
-/// already updated are rolled back, newest first, and the rest are not started.
-async fn run_batch(
-    members: &[crate::procedure::Member],
-    reporter: &Arc<Reporter>,
-    stop: &watch::Receiver<bool>,
-) -> BatchRun {
-    use crate::procedure::{MemberOutcome, MemberResult, Step, UpdateOutcome, conclude};
-    let mut run = BatchRun {
-        result: Err(std::io::Error::other("no component to update")),
-        steps: Vec::new(),
-        members: members
-            .iter()
-            .map(|m| MemberOutcome {
-                component: m.component.clone(),
-                version: m.version.clone(),
-                outcome: MemberResult::NotStarted,
-            })
-            .collect(),
-        failure: None,
-    };
-    let tag = |steps: Vec<Step>, component: &str| -> Vec<Step> {
-        steps
-            .into_iter()
-            .map(|mut s| {
-                s.component = Some(component.to_owned());
-                s
-            })
-            .collect()
-    };
-    let mut updated = Vec::new();
-    for (i, member) in members.iter().enumerate() {
-        if *stop.borrow() {
-            break;
-        }
-        reporter.phase(format!("updating {}", member.component));
-        let result = runner::run(member.update.clone(), as_events(reporter), stop.clone()).await;
-        let steps = match &member.procedure {
-            Some(procedure) => gate(procedure, &result, reporter, stop, &member.component).await,
-            None => vec![Step::of("update", &result)],
-        };
-        let (outcome, message) = match &member.procedure {
-            Some(_) => conclude(&steps, &member.version),
-            None if steps[0].succeeded() => (UpdateOutcome::Updated, String::new()),
-            None => (
-                UpdateOutcome::Failed,
-                format!("the update to {} failed", member.version),
-            ),
-        };
-        run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = MemberResult::Ended(outcome);
-        run.result = result;
-        if outcome != UpdateOutcome::Updated {
-            run.failure = Some(format!("{}: {message}", member.component));
-            break;
-        }
-        updated.push(i);
-    }
-    if run.failure.is_none() && !*stop.borrow() {
-        return run;
-    }
-    // Newest first: the last one updated may depend on the earlier ones.
-    for &i in updated.iter().rev() {
-        let member = &members[i];
-        let Some(procedure) = &member.procedure else {
-            continue;
-        };
-        if *stop.borrow() {
-            break;
-        }
-        let mut steps = Vec::new();
-        let healthy = roll_back(
-            procedure,
-            "0",
-            reporter,
-            stop,
-            &mut steps,
-            &member.component,
-        )
-        .await;
-        run.steps.extend(tag(steps, &member.component));
-        run.members[i].outcome = MemberResult::Ended(if healthy {
-            UpdateOutcome::RolledBack
-        } else {
-            UpdateOutcome::RollbackFailed
-        });
-    }
-    run
-}
-
-/// The health gate after `update.sh` and, when needed, the rollback (see [`crate::procedure`]).
-/// Returns every step, the update first. A stop request (SIGTERM) ends the procedure.
-async fn gate(
-    procedure: &crate::procedure::Procedure,
-    update: &std::io::Result<runner::Outcome>,
-    reporter: &Arc<Reporter>,
-    stop: &watch::Receiver<bool>,
-    component: &str,
-) -> Vec<crate::procedure::Step> {
-    use crate::procedure::Step;
-    let mut steps = vec![Step::of("update", update)];
-    let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
-    if stopped(stop) {
-        return steps;
-    }
-    if steps[0].succeeded() && healthy(procedure, reporter, stop, &mut steps, component).await {
-        return steps;
-    }
-    if stopped(stop) {
-        return steps;
-    }
-    let update_exit = steps[0]
-        .exit_code
-        .map_or_else(|| "none".to_owned(), |c| c.to_string());
-    roll_back(
-        procedure,
-        &update_exit,
-        reporter,
-        stop,
-        &mut steps,
-        component,
-    )
-    .await;
-    steps
-}
-
-/// Runs `rollback.sh`, then (if it succeeded) the health check; returns whether the
-/// component is healthy again. `update_exit` tells rollback.sh how the update ended (a
-/// script that restored itself may have nothing to undo).
-async fn roll_back(
-    procedure: &crate::procedure::Procedure,
-    update_exit: &str,
-    reporter: &Arc<Reporter>,
-    stop: &watch::Receiver<bool>,
-    steps: &mut Vec<crate::procedure::Step>,
-    component: &str,
-) -> bool {
-    use crate::procedure::Step;
-    reporter.phase(if component.is_empty() {
-        "rolling_back".into()
-    } else {
-        format!("rolling_back {component}")
-    });
-    let mut rollback = procedure.rollback.clone();
-    rollback
-        .env
-        .push(("UPDATE_EXIT_CODE".into(), update_exit.to_owned()));
-    let result = runner::run(rollback, as_events(reporter), stop.clone()).await;
-    steps.push(Step::of("rollback", &result));
-    let rolled_back = steps.last().is_some_and(Step::succeeded);
-    let detail = if rolled_back {
-        "rollback.sh succeeded"
-    } else {
-        "rollback.sh FAILED"
-    };
-    reporter.audit("rolled_back", detail, component);
-    rolled_back && !*stop.borrow() && healthy(procedure, reporter, stop, steps, component).await
-}
-
-/// Runs the health check up to `health_retries` times; returns whether it passed.
-async fn healthy(
-    procedure: &crate::procedure::Procedure,
-    reporter: &Arc<Reporter>,
-    stop: &watch::Receiver<bool>,
-    steps: &mut Vec<crate::procedure::Step>,
-    component: &str,
-) -> bool {
-    for attempt in 1..=procedure.health_retries {
-        reporter.phase(format!(
-            "health_check {attempt}/{}",
-            procedure.health_retries
-        ));
-        let result = runner::run(procedure.health.clone(), as_events(reporter), stop.clone()).await;
-        let step = crate::procedure::Step::of("health", &result);
-        let passed = step.succeeded();
-        steps.push(step);
-        if passed {
-            return true;
-        }
-        reporter.audit(
-            "health_failed",
-            &format!("attempt {attempt}/{}", procedure.health_retries),
-            component,
-        );
-        if *stop.borrow() || attempt == procedure.health_retries {
-            break;
-        }
-        tokio::time::sleep(procedure.health_interval).await;
-    }
-    false
 }
 
 /// This process's cgroup v2 directory (`/proc/self/cgroup`: `0::/path`).

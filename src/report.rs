@@ -3,7 +3,7 @@
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use crate::request::{Action, Rejection, Request, RequestId};
+use crate::request::{Action, InvalidRequest, Request, RequestId};
 use crate::runner::{Exit, Outcome, Stopped};
 use crate::status::{Code, IN_PROGRESS, Phase, Status, now_rfc3339, rfc3339};
 
@@ -52,8 +52,8 @@ impl Refusal {
     }
 }
 
-impl From<&Rejection> for Refusal {
-    fn from(rejection: &Rejection) -> Self {
+impl From<&InvalidRequest> for Refusal {
+    fn from(rejection: &InvalidRequest) -> Self {
         Self {
             id: rejection.id.clone(),
             component: rejection.component.clone(),
@@ -270,6 +270,110 @@ fn secs(d: Duration) -> String {
     } else {
         format!("{s:.1}")
     }
+}
+
+/// A request waiting for its turn, with its place in line (1 = next).
+pub fn queued(request: &Request, position: usize) -> Status {
+    Status {
+        queue_position: Some(position),
+        ..in_progress(request, Phase::Queued, None)
+    }
+}
+
+/// A queued request's status once the line moved: its new place, and when it was refreshed.
+pub fn moved_in_line(request: &Request, position: usize) -> Status {
+    Status {
+        updated_at: Some(now_rfc3339()),
+        ..queued(request, position)
+    }
+}
+
+/// A request waiting for its maintenance window or `not_before` until `start` (phase
+/// `scheduled`); with no `start`, it is due and back to `queued` (its place comes later).
+pub fn waiting(request: &Request, start: Option<jiff::Timestamp>) -> Status {
+    let phase = if start.is_some() {
+        Phase::Scheduled
+    } else {
+        Phase::Queued
+    };
+    Status {
+        scheduled_for: start.map(|t| t.to_string()),
+        ..in_progress(request, phase, None)
+    }
+}
+
+/// A running script's progress as its monitor shows it: its phase, its percentage if it gave
+/// one, and the last lines of its output.
+pub fn running<'a>(
+    request: &Request,
+    phase: &Phase,
+    started_at: SystemTime,
+    progress: Option<u8>,
+    tail: impl Iterator<Item = &'a String>,
+) -> Status {
+    Status {
+        progress,
+        log_tail: Some(tail.map(|l| format!("{l}\n")).collect()),
+        updated_at: Some(now_rfc3339()),
+        ..in_progress(request, phase.clone(), Some(started_at))
+    }
+}
+
+/// The answer to a dry run that a real request would get refused.
+pub fn dry_run_refused(id: &RequestId, refusal: &Refusal) -> Status {
+    let refusal = Refusal {
+        message: format!("dry run: a real request would fail: {}", refusal.message),
+        ..refusal.clone()
+    };
+    Status {
+        dry_run: true,
+        ..refused(id, &refusal)
+    }
+}
+
+/// The answer to a dry run that would run: `plan` ("run `...` in ...") says what it would do;
+/// `limits`, what would be enforced.
+pub fn dry_run(request: &Request, plan: &str, limits: Option<crate::limits::Applied>) -> Status {
+    Status {
+        success: Some(true),
+        phase: Phase::Done,
+        message: format!("dry run: would {plan}. Nothing was run."),
+        limits,
+        dry_run: true,
+        ..base(request)
+    }
+}
+
+/// The final status of a run from its monitor's exit record. `cancelled_by`: the cancel
+/// request that stopped it (only when the script was indeed stopped).
+pub fn from_exit(
+    request: &Request,
+    ctx: &RunContext,
+    record: &crate::record::ExitRecord,
+    cancelled_by: Option<&RequestId>,
+) -> Status {
+    let mut status = finished(request, ctx, &record.to_result());
+    add_usage(&mut status, record.usage.as_ref(), record.limits.as_ref());
+    add_procedure(
+        &mut status,
+        record.outcome,
+        record.outcome_message.as_deref(),
+        &record.steps,
+    );
+    if !record.members.is_empty() {
+        status.components = Some(record.members.clone());
+    }
+    // Last: a cancelled run is `cancelled`, whatever else its steps say.
+    if let Some(by) = cancelled_by {
+        status.code = Some(Code::Cancelled);
+        status.success = Some(false);
+        status.phase = Phase::Failed;
+        status.message = format!(
+            "cancelled by request {by}: {} was stopped (SIGTERM to its process group)",
+            request.action.script_name()
+        );
+    }
+    status
 }
 
 #[cfg(test)]

@@ -268,7 +268,7 @@ mod tests {
             "2026-02-14T00:51:03.123",
             "2026-02-14T00:51:03.123Z",
             "2026-02-14T00:51:03.123+00:00",
-            // Issue 15: the offset after fractional seconds was ignored (read as UTC).
+            // A regression: the offset after fractional seconds was once ignored (read as UTC).
             "2026-02-14T05:51:03.123+05:00",
             "2026-02-13T21:21:03.123-03:30",
         ] {

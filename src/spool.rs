@@ -3,8 +3,10 @@
 //!
 //! Events are hints, the directory listing is the truth: the watch is armed first, then the
 //! directory is scanned, and it is scanned again whenever the watch overflows or errors. Only
-//! "closed after writing" and "renamed into the directory" mean a writer is done; a create
-//! never triggers anything.
+//! "closed after writing" and "renamed into the directory" mean a writer is done. A create
+//! is only acted on when the name cannot be a file still being written (a link, FIFO, socket
+//! or directory, which never gets a close-write event: see [`may_be_in_progress`]); a plain
+//! file is read once its writer closes or renames it.
 
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;

@@ -1,5 +1,5 @@
-//! When a request may start: a component's maintenance window (seed 003: updates only
-//! between, say, 02:00 and 04:00 local time) and a request's own `not_before`. Pure: the time
+//! When a request may start: a component's maintenance window (updates only between, say,
+//! 02:00 and 04:00 local time, when nobody uses the device) and a request's own `not_before`. Pure: the time
 //! zone and "now" are arguments, so DST and midnight cases are tested without the host's clock.
 //!
 //! A window bounds when an update *starts*; one started at 03:59 runs to its end. Health

@@ -33,7 +33,11 @@ pub fn run(args: &ConfigArg, verbose: u8) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::serve(config)) {
+    let served = runtime.block_on(async {
+        let shutdown = daemon::stop_signals()?;
+        daemon::serve(config, shutdown).await
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -67,7 +67,7 @@ impl Daemon {
         };
         // Only a request of this spool still in flight: a finished one has its answer under
         // that name, and another spool's is none of this client's business.
-        if !self.in_flight_ids.contains(&id) || self.job(&id).is_none_or(|job| job.spool != ix) {
+        if !self.in_flight.has_id(&id) || self.job(&id).is_none_or(|job| job.spool != ix) {
             return;
         }
         match self.spools[ix].status.withdraw_progress(&id) {
@@ -87,7 +87,7 @@ impl Daemon {
             return;
         };
         let old = written.elapsed().is_ok_and(|age| age > retention);
-        if old && !named.is_some_and(|id| self.in_flight_ids.contains(&id)) {
+        if old && !named.is_some_and(|id| self.in_flight.has_id(&id)) {
             match self.spools[ix].root.remove(HANDOFF_FILE) {
                 Ok(()) => info!(
                     file = HANDOFF_FILE,

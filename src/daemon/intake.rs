@@ -12,7 +12,7 @@ use crate::record::Accepted;
 use crate::report::{self, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
 use crate::spool;
-use crate::status::{Code, Phase};
+use crate::status::Code;
 use crate::status::{Durability, Progress};
 
 impl Daemon {
@@ -49,8 +49,7 @@ impl Daemon {
 
     /// Reads, checks and queues (or answers) one request file of spool `ix`.
     pub(super) fn take(&mut self, ix: SpoolIx, name: &str, seen: Seen) {
-        let key = (ix, name.to_owned());
-        if self.in_flight.contains(&key) || self.settling.contains(&key) {
+        if self.in_flight.is_taken(ix, name) {
             return;
         }
         let config = Arc::clone(&self.config);
@@ -131,7 +130,7 @@ impl Daemon {
     }
 
     pub(super) fn settle(&mut self, ix: SpoolIx, name: &str) {
-        self.settling.insert((ix, name.to_owned()));
+        self.in_flight.settling(ix, name);
         let tx = self.tx.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
@@ -143,7 +142,7 @@ impl Daemon {
     /// Queued, running, or already answered: such an id is never run again.
     pub(super) fn is_known(&self, id: &RequestId) -> bool {
         // Not the status file: a client may delete it, or plant one for an id it can guess.
-        self.in_flight_ids.contains(id) || self.store.exists(id)
+        self.in_flight.has_id(id) || self.store.exists(id)
     }
 
     pub(super) fn accept(&mut self, ix: SpoolIx, name: &str, request: Request, owner_uid: u32) {
@@ -191,8 +190,7 @@ impl Daemon {
         // Its position: every request ahead of it, also those waiting for their window (an
         // upper bound; the front of the line is refreshed as it moves).
         let position = self.queue.len() + 1;
-        let mut queued = report::in_progress(&request, Phase::Queued, None);
-        queued.queue_position = Some(position);
+        let queued = report::queued(&request, position);
         let job = Job::new(ix, request, name.to_owned(), owner_uid);
         if let Err(e) = self.spools[ix].status.claim(&job.request.id) {
             warn!(request_id = %job.request.id, error = %e, "cannot clear a name planted at the request's status file");
@@ -209,8 +207,7 @@ impl Daemon {
             version = request.version.as_ref().map(|v| v.as_str()),
             "request accepted"
         );
-        self.in_flight.insert((ix, name.to_owned()));
-        self.in_flight_ids.insert(request.id.clone());
+        self.in_flight.track(&job);
         self.audit(Event::of("queued", request).detail(format!("position {position}")));
         let mut job = job;
         job.shown.position = Some(position);
@@ -277,7 +274,7 @@ impl Daemon {
             (None, format!("cancelled the queued request {target}"))
         } else if self.running.contains_key(target) {
             if self.stop_run(target) {
-                self.cancelling.insert(target.clone(), cancel.id.clone());
+                self.in_flight.cancel_asked(target, &cancel.id);
                 (
                     None,
                     format!(

@@ -1,15 +1,21 @@
 //! The service: one loop owns all state (queue, running scripts) and reacts to spool events,
 //! run exits, progress, signals and timers. Each `select!` arm calls a named method; intake
-//! lives in [`intake`] (what it admits: [`admission`]), starting and concluding runs in
-//! [`runs`].
+//! lives in [`intake`] (what it admits: [`admission`]; what is busy: [`in_flight`]), the checks
+//! before a run in [`preflight`], starting and following runs in [`start`], concluding them in
+//! [`conclude`], and picking up an earlier process's runs in [`recover`].
 
 mod admission;
+mod conclude;
+mod drop_box;
 mod handoff;
+mod in_flight;
 mod intake;
-mod runs;
+mod preflight;
+mod recover;
+mod start;
 mod waiting;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,8 +25,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{Config, SpoolConfig};
-use crate::dir::Dir;
+use self::drop_box::{DropBox, prepare};
+use self::in_flight::InFlight;
+use crate::config::Config;
 use crate::fairshare::Writer;
 use crate::ratelimit::{self, RateLimiter};
 use crate::record::RunStore;
@@ -28,7 +35,6 @@ use crate::request::{Request, RequestId};
 use crate::schedule::{self, Rounds, Rules, Slot};
 use crate::signature::Verifier;
 use crate::spool::{self, SpoolEvent};
-use crate::status::StatusDir;
 use crate::{systemd, trust};
 
 /// A request file seen by a directory listing may still be being written in place (the client
@@ -159,54 +165,6 @@ struct Running {
     reattached: bool,
 }
 
-/// One spool as the daemon holds it: handles on its directories, and what may be asked there.
-struct DropBox {
-    config: SpoolConfig,
-    /// The spool root, for the self-update hand-off file (see [`handoff`]).
-    root: Dir,
-    requests: Dir,
-    status: StatusDir,
-}
-
-impl DropBox {
-    /// Prepares a spool's directories (created if missing) and checks their layout.
-    fn open(
-        config: &SpoolConfig,
-        progress_in_status: bool,
-        group: Option<&str>,
-    ) -> Result<DropBox, ServeError> {
-        let (requests_dir, status_dir) = (config.requests_dir(), config.status_dir());
-        for dir in [&requests_dir, &status_dir] {
-            std::fs::create_dir_all(dir).map_err(prepare(dir))?;
-        }
-        let status =
-            StatusDir::open(&status_dir, progress_in_status).map_err(prepare(&status_dir))?;
-        match status.remove_stale_temp_files() {
-            Ok(0) => {}
-            Ok(n) => {
-                info!(spool = %config.name, count = n, "removed temp files left by an earlier crash")
-            }
-            Err(e) => {
-                warn!(spool = %config.name, error = %e, "cannot clean up temp files in the status directory")
-            }
-        }
-        if let Some(group) = group {
-            for deviation in spool::permission_deviations(&requests_dir, &status_dir, group) {
-                warn!(
-                    spool = %config.name,
-                    "spool permissions: {deviation}; run `update-coordinator check` (install.sh sets them)"
-                );
-            }
-        }
-        Ok(DropBox {
-            root: Dir::open(&config.root).map_err(prepare(&config.root))?,
-            requests: Dir::open(&requests_dir).map_err(prepare(&requests_dir))?,
-            status,
-            config: config.clone(),
-        })
-    }
-}
-
 struct Daemon {
     config: Arc<Config>,
     /// Every spool; requests, jobs and files name theirs by index.
@@ -226,12 +184,8 @@ struct Daemon {
     rounds: Rounds,
     queue: VecDeque<Job>,
     running: HashMap<RequestId, Running>,
-    /// File names of queued and running requests, so repeated events for them are ignored.
-    in_flight: HashSet<(SpoolIx, String)>,
-    /// Ids of queued and running requests: a second request with one of them is a duplicate.
-    in_flight_ids: HashSet<RequestId>,
-    /// File names waiting for a [`Msg::Recheck`].
-    settling: HashSet<(SpoolIx, String)>,
+    /// Files and ids of queued and running requests, and files left to settle.
+    in_flight: InFlight,
     /// Answered request files (refusals, dry runs, cancels) whose answer is written but not
     /// yet durable; removed together after one filesystem sync (a flood of junk costs one sync
     /// per batch, not per file).
@@ -240,8 +194,6 @@ struct Daemon {
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
     inventory: crate::inventory::Inventory,
-    /// Running requests asked to stop, and by which cancel request.
-    cancelling: HashMap<RequestId, RequestId>,
     /// The audit log (`state/audit.jsonl`).
     audit: crate::audit::AuditLog,
     /// Local time for maintenance windows (the host's zone, read at start).
@@ -252,16 +204,22 @@ struct Daemon {
     scheduled_wake: Option<tokio::time::Instant>,
 }
 
-fn prepare(path: &std::path::Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
-    move |source| ServeError::Prepare {
-        path: path.to_owned(),
-        source,
-    }
+/// SIGTERM or SIGINT, as a future for [`serve`]: the handlers are installed now, so a signal
+/// that comes while the service starts up is not lost (nor kills it half-way).
+pub fn stop_signals() -> Result<impl Future<Output = ()>, ServeError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    })
 }
 
-/// Runs the service until SIGTERM/SIGINT. Stopping never stops running scripts: their
-/// monitors carry on and the next start re-attaches to them.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// Runs the service until `shutdown` completes (see [`stop_signals`]). Stopping never stops
+/// running scripts: their monitors carry on and the next start re-attaches to them.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     // Before anything touches the spool or the records: one coordinator per state directory.
     let _instance = crate::instance::acquire(&config.state_dir)?;
     let spools = config
@@ -331,8 +289,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         source,
     })?;
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     let mut retention = tokio::time::interval(RETENTION_SWEEP);
     let mut reattached = tokio::time::interval(REATTACHED_CHECK);
@@ -352,14 +308,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         rounds: Rounds::default(),
         queue: VecDeque::new(),
         running: HashMap::new(),
-        in_flight: HashSet::new(),
-        in_flight_ids: HashSet::new(),
-        settling: HashSet::new(),
+        in_flight: InFlight::default(),
         answered_files: Vec::new(),
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
-        cancelling: HashMap::new(),
         audit: crate::audit::AuditLog::new(&config_state_dir, config_audit_max_bytes),
         zone: jiff::tz::TimeZone::system(),
         positions_due: None,
@@ -386,6 +339,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     );
     systemd::ready("idle");
 
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             Some(msg) = rx.recv() => {
@@ -396,8 +350,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     daemon.handle(msg);
                 }
             }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = &mut shutdown => break,
             _ = tick(&mut watchdog) => systemd::watchdog(),
             _ = retention.tick() => daemon.expire(),
             _ = reattached.tick(), if daemon.running.values().any(|r| r.reattached) => daemon.check_reattached(),
@@ -453,7 +406,7 @@ impl Daemon {
             }
             Msg::Spool(ix, SpoolEvent::Junk(name)) => self.remove_junk(ix, &name),
             Msg::Recheck(ix, name) => {
-                self.settling.remove(&(ix, name.clone()));
+                self.in_flight.settled(ix, &name);
                 self.take(ix, &name, Seen::Listing);
             }
             Msg::ExitsRescan => self.collect_exits(),

@@ -98,16 +98,7 @@ impl Daemon {
     /// `queued` when it is due.
     fn show_scheduled(&mut self, index: usize, start: Option<Timestamp>) {
         let job = &self.queue[index];
-        let mut status = report::in_progress(
-            &job.request,
-            if start.is_some() {
-                Phase::Scheduled
-            } else {
-                Phase::Queued
-            },
-            None,
-        );
-        status.scheduled_for = start.map(|t| t.to_string());
+        let status = report::waiting(&job.request, start);
         if let Some(t) = start {
             let why = match job.request.not_before {
                 Some(nb) if nb >= t => "its not_before".to_owned(),
@@ -173,9 +164,7 @@ impl Daemon {
     /// Writes a queued job's status with its position (1 = next).
     pub(super) fn show_position(&mut self, index: usize, position: usize) {
         let job: &Job = &self.queue[index];
-        let mut status = report::in_progress(&job.request, Phase::Queued, None);
-        status.queue_position = Some(position);
-        status.updated_at = Some(crate::status::now_rfc3339());
+        let status = report::moved_in_line(&job.request, position);
         self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
         self.queue[index].shown.position = Some(position);
     }

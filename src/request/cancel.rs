@@ -3,10 +3,10 @@
 
 use serde_json::Value;
 
-use super::{Rejection, RequestError, RequestId, reject, string_field};
+use super::{InvalidRequest, RequestError, RequestId, reject, string_field};
 
 /// `{"action": "cancel", "target": "<request_id>", "request_id": "<own id>"}`: stop a
-/// queued or running request (seed 000).
+/// queued or running request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cancel {
     pub id: RequestId,
@@ -16,7 +16,7 @@ pub struct Cancel {
 impl Cancel {
     /// `None` when the bytes are not a cancel request at all (then
     /// [`Request::parse`](super::Request::parse) applies).
-    pub fn parse(bytes: &[u8]) -> Option<Result<Cancel, Box<Rejection>>> {
+    pub fn parse(bytes: &[u8]) -> Option<Result<Cancel, Box<InvalidRequest>>> {
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };

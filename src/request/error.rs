@@ -62,7 +62,7 @@ impl RequestError {
 
 /// A refused request, with whatever could be read from it so the refusal can be addressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub struct InvalidRequest {
     /// The request's own id, when it had a valid one.
     pub id: Option<RequestId>,
     pub component: Option<String>,
@@ -75,8 +75,8 @@ pub(super) fn reject(
     component: Option<String>,
     action: Option<String>,
     error: RequestError,
-) -> Box<Rejection> {
-    Box::new(Rejection {
+) -> Box<InvalidRequest> {
+    Box::new(InvalidRequest {
         id,
         component,
         action,

@@ -20,7 +20,7 @@ mod version;
 
 pub(crate) use cancel::Cancel;
 use error::reject;
-pub use error::{Rejection, RequestError};
+pub use error::{InvalidRequest, RequestError};
 pub use id::{MAX_ID_LEN, RequestId};
 pub use version::{MAX_VERSION_LEN, Version};
 
@@ -131,7 +131,7 @@ impl Request {
     pub fn parse<'a>(
         bytes: &[u8],
         components: impl IntoIterator<Item = &'a str> + Clone,
-    ) -> Result<Request, Box<Rejection>> {
+    ) -> Result<Request, Box<InvalidRequest>> {
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| reject(None, None, None, RequestError::InvalidJson(e.to_string())))?;
         let Value::Object(fields) = value else {
@@ -241,8 +241,8 @@ impl Request {
             members.first(),
         ) {
             (_, Some(first)) => Some(first.version.clone()),
-            // Seed 001 shows `version` in every request: an empty one where no version is used
-            // means none. An update still needs a real one (refused below as invalid_version).
+            // The first clients put `version` into every request: an empty one where no version
+            // is used means none. An update still needs a real one (refused below as invalid_version).
             (Some(""), None) if action != Action::Update => None,
             (Some(raw), None) => Some(Version::parse(raw).map_err(in_context)?),
             (None, None) => None,
@@ -325,7 +325,7 @@ mod tests {
 
     const COMPONENTS: [&str; 3] = ["core", "scheduler", "remote"];
 
-    fn parse(json: &str) -> Result<Request, Box<Rejection>> {
+    fn parse(json: &str) -> Result<Request, Box<InvalidRequest>> {
         Request::parse(json.as_bytes(), COMPONENTS)
     }
 
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn an_empty_version_is_ignored_where_no_version_is_used_and_refused_on_update() {
-        // Seed 001's clients put `version` into every request.
+        // The first clients put `version` into every request.
         for action in ["health", "rollback"] {
             let json = format!(
                 r#"{{"component":"core","action":"{action}","version":"","request_id":"e1"}}"#

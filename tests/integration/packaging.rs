@@ -1,5 +1,5 @@
 //! The files under `packaging/`: the commented default config (it parses, means exactly the
-//! built-in defaults, and shows every key `src/config.rs` accepts with its true default), the
+//! built-in defaults, and shows every key `config::accepted_keys` lists with its true default), the
 //! sysusers and tmpfiles rules (the layout the service checks; applied with the real tools when
 //! they are here), and the `cargo deb` metadata with its maintainer scripts.
 
@@ -72,64 +72,19 @@ fn every_setting_of_the_packaged_config_shows_its_true_default() {
     );
 }
 
-/// Every key the config accepts, read from the `Raw*` structs of `src/config.rs`, as dotted
-/// paths with `*` for a component name: `spool.root`, `components.*.timeouts.update`, ...
-fn keys_accepted_by_src_config_rs() -> BTreeSet<String> {
-    let mut keys = keys_accepted_by_src_config_rs_with_drop_boxes();
+/// Every key the config accepts (from the library's own raw config types), as dotted paths
+/// with `*` for a component name: `spool.root`, `components.*.timeouts.update`, ...
+fn keys_accepted_by_the_config() -> BTreeSet<String> {
+    let mut keys = config::accepted_keys();
     // Drop boxes exist only when configured: the packaged config shows an indented example
     // (see `the_packaged_config_shows_a_drop_box_example`).
     keys.retain(|key| !key.starts_with("spools."));
     keys
 }
 
-fn keys_accepted_by_src_config_rs_with_drop_boxes() -> BTreeSet<String> {
-    let source = read("src/config.rs");
-    let fields_of = |name: &str| -> Vec<(String, String)> {
-        let start = source
-            .find(&format!("struct {name} {{"))
-            .unwrap_or_else(|| panic!("src/config.rs has no struct {name}"));
-        let body = &source[start..];
-        let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
-        body.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('#'))
-            .map(|l| {
-                let (field, ty) = l.trim_end_matches(',').split_once(':').unwrap();
-                (field.trim().to_owned(), ty.trim().to_owned())
-            })
-            .collect()
-    };
-    fn walk(
-        fields_of: &dyn Fn(&str) -> Vec<(String, String)>,
-        name: &str,
-        prefix: &str,
-        out: &mut BTreeSet<String>,
-    ) {
-        for (field, ty) in fields_of(name) {
-            let inner = ty
-                .strip_prefix("Option<")
-                .and_then(|t| t.strip_suffix('>'))
-                .unwrap_or(&ty);
-            if let Some(raw) = inner
-                .strip_prefix("BTreeMap<String, ")
-                .and_then(|t| t.strip_suffix('>'))
-            {
-                walk(fields_of, raw, &format!("{prefix}{field}.*."), out);
-            } else if inner.starts_with("Raw") {
-                walk(fields_of, inner, &format!("{prefix}{field}."), out);
-            } else {
-                out.insert(format!("{prefix}{field}"));
-            }
-        }
-    }
-    let mut keys = BTreeSet::new();
-    walk(&fields_of, "RawConfig", "", &mut keys);
-    keys
-}
-
 #[test]
 fn the_packaged_config_shows_a_drop_box_example() {
-    let accepted = keys_accepted_by_src_config_rs_with_drop_boxes();
+    let accepted = config::accepted_keys();
     let text = read(CONFIG);
     for key in accepted.iter().filter_map(|k| k.strip_prefix("spools.*.")) {
         assert!(
@@ -167,11 +122,11 @@ fn keys_in(value: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
 }
 
 #[test]
-fn the_packaged_config_lists_every_key_src_config_rs_accepts() {
-    let accepted = keys_accepted_by_src_config_rs();
+fn the_packaged_config_lists_every_key_the_config_accepts() {
+    let accepted = keys_accepted_by_the_config();
     assert!(
         accepted.contains("spool.root") && accepted.contains("components.*.timeouts.health"),
-        "reading src/config.rs went wrong: {accepted:?}"
+        "config::accepted_keys went wrong: {accepted:?}"
     );
     let value: toml::Value = toml::from_str(&uncommented_config())
         .unwrap_or_else(|e| panic!("{CONFIG} with its settings uncommented: {}", e.message()));
@@ -180,7 +135,7 @@ fn the_packaged_config_lists_every_key_src_config_rs_accepts() {
     let missing: Vec<_> = accepted.difference(&shown).collect();
     assert!(
         missing.is_empty(),
-        "{CONFIG} does not show these settings of src/config.rs; add each, commented out, with its default: {missing:?}"
+        "{CONFIG} does not show these settings the config accepts; add each, commented out, with its default: {missing:?}"
     );
     let unknown: Vec<_> = shown.difference(&accepted).collect();
     assert!(

@@ -15,7 +15,7 @@ use crate::support::{Service, Spool, new_id, path_str, wait_until};
 use jsonschema::Validator;
 use serde_json::{Value, json};
 use update_coordinator::report::{self, Refusal, RunContext};
-use update_coordinator::request::{Action, Rejection, Request, RequestError, RequestId};
+use update_coordinator::request::{Action, InvalidRequest, Request, RequestError, RequestId};
 use update_coordinator::runner::{Captured, Exit, Outcome, Stopped};
 use update_coordinator::signature::{SignatureError, Verifier};
 use update_coordinator::spool::ReadError;
@@ -600,7 +600,7 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
             ),
             (None, None, None),
         ] {
-            let rejection = Rejection {
+            let rejection = InvalidRequest {
                 id: id_in_file,
                 component,
                 action,
@@ -766,7 +766,7 @@ fn the_status_schema_rejects_statuses_the_coordinator_never_writes() {
     let queued = serde_json::to_value(report::in_progress(&request, Phase::Queued, None)).unwrap();
     let refused = {
         let id = RequestId::parse("r1").unwrap();
-        let rejection = Rejection {
+        let rejection = InvalidRequest {
             id: None,
             component: None,
             action: None,

@@ -1,8 +1,14 @@
-//! The health-gated update (seed designs 000, 002, 003): after `update.sh` succeeds,
-//! `health-check.sh` must pass (with retries and an interval); if it never does, or if
-//! `update.sh` fails, `rollback.sh` runs and the health check runs again. The run's monitor
-//! carries the whole procedure out, so it survives coordinator restarts like a single script.
-//! This module holds the procedure's description and its outcome logic; the monitor runs it.
+//! The health-gated update: after `update.sh` succeeds, `health-check.sh` must pass (with
+//! retries and an interval); if it never does, or if `update.sh` fails, `rollback.sh` runs and
+//! the health check runs again. The run's monitor carries the whole procedure out ([`run`]),
+//! so it survives coordinator restarts like a single script. This module holds the
+//! procedure's description, as the run record keeps it, and what its steps mean for the answer
+//! ([`outcome`], [`batch_outcome`]), which is pure.
+
+mod run;
+
+pub use run::Reports;
+pub(crate) use run::{gate, run_batch};
 
 use std::time::Duration;
 
@@ -54,7 +60,7 @@ impl std::fmt::Display for UpdateOutcome {
 /// One component of a multi-component update, as the run record keeps it: its update and,
 /// unless it has no health gate (auto_rollback = false), its health check and rollback.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Member {
+pub struct ComponentUpdate {
     pub component: String,
     pub version: String,
     pub update: Invocation,
@@ -153,7 +159,7 @@ impl Step {
 }
 
 /// The outcome and a sentence for the final status, from the steps that ran.
-pub fn conclude(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
+pub fn outcome(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
     let update_ok = steps.first().is_some_and(Step::succeeded);
     let healths_after_update = steps
         .iter()
@@ -223,8 +229,8 @@ pub fn conclude(steps: &[Step], version: &str) -> (UpdateOutcome, String) {
 }
 
 /// A multi-component update's outcome and sentence, from its components' outcomes.
-/// `failure` is the failing component's own sentence (from [`conclude`]), if one failed.
-pub fn conclude_batch(members: &[MemberOutcome], failure: Option<&str>) -> (UpdateOutcome, String) {
+/// `failure` is the failing component's own sentence (from [`outcome`]), if one failed.
+pub fn batch_outcome(members: &[MemberOutcome], failure: Option<&str>) -> (UpdateOutcome, String) {
     let list = |outcome: MemberResult| {
         members
             .iter()
@@ -316,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_batch_succeeds_only_when_every_component_was_updated() {
-        let (o, m) = conclude_batch(
+        let (o, m) = batch_outcome(
             &[
                 member("remote", MemberResult::Ended(UpdateOutcome::Updated)),
                 member("core", MemberResult::Ended(UpdateOutcome::Updated)),
@@ -325,7 +331,7 @@ mod tests {
         );
         assert_eq!(o, UpdateOutcome::Updated);
         assert_eq!(m, "Updated remote 1.0, core 1.0; every health check passed");
-        let (o, m) = conclude_batch(
+        let (o, m) = batch_outcome(
             &[
                 member("remote", MemberResult::Ended(UpdateOutcome::RolledBack)),
                 member("core", MemberResult::Ended(UpdateOutcome::RolledBack)),
@@ -338,7 +344,7 @@ mod tests {
             m,
             "core: the health check failed; rolled back (healthy again): remote 1.0, core 1.0; not started: scheduler 1.0"
         );
-        let (o, _) = conclude_batch(
+        let (o, _) = batch_outcome(
             &[
                 member("remote", MemberResult::Ended(UpdateOutcome::RollbackFailed)),
                 member("core", MemberResult::Ended(UpdateOutcome::RolledBack)),
@@ -346,7 +352,7 @@ mod tests {
             None,
         );
         assert_eq!(o, UpdateOutcome::RollbackFailed);
-        let (o, m) = conclude_batch(
+        let (o, m) = batch_outcome(
             &[
                 member("remote", MemberResult::Ended(UpdateOutcome::Updated)),
                 member("core", MemberResult::Ended(UpdateOutcome::Failed)),
@@ -370,7 +376,7 @@ mod tests {
 
     #[test]
     fn outcomes_follow_the_steps() {
-        let (o, m) = conclude(&[step("update", 0), step("health", 0)], "1.4.2");
+        let (o, m) = outcome(&[step("update", 0), step("health", 0)], "1.4.2");
         assert_eq!(
             (o, m.as_str()),
             (
@@ -378,7 +384,7 @@ mod tests {
                 "Updated to 1.4.2; the health check passed"
             )
         );
-        let (o, m) = conclude(
+        let (o, m) = outcome(
             &[
                 step("update", 0),
                 step("health", 1),
@@ -389,7 +395,7 @@ mod tests {
         );
         assert_eq!(o, UpdateOutcome::Updated);
         assert!(m.contains("attempt 3"), "{m}");
-        let (o, _) = conclude(
+        let (o, _) = outcome(
             &[
                 step("update", 0),
                 step("health", 1),
@@ -399,15 +405,15 @@ mod tests {
             "1.4.2",
         );
         assert_eq!(o, UpdateOutcome::RolledBack);
-        let (o, m) = conclude(
+        let (o, m) = outcome(
             &[step("update", 3), step("rollback", 0), step("health", 0)],
             "1.4.2",
         );
         assert_eq!(o, UpdateOutcome::RolledBack);
         assert!(m.starts_with("update.sh failed for 1.4.2"), "{m}");
-        let (o, _) = conclude(&[step("update", 3), step("rollback", 1)], "1.4.2");
+        let (o, _) = outcome(&[step("update", 3), step("rollback", 1)], "1.4.2");
         assert_eq!(o, UpdateOutcome::RollbackFailed);
-        let (o, _) = conclude(
+        let (o, _) = outcome(
             &[
                 step("update", 0),
                 step("health", 1),
@@ -417,7 +423,7 @@ mod tests {
             "1.4.2",
         );
         assert_eq!(o, UpdateOutcome::RollbackFailed);
-        let (o, _) = conclude(&[step("update", 3)], "1.4.2");
+        let (o, _) = outcome(&[step("update", 3)], "1.4.2");
         assert_eq!(o, UpdateOutcome::Failed);
     }
 }

@@ -6,136 +6,34 @@
 //! state/runs/<id>/request.json   accepted (the request, its file name, its writer)
 //! state/runs/<id>/run.json       started: what the monitor runs and until when
 //! state/runs/<id>/lock           held (flock) by the run's monitor while it lives
+//! state/runs/<id>/launched       empty; created by the monitor just before it starts the script
+//! state/runs/<id>/monitor.pid    the monitor's pid, once it can be signalled (for a cancel)
+//! state/runs/<id>/stop           empty; a cancel came before the monitor could be signalled
 //! state/exits/<id>.json          the monitor's record of how the script ended
 //! state/runs/<id>/final.json     the final status, kept for the retention period
 //! state/coordinator.lock         held by the running coordinator (see crate::instance)
 //! ```
-//! Every file is written with [`write_atomic`] (temp, fsync, rename, fsync dir), so each one
-//! is either complete or absent.
+//! Every JSON file is written with [`write_atomic`] (temp, fsync, rename, fsync dir), so each
+//! one is either complete or absent; `launched` is created and its directory fsynced. The
+//! file formats are in [`run`] (`request.json`, `run.json`) and [`exit`] (the exit record).
+
+mod exit;
+mod run;
+
+pub use exit::ExitRecord;
+pub use run::{Accepted, RunSpec};
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::dir::Dir;
-use crate::request::{Action, Request, RequestId, Version};
-use crate::runner::{Captured, Exit, Invocation, Outcome, Stopped};
+use crate::request::RequestId;
 use crate::status::{Durability, Place, Status, remove_temp_files, write_atomic};
-
-/// The accepted request, as the record keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Accepted {
-    pub request_id: String,
-    pub component: String,
-    pub action: String,
-    pub version: Option<String>,
-    /// The spool it was dropped into (`[spools.NAME]`); empty for the main `[spool]`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub spool: String,
-    /// Name of the request file in `requests/` (removed once answered).
-    pub file_name: String,
-    pub owner_uid: u32,
-    /// Nanoseconds since the epoch; orders the queue after a restart.
-    pub accepted_at_ns: u128,
-    /// The request's `not_before` (RFC 3339), if it had one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
-    /// A multi-component update: `[component, version]` in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub batch: Vec<(String, String)>,
-}
-
-impl Accepted {
-    pub fn new(request: &Request, spool: &str, file_name: &str, owner_uid: u32) -> Self {
-        Self {
-            // The main spool is recorded as "" (records written before there were others).
-            spool: if spool == crate::config::MAIN_SPOOL {
-                String::new()
-            } else {
-                spool.to_owned()
-            },
-            request_id: request.id.to_string(),
-            component: request.component.clone(),
-            action: request.action.to_string(),
-            version: request.version.as_ref().map(|v| v.as_str().to_owned()),
-            file_name: file_name.to_owned(),
-            owner_uid,
-            accepted_at_ns: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-            not_before: request.not_before.map(|t| t.to_string()),
-            batch: request
-                .batch
-                .iter()
-                .map(|m| (m.component.clone(), m.version.as_str().to_owned()))
-                .collect(),
-        }
-    }
-
-    /// The request again, re-checked (a record is our own file, but a checked type is cheap).
-    pub fn request(&self) -> Option<Request> {
-        Some(Request {
-            id: RequestId::parse(&self.request_id).ok()?,
-            component: self.component.clone(),
-            action: Action::parse(&self.action)?,
-            version: match &self.version {
-                Some(v) => Some(Version::parse(v).ok()?),
-                None => None,
-            },
-            dry_run: false, // dry runs are answered at once, never recorded
-            not_before: match &self.not_before {
-                Some(t) => Some(t.parse().ok()?),
-                None => None,
-            },
-            batch: self
-                .batch
-                .iter()
-                .map(|(component, version)| {
-                    Some(crate::request::Member {
-                        component: component.clone(),
-                        version: Version::parse(version).ok()?,
-                    })
-                })
-                .collect::<Option<_>>()?,
-        })
-    }
-}
-
-/// What a monitor runs, written before it starts. The deadline is on the monotonic clock,
-/// which all processes share until the next boot, so a timeout survives coordinator restarts
-/// and is immune to wall-clock jumps (a Pi without RTC jumps when NTP syncs).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub invocation: Invocation,
-    pub boot_id: String,
-    pub deadline_monotonic_ns: u128,
-    pub started_at: SystemTime,
-    /// Where the monitor writes in-progress statuses, and for whom.
-    pub status_dir: std::path::PathBuf,
-    /// `[spool] progress_in_status`: progress goes into the status file itself.
-    #[serde(default)]
-    pub progress_in_status: bool,
-    pub owner_uid: u32,
-    pub accepted: Accepted,
-    /// The limits configured for the script.
-    #[serde(default)]
-    pub limits: crate::limits::Limits,
-    /// What the coordinator could enforce, and how (the monitor runs inside that scope).
-    #[serde(default)]
-    pub applied: Option<crate::limits::Applied>,
-    /// For a health-gated update: the health check and rollback that follow `update.sh`.
-    #[serde(default)]
-    pub procedure: Option<crate::procedure::Procedure>,
-    /// A multi-component update: every component's update, in order (`invocation` is the
-    /// first one's, for messages).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub batch: Vec<crate::procedure::Member>,
-}
 
 /// In a run's directory: a cancel asked the run to stop (read by a monitor that was not yet
 /// ready to be signalled when the cancel came).
@@ -146,121 +44,6 @@ pub const STOP_MARKER: &str = "stop";
 enum Repair {
     AtStartUp,
     Never,
-}
-
-/// How the script ended, written by the monitor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExitRecord {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    /// Stopped on request (the monitor got SIGTERM).
-    pub stopped: bool,
-    /// The script could not be started at all.
-    pub spawn_error: Option<String>,
-    pub spawn_error_kind: Option<String>,
-    pub duration_ms: u64,
-    pub last_phase: crate::status::Phase,
-    pub stdout: String,
-    pub stdout_truncated: bool,
-    pub stderr: String,
-    pub stderr_truncated: bool,
-    /// What the run used, and the limits that applied.
-    #[serde(default)]
-    pub usage: Option<crate::limits::Usage>,
-    /// A health-gated update: every script run, and how it ended.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<crate::procedure::Step>,
-    #[serde(default)]
-    pub outcome: Option<crate::procedure::UpdateOutcome>,
-    #[serde(default)]
-    pub outcome_message: Option<String>,
-    /// A multi-component update: each component's outcome.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<crate::procedure::MemberOutcome>,
-    #[serde(default)]
-    pub limits: Option<crate::limits::Applied>,
-}
-
-impl ExitRecord {
-    pub fn from_result(result: &io::Result<Outcome>, last_phase: &crate::status::Phase) -> Self {
-        let mut record = ExitRecord {
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            stopped: false,
-            spawn_error: None,
-            spawn_error_kind: None,
-            duration_ms: 0,
-            last_phase: last_phase.clone(),
-            stdout: String::new(),
-            stdout_truncated: false,
-            stderr: String::new(),
-            stderr_truncated: false,
-            usage: None,
-            limits: None,
-            steps: Vec::new(),
-            outcome: None,
-            outcome_message: None,
-            members: Vec::new(),
-        };
-        match result {
-            Err(e) => {
-                record.spawn_error = Some(e.to_string());
-                record.spawn_error_kind = Some(format!("{:?}", e.kind()));
-            }
-            Ok(o) => {
-                match o.exit {
-                    Exit::Code(c) => record.exit_code = Some(c),
-                    Exit::Signal(s) => record.signal = Some(s),
-                }
-                record.timed_out = o.stopped == Some(Stopped::TimedOut);
-                record.stopped = o.stopped == Some(Stopped::Shutdown);
-                record.duration_ms = o.duration.as_millis() as u64;
-                record.stdout = o.stdout.text.clone();
-                record.stdout_truncated = o.stdout.truncated;
-                record.stderr = o.stderr.text.clone();
-                record.stderr_truncated = o.stderr.truncated;
-            }
-        }
-        record
-    }
-
-    /// Back to the runner's result type, for [`crate::report::finished`].
-    pub fn to_result(&self) -> io::Result<Outcome> {
-        if let Some(message) = &self.spawn_error {
-            let kind = match self.spawn_error_kind.as_deref() {
-                Some("NotFound") => io::ErrorKind::NotFound,
-                Some("PermissionDenied") => io::ErrorKind::PermissionDenied,
-                _ => io::ErrorKind::Other,
-            };
-            return Err(io::Error::new(kind, message.clone()));
-        }
-        let exit = match (self.exit_code, self.signal) {
-            (Some(c), _) => Exit::Code(c),
-            (None, Some(s)) => Exit::Signal(s),
-            (None, None) => Exit::Code(-1),
-        };
-        let stopped = if self.timed_out {
-            Some(Stopped::TimedOut)
-        } else if self.stopped {
-            Some(Stopped::Shutdown)
-        } else {
-            None
-        };
-        let captured = |text: &str, truncated| Captured {
-            text: text.to_owned(),
-            truncated,
-            total_bytes: text.len() as u64,
-        };
-        Ok(Outcome {
-            exit,
-            stopped,
-            duration: Duration::from_millis(self.duration_ms),
-            stdout: captured(&self.stdout, self.stdout_truncated),
-            stderr: captured(&self.stderr, self.stderr_truncated),
-        })
-    }
 }
 
 /// Where a run stands, as read back at start-up.
@@ -572,8 +355,11 @@ pub fn monotonic_now_ns() -> u128 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
-    use crate::status::Phase;
+    use crate::request::Request;
+    use crate::runner::Invocation;
 
     fn request(id: &str) -> Request {
         Request::parse(
@@ -606,19 +392,6 @@ mod tests {
             procedure: None,
             batch: Vec::new(),
         }
-    }
-
-    #[test]
-    fn an_accepted_batch_with_not_before_survives_its_record() {
-        let request = Request::parse(
-            br#"{"action":"update","components":{"remote":"1.0","core":"2.0"},"request_id":"b","not_before":"2026-11-28T02:00:00Z"}"#,
-            ["remote", "core"],
-        )
-        .unwrap();
-        let accepted = Accepted::new(&request, "main", "b.json", 1000);
-        let again: Accepted =
-            serde_json::from_slice(&serde_json::to_vec(&accepted).unwrap()).unwrap();
-        assert_eq!(again.request().unwrap(), request);
     }
 
     #[test]
@@ -689,38 +462,6 @@ mod tests {
         assert!(
             !store.exists(&queued.id),
             "so its id is not taken for a duplicate"
-        );
-    }
-
-    #[test]
-    fn an_exit_record_round_trips_to_the_runner_result() {
-        let outcome = Outcome {
-            exit: Exit::Signal(9),
-            stopped: Some(Stopped::TimedOut),
-            duration: Duration::from_millis(1500),
-            stdout: Captured {
-                text: "out".into(),
-                truncated: true,
-                total_bytes: 99,
-            },
-            stderr: Captured::default(),
-        };
-        let record = ExitRecord::from_result(&Ok(outcome), &Phase::from("downloading"));
-        let back = record.to_result().unwrap();
-        assert_eq!(
-            (back.exit, back.stopped, back.duration),
-            (
-                Exit::Signal(9),
-                Some(Stopped::TimedOut),
-                Duration::from_millis(1500)
-            )
-        );
-        assert!(back.stdout.truncated);
-        let missing =
-            ExitRecord::from_result(&Err(io::ErrorKind::NotFound.into()), &Phase::Running);
-        assert_eq!(
-            missing.to_result().unwrap_err().kind(),
-            io::ErrorKind::NotFound
         );
     }
 }
