@@ -819,14 +819,17 @@ fn elf64(machine: u16) -> Vec<u8> {
     elf
 }
 
+/// Writes `bytes` as `name` in `dir`, for the shell functions that take a binary's path.
+fn binary_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> String {
+    let path = dir.path().join(name);
+    fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 #[test]
 fn the_binarys_architecture_is_read_from_its_elf_header() {
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, bytes: &[u8]| {
-        let path = dir.path().join(name);
-        fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
+    let file = |name: &str, bytes: &[u8]| binary_file(&dir, name, bytes);
     for (name, bytes, arch) in [
         ("armv6", arm_elf(Some(6)), "armv6"),
         ("armv6kz", arm_elf(Some(7)), "armv6"),
@@ -863,11 +866,7 @@ fn the_binarys_architecture_is_read_from_its_elf_header() {
 #[test]
 fn a_binary_for_another_cpu_is_refused_with_what_to_build_instead() {
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, bytes: &[u8]| {
-        let path = dir.path().join(name);
-        fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
+    let file = |name: &str, bytes: &[u8]| binary_file(&dir, name, bytes);
     let v6 = file("v6", &arm_elf(Some(7)));
     let v7 = file("v7", &arm_elf(Some(10)));
     let unknown_arm = file("arm", &arm_elf(None));
