@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Service, Spool};
+use crate::support::{Service, Spool, assert_contains_all};
 use sha2::{Digest, Sha256};
 
 /// The PATH the coordinator gives scripts.
@@ -75,22 +75,14 @@ impl Run {
     /// Asserts the script said `text` on stderr (where the scripts explain a failure).
     #[track_caller]
     fn says(&self, text: &str) -> &Self {
-        assert!(
-            self.stderr.contains(text),
-            "{text:?} not in stderr:\n{}",
-            self.stderr
-        );
+        assert_contains_all("stderr", &self.stderr, &[text]);
         self
     }
 
     /// Asserts the script printed `text` on stdout (its progress and results).
     #[track_caller]
     fn prints(&self, text: &str) -> &Self {
-        assert!(
-            self.stdout.contains(text),
-            "{text:?} not in stdout:\n{}",
-            self.stdout
-        );
+        assert_contains_all("stdout", &self.stdout, &[text]);
         self
     }
 
@@ -595,12 +587,7 @@ fn an_edit_that_docker_compose_config_rejects_is_undone_before_anything_is_pulle
 fn refusals_change_nothing_and_say_why() {
     let host = Host::new();
     let unchanged = |run: &Run, code: i32, says: &str| {
-        run.expect(code);
-        assert!(
-            run.stderr.contains(says),
-            "expected {says:?} in:\n{}",
-            run.stderr
-        );
+        run.expect(code).says(says);
         assert_eq!(host.compose(), COMPOSE);
         assert!(host.backups("remote").is_empty());
         assert_eq!(
@@ -608,31 +595,16 @@ fn refusals_change_nothing_and_say_why() {
             0
         );
     };
-    unchanged(
-        &host.run("remote", "update.sh", &[]),
-        2,
-        "usage: update.sh VERSION",
-    );
-    unchanged(
-        &host.run("remote", "update.sh", &["v1.2.3"]),
-        2,
-        "invalid version",
-    );
-    unchanged(
-        &host.run("remote", "update.sh", &["1.2.3+build.5"]),
-        2,
-        "contains '+'",
-    );
-    unchanged(
-        &host.run("remote", "update.sh", &["1.0;reboot"]),
-        2,
-        "invalid version",
-    );
-    unchanged(
-        &host.run("remote", "rollback.sh", &["x"]),
-        2,
-        "usage: rollback.sh",
-    );
+    // Bad arguments.
+    for (script, args, says) in [
+        ("update.sh", &[][..], "usage: update.sh VERSION"),
+        ("update.sh", &["v1.2.3"], "invalid version"),
+        ("update.sh", &["1.2.3+build.5"], "contains '+'"),
+        ("update.sh", &["1.0;reboot"], "invalid version"),
+        ("rollback.sh", &["x"], "usage: rollback.sh"),
+    ] {
+        unchanged(&host.run("remote", script, args), 2, says);
+    }
 
     // A compose file that is already invalid is not edited.
     host.policy("config-rejects", "remote:1.0.0");
@@ -967,12 +939,7 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
 fn compose_cli_forces_the_plugin_or_the_standalone_command() {
     let host = Host::new();
     let unchanged = |run: &Run, code: i32, says: &str| {
-        run.expect(code);
-        assert!(
-            run.stderr.contains(says),
-            "expected {says:?} in:\n{}",
-            run.stderr
-        );
+        run.expect(code).says(says);
         assert!(host.compose().contains("remote:1.2.3   # pinned"));
         assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
     };
@@ -1105,14 +1072,16 @@ fn scripts_also_run_from_the_source_tree() {
     for script in ["update.sh", "rollback.sh", "health-check.sh"] {
         for dir in ["core", "compose-service"] {
             let text = fs::read_to_string(src.join(dir).join(script)).unwrap();
-            for needle in [
-                "#!/bin/bash\n",
-                "set -euo pipefail",
-                "# Exit codes:",
-                "# Arguments:",
-            ] {
-                assert!(text.contains(needle), "{dir}/{script} lacks {needle:?}");
-            }
+            assert_contains_all(
+                &format!("{dir}/{script}"),
+                &text,
+                &[
+                    "#!/bin/bash\n",
+                    "set -euo pipefail",
+                    "# Exit codes:",
+                    "# Arguments:",
+                ],
+            );
         }
     }
 
@@ -1370,13 +1339,7 @@ fn core_changes_nothing_when_the_release_is_missing_bad_or_unsafe() {
     host.release("1.0.0", &[], true);
     host.run("core", "update.sh", &["1.0.0"]).expect(0);
     let untouched = |run: Run, says: &str| {
-        run.expect(4);
-        assert!(
-            run.stderr.contains(says),
-            "expected {says:?} in:\n{}",
-            run.stderr
-        );
-        run.says("before anything was changed");
+        run.expect(4).says(says).says("before anything was changed");
         assert_eq!(host.installed(""), "1.0.0");
         assert!(!host.path("opt/core-app.previous").exists());
         assert_eq!(host.read("state/unit"), "active");

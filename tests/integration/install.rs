@@ -16,6 +16,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::assert_contains_all;
+
 const BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
 const UNIT: &str = "dunebugger-update-coordinator.service";
 
@@ -137,11 +139,7 @@ impl Run {
     }
 
     fn says(&self, what: &str) -> &Self {
-        assert!(
-            self.text.contains(what),
-            "expected {what:?} in the output of install.sh:\n{}",
-            self.text
-        );
+        assert_contains_all("the output of install.sh", &self.text, &[what]);
         self
     }
 }

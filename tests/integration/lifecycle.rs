@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{Service, Spool, assert_message_says, new_id, path_str};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str, stdout_of};
 
 /// A spool whose `remote` component has the health gate on, with no wait between attempts.
 fn gated() -> Spool {
@@ -518,19 +518,13 @@ fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
     spool.wait_final(&bad);
 
     let history = |args: &[&str]| -> String {
-        let out = std::process::Command::new(crate::support::bin())
-            .arg("history")
-            .arg("--config")
-            .arg(spool.config_path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(
+            std::process::Command::new(crate::support::bin())
+                .arg("history")
+                .arg("--config")
+                .arg(spool.config_path())
+                .args(args),
+        )
     };
     let events = |args: &[&str]| -> Vec<serde_json::Value> {
         history(&[args, &["--json"]].concat())
