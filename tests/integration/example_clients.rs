@@ -161,13 +161,20 @@ fn python_client_submits_follows_phases_and_collects_the_final_status() {
     crate::support::wait_until("request file removed", || spool.request_files().is_empty());
 }
 
-#[test]
-fn python_client_reports_failures_refusals_and_bad_input() {
+/// A running service whose core health check fails (exit 3, "core is down" on stderr), with
+/// its spool and the spool's root as the clients take it.
+fn service_whose_core_is_down() -> (Spool, Service, String) {
     let spool = Spool::new();
     spool.create_dirs();
     spool.script("core", "health-check.sh", "echo 'core is down' >&2\nexit 3");
-    let _service = Service::start(&spool);
+    let service = Service::start(&spool);
     let root = spool.root().display().to_string();
+    (spool, service, root)
+}
+
+#[test]
+fn python_client_reports_failures_refusals_and_bad_input() {
+    let (spool, _service, root) = service_whose_core_is_down();
 
     let out = python(
         "import json\n\
@@ -445,11 +452,7 @@ fn shell_client_gives_up_after_its_timeout_and_leaves_the_status() {
 /// `python3 dunebugger_updates.py` as a command exits 0 on success and 1 on failure.
 #[test]
 fn python_client_command_exits_with_the_result() {
-    let spool = Spool::new();
-    spool.create_dirs();
-    spool.script("core", "health-check.sh", "exit 3");
-    let _service = Service::start(&spool);
-    let root = spool.root().display().to_string();
+    let (_spool, _service, root) = service_whose_core_is_down();
     let run = |args: &[&str]| -> Output {
         Command::new("python3")
             .args(["-I", "-S", "-B"])
