@@ -217,6 +217,15 @@ impl Host {
         self.run_for(&crate::support::new_id(), component, script, args)
     }
 
+    /// update.sh of remote to `version`, with the fakes' `policies` (pull-fails, unhealthy, ...)
+    /// applied to that version's image.
+    fn update_remote_under(&self, policies: &[&str], version: &str) -> Run {
+        for policy in policies {
+            self.policy(policy, &format!("ghcr.io/dunebugger/remote:{version}"));
+        }
+        self.run("remote", "update.sh", &[version])
+    }
+
     fn run_for(&self, request_id: &str, component: &str, script: &str, args: &[&str]) -> Run {
         let start = Instant::now();
         let child = self
@@ -405,8 +414,7 @@ fn image_and_tag_prefix_settings_name_the_new_image() {
 #[test]
 fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
     let host = Host::new();
-    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["pull-fails"], "1.2.3");
     run.expect(4);
     assert_eq!(
         run.phases(),
@@ -442,9 +450,7 @@ fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
 #[test]
 fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
     let host = Host::new();
-    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
-    host.policy("local-images", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["pull-fails", "local-images"], "1.2.3");
     run.expect(0);
     assert_eq!(run.phases(), UPDATE_PHASES);
     assert!(
@@ -458,8 +464,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
 
     host.conf("remote", "PULL=missing");
     host.clear_calls();
-    host.policy("local-images", "ghcr.io/dunebugger/remote:1.3.0");
-    let run = host.run("remote", "update.sh", &["1.3.0"]);
+    let run = host.update_remote_under(&["local-images"], "1.3.0");
     run.expect(0);
     run.prints("not pulling (PULL=missing)");
     assert_eq!(host.count(" pull remote"), 0, "{:?}", host.calls());
@@ -478,8 +483,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
 #[test]
 fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
     let host = Host::new();
-    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["unhealthy"], "1.2.3");
     run.expect(4);
     let mut expected = UPDATE_PHASES.to_vec();
     expected.push("restoring");
@@ -500,8 +504,7 @@ fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
 
     // A container that exits is given up on at once, too: one look, then the restore.
     host.clear_calls();
-    host.policy("exited", "ghcr.io/dunebugger/remote:1.3.0");
-    host.run("remote", "update.sh", &["1.3.0"]).expect(4);
+    host.update_remote_under(&["exited"], "1.3.0").expect(4);
     let calls = host.calls();
     let ups: Vec<usize> = (0..calls.len())
         .filter(|&i| calls[i].ends_with(" up -d --no-deps remote"))
@@ -519,8 +522,7 @@ fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
 fn a_container_that_never_gets_healthy_is_given_up_after_health_timeout() {
     let host = Host::new();
     host.conf("remote", "HEALTH_TIMEOUT=1\nHEALTH_INTERVAL=0.1");
-    host.policy("starting", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["starting"], "1.2.3");
     run.expect(4);
     run.says("not healthy within 1s");
     assert!(
@@ -541,8 +543,7 @@ fn a_container_that_never_gets_healthy_is_given_up_after_health_timeout() {
 fn without_a_healthcheck_the_container_must_stay_up_for_stable_seconds() {
     let host = Host::new();
     host.conf("remote", "STABLE_SECONDS=1\nHEALTH_INTERVAL=0.1");
-    host.policy("no-healthcheck", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["no-healthcheck"], "1.2.3");
     run.expect(0);
     run.prints("no health check defined");
     assert!(
@@ -555,9 +556,8 @@ fn without_a_healthcheck_the_container_must_stay_up_for_stable_seconds() {
 #[test]
 fn when_restoring_fails_too_the_exit_code_says_the_state_is_unknown() {
     let host = Host::new();
-    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.2.3");
     host.policy("up-fails", REMOTE_OLD);
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["unhealthy"], "1.2.3");
     run.expect(5);
     run.says("state is unknown");
     assert_eq!(host.compose(), COMPOSE, "the file is restored all the same");
@@ -860,9 +860,7 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
     host.without_plugin();
     let v1 = host.path("bin/docker-compose").display().to_string();
     // As on a host without a network: the image is local, the pull fails.
-    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
-    host.policy("local-images", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["pull-fails", "local-images"], "1.2.3");
     run.expect(0);
     assert_eq!(run.phases(), UPDATE_PHASES);
     assert!(
@@ -912,8 +910,7 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(0);
     run.prints("running, health healthy");
-    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.3.0");
-    let run = host.run("remote", "update.sh", &["1.3.0"]);
+    let run = host.update_remote_under(&["unhealthy"], "1.3.0");
     run.expect(4);
     run.says("health unhealthy");
     assert!(
