@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::support::{Service, Spool, bin, new_id, path_str, words};
+use crate::support::{Service, Spool, assert_contains_all, bin, new_id, path_str, words};
 
 fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(bin())
@@ -87,9 +87,10 @@ fn check_fails_and_says_why_on_a_missing_or_non_executable_script() {
     fs::set_permissions(&health, fs::Permissions::from_mode(0o644)).unwrap();
     let (code, text) = check(&spool);
     assert_eq!(code, 1, "{text}");
-    assert!(
-        text.contains("PROBLEM remote update") && text.contains("does not exist; install"),
-        "{text}"
+    assert_contains_all(
+        "the check's output",
+        &text,
+        &["PROBLEM remote update", "does not exist; install"],
     );
     assert!(text.contains("is not executable; chmod 755 it"), "{text}");
     assert!(text.contains("2 problem(s) found; "), "{text}");
@@ -170,9 +171,10 @@ fn submit_wait_follows_phases_and_exits_with_the_result() {
         &words("--component remote --action update --version 1.2.3 --wait"),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(
-        stderr.contains("phase: downloading") && stderr.contains("phase: installing"),
-        "{stderr}"
+    assert_contains_all(
+        "stderr",
+        &stderr,
+        &["phase: downloading", "phase: installing"],
     );
     // A short answer: the outcome and message, each script with its time, the total.
     let lines: Vec<&str> = stdout.lines().collect();
@@ -321,10 +323,7 @@ fn follow_answers_a_finished_request_and_refuses_an_unknown_id_at_once() {
     let started = std::time::Instant::now();
     let (code, _, stderr) = follow(&new_id());
     assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("no request") && stderr.contains("mistyped"),
-        "{stderr}"
-    );
+    assert_contains_all("stderr", &stderr, &["no request", "mistyped"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -337,9 +336,10 @@ fn submit_says_soon_when_nobody_picks_the_request_up() {
         &words("--component core --action health --wait --timeout 5"),
     );
     assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("nobody has picked up") && stderr.contains("is the coordinator running"),
-        "{stderr}"
+    assert_contains_all(
+        "stderr",
+        &stderr,
+        &["nobody has picked up", "is the coordinator running"],
     );
 }
 

@@ -44,6 +44,16 @@ enum Mode {
     ProgressInStatus,
 }
 
+const MODES: [Mode; 2] = [Mode::Default, Mode::ProgressInStatus];
+
+/// Every outcome in both modes: the scenarios a client must get the true answer in.
+fn every_mode_and_outcome() -> Vec<(Mode, Outcome)> {
+    MODES
+        .iter()
+        .flat_map(|&mode| OUTCOMES.map(|outcome| (mode, outcome)))
+        .collect()
+}
+
 /// The hand-off file the 52d3692 client writes for its own update.
 const PENDING_FILE: &str = ".pending_remote_request";
 
@@ -363,8 +373,9 @@ fn beta8_client_reports_the_true_outcome() {
 
 /// 52d3692 updating another component follows the request to its answer; by default it sees
 /// nothing but the answer, with `progress_in_status` it also reports the phases.
-fn client_52d3692_reports_the_true_outcome(mode: Mode) {
-    in_parallel(&OUTCOMES, |outcome| {
+#[test]
+fn client_52d3692_reports_the_true_outcome_and_phases_with_progress_in_status() {
+    in_parallel(&every_mode_and_outcome(), |(mode, outcome)| {
         let spool = spool_for("scheduler", outcome, mode, Meanwhile::Runs);
         let _service = Service::start(&spool);
         let events = Client::update_52d3692(&spool, "scheduler", "2.0.1").finish();
@@ -378,21 +389,12 @@ fn client_52d3692_reports_the_true_outcome(mode: Mode) {
     });
 }
 
-#[test]
-fn client_52d3692_reports_the_true_outcome_by_default() {
-    client_52d3692_reports_the_true_outcome(Mode::Default);
-}
-
-#[test]
-fn client_52d3692_reports_phases_and_the_true_outcome_with_progress_in_status() {
-    client_52d3692_reports_the_true_outcome(Mode::ProgressInStatus);
-}
-
 /// 52d3692 updating its own container: the old container is killed right after
 /// `PHASE:installing`, the new one starts 1-3 s later while the update still runs (it goes on
 /// only then), and reads the status file once, as soon as it exists. It must be the answer.
-fn self_update_hand_off_reports_the_true_outcome(mode: Mode) {
-    in_parallel(&OUTCOMES, |outcome| {
+#[test]
+fn self_update_hand_off_reports_the_true_outcome() {
+    in_parallel(&every_mode_and_outcome(), |(mode, outcome)| {
         let spool = spool_for(
             "remote",
             outcome,
@@ -428,16 +430,6 @@ fn self_update_hand_off_reports_the_true_outcome(mode: Mode) {
     });
 }
 
-#[test]
-fn self_update_hand_off_reports_the_true_outcome_by_default() {
-    self_update_hand_off_reports_the_true_outcome(Mode::Default);
-}
-
-#[test]
-fn self_update_hand_off_reports_the_true_outcome_with_progress_in_status() {
-    self_update_hand_off_reports_the_true_outcome(Mode::ProgressInStatus);
-}
-
 /// When the coordinator is away during a self-update.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Away {
@@ -452,8 +444,8 @@ enum Away {
 /// answer.
 #[test]
 fn self_update_hand_off_survives_a_coordinator_that_is_away() {
-    let cases = [Away::DownAtSubmit, Away::RestartedMidUpdate]
-        .map(|away| [(away, Mode::Default), (away, Mode::ProgressInStatus)]);
+    let cases =
+        [Away::DownAtSubmit, Away::RestartedMidUpdate].map(|away| MODES.map(|mode| (away, mode)));
     in_parallel(cases.as_flattened(), |(away, mode)| {
         let spool = spool_for(
             "remote",
@@ -513,7 +505,7 @@ const OUTLASTING: Meanwhile = Meanwhile::WaitsFor(NEW_CONTAINER_GAVE_UP);
 
 #[test]
 fn a_new_container_that_gave_up_on_its_update_reads_the_answer_at_its_next_start() {
-    in_parallel(&[Mode::Default, Mode::ProgressInStatus], |mode| {
+    in_parallel(&MODES, |mode| {
         let spool = spool_for("remote", Outcome::Passes, mode, OUTLASTING);
         let _service = Service::start(&spool);
         let id = self_update_outlasting_the_new_containers_wait(&spool);
@@ -529,7 +521,7 @@ fn a_new_container_that_gave_up_on_its_update_reads_the_answer_at_its_next_start
 /// after the retention period.
 #[test]
 fn an_answer_the_new_container_gave_up_on_goes_with_its_hand_off_file_after_the_retention() {
-    in_parallel(&[Mode::Default, Mode::ProgressInStatus], |mode| {
+    in_parallel(&MODES, |mode| {
         let mut spool = spool_for("remote", Outcome::Passes, mode, OUTLASTING);
         spool.set("state", &format!("retention_days = {SHORT_RETENTION_DAYS}"));
         let service = Service::start(&spool);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Service, Spool};
+use crate::support::{Service, Spool, assert_contains_all};
 use sha2::{Digest, Sha256};
 
 /// The PATH the coordinator gives scripts.
@@ -75,22 +75,14 @@ impl Run {
     /// Asserts the script said `text` on stderr (where the scripts explain a failure).
     #[track_caller]
     fn says(&self, text: &str) -> &Self {
-        assert!(
-            self.stderr.contains(text),
-            "{text:?} not in stderr:\n{}",
-            self.stderr
-        );
+        assert_contains_all("stderr", &self.stderr, &[text]);
         self
     }
 
     /// Asserts the script printed `text` on stdout (its progress and results).
     #[track_caller]
     fn prints(&self, text: &str) -> &Self {
-        assert!(
-            self.stdout.contains(text),
-            "{text:?} not in stdout:\n{}",
-            self.stdout
-        );
+        assert_contains_all("stdout", &self.stdout, &[text]);
         self
     }
 
@@ -223,6 +215,15 @@ impl Host {
 
     fn run(&self, component: &str, script: &str, args: &[&str]) -> Run {
         self.run_for(&crate::support::new_id(), component, script, args)
+    }
+
+    /// update.sh of remote to `version`, with the fakes' `policies` (pull-fails, unhealthy, ...)
+    /// applied to that version's image.
+    fn update_remote_under(&self, policies: &[&str], version: &str) -> Run {
+        for policy in policies {
+            self.policy(policy, &format!("ghcr.io/dunebugger/remote:{version}"));
+        }
+        self.run("remote", "update.sh", &[version])
     }
 
     fn run_for(&self, request_id: &str, component: &str, script: &str, args: &[&str]) -> Run {
@@ -413,8 +414,7 @@ fn image_and_tag_prefix_settings_name_the_new_image() {
 #[test]
 fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
     let host = Host::new();
-    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["pull-fails"], "1.2.3");
     run.expect(4);
     assert_eq!(
         run.phases(),
@@ -450,9 +450,7 @@ fn a_failed_pull_restores_the_compose_file_and_leaves_the_container_alone() {
 #[test]
 fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
     let host = Host::new();
-    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
-    host.policy("local-images", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["pull-fails", "local-images"], "1.2.3");
     run.expect(0);
     assert_eq!(run.phases(), UPDATE_PHASES);
     assert!(
@@ -466,8 +464,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
 
     host.conf("remote", "PULL=missing");
     host.clear_calls();
-    host.policy("local-images", "ghcr.io/dunebugger/remote:1.3.0");
-    let run = host.run("remote", "update.sh", &["1.3.0"]);
+    let run = host.update_remote_under(&["local-images"], "1.3.0");
     run.expect(0);
     run.prints("not pulling (PULL=missing)");
     assert_eq!(host.count(" pull remote"), 0, "{:?}", host.calls());
@@ -486,8 +483,7 @@ fn a_failed_pull_is_not_fatal_when_the_image_is_present_locally() {
 #[test]
 fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
     let host = Host::new();
-    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["unhealthy"], "1.2.3");
     run.expect(4);
     let mut expected = UPDATE_PHASES.to_vec();
     expected.push("restoring");
@@ -508,8 +504,7 @@ fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
 
     // A container that exits is given up on at once, too: one look, then the restore.
     host.clear_calls();
-    host.policy("exited", "ghcr.io/dunebugger/remote:1.3.0");
-    host.run("remote", "update.sh", &["1.3.0"]).expect(4);
+    host.update_remote_under(&["exited"], "1.3.0").expect(4);
     let calls = host.calls();
     let ups: Vec<usize> = (0..calls.len())
         .filter(|&i| calls[i].ends_with(" up -d --no-deps remote"))
@@ -527,8 +522,7 @@ fn an_unhealthy_new_container_is_replaced_by_the_old_one() {
 fn a_container_that_never_gets_healthy_is_given_up_after_health_timeout() {
     let host = Host::new();
     host.conf("remote", "HEALTH_TIMEOUT=1\nHEALTH_INTERVAL=0.1");
-    host.policy("starting", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["starting"], "1.2.3");
     run.expect(4);
     run.says("not healthy within 1s");
     assert!(
@@ -549,8 +543,7 @@ fn a_container_that_never_gets_healthy_is_given_up_after_health_timeout() {
 fn without_a_healthcheck_the_container_must_stay_up_for_stable_seconds() {
     let host = Host::new();
     host.conf("remote", "STABLE_SECONDS=1\nHEALTH_INTERVAL=0.1");
-    host.policy("no-healthcheck", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["no-healthcheck"], "1.2.3");
     run.expect(0);
     run.prints("no health check defined");
     assert!(
@@ -563,9 +556,8 @@ fn without_a_healthcheck_the_container_must_stay_up_for_stable_seconds() {
 #[test]
 fn when_restoring_fails_too_the_exit_code_says_the_state_is_unknown() {
     let host = Host::new();
-    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.2.3");
     host.policy("up-fails", REMOTE_OLD);
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["unhealthy"], "1.2.3");
     run.expect(5);
     run.says("state is unknown");
     assert_eq!(host.compose(), COMPOSE, "the file is restored all the same");
@@ -595,12 +587,7 @@ fn an_edit_that_docker_compose_config_rejects_is_undone_before_anything_is_pulle
 fn refusals_change_nothing_and_say_why() {
     let host = Host::new();
     let unchanged = |run: &Run, code: i32, says: &str| {
-        run.expect(code);
-        assert!(
-            run.stderr.contains(says),
-            "expected {says:?} in:\n{}",
-            run.stderr
-        );
+        run.expect(code).says(says);
         assert_eq!(host.compose(), COMPOSE);
         assert!(host.backups("remote").is_empty());
         assert_eq!(
@@ -608,31 +595,16 @@ fn refusals_change_nothing_and_say_why() {
             0
         );
     };
-    unchanged(
-        &host.run("remote", "update.sh", &[]),
-        2,
-        "usage: update.sh VERSION",
-    );
-    unchanged(
-        &host.run("remote", "update.sh", &["v1.2.3"]),
-        2,
-        "invalid version",
-    );
-    unchanged(
-        &host.run("remote", "update.sh", &["1.2.3+build.5"]),
-        2,
-        "contains '+'",
-    );
-    unchanged(
-        &host.run("remote", "update.sh", &["1.0;reboot"]),
-        2,
-        "invalid version",
-    );
-    unchanged(
-        &host.run("remote", "rollback.sh", &["x"]),
-        2,
-        "usage: rollback.sh",
-    );
+    // Bad arguments.
+    for (script, args, says) in [
+        ("update.sh", &[][..], "usage: update.sh VERSION"),
+        ("update.sh", &["v1.2.3"], "invalid version"),
+        ("update.sh", &["1.2.3+build.5"], "contains '+'"),
+        ("update.sh", &["1.0;reboot"], "invalid version"),
+        ("rollback.sh", &["x"], "usage: rollback.sh"),
+    ] {
+        unchanged(&host.run("remote", script, args), 2, says);
+    }
 
     // A compose file that is already invalid is not edited.
     host.policy("config-rejects", "remote:1.0.0");
@@ -888,9 +860,7 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
     host.without_plugin();
     let v1 = host.path("bin/docker-compose").display().to_string();
     // As on a host without a network: the image is local, the pull fails.
-    host.policy("pull-fails", "ghcr.io/dunebugger/remote:1.2.3");
-    host.policy("local-images", "ghcr.io/dunebugger/remote:1.2.3");
-    let run = host.run("remote", "update.sh", &["1.2.3"]);
+    let run = host.update_remote_under(&["pull-fails", "local-images"], "1.2.3");
     run.expect(0);
     assert_eq!(run.phases(), UPDATE_PHASES);
     assert!(
@@ -940,8 +910,7 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
     let run = host.run("remote", "health-check.sh", &[]);
     run.expect(0);
     run.prints("running, health healthy");
-    host.policy("unhealthy", "ghcr.io/dunebugger/remote:1.3.0");
-    let run = host.run("remote", "update.sh", &["1.3.0"]);
+    let run = host.update_remote_under(&["unhealthy"], "1.3.0");
     run.expect(4);
     run.says("health unhealthy");
     assert!(
@@ -967,12 +936,7 @@ fn without_the_v2_plugin_the_scripts_use_docker_compose_v1() {
 fn compose_cli_forces_the_plugin_or_the_standalone_command() {
     let host = Host::new();
     let unchanged = |run: &Run, code: i32, says: &str| {
-        run.expect(code);
-        assert!(
-            run.stderr.contains(says),
-            "expected {says:?} in:\n{}",
-            run.stderr
-        );
+        run.expect(code).says(says);
         assert!(host.compose().contains("remote:1.2.3   # pinned"));
         assert_eq!(host.container("remote"), "ghcr.io/dunebugger/remote:1.2.3");
     };
@@ -1105,14 +1069,16 @@ fn scripts_also_run_from_the_source_tree() {
     for script in ["update.sh", "rollback.sh", "health-check.sh"] {
         for dir in ["core", "compose-service"] {
             let text = fs::read_to_string(src.join(dir).join(script)).unwrap();
-            for needle in [
-                "#!/bin/bash\n",
-                "set -euo pipefail",
-                "# Exit codes:",
-                "# Arguments:",
-            ] {
-                assert!(text.contains(needle), "{dir}/{script} lacks {needle:?}");
-            }
+            assert_contains_all(
+                &format!("{dir}/{script}"),
+                &text,
+                &[
+                    "#!/bin/bash\n",
+                    "set -euo pipefail",
+                    "# Exit codes:",
+                    "# Arguments:",
+                ],
+            );
         }
     }
 
@@ -1370,13 +1336,7 @@ fn core_changes_nothing_when_the_release_is_missing_bad_or_unsafe() {
     host.release("1.0.0", &[], true);
     host.run("core", "update.sh", &["1.0.0"]).expect(0);
     let untouched = |run: Run, says: &str| {
-        run.expect(4);
-        assert!(
-            run.stderr.contains(says),
-            "expected {says:?} in:\n{}",
-            run.stderr
-        );
-        run.says("before anything was changed");
+        run.expect(4).says(says).says("before anything was changed");
         assert_eq!(host.installed(""), "1.0.0");
         assert!(!host.path("opt/core-app.previous").exists());
         assert_eq!(host.read("state/unit"), "active");

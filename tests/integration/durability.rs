@@ -21,11 +21,7 @@ fn gated_update(spool: &Spool, exit_code: i32) -> std::path::PathBuf {
 #[test]
 fn a_coordinator_killed_mid_script_is_restarted_and_reports_the_real_exit_code() {
     let spool = Spool::new();
-    let gate = gated_update(&spool, 7);
-    let mut service = Service::start(&spool);
-    let id = update_now_installing(&spool);
-
-    service.crash();
+    let (gate, id) = coordinator_crashed_mid_update(&spool, 7);
     fs::write(&gate, "").unwrap(); // the script finishes while no coordinator runs
     let _restarted = Service::start(&spool);
     let status = spool.wait_final(&id);
@@ -99,10 +95,7 @@ fn progress_emptied_by_a_power_cut_is_written_again(progress_in_status: bool) {
 #[test]
 fn a_coordinator_restarted_while_the_script_still_runs_re_attaches() {
     let spool = Spool::new();
-    let gate = gated_update(&spool, 0);
-    let mut service = Service::start(&spool);
-    let id = update_now_installing(&spool);
-    service.crash();
+    let (gate, id) = coordinator_crashed_mid_update(&spool, 0);
     let restarted = Service::start(&spool);
     spool.wait_sentinel();
     let status = spool.status(&id);
@@ -169,12 +162,8 @@ fn a_killed_monitor_is_answered_interrupted_and_never_re_run() {
 #[test]
 fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     let spool = Spool::new();
-    gated_update(&spool, 0);
-    let mut service = Service::start(&spool);
-    let id = update_now_installing(&spool);
-
     // Power cut: everything dies at once; the record says it started in another boot.
-    service.crash();
+    let (_, id) = coordinator_crashed_mid_update(&spool, 0);
     kill_the_run(&spool, &id);
     let run = spool.dir.path().join(format!("state/runs/{id}/run.json"));
     let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&run).unwrap()).unwrap();
@@ -226,6 +215,16 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     });
 }
 
+/// The gated update held at its gate when its coordinator is SIGKILLed: the gate and the
+/// request's id. The script lives on, as it does when only the coordinator dies.
+fn coordinator_crashed_mid_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, String) {
+    let gate = gated_update(spool, exit_code);
+    let mut service = Service::start(spool);
+    let id = update_now_installing(spool);
+    service.crash();
+    (gate, id)
+}
+
 /// Submits the gated update (to 1.2.3) and waits until it is installing, held at its gate.
 fn update_now_installing(spool: &Spool) -> String {
     let id = spool.submit("remote", "update", Some("1.2.3"));
@@ -267,24 +266,13 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
 {
     let mut spool = Spool::new();
     spool.add_config("[components.remote.timeouts]\nupdate = 1");
-    let pidfile = spool.evidence().join("daemon.pid");
-    let script = format!(
-        "setsid sh -c 'echo $$ > {}; trap \"\" TERM; while :; do sleep 1; done' &\nsleep 300",
-        path_str(&pidfile)
-    );
-    spool.script("remote", "update.sh", &script);
+    let (daemon, pidfile) = setsid_daemon(&spool, "trap \"\" TERM; while :; do sleep 1; done");
+    spool.script("remote", "update.sh", &format!("{daemon} &\nsleep 300"));
     let _service = Service::start(&spool);
     let id = spool.submit("remote", "update", Some("1.0.0"));
     let status = spool.wait_final(&id);
     assert_eq!(status["code"], "timeout", "{status}");
-    let daemon: i32 = fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    wait_until("the setsid daemon is gone", || {
-        crate::support::process_gone(daemon)
-    });
+    wait_until_gone(&pidfile);
     if !std::path::Path::new("/run/systemd/system").exists() {
         assert_eq!(status["limits"]["mechanism"], "none", "{status}");
         let notes = status["limits"]["not_enforced"].as_array().unwrap();
@@ -302,26 +290,32 @@ fn without_cgroups_a_timeout_still_kills_a_setsid_daemon_and_the_status_says_no_
 #[test]
 fn a_daemon_left_behind_by_a_successful_script_is_swept() {
     let spool = Spool::new();
-    let pidfile = spool.evidence().join("daemon.pid");
-    let script = format!(
-        "setsid sh -c 'echo $$ > {}; exec sleep 1000' > /dev/null 2>&1 &\nsleep 0.2\necho started",
-        path_str(&pidfile)
-    );
+    let (daemon, pidfile) = setsid_daemon(&spool, "exec sleep 1000");
+    let script = format!("{daemon} > /dev/null 2>&1 &\nsleep 0.2\necho started");
     spool.script("core", "update.sh", &script);
     let service = Service::start(&spool);
     let id = spool.submit("core", "update", Some("1.0.0"));
     assert_eq!(spool.wait_final(&id)["success"], true);
-    let daemon: i32 = fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    wait_until("the daemon is gone", || {
-        crate::support::process_gone(daemon)
-    });
+    wait_until_gone(&pidfile);
     assert!(
         service
             .log()
             .contains("killed processes the script left running")
     );
+}
+
+/// A shell command that runs `body` as a daemon in a session of its own (setsid), out of the
+/// script's process group, and the file it writes its pid in.
+fn setsid_daemon(spool: &Spool, body: &str) -> (String, std::path::PathBuf) {
+    let pidfile = spool.evidence().join("daemon.pid");
+    let command = format!("setsid sh -c 'echo $$ > {}; {body}'", path_str(&pidfile));
+    (command, pidfile)
+}
+
+/// Waits until the daemon whose pid is in `pidfile` is gone.
+fn wait_until_gone(pidfile: &std::path::Path) {
+    let daemon: i32 = fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    wait_until("the setsid daemon is gone", || {
+        crate::support::process_gone(daemon)
+    });
 }

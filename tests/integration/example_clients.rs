@@ -17,11 +17,13 @@ fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/client")
 }
 
-/// A script body that reports each of `phases` and waits (at most 60 s) for the client to
-/// acknowledge it, then prints `last`.
-fn acknowledged_phases(evidence: &Path, phases: &[&str], last: &str) -> String {
+/// Installs `component`'s update.sh as a script that reports downloading then installing and
+/// waits (at most 60 s) for the client to acknowledge each (`ack-PHASE` in the evidence
+/// directory), then prints `last`.
+fn acknowledged_update(spool: &Spool, component: &str, last: &str) {
+    let evidence = spool.evidence();
     let mut body = String::new();
-    for phase in phases {
+    for phase in ["downloading", "installing"] {
         let ack = evidence.join(format!("ack-{phase}"));
         body.push_str(&format!(
             "echo PHASE:{phase}\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n",
@@ -29,7 +31,7 @@ fn acknowledged_phases(evidence: &Path, phases: &[&str], last: &str) -> String {
         ));
     }
     body.push_str(&format!("echo \"{last}\"\n"));
-    body
+    spool.script(component, "update.sh", &body);
 }
 
 /// `python3 -I -S -B -c CODE ARGS...` with the client module importable; returns stdout and
@@ -108,12 +110,8 @@ fn shell_client(spool: &Spool, args: &[&str]) -> (Option<i32>, Vec<String>) {
 fn python_client_submits_follows_phases_and_collects_the_final_status() {
     let spool = Spool::new();
     spool.create_dirs();
+    acknowledged_update(&spool, "remote", "updated to $1");
     let evidence = spool.evidence();
-    spool.script(
-        "remote",
-        "update.sh",
-        &acknowledged_phases(&evidence, &["downloading", "installing"], "updated to $1"),
-    );
     let _service = Service::start(&spool);
 
     let out = python(
@@ -163,13 +161,20 @@ fn python_client_submits_follows_phases_and_collects_the_final_status() {
     crate::support::wait_until("request file removed", || spool.request_files().is_empty());
 }
 
-#[test]
-fn python_client_reports_failures_refusals_and_bad_input() {
+/// A running service whose core health check fails (exit 3, "core is down" on stderr), with
+/// its spool and the spool's root as the clients take it.
+fn service_whose_core_is_down() -> (Spool, Service, String) {
     let spool = Spool::new();
     spool.create_dirs();
     spool.script("core", "health-check.sh", "echo 'core is down' >&2\nexit 3");
-    let _service = Service::start(&spool);
+    let service = Service::start(&spool);
     let root = spool.root().display().to_string();
+    (spool, service, root)
+}
+
+#[test]
+fn python_client_reports_failures_refusals_and_bad_input() {
+    let (spool, _service, root) = service_whose_core_is_down();
 
     let out = python(
         "import json\n\
@@ -348,16 +353,7 @@ fn python_client_picks_up_the_result_of_its_own_update_after_a_restart() {
 fn shell_client_prints_phases_and_exits_with_the_result() {
     let spool = Spool::new();
     spool.create_dirs();
-    let evidence = spool.evidence();
-    spool.script(
-        "scheduler",
-        "update.sh",
-        &acknowledged_phases(
-            &evidence,
-            &["downloading", "installing"],
-            "scheduler is now $1",
-        ),
-    );
+    acknowledged_update(&spool, "scheduler", "scheduler is now $1");
     spool.script(
         "core",
         "health-check.sh",
@@ -456,11 +452,7 @@ fn shell_client_gives_up_after_its_timeout_and_leaves_the_status() {
 /// `python3 dunebugger_updates.py` as a command exits 0 on success and 1 on failure.
 #[test]
 fn python_client_command_exits_with_the_result() {
-    let spool = Spool::new();
-    spool.create_dirs();
-    spool.script("core", "health-check.sh", "exit 3");
-    let _service = Service::start(&spool);
-    let root = spool.root().display().to_string();
+    let (_spool, _service, root) = service_whose_core_is_down();
     let run = |args: &[&str]| -> Output {
         Command::new("python3")
             .args(["-I", "-S", "-B"])

@@ -20,6 +20,13 @@ fn assert_still_answering(spool: &Spool) {
     );
 }
 
+/// Installs `component/name` as a script that only touches `evidence/ran`: whether it ran is
+/// whether that file exists.
+fn script_that_marks_it_ran(spool: &Spool, component: &str, name: &str) {
+    let ran = spool.evidence().join("ran");
+    spool.script(component, name, &format!("touch {}", path_str(&ran)));
+}
+
 /// Runs `attack` against a fresh service and checks the common invariants; returns the spool.
 fn under_attack(setup: impl FnOnce(&mut Spool), attack: impl FnOnce(&Spool)) -> (Spool, Service) {
     let mut spool = Spool::new();
@@ -345,8 +352,7 @@ fn a_duplicate_id_while_queued_or_running_never_runs_twice() {
 fn a_script_others_can_modify_is_not_run_and_the_status_says_why() {
     under_attack(
         |spool| {
-            let ran = spool.evidence().join("ran");
-            spool.script("remote", "update.sh", &format!("touch {}", path_str(&ran)));
+            script_that_marks_it_ran(spool, "remote", "update.sh");
             let script = spool.dir.path().join("components/remote/update.sh");
             fs::set_permissions(&script, fs::Permissions::from_mode(0o777)).unwrap();
         },
@@ -651,8 +657,7 @@ fn a_device_node_is_refused_without_being_opened() {
 fn a_final_status_planted_for_another_id_does_not_pre_empt_its_request() {
     under_attack(
         |spool| {
-            let ran = spool.evidence().join("ran");
-            spool.script("core", "rollback.sh", &format!("touch {}", path_str(&ran)));
+            script_that_marks_it_ran(spool, "core", "rollback.sh");
         },
         |spool| {
             let id = new_id();

@@ -16,6 +16,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::assert_contains_all;
+
 const BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
 const UNIT: &str = "dunebugger-update-coordinator.service";
 
@@ -137,11 +139,7 @@ impl Run {
     }
 
     fn says(&self, what: &str) -> &Self {
-        assert!(
-            self.text.contains(what),
-            "expected {what:?} in the output of install.sh:\n{}",
-            self.text
-        );
+        assert_contains_all("the output of install.sh", &self.text, &[what]);
         self
     }
 }
@@ -819,14 +817,17 @@ fn elf64(machine: u16) -> Vec<u8> {
     elf
 }
 
+/// Writes `bytes` as `name` in `dir`, for the shell functions that take a binary's path.
+fn binary_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> String {
+    let path = dir.path().join(name);
+    fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
 #[test]
 fn the_binarys_architecture_is_read_from_its_elf_header() {
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, bytes: &[u8]| {
-        let path = dir.path().join(name);
-        fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
+    let file = |name: &str, bytes: &[u8]| binary_file(&dir, name, bytes);
     for (name, bytes, arch) in [
         ("armv6", arm_elf(Some(6)), "armv6"),
         ("armv6kz", arm_elf(Some(7)), "armv6"),
@@ -863,11 +864,7 @@ fn the_binarys_architecture_is_read_from_its_elf_header() {
 #[test]
 fn a_binary_for_another_cpu_is_refused_with_what_to_build_instead() {
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, bytes: &[u8]| {
-        let path = dir.path().join(name);
-        fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
+    let file = |name: &str, bytes: &[u8]| binary_file(&dir, name, bytes);
     let v6 = file("v6", &arm_elf(Some(7)));
     let v7 = file("v7", &arm_elf(Some(10)));
     let unknown_arm = file("arm", &arm_elf(None));

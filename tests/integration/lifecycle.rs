@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::support::{Service, Spool, assert_message_says, new_id, path_str};
+use crate::support::{Service, Spool, assert_message_says, new_id, path_str, stdout_of};
 
 /// A spool whose `remote` component has the health gate on, with no wait between attempts.
 fn gated() -> Spool {
@@ -375,22 +375,33 @@ fn outcomes(status: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_multi_component_update_updates_in_order_and_records_every_version() {
-    let (spool, ledger) = batch_spool(None);
+/// Runs the remote+scheduler batch to its end, `fail_health` failing its health gate, and
+/// asserts how it ended: its outcome, each component's, and the scripts that ran in order.
+fn batch_ends(
+    fail_health: Option<&str>,
+    outcome: &str,
+    components: [&str; 2],
+    scripts_run: &str,
+) -> (Spool, serde_json::Value) {
+    let (spool, ledger) = batch_spool(fail_health);
     let _service = Service::start(&spool);
     let (_, status) = batch_update(&spool);
-    assert_eq!(status["success"], true, "{status}");
-    assert_eq!(status["outcome"], "updated");
+    assert_eq!(status["success"], outcome == "updated", "{status}");
+    assert_eq!(status["outcome"], outcome, "{status}");
+    assert_eq!(outcomes(&status), components);
+    assert_eq!(fs::read_to_string(&ledger).unwrap(), scripts_run);
+    (spool, status)
+}
+
+#[test]
+fn a_multi_component_update_updates_in_order_and_records_every_version() {
+    let (spool, status) = batch_ends(
+        None,
+        "updated",
+        ["remote 1.4.2 updated", "scheduler 2.0.1 updated"],
+        "remote update 1.4.2\nscheduler update 2.0.1\n",
+    );
     assert_eq!(status["component"], "remote+scheduler");
-    assert_eq!(
-        outcomes(&status),
-        ["remote 1.4.2 updated", "scheduler 2.0.1 updated"]
-    );
-    assert_eq!(
-        fs::read_to_string(&ledger).unwrap(),
-        "remote update 1.4.2\nscheduler update 2.0.1\n"
-    );
     let steps: Vec<String> = status["steps"]
         .as_array()
         .unwrap()
@@ -421,21 +432,14 @@ fn a_multi_component_update_updates_in_order_and_records_every_version() {
 
 #[test]
 fn a_batch_whose_second_component_fails_its_health_gate_rolls_back_the_first() {
-    let (spool, ledger) = batch_spool(Some("scheduler"));
-    let _service = Service::start(&spool);
-    let (_, status) = batch_update(&spool);
-    assert_eq!(status["success"], false, "{status}");
-    assert_eq!(status["outcome"], "rolled_back");
-    assert_eq!(status["code"], "rolled_back");
-    assert_eq!(
-        outcomes(&status),
-        ["remote 1.4.2 rolled_back", "scheduler 2.0.1 rolled_back"]
-    );
     // The failing one is rolled back by its own gate first, then the earlier ones, newest first.
-    assert_eq!(
-        fs::read_to_string(&ledger).unwrap(),
-        "remote update 1.4.2\nscheduler update 2.0.1\nscheduler rollback\nremote rollback\n"
+    let (spool, status) = batch_ends(
+        Some("scheduler"),
+        "rolled_back",
+        ["remote 1.4.2 rolled_back", "scheduler 2.0.1 rolled_back"],
+        "remote update 1.4.2\nscheduler update 2.0.1\nscheduler rollback\nremote rollback\n",
     );
+    assert_eq!(status["code"], "rolled_back");
     let message = status["message"].as_str().unwrap();
     assert!(
         message.starts_with("scheduler: the health check failed 2 time(s)"),
@@ -457,17 +461,11 @@ fn a_batch_whose_second_component_fails_its_health_gate_rolls_back_the_first() {
 
 #[test]
 fn a_batch_whose_first_component_fails_never_starts_the_second() {
-    let (spool, ledger) = batch_spool(Some("remote"));
-    let _service = Service::start(&spool);
-    let (_, status) = batch_update(&spool);
-    assert_eq!(status["outcome"], "rolled_back", "{status}");
-    assert_eq!(
-        outcomes(&status),
-        ["remote 1.4.2 rolled_back", "scheduler 2.0.1 not_started"]
-    );
-    assert_eq!(
-        fs::read_to_string(&ledger).unwrap(),
-        "remote update 1.4.2\nremote rollback\n"
+    batch_ends(
+        Some("remote"),
+        "rolled_back",
+        ["remote 1.4.2 rolled_back", "scheduler 2.0.1 not_started"],
+        "remote update 1.4.2\nremote rollback\n",
     );
 }
 
@@ -520,19 +518,13 @@ fn the_audit_log_tells_each_requests_story_and_history_reads_it() {
     spool.wait_final(&bad);
 
     let history = |args: &[&str]| -> String {
-        let out = std::process::Command::new(crate::support::bin())
-            .arg("history")
-            .arg("--config")
-            .arg(spool.config_path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(
+            std::process::Command::new(crate::support::bin())
+                .arg("history")
+                .arg("--config")
+                .arg(spool.config_path())
+                .args(args),
+        )
     };
     let events = |args: &[&str]| -> Vec<serde_json::Value> {
         history(&[args, &["--json"]].concat())

@@ -11,6 +11,8 @@ use std::process::Command;
 
 use update_coordinator::config::{self, Config};
 
+use crate::support::{assert_contains_all, stdout_of};
+
 const BIN: &str = env!("CARGO_BIN_EXE_update-coordinator");
 
 fn repo() -> PathBuf {
@@ -267,16 +269,11 @@ fn the_real_systemd_tools_create_that_layout_from_the_rules() {
     ] {
         // Twice: applying the rules again changes nothing and fails on nothing.
         for _ in 0..2 {
-            let out = Command::new(tool)
-                .arg(format!("--root={}", root.path().display()))
-                .args(extra)
-                .arg(repo().join(file))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{tool}: {}",
-                String::from_utf8_lossy(&out.stderr)
+            stdout_of(
+                Command::new(tool)
+                    .arg(format!("--root={}", root.path().display()))
+                    .args(extra)
+                    .arg(repo().join(file)),
             );
         }
     }
@@ -355,17 +352,6 @@ fn package_dests(role: &str) -> Vec<String> {
         .collect()
 }
 
-fn output(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// packaging/release.sh for amd64 with this build (no compression: a debug build is large),
 /// run once per test run; returns its dist directory.
 fn release_amd64() -> &'static Path {
@@ -373,7 +359,7 @@ fn release_amd64() -> &'static Path {
     DIST.get_or_init(|| {
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging-release");
         let _ = fs::remove_dir_all(&target_dir);
-        output(
+        stdout_of(
             Command::new("bash")
                 .arg(repo().join("packaging/release.sh"))
                 .args(["--arch", "amd64", "--no-setup", "--compress", "none"])
@@ -383,6 +369,11 @@ fn release_amd64() -> &'static Path {
         );
         target_dir.join("dist")
     })
+}
+
+/// The .deb of release_amd64.
+fn amd64_deb() -> PathBuf {
+    release_amd64().join(format!("update-coordinator_{VERSION}_amd64.deb"))
 }
 
 /// Every file (not directory) under `root`, as absolute paths inside it.
@@ -405,7 +396,7 @@ fn files_under(root: &Path) -> BTreeSet<String> {
 }
 
 fn lay_out_with_install_sh(root: &Path, args: &[&str]) {
-    output(
+    stdout_of(
         Command::new("bash")
             .arg(repo().join("install.sh"))
             .args(["--binary", BIN])
@@ -419,10 +410,9 @@ fn lay_out_with_install_sh(root: &Path, args: &[&str]) {
 #[test]
 fn the_deb_ships_every_file_install_sh_installs_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
-    let dist = release_amd64();
-    let deb = dist.join(format!("update-coordinator_{VERSION}_amd64.deb"));
+    let deb = amd64_deb();
     let unpacked = tmp.path().join("deb");
-    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
+    stdout_of(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
     let in_deb = files_under(&unpacked);
 
     // What install.sh installs on a host, laid out with the package's prefix.
@@ -503,13 +493,13 @@ fn the_deb_ships_every_file_install_sh_installs_byte_for_byte() {
 
 /// A member of the .deb's control archive.
 fn control_member(deb: &Path, name: &str) -> String {
-    output(Command::new("dpkg-deb").arg("--info").arg(deb).arg(name))
+    stdout_of(Command::new("dpkg-deb").arg("--info").arg(deb).arg(name))
 }
 
 #[test]
 fn the_debs_control_files_follow_packaging_files() {
     let dist = release_amd64();
-    let deb = dist.join(format!("update-coordinator_{VERSION}_amd64.deb"));
+    let deb = amd64_deb();
     // The config is a conffile: dpkg keeps local changes.
     assert_eq!(
         control_member(&deb, "conffiles")
@@ -535,17 +525,16 @@ fn the_debs_control_files_follow_packaging_files() {
         "the postinst does not run {install_sh}"
     );
     let control = control_member(&deb, "control");
-    for wanted in [
-        "Package: update-coordinator",
-        "Architecture: amd64",
-        "Depends: libc6 (>= 2.",
-        "systemd (>= 252)",
-    ] {
-        assert!(control.contains(wanted), "{wanted:?} not in:\n{control}");
-    }
-    assert!(
-        control.contains(&format!("Version: {VERSION}\n")),
-        "{control}"
+    assert_contains_all(
+        "the control file",
+        &control,
+        &[
+            "Package: update-coordinator",
+            "Architecture: amd64",
+            &format!("Version: {VERSION}\n"),
+            "Depends: libc6 (>= 2.",
+            "systemd (>= 252)",
+        ],
     );
     // SHA256SUMS covers the .deb and the tarball, and is right.
     let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
@@ -553,7 +542,7 @@ fn the_debs_control_files_follow_packaging_files() {
         sums.contains("_amd64.deb") && sums.contains("-amd64.tar.gz"),
         "{sums}"
     );
-    output(
+    stdout_of(
         Command::new("sha256sum")
             .arg("-c")
             .arg("SHA256SUMS")
@@ -564,11 +553,10 @@ fn the_debs_control_files_follow_packaging_files() {
 #[test]
 fn install_sh_installs_from_the_release_tarball() {
     let tmp = tempfile::tempdir().unwrap();
-    let dist = release_amd64();
-    let tarball = dist.join(format!("update-coordinator-{VERSION}-amd64.tar.gz"));
+    let tarball = release_amd64().join(format!("update-coordinator-{VERSION}-amd64.tar.gz"));
     let root = tmp.path().join("root");
     // The tarball's own install.sh lays out its own binary (DESTDIR passes through).
-    let out = output(
+    let out = stdout_of(
         Command::new("bash")
             .arg(repo().join("install.sh"))
             .arg("--package")
@@ -678,7 +666,7 @@ fn the_maintainer_scripts_are_valid_sh() {
             0,
             "{script} must be executable"
         );
-        output(Command::new("sh").arg("-n").arg(repo().join(script)));
+        stdout_of(Command::new("sh").arg("-n").arg(repo().join(script)));
     }
     assert_eq!(
         read("packaging/debian/postrm")

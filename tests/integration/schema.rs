@@ -779,125 +779,73 @@ fn the_status_schema_rejects_statuses_the_coordinator_never_writes() {
     assert_valid_status("queued", &queued);
     assert_valid_status("refused", &refused);
 
-    let with = |base: &Value, edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
-        let mut v = base.clone();
-        edit(v.as_object_mut().unwrap());
-        v
+    // Each case: a status the coordinator does write, with one field set to a value it never
+    // writes there, or left out.
+    let set = |base: &Value, field: &str, value: Value| {
+        let mut status = base.clone();
+        status[field] = value;
+        status
+    };
+    let without = |base: &Value, field: &str| {
+        let mut status = base.clone();
+        status.as_object_mut().unwrap().remove(field);
+        status
     };
     let cases: Vec<(&str, Value)> = vec![
         (
             "final with success null",
-            with(&good, &|m| {
-                m.insert("success".into(), Value::Null);
-            }),
+            set(&good, "success", Value::Null),
         ),
         (
             "in progress with success true",
-            with(&queued, &|m| {
-                m.insert("success".into(), json!(true));
-            }),
+            set(&queued, "success", json!(true)),
         ),
         (
             "in progress with a code",
-            with(&queued, &|m| {
-                m.insert("code".into(), json!("timeout"));
-            }),
+            set(&queued, "code", json!("timeout")),
         ),
-        (
-            "failure without code",
-            with(&failed, &|m| {
-                m.remove("code");
-            }),
-        ),
+        ("failure without code", without(&failed, "code")),
         (
             "success with a code",
-            with(&good, &|m| {
-                m.insert("code".into(), json!("script_failed"));
-            }),
+            set(&good, "code", json!("script_failed")),
         ),
         (
             "success with a non-zero exit code",
-            with(&good, &|m| {
-                m.insert("exit_code".into(), json!(1));
-            }),
+            set(&good, "exit_code", json!(1)),
         ),
-        (
-            "an unknown code",
-            with(&failed, &|m| {
-                m.insert("code".into(), json!("made_up"));
-            }),
-        ),
+        ("an unknown code", set(&failed, "code", json!("made_up"))),
         (
             "script_failed with exit code 0",
-            with(&failed, &|m| {
-                m.insert("exit_code".into(), json!(0));
-            }),
+            set(&failed, "exit_code", json!(0)),
         ),
-        (
-            "exit code and signal",
-            with(&failed, &|m| {
-                m.insert("signal".into(), json!(9));
-            }),
-        ),
+        ("exit code and signal", set(&failed, "signal", json!(9))),
         (
             "timed_out without code timeout",
-            with(&failed, &|m| {
-                m.insert("timed_out".into(), json!(true));
-            }),
+            set(&failed, "timed_out", json!(true)),
         ),
-        (
-            "no output field",
-            with(&good, &|m| {
-                m.remove("output");
-            }),
-        ),
-        (
-            "no phase",
-            with(&good, &|m| {
-                m.remove("phase");
-            }),
-        ),
+        ("no output field", without(&good, "output")),
+        ("no phase", without(&good, "phase")),
         (
             "final success in phase failed",
-            with(&good, &|m| {
-                m.insert("phase".into(), json!("failed"));
-            }),
+            set(&good, "phase", json!("failed")),
         ),
         (
             "naive timestamp",
-            with(&good, &|m| {
-                m.insert("timestamp".into(), json!("2026-02-14T00:51:03.123456"));
-            }),
+            set(&good, "timestamp", json!("2026-02-14T00:51:03.123456")),
         ),
-        (
-            "unsafe request id",
-            with(&good, &|m| {
-                m.insert("request_id".into(), json!("../x"));
-            }),
-        ),
-        (
-            "empty message",
-            with(&good, &|m| {
-                m.insert("message".into(), json!(""));
-            }),
-        ),
+        ("unsafe request id", set(&good, "request_id", json!("../x"))),
+        ("empty message", set(&good, "message", json!(""))),
         (
             "refusal in phase done",
-            with(&refused, &|m| {
-                m.insert("phase".into(), json!("done"));
-            }),
+            set(&refused, "phase", json!("done")),
         ),
         (
             "refusal with an exit code",
-            with(&refused, &|m| {
-                m.insert("exit_code".into(), json!(1));
-            }),
+            set(&refused, "exit_code", json!(1)),
         ),
         (
             "refusal with a start time",
-            with(&refused, &|m| {
-                m.insert("started_at".into(), json!("2026-02-14T00:51:03.123Z"));
-            }),
+            set(&refused, "started_at", json!("2026-02-14T00:51:03.123Z")),
         ),
     ];
     for (label, status) in &cases {

@@ -469,6 +469,31 @@ impl Drop for Service {
     }
 }
 
+/// Runs `cmd` to its end and returns its stdout; fails the test, with both outputs, when the
+/// command fails.
+pub fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that `text` contains every one of `needles`; the failure names `what` the text is,
+/// the needles missing, and shows the text.
+#[track_caller]
+pub fn assert_contains_all(what: &str, text: &str, needles: &[&str]) {
+    let missing: Vec<&str> = needles
+        .iter()
+        .copied()
+        .filter(|needle| !text.contains(needle))
+        .collect();
+    assert!(missing.is_empty(), "{what} lacks {missing:?}:\n{text}");
+}
+
 /// A fresh uuid4-shaped request id, as the client makes.
 fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
