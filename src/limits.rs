@@ -131,6 +131,11 @@ pub struct Applied {
     pub unit: Option<String>,
 }
 
+// Why a limit is not enforced when the host lacks its cgroup controller, and what to do.
+const NO_MEMORY: &str = "the memory controller is disabled; add `cgroup_enable=memory cgroup_memory=1` to the kernel command line (/boot/firmware/cmdline.txt on Raspberry Pi OS) and reboot";
+const NO_CPU: &str = "the cpu controller is not available in cgroup v2";
+const NO_PIDS: &str = "the pids controller is not available in cgroup v2";
+
 /// Decides what can be enforced for `wanted` on `host`. With scopes, `unit` is a fresh scope
 /// name for the run.
 pub fn plan(wanted: &Limits, host: &Host) -> Applied {
@@ -161,35 +166,24 @@ pub fn plan(wanted: &Limits, host: &Host) -> Applied {
         }
         return applied;
     }
-    let mut enforced = Limits::default();
-    if let Some(bytes) = wanted.memory_max {
-        if host.memory {
-            enforced.memory_max = Some(bytes);
-        } else {
-            note("memory_max", "the memory controller is disabled; add `cgroup_enable=memory cgroup_memory=1` to the kernel command line (/boot/firmware/cmdline.txt on Raspberry Pi OS) and reboot".into());
+    // Each limit is enforced where the host has its controller, and noted where it has not.
+    let mut enforce = |what: &str, available: bool, why: &str| {
+        if !available {
+            note(what, why.to_string());
         }
-    }
-    if let Some(percent) = wanted.cpu_quota {
-        if host.cpu {
-            enforced.cpu_quota = Some(percent);
-        } else {
-            note(
-                "cpu_quota",
-                "the cpu controller is not available in cgroup v2".into(),
-            );
-        }
-    }
-    if let Some(tasks) = wanted.tasks_max {
-        if host.pids {
-            enforced.tasks_max = Some(tasks);
-        } else {
-            note(
-                "tasks_max",
-                "the pids controller is not available in cgroup v2".into(),
-            );
-        }
-    }
-    applied.enforced = enforced;
+        available
+    };
+    applied.enforced = Limits {
+        memory_max: wanted
+            .memory_max
+            .filter(|_| enforce("memory_max", host.memory, NO_MEMORY)),
+        cpu_quota: wanted
+            .cpu_quota
+            .filter(|_| enforce("cpu_quota", host.cpu, NO_CPU)),
+        tasks_max: wanted
+            .tasks_max
+            .filter(|_| enforce("tasks_max", host.pids, NO_PIDS)),
+    };
     applied
 }
 
