@@ -237,28 +237,24 @@ pub fn read_cgroup_usage(cgroup: &Path) -> Option<Usage> {
     let peak = std::fs::read_to_string(cgroup.join("memory.peak"))
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    let cpu = std::fs::read_to_string(cgroup.join("cpu.stat"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|usec| usec / 1000)
-        });
-    let oom = std::fs::read_to_string(cgroup.join("memory.events"))
-        .ok()
-        .is_some_and(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("oom_kill "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .is_some_and(|n| n > 0)
-        });
+    let cpu = stat_field(cgroup, "cpu.stat", "usage_usec").map(|usec| usec / 1000);
+    let oom = stat_field(cgroup, "memory.events", "oom_kill").is_some_and(|n| n > 0);
     (peak.is_some() || cpu.is_some()).then(|| Usage {
         memory_peak_bytes: peak,
         cpu_time_ms: cpu,
         oom_killed: oom,
         source: "cgroup".into(),
     })
+}
+
+/// The number after `key` in one of a cgroup's flat-keyed files (`cpu.stat`, `memory.events`:
+/// a `key value` pair a line).
+fn stat_field(cgroup: &Path, file: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(cgroup.join(file))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -327,5 +323,29 @@ mod tests {
         assert_eq!(applied.mechanism, Mechanism::None);
         assert_eq!(applied.enforced, Limits::default());
         assert!(applied.not_enforced[0].contains("limits not enforced"));
+    }
+
+    #[test]
+    fn a_scopes_accounting_is_read_from_its_cgroup_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path();
+        std::fs::write(cgroup.join("memory.peak"), "1048576\n").unwrap();
+        std::fs::write(
+            cgroup.join("cpu.stat"),
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            cgroup.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        let usage = read_cgroup_usage(cgroup).unwrap();
+        assert_eq!(
+            (usage.memory_peak_bytes, usage.cpu_time_ms, usage.oom_killed),
+            (Some(1_048_576), Some(2500), true)
+        );
+        // A scope already gone (nothing readable) has no accounting.
+        assert_eq!(read_cgroup_usage(&cgroup.join("gone")), None);
     }
 }
