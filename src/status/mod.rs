@@ -19,7 +19,7 @@ mod code;
 mod dir;
 mod phase;
 
-pub(crate) use atomic::{Durability, Place, remove_temp_files, write_atomic};
+pub(crate) use atomic::{Durability, remove_temp_files, write_atomic};
 pub use code::Code;
 pub(crate) use dir::{Progress, StatusDir};
 pub use phase::Phase;
