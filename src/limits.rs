@@ -118,6 +118,7 @@ impl std::fmt::Display for Mechanism {
 }
 
 /// What a run gets: the limits actually enforced and by what, and those that are not.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub mechanism: Mechanism,
@@ -127,7 +128,6 @@ pub struct Applied {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_enforced: Vec<String>,
     /// The scope unit, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
 }
 
