@@ -289,9 +289,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         source,
     })?;
 
-    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
-    let mut retention = tokio::time::interval(RETENTION_SWEEP);
-    let mut reattached = tokio::time::interval(REATTACHED_CHECK);
+    let mut watchdog = systemd::watchdog_interval().map(timer);
+    let mut retention = timer(RETENTION_SWEEP);
+    let mut reattached = timer(REATTACHED_CHECK);
 
     let (config_state_dir, config_audit_max_bytes) =
         (config.state_dir.clone(), config.audit_max_bytes);
@@ -380,6 +380,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// A periodic timer that, after a stall (a slow start-up, a long loop turn), fires once and
+/// then keeps its period, instead of firing every missed tick at once (tokio's default): a
+/// burst of watchdog pings says nothing more than one, and a burst of sweeps is wasted work.
+fn timer(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {

@@ -401,6 +401,10 @@ fn updates_are_serialized_and_health_waits_for_its_components_update() {
         &ids[0],
         &Spool::request_json(&ids[0], "remote", "update", Some("1.0.0")),
     );
+    // Two files dropped within one tick of the file system's clock have no order the
+    // coordinator could know (a scan sorts by modification time, then name): the update is
+    // known to be first only once it runs.
+    spool.wait_phase(&ids[0], "running");
     spool.drop_renamed(
         &ids[1],
         &Spool::request_json(&ids[1], "core", "update", Some("1.0.0")),
@@ -514,12 +518,15 @@ fn systemd_hears_ready_status_lines_and_stopping() {
 fn the_watchdog_is_pinged_at_half_its_timeout_when_systemd_asks_for_it() {
     let spool = Spool::new();
     let mut service = Service::start_with_env(&spool, &[("WATCHDOG_USEC", "200000")]);
+    // Timed from the first ping, so a slow start-up before it cannot shorten the span.
+    service.wait_for_notification("WATCHDOG=1");
     let start = Instant::now();
     for _ in 0..4 {
         service.wait_for_notification("WATCHDOG=1");
     }
-    // Four pings at a 100 ms period take at least ~300 ms; a loop pinging without the timer
-    // would be done at once.
+    // Four more pings at a 100 ms period take at least ~400 ms (the margin allows for noticing
+    // the first one late); a loop pinging without the timer, or a timer catching up on missed
+    // ticks, would be done at once.
     assert!(
         start.elapsed() >= Duration::from_millis(250),
         "{:?}",
