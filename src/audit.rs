@@ -24,6 +24,7 @@ pub const FILE: &str = "audit.jsonl";
 pub const GENERATIONS: usize = 3;
 
 /// One line of the log. Optional fields are left out when empty.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// RFC 3339, UTC.
@@ -31,22 +32,15 @@ pub struct Event {
     /// `received`, `rejected`, `duplicate`, `queued`, `scheduled`, `started`, `phase`,
     /// `health_failed`, `rolled_back`, `finished`, `cancelled`, `dry_run`.
     pub event: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// For `finished`: `succeeded`, `failed`, or the update's outcome (`updated`, `rolled_back`…).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// The status's machine code, when there is one (`exit_code`, `timeout`, `queue_full`…).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// A phase name, a reason, the final message: whatever says most in one line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 

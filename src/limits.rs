@@ -118,6 +118,7 @@ impl std::fmt::Display for Mechanism {
 }
 
 /// What a run gets: the limits actually enforced and by what, and those that are not.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub mechanism: Mechanism,
@@ -127,9 +128,13 @@ pub struct Applied {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_enforced: Vec<String>,
     /// The scope unit, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
 }
+
+// Why a limit is not enforced when the host lacks its cgroup controller, and what to do.
+const NO_MEMORY: &str = "the memory controller is disabled; add `cgroup_enable=memory cgroup_memory=1` to the kernel command line (/boot/firmware/cmdline.txt on Raspberry Pi OS) and reboot";
+const NO_CPU: &str = "the cpu controller is not available in cgroup v2";
+const NO_PIDS: &str = "the pids controller is not available in cgroup v2";
 
 /// Decides what can be enforced for `wanted` on `host`. With scopes, `unit` is a fresh scope
 /// name for the run.
@@ -161,35 +166,24 @@ pub fn plan(wanted: &Limits, host: &Host) -> Applied {
         }
         return applied;
     }
-    let mut enforced = Limits::default();
-    if let Some(bytes) = wanted.memory_max {
-        if host.memory {
-            enforced.memory_max = Some(bytes);
-        } else {
-            note("memory_max", "the memory controller is disabled; add `cgroup_enable=memory cgroup_memory=1` to the kernel command line (/boot/firmware/cmdline.txt on Raspberry Pi OS) and reboot".into());
+    // Each limit is enforced where the host has its controller, and noted where it has not.
+    let mut enforce = |what: &str, available: bool, why: &str| {
+        if !available {
+            note(what, why.to_string());
         }
-    }
-    if let Some(percent) = wanted.cpu_quota {
-        if host.cpu {
-            enforced.cpu_quota = Some(percent);
-        } else {
-            note(
-                "cpu_quota",
-                "the cpu controller is not available in cgroup v2".into(),
-            );
-        }
-    }
-    if let Some(tasks) = wanted.tasks_max {
-        if host.pids {
-            enforced.tasks_max = Some(tasks);
-        } else {
-            note(
-                "tasks_max",
-                "the pids controller is not available in cgroup v2".into(),
-            );
-        }
-    }
-    applied.enforced = enforced;
+        available
+    };
+    applied.enforced = Limits {
+        memory_max: wanted
+            .memory_max
+            .filter(|_| enforce("memory_max", host.memory, NO_MEMORY)),
+        cpu_quota: wanted
+            .cpu_quota
+            .filter(|_| enforce("cpu_quota", host.cpu, NO_CPU)),
+        tasks_max: wanted
+            .tasks_max
+            .filter(|_| enforce("tasks_max", host.pids, NO_PIDS)),
+    };
     applied
 }
 
@@ -243,28 +237,24 @@ pub fn read_cgroup_usage(cgroup: &Path) -> Option<Usage> {
     let peak = std::fs::read_to_string(cgroup.join("memory.peak"))
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    let cpu = std::fs::read_to_string(cgroup.join("cpu.stat"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|usec| usec / 1000)
-        });
-    let oom = std::fs::read_to_string(cgroup.join("memory.events"))
-        .ok()
-        .is_some_and(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("oom_kill "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .is_some_and(|n| n > 0)
-        });
+    let cpu = stat_field(cgroup, "cpu.stat", "usage_usec").map(|usec| usec / 1000);
+    let oom = stat_field(cgroup, "memory.events", "oom_kill").is_some_and(|n| n > 0);
     (peak.is_some() || cpu.is_some()).then(|| Usage {
         memory_peak_bytes: peak,
         cpu_time_ms: cpu,
         oom_killed: oom,
         source: "cgroup".into(),
     })
+}
+
+/// The number after `key` in one of a cgroup's flat-keyed files (`cpu.stat`, `memory.events`:
+/// a `key value` pair a line).
+fn stat_field(cgroup: &Path, file: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(cgroup.join(file))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -333,5 +323,29 @@ mod tests {
         assert_eq!(applied.mechanism, Mechanism::None);
         assert_eq!(applied.enforced, Limits::default());
         assert!(applied.not_enforced[0].contains("limits not enforced"));
+    }
+
+    #[test]
+    fn a_scopes_accounting_is_read_from_its_cgroup_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path();
+        std::fs::write(cgroup.join("memory.peak"), "1048576\n").unwrap();
+        std::fs::write(
+            cgroup.join("cpu.stat"),
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            cgroup.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        let usage = read_cgroup_usage(cgroup).unwrap();
+        assert_eq!(
+            (usage.memory_peak_bytes, usage.cpu_time_ms, usage.oom_killed),
+            (Some(1_048_576), Some(2500), true)
+        );
+        // A scope already gone (nothing readable) has no accounting.
+        assert_eq!(read_cgroup_usage(&cgroup.join("gone")), None);
     }
 }

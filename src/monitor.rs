@@ -53,15 +53,8 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "monitor: cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = crate::cli::runtime("monitor: ") else {
+        return ExitCode::FAILURE;
     };
     if let Err(e) = store.mark_launched(&id) {
         // Without the marker a restarted coordinator would start the run again: do not run.

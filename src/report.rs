@@ -413,13 +413,14 @@ mod tests {
         })
     }
 
+    /// [`finished`] for [`request`]'s run of `update.sh` whose last phase was `last_phase`.
+    fn finished_in(last_phase: Phase, result: io::Result<Outcome>) -> Status {
+        finished(&request(), &ctx(&last_phase), &result)
+    }
+
     #[test]
     fn success_is_final_with_output_and_accounting() {
-        let s = finished(
-            &request(),
-            &ctx(&Phase::Running),
-            &outcome(Exit::Code(0), None),
-        );
+        let s = finished_in(Phase::Running, outcome(Exit::Code(0), None));
         assert_eq!(s.success, Some(true));
         assert!(s.is_final());
         assert_eq!(
@@ -433,11 +434,7 @@ mod tests {
 
     #[test]
     fn failure_names_the_exit_code_and_last_phase() {
-        let s = finished(
-            &request(),
-            &ctx(&Phase::from("downloading")),
-            &outcome(Exit::Code(3), None),
-        );
+        let s = finished_in(Phase::from("downloading"), outcome(Exit::Code(3), None));
         assert_eq!((s.success, s.code), (Some(false), Some(Code::ScriptFailed)));
         assert_eq!(
             s.message,
@@ -447,10 +444,9 @@ mod tests {
 
     #[test]
     fn a_timeout_says_so_and_how_it_was_stopped() {
-        let s = finished(
-            &request(),
-            &ctx(&Phase::Running),
-            &outcome(Exit::Signal(9), Some(Stopped::TimedOut)),
+        let s = finished_in(
+            Phase::Running,
+            outcome(Exit::Signal(9), Some(Stopped::TimedOut)),
         );
         assert_eq!(
             (s.code, s.timed_out, s.signal),
@@ -465,14 +461,15 @@ mod tests {
 
     #[test]
     fn shutdown_is_interrupted_and_a_missing_script_is_named() {
-        let s = finished(
-            &request(),
-            &ctx(&Phase::Running),
-            &outcome(Exit::Signal(15), Some(Stopped::Shutdown)),
+        let s = finished_in(
+            Phase::Running,
+            outcome(Exit::Signal(15), Some(Stopped::Shutdown)),
         );
         assert_eq!(s.code, Some(Code::Interrupted));
-        let missing = Err(io::Error::from(io::ErrorKind::NotFound));
-        let s = finished(&request(), &ctx(&Phase::Running), &missing);
+        let s = finished_in(
+            Phase::Running,
+            Err(io::Error::from(io::ErrorKind::NotFound)),
+        );
         assert_eq!(
             (s.success, s.code),
             (Some(false), Some(Code::ScriptMissing))

@@ -23,8 +23,7 @@ pub struct HistoryArgs {
 }
 
 pub fn run(args: &HistoryArgs) -> ExitCode {
-    let result = (|| {
-        let (config, _) = args.config.load().map_err(|e| e.to_string())?;
+    super::with_config(&args.config, |config| {
         let log = AuditLog::new(&config.state_dir, config.audit_max_bytes);
         let (events, skipped) = log.read_all().map_err(|e| {
             format!(
@@ -49,9 +48,8 @@ pub fn run(args: &HistoryArgs) -> ExitCode {
                 "note: {skipped} unreadable line(s) skipped (e.g. cut short by a power loss)"
             );
         }
-        Ok::<(), String>(())
-    })();
-    super::exit_with(result.map(|()| ExitCode::SUCCESS))
+        Ok(())
+    })
 }
 
 fn matches(event: &Event, args: &HistoryArgs) -> bool {

@@ -18,8 +18,7 @@ pub struct InventoryArgs {
 }
 
 pub fn run(args: &InventoryArgs) -> ExitCode {
-    let result = (|| {
-        let (config, _) = args.config.load().map_err(|e| e.to_string())?;
+    super::with_config(&args.config, |config| {
         // The state directory's copy (root only) names each result's request; the one
         // published in status/ does not.
         let state_copy = config.state_dir.join(crate::inventory::FILE);
@@ -67,7 +66,6 @@ pub fn run(args: &InventoryArgs) -> ExitCode {
                 }
             }
         }
-        Ok::<(), String>(())
-    })();
-    super::exit_with(result.map(|()| ExitCode::SUCCESS))
+        Ok(())
+    })
 }

@@ -111,11 +111,32 @@ pub fn parse() -> Cli {
 
 /// A command's result as its exit status: an error is printed and exits 2 (bad arguments,
 /// unreadable config or files), distinct from the 1 of a request that failed.
+/// For a subcommand that only reports: loads the config and runs `body` with it; exit 0, or
+/// 2 with the error printed.
+fn with_config(arg: &ConfigArg, body: impl FnOnce(Config) -> Result<(), String>) -> ExitCode {
+    let result = arg.load().map_err(|e| e.to_string());
+    exit_with(
+        result
+            .and_then(|(config, _)| body(config))
+            .map(|()| ExitCode::SUCCESS),
+    )
+}
+
 fn exit_with(result: Result<ExitCode, String>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })
+}
+
+/// The single-threaded tokio runtime of the service and of each monitor, or `None` with the
+/// error logged (`who` starts the line).
+pub(crate) fn runtime(who: &str) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| tracing::error!(error = %e, "{who}cannot start the async runtime"))
+        .ok()
 }
 
 pub fn main(cli: Cli) -> ExitCode {

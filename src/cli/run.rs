@@ -23,15 +23,8 @@ pub fn run(args: &ConfigArg, verbose: u8) -> ExitCode {
 
     // One thread is plenty: the loop only moves small messages; scripts and their output
     // readers run on their own threads. It also keeps the idle footprint small.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::runtime("") else {
+        return ExitCode::FAILURE;
     };
     let served = runtime.block_on(async {
         let shutdown = daemon::stop_signals()?;

@@ -121,8 +121,6 @@ fn submit(args: &SubmitArgs) -> Result<ExitCode, String> {
         // Once we say "submitted", a power cut must not lose it (the service's record only
         // exists once it has taken the file).
         Durability::Durable,
-        None,
-        crate::status::Place::Always,
     )
     .map_err(cannot_write)?;
     println!("submitted request {id}");

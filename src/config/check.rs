@@ -41,12 +41,11 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, String> {
             .clone()
             .unwrap_or_default()
             .over(&default_limits, &format!("components.{name}.limits"))?;
-        let health_retries = c.health_retries.unwrap_or(3);
-        if health_retries == 0 {
-            return Err(format!(
-                "key components.{name}.health_retries: must be at least 1"
-            ));
-        }
+        let health_retries = at_least_one(
+            &format!("components.{name}.health_retries"),
+            c.health_retries,
+            3,
+        )?;
         let dir = resolve(
             c.dir
                 .clone()
@@ -96,10 +95,7 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, String> {
         components.insert(name, component);
     }
 
-    let max_concurrent = exec.max_concurrent.unwrap_or(4);
-    if max_concurrent == 0 {
-        return Err("key execution.max_concurrent: must be at least 1".into());
-    }
+    let max_concurrent = at_least_one("execution.max_concurrent", exec.max_concurrent, 4)?;
     let max_running_per_writer = share(
         "execution.max_running_per_writer",
         exec.max_running_per_writer,
@@ -126,10 +122,7 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, String> {
     };
     let spools =
         super::spools::spools(&spool, raw.spools.unwrap_or_default(), &components, resolve)?;
-    let max_queued = spool.max_queued.unwrap_or(100);
-    if max_queued == 0 {
-        return Err("key spool.max_queued: must be at least 1".into());
-    }
+    let max_queued = at_least_one("spool.max_queued", spool.max_queued, 100)?;
     let max_queued_per_writer = share(
         "spool.max_queued_per_writer",
         spool.max_queued_per_writer,
@@ -183,6 +176,18 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, String> {
         components,
         spools,
     })
+}
+
+/// A count `key`: `default` when unset; set, at least 1.
+fn at_least_one<N: Copy + PartialEq + From<u8>>(
+    key: &str,
+    value: Option<N>,
+    default: N,
+) -> Result<N, String> {
+    match value.unwrap_or(default) {
+        n if n == N::from(0) => Err(format!("key {key}: must be at least 1")),
+        n => Ok(n),
+    }
 }
 
 /// A per-writer bound `key` on the total `total_key`: by default [`crate::fairshare::half`]

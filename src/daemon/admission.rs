@@ -48,43 +48,28 @@ impl Daemon {
                 writers_queued += usize::from(mine);
             }
         }
+        let full = |message| Err(Refusal::of_request(request, Code::QueueFull, message));
         if waits_until.is_some() {
             // Waiting for its time, it holds nobody up: it takes no place in the queue.
             if writers_scheduled >= config.max_scheduled_per_writer {
-                return Err(Refusal::of_request(
-                    request,
-                    Code::QueueFull,
-                    format!(
-                        "{writer} already has {writers_scheduled} requests waiting for their not_before or a maintenance window, its limit (spool.max_scheduled_per_writer); cancel one, or try again once one has started"
-                    ),
+                return full(format!(
+                    "{writer} already has {writers_scheduled} requests waiting for their not_before or a maintenance window, its limit (spool.max_scheduled_per_writer); cancel one, or try again once one has started"
                 ));
             }
             if scheduled >= config.max_queued {
-                return Err(Refusal::of_request(
-                    request,
-                    Code::QueueFull,
-                    format!(
-                        "{scheduled} requests are already waiting for their not_before or a maintenance window (at most spool.max_queued of all writers together); try again later"
-                    ),
+                return full(format!(
+                    "{scheduled} requests are already waiting for their not_before or a maintenance window (at most spool.max_queued of all writers together); try again later"
                 ));
             }
         } else {
             if writers_queued >= config.max_queued_per_writer {
-                return Err(Refusal::of_request(
-                    request,
-                    Code::QueueFull,
-                    format!(
-                        "{writer} already has {writers_queued} requests waiting for their turn, its share of the queue (spool.max_queued_per_writer); try again once one has run"
-                    ),
+                return full(format!(
+                    "{writer} already has {writers_queued} requests waiting for their turn, its share of the queue (spool.max_queued_per_writer); try again once one has run"
                 ));
             }
             if queued >= config.max_queued {
-                return Err(Refusal::of_request(
-                    request,
-                    Code::QueueFull,
-                    format!(
-                        "{queued} requests are already waiting (spool.max_queued); try again later"
-                    ),
+                return full(format!(
+                    "{queued} requests are already waiting (spool.max_queued); try again later"
                 ));
             }
         }

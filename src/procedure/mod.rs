@@ -97,16 +97,14 @@ impl MemberResult {
 }
 
 /// One script run within the procedure, as the status reports it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// `update`, `health` or `rollback`.
     pub step: String,
     /// In a multi-component update: the component this step ran for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,

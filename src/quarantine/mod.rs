@@ -190,7 +190,7 @@ fn unix_nanos(t: SystemTime) -> u64 {
 mod tests {
     use super::*;
     use std::fs;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// A spool root with `requests/` and its handle.
     fn spool() -> (tempfile::TempDir, Dir) {
@@ -198,6 +198,22 @@ mod tests {
         fs::create_dir(tmp.path().join("requests")).unwrap();
         let requests = Dir::open(&tmp.path().join("requests")).unwrap();
         (tmp, requests)
+    }
+
+    /// A directory beside the spool with a file in it, which a planted symlink points at.
+    fn outside(root: &Path) -> PathBuf {
+        let outside = root.join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), "keep me").unwrap();
+        outside
+    }
+
+    /// Removing what pointed at [`outside`] left it as it was.
+    fn assert_untouched(outside: &Path) {
+        assert_eq!(
+            fs::read_to_string(outside.join("precious")).unwrap(),
+            "keep me"
+        );
     }
 
     /// A directory planted as `requests/<name>`: a few files, a subdirectory, and a symlink
@@ -253,9 +269,7 @@ mod tests {
     #[test]
     fn many_planted_directories_leave_a_bounded_quarantine_and_nothing_outside_touched() {
         let (tmp, requests) = spool();
-        let outside = tmp.path().join("outside");
-        fs::create_dir(&outside).unwrap();
-        fs::write(outside.join("precious"), "keep me").unwrap();
+        let outside = outside(tmp.path());
         for i in 0..(3 * MAX_ENTRIES) {
             let name = format!("evil-{i}.json");
             plant(tmp.path(), &name, &outside);
@@ -272,10 +286,7 @@ mod tests {
             !kept.iter().any(|n| n.ends_with("-evil-0.json")),
             "{kept:?}"
         );
-        assert_eq!(
-            fs::read_to_string(outside.join("precious")).unwrap(),
-            "keep me"
-        );
+        assert_untouched(&outside);
         let mode = fs::metadata(tmp.path().join(DIR_NAME)).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o7777,
@@ -316,9 +327,7 @@ mod tests {
     #[test]
     fn a_tree_deeper_than_the_handles_held_is_removed_in_pieces() {
         let (tmp, requests) = spool();
-        let outside = tmp.path().join("outside");
-        fs::create_dir(&outside).unwrap();
-        fs::write(outside.join("precious"), "keep me").unwrap();
+        let outside = outside(tmp.path());
         // Built by relative steps: the full path is longer than PATH_MAX allows.
         let top = tmp.path().join("requests/deep.json");
         fs::create_dir(&top).unwrap();
@@ -334,10 +343,7 @@ mod tests {
         admit(&requests, "deep.json").unwrap();
         assert!(!top.exists());
         assert_eq!(quarantined(tmp.path()), Vec::<String>::new());
-        assert_eq!(
-            fs::read_to_string(outside.join("precious")).unwrap(),
-            "keep me"
-        );
+        assert_untouched(&outside);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dir::Dir;
 use crate::request::RequestId;
-use crate::status::{Durability, Place, Status, remove_temp_files, write_atomic};
+use crate::status::{Durability, Status, remove_temp_files, write_atomic};
 
 /// In a run's directory: a cancel asked the run to stop (read by a monitor that was not yet
 /// ready to be signalled when the cancel came).
@@ -118,8 +118,6 @@ impl RunStore {
             crate::inventory::FILE,
             &bytes,
             Durability::BestEffort,
-            None,
-            Place::Always,
         )
     }
 
@@ -326,7 +324,7 @@ impl RunStore {
 
 fn write_json(dir: &Dir, name: &str, value: &impl Serialize) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    write_atomic(dir, name, &bytes, Durability::Durable, None, Place::Always)
+    write_atomic(dir, name, &bytes, Durability::Durable)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(dir: &Dir, name: &str) -> Option<T> {

@@ -48,7 +48,7 @@ pub fn remove_temp_files(dir: &Dir, keep: impl Fn(&str) -> bool) -> io::Result<u
     Ok(removed)
 }
 
-/// Where [`write_atomic`] may put its file.
+/// Where [`write_via`] may put its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
     /// Creates the name or replaces what is there.
@@ -59,16 +59,10 @@ pub enum Place {
 
 /// [`write_via`] a temp file named after `name` (`.<name>.<hex>.tmp`), for directories only
 /// the coordinator writes to, where [`remove_temp_files`] can tell what a leftover was for.
-pub fn write_atomic(
-    dir: &Dir,
-    name: &str,
-    bytes: &[u8],
-    durability: Durability,
-    owner: Option<u32>,
-    place: Place,
-) -> io::Result<()> {
+/// The file is the coordinator's own (world-readable), created or replaced.
+pub fn write_atomic(dir: &Dir, name: &str, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let tmp = format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple());
-    write_via(dir, &tmp, name, bytes, durability, owner, place)
+    write_via(dir, &tmp, name, bytes, durability, None, Place::Always)
 }
 
 /// Writes `bytes` to a new temp file `tmp` in `dir` (exclusive create, so nothing planted can

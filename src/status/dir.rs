@@ -360,6 +360,20 @@ mod tests {
             .unwrap()
     }
 
+    /// A status directory in a fresh temporary directory.
+    fn status_dir(progress_in_status: bool) -> (tempfile::TempDir, StatusDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let status_dir = StatusDir::open(dir.path(), progress_in_status).unwrap();
+        (dir, status_dir)
+    }
+
+    /// Writes [`done`] as request `r`'s answer, as the daemon does (durably).
+    fn answer_done(status_dir: &StatusDir, r: &str) {
+        status_dir
+            .answer(&id(r), &done(), Durability::Durable, None)
+            .unwrap();
+    }
+
     fn done() -> Status {
         Status {
             request_id: "r1".into(),
@@ -380,8 +394,7 @@ mod tests {
 
     #[test]
     fn by_default_the_status_file_holds_only_the_answer_and_progress_goes_beside_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let status_dir = StatusDir::open(dir.path(), false).unwrap();
+        let (dir, status_dir) = status_dir(false);
         let r1 = id("r1");
         assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
         assert!(show(&status_dir, "r1", Phase::Running, Progress::Update));
@@ -392,9 +405,7 @@ mod tests {
             status_dir.read_latest(&r1).unwrap().unwrap().phase,
             Phase::Running
         );
-        status_dir
-            .answer(&r1, &done(), Durability::Durable, None)
-            .unwrap();
+        answer_done(&status_dir, "r1");
         // The answer replaces the progress record: nothing else is left, no temp file either.
         assert_eq!(names(dir.path()), ["r1.json"]);
         assert_eq!(status_dir.read(&r1).unwrap().unwrap(), done());
@@ -418,8 +429,7 @@ mod tests {
 
     #[test]
     fn in_the_status_file_a_progress_record_the_client_deleted_is_never_recreated() {
-        let dir = tempfile::tempdir().unwrap();
-        let status_dir = StatusDir::open(dir.path(), true).unwrap();
+        let (dir, status_dir) = status_dir(true);
         let r1 = id("r1");
         assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
         assert_eq!(names(dir.path()), ["r1.json"]);
@@ -445,9 +455,7 @@ mod tests {
         ));
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
         // The answer is always written.
-        status_dir
-            .answer(&r1, &done(), Durability::Durable, None)
-            .unwrap();
+        answer_done(&status_dir, "r1");
         assert_eq!(names(dir.path()), ["r1.json"]);
         // Withdrawn for a hand-off: the same.
         let r2 = id("r2");
@@ -459,8 +467,7 @@ mod tests {
 
     #[test]
     fn orphaned_progress_records_are_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let status_dir = StatusDir::open(dir.path(), false).unwrap();
+        let (dir, status_dir) = status_dir(false);
         for name in ["gone", "alive"] {
             show(&status_dir, name, Phase::Running, Progress::First);
         }
@@ -503,8 +510,7 @@ mod tests {
 
     #[test]
     fn temp_files_left_by_a_crash_are_cleaned_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let status_dir = StatusDir::open(dir.path(), false).unwrap();
+        let (dir, status_dir) = status_dir(false);
         fs::write(dir.path().join(".0123abcd.tmp"), "left by a crash").unwrap();
         fs::write(
             dir.path().join(".r1.json.abc.tmp"),
@@ -525,9 +531,7 @@ mod tests {
         fs::create_dir_all(status.join("r1.progress.json")).unwrap();
         let status_dir = StatusDir::open(&status, false).unwrap();
         assert!(show(&status_dir, "r1", Phase::Queued, Progress::First));
-        status_dir
-            .answer(&id("r1"), &done(), Durability::Durable, None)
-            .unwrap();
+        answer_done(&status_dir, "r1");
         assert_eq!(status_dir.read(&id("r1")).unwrap().unwrap(), done());
         assert_eq!(names(&status), ["r1.json"]);
         assert_eq!(names(&root.path().join("quarantine")).len(), 2);

@@ -19,7 +19,7 @@ mod code;
 mod dir;
 mod phase;
 
-pub(crate) use atomic::{Durability, Place, remove_temp_files, write_atomic};
+pub(crate) use atomic::{Durability, remove_temp_files, write_atomic};
 pub use code::Code;
 pub(crate) use dir::{Progress, StatusDir};
 pub use phase::Phase;
@@ -28,20 +28,23 @@ pub use phase::Phase;
 pub const IN_PROGRESS: &str = "in_progress";
 
 /// One status file. Optional fields are omitted when unset, so old clients see the fields they
-/// know (`success`, `message`, `output`, `error`, `phase`) and new ones see more.
+/// know (`success`, `message`, `output`, `error`, `phase`) and new ones see more; the first
+/// version's `component`, `action` and `success` are always there, `null` when unset.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub request_id: String,
+    #[serialize_always]
     pub component: Option<String>,
+    #[serialize_always]
     pub action: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// `null` while in progress; `true`/`false` when final.
+    #[serialize_always]
     pub success: Option<bool>,
     /// `"in_progress"` while running; a human sentence when final.
     pub message: String,
     /// Stable machine code of a failure (`invalid_json`, `timeout`, `script_failed`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<Code>,
     /// `queued`, `running`, the script's own `PHASE:` names, then `done` or `failed`.
     pub phase: Phase,
@@ -53,58 +56,43 @@ pub struct Status {
     pub output_truncated: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub error_truncated: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Signal number that ended the script, when it did not exit by itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub timed_out: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
     /// The kernel's OOM killer killed a process of the run (its memory limit was reached).
     #[serde(default, skip_serializing_if = "is_false")]
     pub oom_killed: bool,
     /// Peak memory of the run, in bytes (see `limits.mechanism` for how it was measured).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak_bytes: Option<u64>,
     /// CPU time (user + system) of the run, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time_ms: Option<u64>,
     /// The request was a dry run: nothing ran; `message` says what would have.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,
     /// A health-gated update: `updated`, `rolled_back`, `rollback_failed` or `failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<crate::procedure::UpdateOutcome>,
     /// A health-gated update: each script run (update, health checks, rollback) and its result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<crate::procedure::Step>>,
     /// The resource limits that applied, by which mechanism, and those not enforced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Applied>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     /// In progress: percent done, from the script's `PROGRESS:<n>` lines.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
     /// In progress: the last lines of output (stdout and stderr, as they came).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
     /// In progress: when this status was last rewritten (a heartbeat while output flows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     /// Queued: how many requests are ahead of this one, plus one (1 = next). Refreshed at
     /// most once a second, for the first few in line only; further back it may be stale (too
     /// high, never too low).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<usize>,
     /// Phase `scheduled`: when the request will start (RFC 3339, UTC): its `not_before`, or
     /// the next opening of its component's maintenance window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<String>,
     /// A multi-component update: each component's version and outcome, in order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<Vec<crate::procedure::MemberOutcome>>,
     /// RFC 3339, UTC, when this status was written.
     pub timestamp: String,
@@ -157,5 +145,16 @@ mod tests {
         ] {
             assert!(json.get(key).is_some(), "{key} missing");
         }
+    }
+
+    #[test]
+    fn an_unset_optional_field_is_left_out_but_the_first_versions_are_null() {
+        let json = serde_json::to_string(&Status::default()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"request_id":"","component":null,"action":null,"success":null,"message":"","phase":"","output":"","error":"","timestamp":""}"#
+        );
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Status::default());
     }
 }
