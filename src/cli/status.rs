@@ -24,6 +24,38 @@ pub struct StatusArgs {
     pub config: super::ConfigArg,
 }
 
+/// Where a request stands, in the operator's words (the STATE column, `state` in --json).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RowState {
+    fn as_str(self) -> &'static str {
+        match self {
+            RowState::Queued => "queued",
+            RowState::Running => "running",
+            RowState::Succeeded => "succeeded",
+            RowState::Failed => "failed",
+        }
+    }
+
+    /// Not answered yet: the current status file (progress) is worth showing.
+    fn in_progress(self) -> bool {
+        matches!(self, RowState::Queued | RowState::Running)
+    }
+}
+
+impl std::fmt::Display for RowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// One request as the operator sees it.
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -31,8 +63,7 @@ pub struct Row {
     pub component: String,
     pub action: String,
     pub version: Option<String>,
-    /// queued, running, succeeded or failed
-    pub state: &'static str,
+    pub state: RowState,
     pub phase: Option<Phase>,
     pub progress: Option<u8>,
     pub code: Option<Code>,
@@ -135,10 +166,12 @@ fn row(record: &RunRecord, current: Option<Status>) -> Row {
     let a = &record.accepted;
     let accepted = UNIX_EPOCH + Duration::from_nanos(a.accepted_at_ns.min(u64::MAX as u128) as u64);
     let (state, status) = match &record.state {
-        RunState::Queued => ("queued", current),
-        RunState::Started(_) => ("running", current),
-        RunState::Finished(s) if s.success == Some(true) => ("succeeded", Some((**s).clone())),
-        RunState::Finished(s) => ("failed", Some((**s).clone())),
+        RunState::Queued => (RowState::Queued, current),
+        RunState::Started(_) => (RowState::Running, current),
+        RunState::Finished(s) if s.success == Some(true) => {
+            (RowState::Succeeded, Some((**s).clone()))
+        }
+        RunState::Finished(s) => (RowState::Failed, Some((**s).clone())),
     };
     let started_at = match &record.state {
         RunState::Started(spec) => Some(rfc3339(spec.started_at)),
@@ -164,11 +197,7 @@ fn row(record: &RunRecord, current: Option<Status>) -> Row {
         duration_ms: status
             .as_ref()
             .and_then(|s| super::summary::total_ms(s).or(s.duration_ms)),
-        status: if state == "running" || state == "queued" {
-            status
-        } else {
-            None
-        },
+        status: if state.in_progress() { status } else { None },
     }
 }
 
@@ -179,7 +208,7 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         let detail = match r.state {
-            "failed" => r.code.as_ref().map(Code::to_string).unwrap_or_default(),
+            RowState::Failed => r.code.as_ref().map(Code::to_string).unwrap_or_default(),
             _ => r.phase.as_ref().map(Phase::to_string).unwrap_or_default(),
         };
         let duration = r
