@@ -5,6 +5,7 @@
 //! [`conclude`], and picking up an earlier process's runs in [`recover`].
 
 mod admission;
+mod commit;
 mod conclude;
 mod drop_box;
 mod handoff;
@@ -102,6 +103,9 @@ enum Msg {
     Handoff(SpoolIx),
     /// Events of `state/exits/` were lost: look at every exit record.
     ExitsRescan,
+    /// Only wakes the loop, whose turn ends with a commit and a scheduling pass (after a
+    /// failed flush, or a monitor that could not start).
+    Wake,
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -190,6 +194,8 @@ struct Daemon {
     /// yet durable; removed together after one filesystem sync (a flood of junk costs one sync
     /// per batch, not per file).
     answered_files: Vec<(SpoolIx, String)>,
+    /// What waits for the journal's next flush (see [`commit`]).
+    after_flush: Vec<commit::AfterFlush>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
@@ -310,6 +316,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         running: HashMap::new(),
         in_flight: InFlight::default(),
         answered_files: Vec::new(),
+        after_flush: Vec::new(),
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
@@ -322,6 +329,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();
+    // Answers and starts recovery decided are shown once what they rest on is durable.
+    daemon.commit();
     // Which recovered requests wait for their time: those take no queue capacity.
     daemon.due_jobs();
     for ix in 0..daemon.spools.len() {
@@ -360,11 +369,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         daemon.commit_answered();
         daemon.schedule();
+        daemon.commit();
         daemon.publish_status_line();
     }
     drop(watches);
     drop(exit_watch);
     daemon.commit_answered();
+    daemon.commit();
     let running = daemon.running.len();
     info!(
         running,
@@ -423,6 +434,7 @@ impl Daemon {
             Msg::Exited(name) => self.exited(&name),
             Msg::MonitorGone(id) => self.monitor_gone(&id),
             Msg::Handoff(ix) => self.handoff(ix),
+            Msg::Wake => {}
         }
     }
 

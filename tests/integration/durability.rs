@@ -165,10 +165,13 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     // Power cut: everything dies at once; the record says it started in another boot.
     let (_, id) = coordinator_crashed_mid_update(&spool, 0);
     kill_the_run(&spool, &id);
-    let run = spool.dir.path().join(format!("state/runs/{id}/run.json"));
-    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&run).unwrap()).unwrap();
-    spec["boot_id"] = "an-earlier-boot".into();
-    fs::write(&run, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let journal = spool.dir.path().join("state/journal.jsonl");
+    let this_boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let text = fs::read_to_string(&journal).unwrap().replace(
+        &format!("\"boot_id\":\"{}\"", this_boot.trim()),
+        "\"boot_id\":\"an-earlier-boot\"",
+    );
+    fs::write(&journal, text).unwrap();
 
     let _restarted = Service::start(&spool);
     let status = spool.wait_final(&id);
@@ -206,12 +209,14 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     let mut service = Service::start(&spool);
     let id = spool.submit("core", "health", None);
     spool.wait_final(&id);
-    assert!(spool.dir.path().join(format!("state/runs/{id}")).exists());
+    let journal = spool.dir.path().join("state/journal.jsonl");
+    let recorded = || fs::read_to_string(&journal).unwrap().contains(id.as_str());
+    assert!(recorded());
     std::thread::sleep(Duration::from_millis(1500));
     service.crash();
     let _restarted = Service::start(&spool); // sweeps at start, then hourly
     wait_until("record and status expired", || {
-        !spool.dir.path().join(format!("state/runs/{id}")).exists() && spool.status(&id).is_none()
+        !recorded() && spool.status(&id).is_none()
     });
 }
 

@@ -1,0 +1,100 @@
+//! Group commit: what a loop turn recorded in the journal (acceptances, starts, exits,
+//! answers) is made durable with one flush at the end of the turn, and only then does anything
+//! that depends on it become visible: a queued status, a monitor (and so its script), a final
+//! answer. One request costs two flushes (accept and start in the same turn, then its exit);
+//! a burst shares them (docs/durability.md, "Group commit").
+
+use std::fs::File;
+
+use tracing::error;
+
+use super::{Daemon, Job, SpoolIx};
+use crate::record::RunSpec;
+use crate::request::RequestId;
+use crate::status::{Durability, Progress, Status};
+
+/// Something that must wait until the journal's records behind it are durable.
+pub(super) enum AfterFlush {
+    /// A newly accepted request's first progress record (queued).
+    Show {
+        spool: SpoolIx,
+        id: RequestId,
+        owner_uid: u32,
+        status: Box<Status>,
+    },
+    /// A run whose start is recorded: its monitor may now start the script.
+    Launch {
+        id: RequestId,
+        spec: Box<RunSpec>,
+        lock: File,
+    },
+    /// A concluded request: its answer may now be shown.
+    Answer { job: Box<Job>, status: Box<Status> },
+}
+
+impl Daemon {
+    /// Flushes the journal once and carries out what waited for it, until nothing waits (an
+    /// action may record more: a monitor that cannot start is concluded, and that answer waits
+    /// for the next flush).
+    pub(super) fn commit(&mut self) {
+        while !self.after_flush.is_empty() {
+            if let Err(e) = self.store.sync() {
+                // Nothing is shown or started on records that may not survive a power cut.
+                // Kept for the next turn (a timer wakes the loop to try again).
+                error!(error = %e, waiting = self.after_flush.len(), "cannot flush the journal; answers and starts wait");
+                self.retry_commit_soon();
+                return;
+            }
+            for action in std::mem::take(&mut self.after_flush) {
+                match action {
+                    AfterFlush::Show {
+                        spool,
+                        id,
+                        owner_uid,
+                        status,
+                    } => {
+                        // Still queued: what it waits for now (its time, or its turn), which
+                        // this turn may have changed; else the status it was accepted with,
+                        // which its start or answer replaces next.
+                        let status = self.queued_view(&id).unwrap_or(*status);
+                        self.show(spool, &id, owner_uid, &status, Progress::First)
+                    }
+                    AfterFlush::Launch { id, spec, lock } => self.launch(&id, &spec, lock),
+                    AfterFlush::Answer { job, status } => self.show_answer(&job, &status),
+                }
+            }
+        }
+    }
+
+    /// A queued job's status as it stands: `scheduled` for its time, or its place in line.
+    fn queued_view(&self, id: &RequestId) -> Option<Status> {
+        let job = self.queue.iter().find(|job| &job.request.id == id)?;
+        Some(match (job.shown.scheduled_for, job.shown.position) {
+            (Some(start), _) => crate::report::waiting(&job.request, Some(start)),
+            (None, position) => crate::report::queued(&job.request, position.unwrap_or(1)),
+        })
+    }
+
+    fn retry_commit_soon(&self) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let _ = tx.send(super::Msg::Wake);
+        });
+    }
+
+    /// Writes a progress record (best effort: the answer is what counts).
+    pub(super) fn show(
+        &self,
+        spool: SpoolIx,
+        id: &RequestId,
+        owner_uid: u32,
+        status: &Status,
+        how: Progress,
+    ) {
+        let dir = &self.spools[spool].status;
+        if let Err(e) = dir.progress(id, status, Durability::BestEffort, Some(owner_uid), how) {
+            tracing::warn!(request_id = %id, error = %e, dir = %dir.path().display(), "cannot write the progress record");
+        }
+    }
+}
