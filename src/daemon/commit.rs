@@ -13,6 +13,10 @@ use crate::record::RunSpec;
 use crate::request::RequestId;
 use crate::status::{Durability, Progress, Status};
 
+/// A newly accepted request shows `queued` at most this long after it was taken, when no
+/// other flush comes sooner.
+const QUEUED_SHOWN_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Something that must wait until the journal's records behind it are durable.
 pub(super) enum AfterFlush {
     /// A newly accepted request's first progress record (queued).
@@ -37,6 +41,21 @@ impl Daemon {
     /// action may record more: a monitor that cannot start is concluded, and that answer waits
     /// for the next flush).
     pub(super) fn commit(&mut self) {
+        // Only queued statuses wait: they may wait a little for a flush that something else
+        // needs anyway (a burst's acceptances ride along with its runs' starts and answers).
+        let only_shows = self
+            .after_flush
+            .iter()
+            .all(|action| matches!(action, AfterFlush::Show { .. }));
+        if only_shows && !self.after_flush.is_empty() {
+            let due = *self
+                .commit_due
+                .get_or_insert_with(|| tokio::time::Instant::now() + QUEUED_SHOWN_WITHIN);
+            if tokio::time::Instant::now() < due {
+                return; // the loop wakes at `commit_due`
+            }
+        }
+        self.commit_due = None;
         while !self.after_flush.is_empty() {
             if let Err(e) = self.store.sync() {
                 // Nothing is shown or started on records that may not survive a power cut.
@@ -45,7 +64,23 @@ impl Daemon {
                 self.retry_commit_soon();
                 return;
             }
-            for action in std::mem::take(&mut self.after_flush) {
+            let actions = std::mem::take(&mut self.after_flush);
+            tracing::debug!(
+                shows = actions
+                    .iter()
+                    .filter(|a| matches!(a, AfterFlush::Show { .. }))
+                    .count(),
+                launches = actions
+                    .iter()
+                    .filter(|a| matches!(a, AfterFlush::Launch { .. }))
+                    .count(),
+                answers = actions
+                    .iter()
+                    .filter(|a| matches!(a, AfterFlush::Answer { .. }))
+                    .count(),
+                "flushed"
+            );
+            for action in actions {
                 match action {
                     AfterFlush::Show {
                         spool,
@@ -73,6 +108,12 @@ impl Daemon {
             (Some(start), _) => crate::report::waiting(&job.request, Some(start)),
             (None, position) => crate::report::queued(&job.request, position.unwrap_or(1)),
         })
+    }
+
+    /// [`Daemon::commit`] without letting queued statuses wait (at start-up and shutdown).
+    pub(super) fn commit_now(&mut self) {
+        self.commit_due = Some(tokio::time::Instant::now());
+        self.commit();
     }
 
     fn retry_commit_soon(&self) {

@@ -196,6 +196,9 @@ struct Daemon {
     answered_files: Vec<(SpoolIx, String)>,
     /// What waits for the journal's next flush (see [`commit`]).
     after_flush: Vec<commit::AfterFlush>,
+    /// When the queued statuses waiting in `after_flush` must be flushed and shown at the
+    /// latest (when nothing else needs a flush sooner).
+    commit_due: Option<tokio::time::Instant>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
@@ -317,6 +320,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         in_flight: InFlight::default(),
         answered_files: Vec::new(),
         after_flush: Vec::new(),
+        commit_due: None,
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
@@ -330,7 +334,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // happens in between is missed.
     daemon.recover();
     // Answers and starts recovery decided are shown once what they rest on is durable.
-    daemon.commit();
+    daemon.commit_now();
     // Which recovered requests wait for their time: those take no queue capacity.
     daemon.due_jobs();
     for ix in 0..daemon.spools.len() {
@@ -366,6 +370,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             _ = sleep_until(daemon.positions_due) => daemon.publish_positions(),
             // Only wakes the loop: `schedule` below starts what is due.
             _ = sleep_until(daemon.scheduled_wake) => daemon.scheduled_wake = None,
+            // Only wakes the loop: `commit` below flushes for the queued statuses waiting.
+            _ = sleep_until(daemon.commit_due) => {}
         }
         daemon.commit_answered();
         daemon.schedule();
@@ -375,7 +381,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     drop(watches);
     drop(exit_watch);
     daemon.commit_answered();
-    daemon.commit();
+    daemon.commit_now();
     let running = daemon.running.len();
     info!(
         running,
