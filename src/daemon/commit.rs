@@ -17,6 +17,10 @@ use crate::status::{Durability, Progress, Status};
 /// other flush comes sooner.
 const QUEUED_SHOWN_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Answers shown are flushed to the disk (one `syncfs` for all of them) this long after the
+/// first of them, in the background: see [`Daemon::flush_views`].
+const VIEWS_FLUSHED_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Something that must wait until the journal's records behind it are durable.
 pub(super) enum AfterFlush {
     /// A newly accepted request's first progress record (queued).
@@ -88,6 +92,11 @@ impl Daemon {
                         owner_uid,
                         status,
                     } => {
+                        // Handed off meanwhile (see `handoff`): its status file is the
+                        // answer's alone, no progress record may appear there.
+                        if self.handed_off(spool, &id) {
+                            continue;
+                        }
                         // Still queued: what it waits for now (its time, or its turn), which
                         // this turn may have changed; else the status it was accepted with,
                         // which its start or answer replaces next.
@@ -95,9 +104,48 @@ impl Daemon {
                         self.show(spool, &id, owner_uid, &status, Progress::First)
                     }
                     AfterFlush::Launch { id, spec, lock } => self.launch(&id, &spec, lock),
-                    AfterFlush::Answer { job, status } => self.show_answer(&job, &status),
+                    AfterFlush::Answer { job, status } => {
+                        self.show_answer(&job, &status);
+                        self.views_flush_due.get_or_insert_with(|| {
+                            tokio::time::Instant::now() + VIEWS_FLUSHED_WITHIN
+                        });
+                    }
                 }
             }
+        }
+    }
+
+    /// Flushes the spools' filesystems in a thread of its own, off the loop: the answers
+    /// shown since the last time reach the disk within [`VIEWS_FLUSHED_WITHIN`] instead of
+    /// the kernel's 30 s. Not needed for correctness (the next start writes a lost answer
+    /// again from the journal), but a client container that starts before the service after
+    /// a power cut reads its status file directly. One `syncfs` per filesystem, however many
+    /// answers it covers; a slow one (a card busy with an image pull) holds nobody up.
+    pub(super) fn flush_views(&mut self) {
+        self.views_flush_due = None;
+        let mut roots: Vec<std::path::PathBuf> = Vec::new();
+        let mut devices = Vec::new();
+        for spool in &self.spools {
+            let device = std::fs::metadata(spool.status.path())
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                .ok();
+            if !devices.contains(&device) {
+                devices.push(device);
+                roots.push(spool.status.path().to_owned());
+            }
+        }
+        let spawned = std::thread::Builder::new()
+            .name("flush-views".into())
+            .spawn(move || {
+                for root in roots {
+                    if let Err(e) = crate::dir::Dir::open(&root).and_then(|d| d.sync_filesystem())
+                    {
+                        tracing::warn!(dir = %root.display(), error = %e, "cannot flush the status files");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a thread to flush the status files");
         }
     }
 

@@ -199,6 +199,8 @@ struct Daemon {
     /// When the queued statuses waiting in `after_flush` must be flushed and shown at the
     /// latest (when nothing else needs a flush sooner).
     commit_due: Option<tokio::time::Instant>,
+    /// When the answers shown lately are flushed to the disk (see [`Daemon::flush_views`]).
+    views_flush_due: Option<tokio::time::Instant>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
@@ -321,6 +323,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         answered_files: Vec::new(),
         after_flush: Vec::new(),
         commit_due: None,
+        views_flush_due: None,
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
@@ -372,6 +375,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             _ = sleep_until(daemon.scheduled_wake) => daemon.scheduled_wake = None,
             // Only wakes the loop: `commit` below flushes for the queued statuses waiting.
             _ = sleep_until(daemon.commit_due) => {}
+            _ = sleep_until(daemon.views_flush_due) => daemon.flush_views(),
         }
         daemon.commit_answered();
         daemon.schedule();

@@ -220,6 +220,36 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     });
 }
 
+/// What a power cut does to a status file written without a flush (ext4 brings a new file
+/// back empty) and to a request file removal that never reached the disk: the next start
+/// writes the same answer again from the journal, never another, and never runs it again.
+#[test]
+fn an_answer_a_power_cut_emptied_or_whose_request_file_came_back_is_written_again() {
+    let spool = Spool::new();
+    let script = format!("{}; echo healthy; exit 0", spool.record_run());
+    spool.script("core", "health-check.sh", &script);
+    let mut service = Service::start(&spool);
+    let emptied = spool.submit("core", "health", None);
+    let came_back = new_id();
+    let json = Spool::request_json(&came_back, "core", "health", None);
+    spool.drop_in_place(&came_back, &json);
+    let first = [
+        spool.wait_concluded(&emptied),
+        spool.wait_concluded(&came_back),
+    ];
+    service.crash();
+    // The cut: one status back empty, one request file back (its status collected).
+    fs::write(spool.status_dir().join(format!("{emptied}.json")), "").unwrap();
+    fs::remove_file(spool.status_dir().join(format!("{came_back}.json"))).unwrap();
+    spool.drop_in_place(&came_back, &json);
+
+    let _restarted = Service::start(&spool);
+    wait_until("request file removed", || spool.request_files().is_empty());
+    let again = [spool.wait_final(&emptied), spool.wait_final(&came_back)];
+    assert_eq!(again, first, "the same answers, from the journal");
+    assert_eq!(spool.runs().len(), 2, "neither run again");
+}
+
 /// The gated update held at its gate when its coordinator is SIGKILLed: the gate and the
 /// request's id. The script lives on, as it does when only the coordinator dies.
 fn coordinator_crashed_mid_update(spool: &Spool, exit_code: i32) -> (std::path::PathBuf, String) {
