@@ -84,6 +84,15 @@ impl Daemon {
                     .count(),
                 "flushed"
             );
+            // Accepted and started in this same turn: its first record says running at once.
+            let launching: Vec<RequestId> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    AfterFlush::Launch { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            let mut unshown = Vec::new();
             for action in actions {
                 match action {
                     AfterFlush::Show {
@@ -97,13 +106,20 @@ impl Daemon {
                         if self.handed_off(spool, &id) {
                             continue;
                         }
+                        if launching.contains(&id) {
+                            unshown.push(id);
+                            continue;
+                        }
                         // Still queued: what it waits for now (its time, or its turn), which
                         // this turn may have changed; else the status it was accepted with,
                         // which its start or answer replaces next.
                         let status = self.queued_view(&id).unwrap_or(*status);
                         self.show(spool, &id, owner_uid, &status, Progress::First)
                     }
-                    AfterFlush::Launch { id, spec, lock } => self.launch(&id, &spec, lock),
+                    AfterFlush::Launch { id, spec, lock } => {
+                        let first = unshown.contains(&id);
+                        self.launch(&id, &spec, lock, first)
+                    }
                     AfterFlush::Answer { job, status } => {
                         self.show_answer(&job, &status);
                         self.views_flush_due.get_or_insert_with(|| {

@@ -115,13 +115,28 @@ impl Daemon {
     }
 
     /// Once the run's start is durable: shows it running and starts its monitor.
-    pub(super) fn launch(&mut self, id: &RequestId, spec: &RunSpec, lock: std::fs::File) {
+    /// `first`: it has shown nothing yet (accepted and started in the same turn): its first
+    /// progress record says running, not queued.
+    pub(super) fn launch(
+        &mut self,
+        id: &RequestId,
+        spec: &RunSpec,
+        lock: std::fs::File,
+        first: bool,
+    ) {
         let Some(running) = self.running.get(id) else {
             return;
         };
         let job = &running.job;
         let status = report::in_progress(&job.request, Phase::Running, Some(spec.started_at));
-        self.show(job.spool, id, job.owner_uid, &status, Progress::Update);
+        let how = if first {
+            Progress::First
+        } else {
+            Progress::Update
+        };
+        if !(first && self.handed_off(job.spool, id)) {
+            self.show(job.spool, id, job.owner_uid, &status, how);
+        }
         if let Err(e) = self.spawn_monitor(id, spec, lock) {
             error!(request_id = %id, error = %e, "cannot start the run's monitor");
             if let Some(running) = self.running.remove(id) {
