@@ -204,7 +204,7 @@ impl Journal {
         serde_json::from_slice(self.line(loc).ok()?.trim_ascii_end()).ok()
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn size_bytes(&self) -> u64 {
         self.len
     }
 

@@ -502,7 +502,7 @@ impl RunStore {
 
     /// Rewrites the journal with only its live lines, when dead ones make up most of it.
     pub fn compact_if_worth_it(&mut self) -> io::Result<bool> {
-        if self.read_only || self.journal.len() < COMPACT_MIN_BYTES {
+        if self.read_only || self.journal.size_bytes() < COMPACT_MIN_BYTES {
             return Ok(false);
         }
         let live: u64 = self
@@ -511,7 +511,7 @@ impl RunStore {
             .flat_map(Slot::live_lines)
             .map(|loc| u64::from(loc.len))
             .sum();
-        if self.journal.len() < live * COMPACT_RATIO {
+        if self.journal.size_bytes() < live * COMPACT_RATIO {
             return Ok(false);
         }
         self.compact()?;
