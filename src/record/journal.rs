@@ -107,7 +107,7 @@ impl Journal {
     pub fn open(dir: &Path) -> io::Result<(Self, Vec<(Loc, Entry)>)> {
         let path = dir.join(FILE);
         let created = !path.exists();
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -117,51 +117,46 @@ impl Journal {
             // The name must survive a power cut as much as what is appended under it.
             Dir::open(dir)?.sync()?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (entries, len) = parse(&bytes);
-        if len == bytes.len() as u64 {
+        let (journal, entries, read) = Self::replay(file, path)?;
+        if journal.len == read {
             // What an earlier process appended may still be only in the page cache (it was
             // killed before its flush): durable before anything is done on it.
-            file.sync_data()?;
+            journal.file.sync_data()?;
         } else {
             tracing::warn!(
-                path = %path.display(),
-                valid_bytes = len,
-                torn_bytes = bytes.len() as u64 - len,
+                path = %journal.path.display(),
+                valid_bytes = journal.len,
+                torn_bytes = read - journal.len,
                 "the journal ends with a torn line (a crash or power cut while it was written); cut off"
             );
-            file.set_len(len)?;
-            file.sync_data()?;
+            journal.file.set_len(journal.len)?;
+            journal.file.sync_data()?;
         }
-        Ok((
-            Self {
-                file,
-                path,
-                len,
-                dirty: false,
-            },
-            entries,
-        ))
+        Ok((journal, entries))
     }
 
     /// Opens the journal in `dir` for reading only, beside a live service: nothing is cut
     /// off or created (a torn tail is simply not read).
     pub fn open_read_only(dir: &Path) -> io::Result<(Self, Vec<(Loc, Entry)>)> {
         let path = dir.join(FILE);
-        let mut file = File::open(&path)?;
+        let file = File::open(&path)?;
+        let (journal, entries, _) = Self::replay(file, path)?;
+        Ok((journal, entries))
+    }
+
+    /// Reads the whole file: the journal positioned after its valid lines, those lines, and
+    /// how many bytes the file had.
+    fn replay(mut file: File, path: PathBuf) -> io::Result<(Self, Vec<(Loc, Entry)>, u64)> {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (entries, len) = parse(&bytes);
-        Ok((
-            Self {
-                file,
-                path,
-                len,
-                dirty: false,
-            },
-            entries,
-        ))
+        let journal = Self {
+            file,
+            path,
+            len,
+            dirty: false,
+        };
+        Ok((journal, entries, bytes.len() as u64))
     }
 
     /// Appends one line; durable only after the next [`Journal::sync`].
