@@ -90,6 +90,9 @@ pub fn parse(bytes: &[u8]) -> (Vec<(Loc, Entry)>, u64) {
     (entries, offset as u64)
 }
 
+/// The valid lines of a journal, in order, with where each is.
+pub type Lines = Vec<(Loc, Entry)>;
+
 /// The journal, open for appending.
 #[derive(Debug)]
 pub struct Journal {
@@ -104,7 +107,7 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating if needed) the journal in `dir` and replays it; a torn tail is cut off
     /// first. Returns the journal and its lines.
-    pub fn open(dir: &Path) -> io::Result<(Self, Vec<(Loc, Entry)>)> {
+    pub fn open(dir: &Path) -> io::Result<(Self, Lines)> {
         let path = dir.join(FILE);
         let created = !path.exists();
         let file = std::fs::OpenOptions::new()
@@ -137,7 +140,7 @@ impl Journal {
 
     /// Opens the journal in `dir` for reading only, beside a live service: nothing is cut
     /// off or created (a torn tail is simply not read).
-    pub fn open_read_only(dir: &Path) -> io::Result<(Self, Vec<(Loc, Entry)>)> {
+    pub fn open_read_only(dir: &Path) -> io::Result<(Self, Lines)> {
         let path = dir.join(FILE);
         let file = File::open(&path)?;
         let (journal, entries, _) = Self::replay(file, path)?;
@@ -146,7 +149,7 @@ impl Journal {
 
     /// Reads the whole file: the journal positioned after its valid lines, those lines, and
     /// how many bytes the file had.
-    fn replay(mut file: File, path: PathBuf) -> io::Result<(Self, Vec<(Loc, Entry)>, u64)> {
+    fn replay(mut file: File, path: PathBuf) -> io::Result<(Self, Lines, u64)> {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (entries, len) = parse(&bytes);
