@@ -5,10 +5,12 @@
 //!                                                  # the baseline's 10,000-request backlog)
 //!     cargo bench --bench coordinator -- --quick   # short run for CI (about 3 minutes)
 //!
-//! `--no-baseline` measures ours only; `UPDATE_COORDINATOR_BENCH_BIN=PATH` measures another
-//! build of the service. By default the harness builds the shipped binary itself
-//! (`cargo build --release` into `target/coordinator-bench/`): the one cargo builds for a bench
-//! has the dev-dependencies' features unified in.
+//! `--no-baseline` measures ours only; `--only=a,b` runs some measurements (`flushes`: flush
+//! calls per request, counted by strace); `UPDATE_COORDINATOR_BENCH_BIN=PATH` measures another
+//! build of the service. `benches/slowdisk.sh` runs it in the lab guest on a slow-flush disk.
+//! By default the harness builds the shipped binary itself (`cargo build --release` into
+//! `target/coordinator-bench/`): the one cargo builds for a bench has the dev-dependencies'
+//! features unified in.
 //!
 //! Every figure is measured on a fresh temp spool with a generated config and `/bin/sh`
 //! component scripts (`noop`: `exit 0`; `slow`: an update that sleeps; `chatty`: a health check

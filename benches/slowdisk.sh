@@ -52,6 +52,9 @@ in=$(mktemp -d) out=${SLOWDISK_OUT:-$(mktemp -d)}
 mkdir -p "$out"
 trap 'rm -rf "$in"' EXIT
 mkdir -p "$in/bin" "$in/debs"
+# apt-get download fetches as the _apt user when that user can write there (else it warns).
+chmod 755 "$in"
+chown _apt "$in/debs" 2>/dev/null || true
 cp "$binary" "$in/bin/update-coordinator"
 cp "$bench_exe" "$in/bin/coordinator-bench"
 cp "$repo/benches/baseline/inotify-loop.sh" "$repo/benches/slowdisk_guest.sh" "$in/"
