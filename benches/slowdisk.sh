@@ -19,7 +19,8 @@
 # is benches/slowdisk_guest.sh. The 0 ms table is the same device without delays: the
 # difference between the two is what slow flushes cost each subject. Times in the guest are
 # under software emulation (QEMU TCG), several times slower than on the host: compare the
-# columns within one table, not with BENCHMARKS.md's host figures. Takes 10-20 minutes.
+# columns within one table, not with BENCHMARKS.md's host figures. Takes about 40 minutes
+# (two delays, on a loaded host): an on-demand command, not a CI step.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
