@@ -3,7 +3,7 @@
 //!
 //!     cargo bench --bench coordinator              # full run (about 15 minutes, 12 of them
 //!                                                  # the baseline's 10,000-request backlog)
-//!     cargo bench --bench coordinator -- --quick   # short run for CI (about 3 minutes)
+//!     cargo bench --bench coordinator -- --quick   # short run for CI (about 4 minutes)
 //!
 //! `--no-baseline` measures ours only; `--only=a,b` runs some measurements (`flushes`: flush
 //! calls per request, counted by strace); `UPDATE_COORDINATOR_BENCH_BIN=PATH` measures another
