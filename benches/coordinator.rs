@@ -3,12 +3,14 @@
 //!
 //!     cargo bench --bench coordinator              # full run (about 15 minutes, 12 of them
 //!                                                  # the baseline's 10,000-request backlog)
-//!     cargo bench --bench coordinator -- --quick   # short run for CI (about 3 minutes)
+//!     cargo bench --bench coordinator -- --quick   # short run for CI (about 4 minutes)
 //!
-//! `--no-baseline` measures ours only; `UPDATE_COORDINATOR_BENCH_BIN=PATH` measures another
-//! build of the service. By default the harness builds the shipped binary itself
-//! (`cargo build --release` into `target/coordinator-bench/`): the one cargo builds for a bench
-//! has the dev-dependencies' features unified in.
+//! `--no-baseline` measures ours only; `--only=a,b` runs some measurements (`flushes`: flush
+//! calls per request, counted by strace); `UPDATE_COORDINATOR_BENCH_BIN=PATH` measures another
+//! build of the service. `benches/slowdisk.sh` runs it in the lab guest on a slow-flush disk.
+//! By default the harness builds the shipped binary itself (`cargo build --release` into
+//! `target/coordinator-bench/`): the one cargo builds for a bench has the dev-dependencies'
+//! features unified in.
 //!
 //! Every figure is measured on a fresh temp spool with a generated config and `/bin/sh`
 //! component scripts (`noop`: `exit 0`; `slow`: an update that sleeps; `chatty`: a health check
@@ -19,7 +21,7 @@
 //! stderr. Absolute times never fail the run; a lost or failed request, or a service that does
 //! not start, does (exit status 1). BENCHMARKS.md explains each figure.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
@@ -52,6 +54,13 @@ const BASELINE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/benches/baseline/inotify-loop.sh"
 );
+/// Set to run the baseline script from elsewhere (the bench binary copied into the lab guest
+/// by benches/slowdisk.sh, where the checkout's path does not exist).
+const BASELINE_OVERRIDE: &str = "UPDATE_COORDINATOR_BENCH_BASELINE";
+
+fn baseline_script() -> PathBuf {
+    std::env::var_os(BASELINE_OVERRIDE).map_or_else(|| PathBuf::from(BASELINE), PathBuf::from)
+}
 /// If no inotify event arrives for this long, the harness reads the status file directly.
 const POLL_FALLBACK: Duration = Duration::from_millis(50);
 /// The tail of each output stream a status carries (the service's default; the baseline's too).
@@ -77,16 +86,25 @@ struct Settings {
 }
 
 /// The measurements, by the names `--only` takes.
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 8] = [
     "latency",
     "beside-slow",
     "burst",
     "backlog",
     "idle",
     "big-output",
+    "flushes",
+    "size",
 ];
 
 impl Settings {
+    /// Whether the measurement `name` runs (every one, unless `--only` names others).
+    fn selected(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == name))
+    }
+
     fn from_args() -> Settings {
         let mut quick = false;
         let mut no_baseline = false;
@@ -463,8 +481,12 @@ fn shipped_binary() -> Result<PathBuf, String> {
 /// A running subject: the service, or the baseline script (in its own process group).
 struct Service {
     subject: Subject,
+    /// The process spawned: the subject, or strace running it (see [`Service::spawn_traced`]).
     child: Option<Child>,
+    /// The subject's own process (the service, or the baseline's bash).
     pid: i32,
+    /// Its process group (the spawned process's pid).
+    pgid: i32,
     log: PathBuf,
     ready: Arc<AtomicBool>,
     stop_notify: Arc<AtomicBool>,
@@ -473,6 +495,16 @@ struct Service {
 impl Service {
     /// Starts the subject on `spool` without waiting for it to be ready.
     fn spawn(subject: Subject, spool: &Spool) -> Result<Service, String> {
+        Self::spawn_traced(subject, spool, None)
+    }
+
+    /// [`Service::spawn`], under `strace -f` writing the subject's flush calls (and those of
+    /// every process it starts) to `trace` when given: see [`flushes`].
+    fn spawn_traced(
+        subject: Subject,
+        spool: &Spool,
+        trace: Option<&Path>,
+    ) -> Result<Service, String> {
         let log = spool.dir.path().join(format!("{subject:?}.log"));
         let out = fs::File::create(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -514,13 +546,16 @@ impl Service {
             Subject::Baseline => {
                 command = Command::new("bash");
                 command
-                    .arg(BASELINE)
+                    .arg(baseline_script())
                     .arg(spool.root())
                     .arg(spool.components())
                     .env("KILL_GRACE", "1")
                     .env("TAIL_BYTES", TAIL_BYTES.to_string())
                     .env("TMPDIR", spool.dir.path());
             }
+        }
+        if let Some(trace) = trace {
+            command = strace_command(trace, &command);
         }
         command
             .process_group(0)
@@ -530,16 +565,39 @@ impl Service {
         let child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", subject.name()))?;
-        let pid = child.id() as i32;
-        cleanup().0.push(pid);
-        Ok(Service {
+        let pgid = child.id() as i32;
+        cleanup().0.push(pgid);
+        let mut service = Service {
             subject,
             child: Some(child),
-            pid,
+            pid: pgid,
+            pgid,
             log,
             ready,
             stop_notify,
-        })
+        };
+        if trace.is_some() {
+            service.pid = service.traced_subject()?;
+        }
+        Ok(service)
+    }
+
+    /// Under strace: the subject's pid, once strace's child has exec'd it.
+    fn traced_subject(&mut self) -> Result<i32, String> {
+        let exe = |pid: i32| fs::read_link(format!("/proc/{pid}/exe")).ok();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(&pid) = children(self.pgid).first()
+                && exe(pid).is_some_and(|e| Some(e) != exe(self.pgid))
+            {
+                return Ok(pid);
+            }
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(format!("strace did not start {}", self.subject.name()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn start(subject: Subject, spool: &Spool) -> Result<Service, String> {
@@ -604,18 +662,18 @@ impl Service {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        cleanup().0.retain(|&p| p != self.pid);
-        let pid = Pid::from_raw(self.pid);
+        cleanup().0.retain(|&p| p != self.pgid);
+        let (pid, pgid) = (Pid::from_raw(self.pid), Pid::from_raw(self.pgid));
         let _ = match self.subject {
             Subject::Ours => kill(pid, Signal::SIGTERM),
-            Subject::Baseline => killpg(pid, Signal::SIGTERM),
+            Subject::Baseline => killpg(pgid, Signal::SIGTERM),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     if self.subject == Subject::Baseline {
-                        let _ = killpg(pid, Signal::SIGKILL);
+                        let _ = killpg(pgid, Signal::SIGKILL);
                     }
                     return match (self.subject, status.success()) {
                         (Subject::Ours, false) => Err(format!(
@@ -630,7 +688,7 @@ impl Service {
                     std::thread::sleep(Duration::from_millis(5))
                 }
                 _ => {
-                    let _ = killpg(pid, Signal::SIGKILL);
+                    let _ = killpg(pgid, Signal::SIGKILL);
                     let _ = child.wait();
                     return Err(format!("{} did not stop on SIGTERM", self.subject.name()));
                 }
@@ -643,9 +701,9 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.stop_notify.store(true, Ordering::Relaxed);
         if let Some(mut child) = self.child.take() {
-            cleanup().0.retain(|&p| p != self.pid);
+            cleanup().0.retain(|&p| p != self.pgid);
             let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(self.pid),
+                nix::unistd::Pid::from_raw(self.pgid),
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = child.wait();
@@ -976,6 +1034,8 @@ enum Unit {
     PerSec,
     Percent,
     Count,
+    /// A ratio per request, two decimals (flushes per request).
+    PerRequest,
 }
 
 fn fmt_value(v: f64, unit: Unit) -> String {
@@ -993,6 +1053,7 @@ fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::PerSec => format!("{v:.2}/s"),
         Unit::Percent => format!("{v:.3} %"),
         Unit::Count => format!("{v:.0}"),
+        Unit::PerRequest => format!("{v:.2}"),
     }
 }
 
@@ -1142,9 +1203,7 @@ impl Ctx {
             if s == Subject::Baseline && self.baseline.is_err() {
                 return Err(SKIPPED.to_owned());
             }
-            if let Some(only) = &self.settings.only
-                && !only.iter().any(|n| n == what)
-            {
+            if !self.settings.selected(what) {
                 return Err(SKIPPED.to_owned());
             }
             // Start every measurement with no dirty pages in flight (the build, the previous
@@ -1235,42 +1294,51 @@ struct Latency {
     fallbacks: usize,
 }
 
+/// One `noop` health check, in place or by rename, waited for until it is completely done
+/// (final status seen, request file gone; the harness then deletes the status as the client
+/// does). Returns the pickup latency in ms: from the drop to the final status seen.
+fn one_request(
+    spool: &Spool,
+    watch: &mut StatusWatch,
+    service: &mut Service,
+    renamed: bool,
+) -> Result<f64, String> {
+    let id = new_id();
+    let json = support::Spool::request_json(&id, "noop", "health", None);
+    if renamed {
+        spool.drop_renamed(&id, &json)?;
+    } else {
+        spool.drop_in_place(&id, &json)?;
+    }
+    let t0 = Instant::now();
+    let (seen, status) = watch
+        .wait_final(&id, Duration::from_secs(30))
+        .map_err(|e| format!("{e}; log:\n{}", service.log()))?;
+    if status["success"] != true {
+        return Err(format!("request {id} failed: {status}"));
+    }
+    // Sequential: the next request goes in once this one is completely done.
+    spool.wait_requests_empty(Duration::from_secs(30))?;
+    let _ = fs::remove_file(spool.status().join(format!("{id}.json")));
+    service.check_alive()?;
+    Ok(ms(seen - t0))
+}
+
 fn latency(ctx: &Ctx, subject: Subject) -> Result<Latency, String> {
     let s = &ctx.settings;
     let (spool, mut watch, mut service) = ctx.start(subject)?;
-    let run_one = |watch: &mut StatusWatch, service: &mut Service, renamed: bool| {
-        let id = new_id();
-        let json = support::Spool::request_json(&id, "noop", "health", None);
-        if renamed {
-            spool.drop_renamed(&id, &json)?;
-        } else {
-            spool.drop_in_place(&id, &json)?;
-        }
-        let t0 = Instant::now();
-        let (seen, status) = watch
-            .wait_final(&id, Duration::from_secs(30))
-            .map_err(|e| format!("{e}; log:\n{}", service.log()))?;
-        if status["success"] != true {
-            return Err(format!("request {id} failed: {status}"));
-        }
-        // Sequential: the next request goes in once this one is completely done.
-        spool.wait_requests_empty(Duration::from_secs(30))?;
-        let _ = fs::remove_file(spool.status().join(format!("{id}.json")));
-        service.check_alive()?;
-        Ok::<f64, String>(ms(seen - t0))
-    };
     for _ in 0..s.warmup {
-        run_one(&mut watch, &mut service, true)?;
+        one_request(&spool, &mut watch, &mut service, true)?;
     }
     let fallbacks_before = watch.fallbacks;
     let before = service.usage();
     let mut in_place = Vec::with_capacity(s.latency);
     let mut renamed = Vec::with_capacity(s.latency);
     for _ in 0..s.latency {
-        in_place.push(run_one(&mut watch, &mut service, false)?);
+        in_place.push(one_request(&spool, &mut watch, &mut service, false)?);
     }
     for _ in 0..s.latency {
-        renamed.push(run_one(&mut watch, &mut service, true)?);
+        renamed.push(one_request(&spool, &mut watch, &mut service, true)?);
     }
     // Let the last helper processes be reaped, so their time is in their parent's cutime.
     std::thread::sleep(Duration::from_millis(100));
@@ -1390,10 +1458,8 @@ fn tail_lines(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
-    let s = &ctx.settings;
-    let n = s.burst;
-    let (spool, mut watch, mut service) = ctx.start(subject)?;
+/// `n` `noop` health checks written into the staging dir (same filesystem as `requests/`).
+fn stage_burst(spool: &Spool, n: usize) -> Result<Vec<String>, String> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let id = new_id();
@@ -1404,13 +1470,27 @@ fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
         .map_err(|e| e.to_string())?;
         ids.push(id);
     }
-    let before = service.usage();
-    let t0 = Instant::now();
-    for id in &ids {
+    Ok(ids)
+}
+
+/// Renames the staged requests into `requests/`, one after another as fast as possible.
+fn drop_staged(spool: &Spool, ids: &[String]) -> Result<(), String> {
+    for id in ids {
         let name = format!("{id}.json");
         fs::rename(spool.staging().join(&name), spool.requests().join(&name))
             .map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+fn burst(ctx: &Ctx, subject: Subject) -> Result<Drain, String> {
+    let s = &ctx.settings;
+    let n = s.burst;
+    let (spool, mut watch, mut service) = ctx.start(subject)?;
+    let ids = stage_burst(&spool, n)?;
+    let before = service.usage();
+    let t0 = Instant::now();
+    drop_staged(&spool, &ids)?;
     let drop_time = t0.elapsed();
     let result = watch.wait_all(ids.iter().cloned().collect(), Duration::from_secs(1800));
     let last = check_drain(&spool, &mut service, result, &ids)?;
@@ -1595,6 +1675,182 @@ fn big_output(ctx: &Ctx, subject: Subject) -> Result<BigOutput, String> {
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Flushes
+
+/// The flush system calls counted (issue 19's `strace -e trace=` list).
+const FLUSH_CALLS: [&str; 4] = ["fsync", "fdatasync", "syncfs", "sync_file_range"];
+/// Requests in each flush pass, quick run or full: these are counts, not times, and a larger
+/// pass would only take longer.
+const FLUSH_SEQUENTIAL: usize = 50;
+const FLUSH_BURST: usize = 200;
+/// How long a subject is left alone, once its last request is completely done and its helper
+/// processes are gone, before a counting window closes: the service's writes that follow an
+/// answer (a record completed, the request file removed) belong to the request.
+const FLUSH_SETTLE: Duration = Duration::from_millis(500);
+
+/// `strace` running `command`, following every process it starts (`-f`), writing each flush
+/// call with its wall-clock time (`-ttt`) to `trace`. With `--seccomp-bpf` only those calls
+/// stop the tracee, so the subject runs at nearly its normal speed.
+fn strace_command(trace: &Path, command: &Command) -> Command {
+    let mut strace = Command::new("strace");
+    strace
+        .args([
+            "-f",
+            "--seccomp-bpf",
+            "-qq",
+            "-ttt",
+            "-e",
+            "signal=none",
+            "-e",
+        ])
+        .arg(format!("trace={}", FLUSH_CALLS.join(",")))
+        .arg("-o")
+        .arg(trace)
+        .arg("--")
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(v) => strace.env(key, v),
+            None => strace.env_remove(key),
+        };
+    }
+    strace
+}
+
+/// Flush calls in one counting window, by system call.
+#[derive(Clone, Debug, Default)]
+struct FlushCount {
+    requests: usize,
+    /// Calls per system call name, failed ones included (as `strace -c` counts them).
+    calls: BTreeMap<String, u64>,
+    /// How many of those returned an error.
+    failed: u64,
+}
+
+impl FlushCount {
+    fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+
+    fn per_request(&self) -> f64 {
+        self.total() as f64 / self.requests as f64
+    }
+
+    /// "fsync 700, fdatasync 0, syncfs 0, sync_file_range 0 (0 failed)".
+    fn by_call(&self) -> String {
+        let calls: Vec<String> = FLUSH_CALLS
+            .iter()
+            .map(|c| format!("{c} {}", self.calls.get(*c).copied().unwrap_or(0)))
+            .collect();
+        format!("{} ({} failed)", calls.join(", "), self.failed)
+    }
+}
+
+/// Counts the calls that strace's `-ttt -o` output shows entering between `from` and `to`
+/// (seconds since the epoch). A call is a line `PID TIME NAME(...`, complete or the first half
+/// of an `<unfinished ...>` one; the `<... NAME resumed>` line that ends it carries its result
+/// (when it failed) and is attributed to the call's window through its pid.
+fn count_flush_calls(trace: &str, from: f64, to: f64, requests: usize) -> FlushCount {
+    let mut count = FlushCount {
+        requests,
+        ..FlushCount::default()
+    };
+    // Pids whose unfinished call was counted in this window.
+    let mut open = HashSet::new();
+    for line in trace.lines() {
+        // "PID  TIME CALL...": fields separated by one or more spaces.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(time) = time.parse::<f64>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let failed = u64::from(rest.contains(") = -1 "));
+        if rest.starts_with("<... ") {
+            if open.remove(pid) {
+                count.failed += failed;
+            }
+        } else if let Some(name) = FLUSH_CALLS
+            .iter()
+            .find(|c| rest.starts_with(&format!("{c}(")))
+            && (from..to).contains(&time)
+        {
+            *count.calls.entry((*name).to_owned()).or_insert(0) += 1;
+            count.failed += failed;
+            if rest.ends_with("<unfinished ...>") {
+                open.insert(pid.to_owned());
+            }
+        }
+    }
+    count
+}
+
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+struct Flushes {
+    /// Start-up and the warm-up requests, before the first window (not counted per request).
+    before: FlushCount,
+    sequential: FlushCount,
+    burst: FlushCount,
+}
+
+/// Flushes per request: the subject runs under strace from its start (the service and every
+/// process it starts: monitors, scripts; the baseline's bash, inotifywait, jq, mv...), and the
+/// calls are counted in two windows that open and close while it is idle: 50 requests one at
+/// a time, then a burst of 200. Start-up and the warm-up requests (directories and files made
+/// once) fall before the first window and are not counted. Nothing is timed here.
+fn flushes(ctx: &Ctx, subject: Subject) -> Result<Flushes, String> {
+    let spool = Spool::new(&ctx.settings, &ctx.dialect)?;
+    let mut watch = StatusWatch::new(&spool.status())?;
+    let trace = spool.dir.path().join("flushes.strace");
+    let mut service = Service::spawn_traced(subject, &spool, Some(&trace))?;
+    service.wait_ready(Duration::from_secs(30))?;
+    let long_lived = service.processes(None).len();
+    // Idle: only the long-lived processes, then nothing for FLUSH_SETTLE.
+    let settle = |service: &Service| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while service.processes(None).len() > long_lived {
+            if Instant::now() > deadline {
+                return Err("the subject's helper processes did not exit within 30 s".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(FLUSH_SETTLE);
+        Ok(epoch_secs())
+    };
+    for _ in 0..ctx.settings.warmup {
+        one_request(&spool, &mut watch, &mut service, true)?;
+    }
+    let t0 = settle(&service)?;
+    for _ in 0..FLUSH_SEQUENTIAL {
+        one_request(&spool, &mut watch, &mut service, false)?;
+    }
+    let t1 = settle(&service)?;
+    let ids = stage_burst(&spool, FLUSH_BURST)?;
+    drop_staged(&spool, &ids)?;
+    let result = watch.wait_all(ids.iter().cloned().collect(), Duration::from_secs(1800));
+    check_drain(&spool, &mut service, result, &ids)?;
+    let t2 = settle(&service)?;
+    // strace exits with the subject and has written everything by then.
+    service.stop()?;
+    let text = fs::read_to_string(&trace).map_err(|e| format!("{}: {e}", trace.display()))?;
+    Ok(Flushes {
+        before: count_flush_calls(&text, 0.0, t0, ctx.settings.warmup),
+        sequential: count_flush_calls(&text, t0, t1, FLUSH_SEQUENTIAL),
+        burst: count_flush_calls(&text, t1, t2, FLUSH_BURST),
+    })
+}
+
 /// Stripped release binary (ours); the script plus the programs and libraries it needs that
 /// ours does not (inotifywait, jq and their shared libraries) for the baseline.
 /// Ours: (stripped, unstripped) bytes. Baseline: (bytes, the files counted).
@@ -1636,7 +1892,7 @@ fn sizes(ctx: &Ctx) -> Sizes {
             };
             let ours_libs: HashSet<String> =
                 libs_of(&bin().to_string_lossy())?.into_iter().collect();
-            let mut files = vec![BASELINE.to_owned()];
+            let mut files = vec![baseline_script().to_string_lossy().into_owned()];
             for tool in ["inotifywait", "jq"] {
                 let path = which(tool).ok_or(format!("{tool} not found"))?;
                 let path = path.to_string_lossy().into_owned();
@@ -1740,6 +1996,136 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// One row of a targets table; `met: None` when the figure was not measured in this run.
+fn target_row(table: &mut String, what: &str, measured: String, met: Option<bool>) {
+    let verdict = match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    };
+    let _ = writeln!(table, "| {what} | {measured} | {verdict} |");
+}
+
+/// The targets of issue 19 (fewer flushes, faster answers), from the rows of this run.
+fn issue19_targets(
+    report: &Report,
+    s: &Settings,
+    idles: &Both<Idle>,
+    flush: &Both<Flushes>,
+) -> String {
+    let mut t = String::from("| target (issue #19) | measured | verdict |\n| --- | --- | --- |\n");
+    let val = |prefix: &str| report.get(prefix).and_then(|r| r.ours.value());
+    let base = |prefix: &str| report.get(prefix).and_then(|r| r.baseline.value());
+    let per_request = |f: &Both<Flushes>, col: usize, pick: fn(&Flushes) -> &FlushCount| {
+        f[col].as_ref().ok().map(|f| pick(f).per_request())
+    };
+    for (what, pick, limit) in [
+        (
+            "≤ 3 flushes per request, one at a time",
+            (|f: &Flushes| &f.sequential) as fn(&Flushes) -> &FlushCount,
+            3.0,
+        ),
+        (
+            "≤ 1 flush per request in a burst of 200",
+            |f: &Flushes| &f.burst,
+            1.0,
+        ),
+    ] {
+        let (ours, loop_) = (per_request(flush, 0, pick), per_request(flush, 1, pick));
+        let measured = match (ours, loop_) {
+            (Some(o), Some(b)) => format!("{o:.2} (the loop: {b:.2})"),
+            (Some(o), None) => format!("{o:.2}"),
+            _ => "n/a".into(),
+        };
+        target_row(&mut t, what, measured, ours.map(|o| o <= limit));
+    }
+    let (p50, p99) = (
+        val("pickup latency, in place, p50"),
+        val("pickup latency, in place, p99"),
+    );
+    target_row(
+        &mut t,
+        "in-place pickup to final status p50 ≤ 3 ms and p99 ≤ 10 ms",
+        match (p50, p99) {
+            (Some(a), Some(b)) => format!(
+                "p50 {}, p99 {}",
+                fmt_value(a, Unit::Ms),
+                fmt_value(b, Unit::Ms)
+            ),
+            _ => "n/a".into(),
+        },
+        p50.zip(p99).map(|(a, b)| a <= 3.0 && b <= 10.0),
+    );
+    let faster = |prefix: &str, higher_is_better: bool| {
+        val(prefix)
+            .zip(base(prefix))
+            .map(|(o, b)| if higher_is_better { o / b } else { b / o })
+    };
+    let lat_x = faster("pickup latency, in place, p50", false);
+    let lat99_x = faster("pickup latency, in place, p99", false);
+    target_row(
+        &mut t,
+        "in-place pickup ≥ 15× faster than the inotifywait loop, same run (p50)",
+        lat_x.map_or("n/a".into(), |x| {
+            format!(
+                "p50 {x:.1}× faster (p99 {})",
+                lat99_x.map_or("n/a".into(), |y| format!("{y:.1}×"))
+            )
+        }),
+        lat_x.map(|x| x >= 15.0),
+    );
+    let rate = val("… burst throughput");
+    target_row(
+        &mut t,
+        &format!("burst ≥ 300 requests/s ({} dropped at once)", s.burst),
+        rate.map_or("n/a".into(), |r| fmt_value(r, Unit::PerSec)),
+        rate.map(|r| r >= 300.0),
+    );
+    let burst_x = faster("… burst throughput", true);
+    target_row(
+        &mut t,
+        "burst ≥ 15× the loop's throughput",
+        burst_x.map_or("n/a".into(), |x| format!("{x:.1}×")),
+        burst_x.map(|x| x >= 15.0),
+    );
+    let idle = idles[0].as_ref().ok();
+    target_row(
+        &mut t,
+        "idle RSS ≤ 5 MiB with 0 wakeups",
+        idle.map_or("n/a".into(), |i| {
+            format!(
+                "{}, {} context switches in {} s",
+                fmt_value(i.rss_kib as f64, Unit::Kib),
+                i.ctx_total,
+                s.idle.as_secs()
+            )
+        }),
+        idle.map(|i| i.rss_kib <= 5 * 1024 && i.ctx_total == 0),
+    );
+    let peak = val("peak RSS while a script prints");
+    let mb = s.output_bytes as f64 / 1e6;
+    target_row(
+        &mut t,
+        "100 MB of output under 16 MiB peak",
+        peak.map_or("n/a".into(), |v| {
+            let size = if s.output_bytes == 100_000_000 {
+                String::new()
+            } else {
+                format!(" (for {mb:.0} MB in this run)")
+            };
+            format!("{}{size}", fmt_value(v, Unit::Kib))
+        }),
+        peak.map(|v| v < 16.0 * 1024.0),
+    );
+    target_row(
+        &mut t,
+        "slow-flush disk: the same latency and burst figures on a dm-delay device, ours and the loop",
+        "benches/slowdisk.sh (in the lab guest), not this run".into(),
+        None,
+    );
+    t
+}
+
 fn main() -> ExitCode {
     stop_subjects_on_signals();
     let settings = Settings::from_args();
@@ -1816,8 +2202,24 @@ fn main() -> ExitCode {
     let backlogs = ctx.both("backlog", &mut report, |subj| backlog(&ctx, subj));
     let idles = ctx.both("idle", &mut report, |subj| idle(&ctx, subj));
     let bigs = ctx.both("big-output", &mut report, |subj| big_output(&ctx, subj));
-    let (size_ours, size_base) = sizes(&ctx);
-    if let Err(e) = &size_ours {
+    let flush = if s.selected("flushes") && which("strace").is_none() {
+        let why = "`strace` is not installed (apt-get install -y strace)";
+        eprintln!("\nWARNING: the flush counts are SKIPPED: {why}\n");
+        report
+            .notes
+            .push(format!("flushes per request: skipped, {why}"));
+        [Err(SKIPPED.to_owned()), Err(SKIPPED.to_owned())]
+    } else {
+        ctx.both("flushes", &mut report, |subj| flushes(&ctx, subj))
+    };
+    let (size_ours, size_base) = if s.selected("size") {
+        sizes(&ctx)
+    } else {
+        (Err(SKIPPED.to_owned()), Err(SKIPPED.to_owned()))
+    };
+    if let Err(e) = &size_ours
+        && e != SKIPPED
+    {
         report.problems.push(format!("binary size: {e}"));
     }
 
@@ -2023,9 +2425,30 @@ fn main() -> ExitCode {
         cell(&bigs[1], |b| Cell::Value(ms(b.time), Unit::Ms)),
     );
     report.row(
+        format!(
+            "flushes per request, one at a time ({FLUSH_SEQUENTIAL} sequential no-op health checks in place; strace, after start-up and warm-up)"
+        ),
+        cell(&flush[0], |f| {
+            Cell::Value(f.sequential.per_request(), Unit::PerRequest)
+        }),
+        cell(&flush[1], |f| {
+            Cell::Value(f.sequential.per_request(), Unit::PerRequest)
+        }),
+    );
+    report.row(
+        format!("flushes per request, burst of {FLUSH_BURST} dropped at once (strace)"),
+        cell(&flush[0], |f| {
+            Cell::Value(f.burst.per_request(), Unit::PerRequest)
+        }),
+        cell(&flush[1], |f| {
+            Cell::Value(f.burst.per_request(), Unit::PerRequest)
+        }),
+    );
+    report.row(
         "binary size (ours: release, stripped; baseline: script + inotifywait + jq + their own libraries)",
         match &size_ours {
             Ok((stripped, _)) => Cell::Value(*stripped as f64, Unit::Bytes),
+            Err(e) if e == SKIPPED => Cell::Text("skipped".into()),
             Err(_) => Cell::Text("**error**".into()),
         },
         match &size_base {
@@ -2056,6 +2479,15 @@ fn main() -> ExitCode {
             "dropping the {} burst requests (renames) took {:.1} ms",
             b.n,
             ms(b.drop_time)
+        )
+    });
+    report.note_per_subject(&ctx, &flush, |f| {
+        format!(
+            "flush calls (strace -f over the process tree), {FLUSH_SEQUENTIAL} one at a time: {}; burst of {FLUSH_BURST}: {}; not counted: start-up + {} warm-up requests: {}",
+            f.sequential.by_call(),
+            f.burst.by_call(),
+            f.before.requests,
+            f.before.total()
         )
     });
     report.note_per_subject(&ctx, &idles, |i| {
@@ -2142,6 +2574,8 @@ fn main() -> ExitCode {
         peak.map(|v| v * 1024.0 < 16e6),
     );
 
+    let targets19 = issue19_targets(&report, s, &idles, &flush);
+
     // ---- output
     let mode = if s.quick { "quick" } else { "full" };
     let mut out = String::new();
@@ -2159,6 +2593,8 @@ fn main() -> ExitCode {
     out += &report.table();
     out += "\n";
     out += &targets;
+    out += "\n";
+    out += &targets19;
     if !report.notes.is_empty() {
         out += "\nNotes:\n";
         for n in &report.notes {
