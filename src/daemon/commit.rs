@@ -17,9 +17,11 @@ use crate::status::{Durability, Progress, Status};
 /// other flush comes sooner.
 const QUEUED_SHOWN_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Answers shown are flushed to the disk (one `syncfs` for all of them) this long after the
-/// first of them, in the background: see [`Daemon::flush_views`].
+/// Answers shown are flushed to the disk (one `syncfs` for all of them) in the background this
+/// long after the last of them...
 const VIEWS_FLUSHED_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+/// ...or this long after the first, if answers keep coming (see [`Daemon::flush_views`]).
+const VIEWS_FLUSHED_AT_THE_LATEST: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Something that must wait until the journal's records behind it are durable.
 pub(super) enum AfterFlush {
@@ -122,9 +124,13 @@ impl Daemon {
                     }
                     AfterFlush::Answer { job, status } => {
                         self.show_answer(&job, &status);
-                        self.views_flush_due.get_or_insert_with(|| {
-                            tokio::time::Instant::now() + VIEWS_FLUSHED_WITHIN
-                        });
+                        // 200 ms after the last answer, 2 s after the first at the latest:
+                        // a burst costs one flush at its end, not one every 200 ms.
+                        let now = tokio::time::Instant::now();
+                        let first = *self.views_first_answer.get_or_insert(now);
+                        self.views_flush_due = Some(
+                            (now + VIEWS_FLUSHED_WITHIN).min(first + VIEWS_FLUSHED_AT_THE_LATEST),
+                        );
                     }
                 }
             }
@@ -139,6 +145,7 @@ impl Daemon {
     /// answers it covers; a slow one (a card busy with an image pull) holds nobody up.
     pub(super) fn flush_views(&mut self) {
         self.views_flush_due = None;
+        self.views_first_answer = None;
         let mut roots: Vec<std::path::PathBuf> = Vec::new();
         let mut devices = Vec::new();
         for spool in &self.spools {
@@ -163,6 +170,17 @@ impl Daemon {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start a thread to flush the status files");
         }
+    }
+
+    /// Whether this turn's flush waits for company: an answer waits for it, requests queue (so
+    /// their starts can share the flush), and other runs are going, whose ends may be near.
+    pub(super) fn worth_waiting_for_company(&self) -> bool {
+        !self.queue.is_empty()
+            && !self.running.is_empty()
+            && self
+                .after_flush
+                .iter()
+                .any(|action| matches!(action, AfterFlush::Answer { .. }))
     }
 
     /// A queued job's status as it stands: `scheduled` for its time, or its place in line.

@@ -45,6 +45,10 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Messages handled per loop turn before refusals are committed and the watchdog gets a look in.
 const BATCH: usize = 256;
 
+/// How long a loop turn that concluded a run waits for the other running ones to end before
+/// it flushes (only while requests queue behind them: see `Daemon::worth_waiting_for_company`).
+const COMPANY_WINDOW: Duration = Duration::from_millis(5);
+
 /// How often finished records and uncollected statuses are checked against the retention.
 const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
@@ -201,6 +205,8 @@ struct Daemon {
     commit_due: Option<tokio::time::Instant>,
     /// When the answers shown lately are flushed to the disk (see [`Daemon::flush_views`]).
     views_flush_due: Option<tokio::time::Instant>,
+    /// When the first answer not yet flushed was shown.
+    views_first_answer: Option<tokio::time::Instant>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
@@ -324,6 +330,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         after_flush: Vec::new(),
         commit_due: None,
         views_flush_due: None,
+        views_first_answer: None,
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
@@ -364,6 +371,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 for _ in 1..BATCH {
                     let Ok(msg) = rx.try_recv() else { break };
                     daemon.handle(msg);
+                }
+                // A run ended while others run and requests queue: let the others end too
+                // (briefly), so one flush covers all their answers and the next starts begin
+                // together, and end together the next time (see `commit`).
+                if daemon.worth_waiting_for_company() {
+                    let until = tokio::time::Instant::now() + COMPANY_WINDOW;
+                    while !daemon.running.is_empty() {
+                        let Ok(Some(msg)) = tokio::time::timeout_at(until, rx.recv()).await else {
+                            break;
+                        };
+                        daemon.handle(msg);
+                    }
                 }
             }
             _ = &mut shutdown => break,
