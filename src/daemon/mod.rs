@@ -12,6 +12,7 @@ mod in_flight;
 mod intake;
 mod preflight;
 mod recover;
+mod slots;
 mod start;
 mod waiting;
 
@@ -80,6 +81,8 @@ pub enum ServeError {
     Signals(#[source] io::Error),
     #[error(transparent)]
     SignatureKey(#[from] crate::signature::KeyError),
+    #[error("cannot start fleet coordination: {0}")]
+    Fleet(String),
 }
 
 /// Which spool (an index into `Daemon::spools`; 0 is `[spool]`).
@@ -102,6 +105,8 @@ enum Msg {
     Handoff(SpoolIx),
     /// Events of `state/exits/` were lost: look at every exit record.
     ExitsRescan,
+    /// The fleet agent says whether this host holds a slot (see [`slots`]).
+    Fleet(crate::fleet::Report),
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -133,6 +138,8 @@ struct Shown {
     position: Option<usize>,
     /// Set while it waits for its window or `not_before` (phase `scheduled`).
     scheduled_for: Option<jiff::Timestamp>,
+    /// Set while it waits for a fleet slot (phase `waiting_for_slot`).
+    slot: Option<crate::status::FleetSlot>,
 }
 
 impl Job {
@@ -202,6 +209,8 @@ struct Daemon {
     positions_due: Option<tokio::time::Instant>,
     /// When the next scheduled (deferred) request may start.
     scheduled_wake: Option<tokio::time::Instant>,
+    /// With `[fleet]`: the agent that holds this host's slot in etcd.
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 /// SIGTERM or SIGINT, as a future for [`serve`]: the handlers are installed now, so a signal
@@ -317,6 +326,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         zone: jiff::tz::TimeZone::system(),
         positions_due: None,
         scheduled_wake: None,
+        fleet: None,
     };
     daemon.load_inventory();
     // Watches are armed before the records and the directory are read, so nothing that
@@ -324,6 +334,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     daemon.recover();
     // Which recovered requests wait for their time: those take no queue capacity.
     daemon.due_jobs();
+    daemon.start_fleet().map_err(ServeError::Fleet)?;
     for ix in 0..daemon.spools.len() {
         // A hand-off written while we were stopped.
         daemon.handoff(ix);
@@ -365,6 +376,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     drop(watches);
     drop(exit_watch);
     daemon.commit_answered();
+    daemon.stop_fleet();
     let running = daemon.running.len();
     info!(
         running,
@@ -423,6 +435,7 @@ impl Daemon {
             Msg::Exited(name) => self.exited(&name),
             Msg::MonitorGone(id) => self.monitor_gone(&id),
             Msg::Handoff(ix) => self.handoff(ix),
+            Msg::Fleet(report) => self.fleet_report(report),
         }
     }
 
@@ -436,6 +449,8 @@ impl Daemon {
             }
         }
         if self.queue.is_empty() {
+            // A concluded update gives its fleet slot back.
+            self.slot_gate(Vec::new());
             return;
         }
         let queued_before = self.queue.len();
@@ -447,6 +462,7 @@ impl Daemon {
         // Requests waiting for their window or `not_before` take no part: they hold nobody up.
         // The others are considered round-robin between writers.
         let due = self.due_jobs();
+        let due = self.slot_gate(due);
         let due = self.fair_order(due);
         let start: Vec<usize> = schedule::startable(
             self.running.values().map(|r| slot(&r.job)),

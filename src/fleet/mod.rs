@@ -1,0 +1,205 @@
+//! Fleet coordination through etcd: a host takes a slot of its group's semaphore before an
+//! update or rollback starts and gives it back once the run has concluded, so that at most
+//! `fleet.max_concurrent` hosts of the group update at once (docs/fleet.md).
+//!
+//! Only `[fleet]` in the config starts any of it. [`config`] checks the table; [`semaphore`]
+//! (pure) is airlock's semaphore value and what taking or giving back a slot makes of it;
+//! [`etcd`] is the client; [`agent`] is the one thread that talks to etcd. The service loop
+//! holds a [`Fleet`]: it says whether it wants a slot, and hears back through [`Report`]s.
+
+mod agent;
+pub mod config;
+mod etcd;
+pub mod keys;
+pub mod semaphore;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+pub use config::{FailMode, FleetConfig, HostId};
+
+/// What the agent tells the service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// This host holds a slot, for the wish numbered `seq`; `without_slot`: it does not, but
+    /// etcd cannot be reached and `fleet.fail = "open"` lets updates run anyway.
+    Held { seq: u64, without_slot: bool },
+    /// No slot yet, for the wish numbered `seq`, and why.
+    Waiting { seq: u64, wait: SlotWait },
+}
+
+/// Why updates wait for a slot, as their status shows it (`fleet_slot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWait {
+    /// Hosts holding a slot of the group (0 when etcd cannot be reached).
+    pub holders: usize,
+    pub total_slots: u64,
+    pub reason: WaitReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum WaitReason {
+    /// Every slot is held by other hosts.
+    Full,
+    /// etcd cannot be reached (or refuses); the detail says what failed.
+    Unreachable(String),
+}
+
+impl SlotWait {
+    /// A sentence for the status's `fleet_slot.reason` and the journal.
+    pub fn describe(&self, group: &str) -> String {
+        match &self.reason {
+            WaitReason::Full => format!(
+                "all {} slot(s) of fleet group {group} are held ({} holder(s)); waiting for one",
+                self.total_slots, self.holders
+            ),
+            WaitReason::Unreachable(why) => {
+                format!("etcd cannot be reached, so no fleet slot can be taken: {why}")
+            }
+        }
+    }
+}
+
+/// One read of the group's semaphore, for `check`: who holds its slots, or why etcd could
+/// not be asked.
+pub fn probe(config: &FleetConfig) -> Result<String, String> {
+    let client = etcd::Client::new(config).map_err(|e| e.to_string())?;
+    let read = client
+        .get(&keys::semaphore(&config.group))
+        .map_err(|e| e.to_string())?;
+    Ok(match read.value {
+        None => {
+            "answers; the group's semaphore is not created yet (the first update creates it)".into()
+        }
+        Some(value) => {
+            let sem = semaphore::Semaphore::parse(&value)?;
+            format!(
+                "answers; {} of {} slot(s) held{}",
+                sem.holders.len(),
+                sem.total_slots,
+                if sem.holders.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", sem.holders.join(", "))
+                }
+            )
+        }
+    })
+}
+
+/// The service's side of the agent.
+#[derive(Debug)]
+pub struct Fleet {
+    inputs: mpsc::Sender<agent::Input>,
+    group: String,
+    call_timeout: Duration,
+    /// The number of the latest wish sent.
+    seq: u64,
+    wanted: bool,
+    /// A slot is held (or failing open lets updates run) for the latest wish.
+    held: bool,
+    /// Why not, while not.
+    wait: Option<SlotWait>,
+}
+
+impl Fleet {
+    /// Starts the agent thread; `want`: whether the runs and requests recovered at start
+    /// need a slot (a slot held for a run that survived a crash stays held; one held with
+    /// nothing to run is given back).
+    pub fn start(
+        config: &FleetConfig,
+        want: bool,
+        report: impl Fn(Report) + Send + 'static,
+    ) -> Result<Fleet, String> {
+        let host = HostId::resolve(config.host_id.as_ref())?;
+        let client = etcd::Client::new(config).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel();
+        let agent = agent::Agent::new(
+            config,
+            host.clone(),
+            client,
+            rx,
+            tx.clone(),
+            Box::new(report),
+        );
+        std::thread::Builder::new()
+            .name("fleet".into())
+            .spawn(move || agent.run(0, want))
+            .map_err(|e| format!("cannot start the fleet thread: {e}"))?;
+        tracing::info!(host = %host, group = %config.group, endpoints = %config.endpoints.join(","), "fleet coordination through etcd");
+        Ok(Fleet {
+            inputs: tx,
+            group: config.group.clone(),
+            call_timeout: config.call_timeout,
+            seq: 0,
+            wanted: want,
+            held: false,
+            wait: None,
+        })
+    }
+
+    /// Tells the agent whether a slot is wanted now (only a change is sent). Not wanting one
+    /// counts as not holding one at once: a run may start only on a slot taken afterwards.
+    pub fn want(&mut self, want: bool) {
+        if want == self.wanted {
+            return;
+        }
+        self.wanted = want;
+        self.seq += 1;
+        self.held = false;
+        self.wait = None;
+        let _ = self.inputs.send(agent::Input::Want {
+            seq: self.seq,
+            want,
+        });
+    }
+
+    /// Takes in a report; stale ones (for an earlier wish) are dropped.
+    pub fn apply(&mut self, report: Report) {
+        match report {
+            Report::Held { seq, without_slot } if seq == self.seq => {
+                if without_slot {
+                    warn!(group = %self.group, "running an update without a fleet slot: etcd cannot be reached and fleet.fail = \"open\"");
+                }
+                self.held = true;
+                self.wait = None;
+            }
+            Report::Waiting { seq, wait } if seq == self.seq => {
+                self.held = false;
+                self.wait = Some(wait);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether updates and rollbacks may start now.
+    pub fn may_start(&self) -> bool {
+        self.wanted && self.held
+    }
+
+    /// Why they wait, once the agent has said (until then: they wait for its first answer).
+    pub fn wait(&self) -> Option<&SlotWait> {
+        self.wait.as_ref()
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// At shutdown: gives the slot back if nothing running needs it (one try, within the
+    /// call deadline), and stops the agent.
+    pub fn stop(&self, release: bool) {
+        let (done, finished) = mpsc::channel();
+        if self
+            .inputs
+            .send(agent::Input::Stop { release, done })
+            .is_ok()
+        {
+            let _ = finished.recv_timeout(self.call_timeout * 3);
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Fleet coordination through a real 3-member etcd cluster on loopback, with several
+//! coordinators, each its own host (spool, state and host_id): the group's semaphore (airlock's
+//! key and JSON) caps how many hosts update at once, across crashes of a holder, the loss of an
+//! etcd member and a host cut off from etcd. Skipped, loudly, only where etcd cannot be
+//! installed (see [`etcd::available`]).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::etcd::{self, Cluster, Proxy};
+use crate::support::{PATIENCE, Service, Spool, path_str, status_schema_errors, wait_until};
+
+const GROUP: &str = "pis";
+
+/// A host of the fleet: its own spool and state, `host_id`, and `[fleet]` naming `endpoints`.
+fn host(endpoints: &str, host_id: &str, max_concurrent: u64) -> Spool {
+    let mut spool = Spool::new();
+    spool.add_config(&format!(
+        "[fleet]\nendpoints = {endpoints}\ngroup = \"{GROUP}\"\nhost_id = \"{host_id}\"\n\
+         max_concurrent = {max_concurrent}\ncall_timeout = 2\n"
+    ));
+    spool
+}
+
+/// An update script that notes its start and end (with the time) in the shared `timeline`.
+fn timed_update(spool: &Spool, host_id: &str, timeline: &Path, seconds: f64) {
+    let note = |what: &str| {
+        format!(
+            "echo \"$(date +%s.%N) {what} {host_id}\" >> {}",
+            path_str(timeline)
+        )
+    };
+    spool.script(
+        "remote",
+        "update.sh",
+        &format!("{}\nsleep {seconds}\n{}", note("start"), note("end")),
+    );
+}
+
+/// The most scripts that ran at once according to the timeline, and how many ran.
+fn most_at_once(timeline: &Path) -> (usize, usize) {
+    let text = fs::read_to_string(timeline).unwrap_or_default();
+    let mut events: Vec<(f64, i32)> = text
+        .lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let at: f64 = words.next().unwrap().parse().unwrap();
+            // An end sorts before a start at the same instant: they did not overlap.
+            let step = if words.next() == Some("start") { 1 } else { -1 };
+            (at, step)
+        })
+        .collect();
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in &events {
+        now += step;
+        most = most.max(now);
+    }
+    let starts = events.iter().filter(|(_, s)| *s == 1).count();
+    (most as usize, starts)
+}
+
+fn wait_holders(cluster: &Cluster, expected: &[&str]) {
+    wait_until(&format!("slot holders {expected:?}"), || {
+        cluster.holders(GROUP) == expected
+    });
+}
+
+/// Waits until the request's status shows it waiting for a fleet slot; returns that status.
+fn wait_for_slot(spool: &Spool, id: &str, reason: &str) -> Value {
+    let mut last = None;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
+        last = spool.status(id);
+        if let Some(s) = &last
+            && s["phase"] == "waiting_for_slot"
+            && s["fleet_slot"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(reason))
+        {
+            return s.clone();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{id} never waited for a slot because {reason:?}; last status: {last:?}");
+}
+
+fn timeline_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let timeline = dir.path().join("timeline");
+    (dir, timeline)
+}
+
+#[test]
+fn five_hosts_never_update_more_than_max_concurrent_at_once_even_when_an_etcd_member_dies() {
+    if !etcd::available() {
+        return;
+    }
+    let mut cluster = Cluster::start(3);
+    let (_dir, timeline) = timeline_dir();
+    let hosts: Vec<Spool> = (0..5)
+        .map(|i| {
+            let spool = host(&cluster.endpoints_toml(), &format!("host-{i}"), 2);
+            timed_update(&spool, &format!("host-{i}"), &timeline, 0.3);
+            spool
+        })
+        .collect();
+    let _services: Vec<Service> = hosts.iter().map(Service::start).collect();
+
+    let first: Vec<String> = hosts
+        .iter()
+        .map(|h| h.submit("remote", "update", Some("2.0.0")))
+        .collect();
+    // A member dies while the hosts compete (quorum stays); the first in every endpoint list.
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill_member(0);
+    let second: Vec<String> = hosts
+        .iter()
+        .map(|h| h.submit("remote", "update", Some("2.0.1")))
+        .collect();
+    for (spool, ids) in hosts.iter().zip(first.iter().zip(&second)) {
+        for id in [ids.0, ids.1] {
+            let status = spool.wait_final(id);
+            assert_eq!(status["success"], true, "{status:#}");
+        }
+    }
+
+    let (most, ran) = most_at_once(&timeline);
+    assert_eq!(
+        ran,
+        10,
+        "every update ran once:\n{}",
+        fs::read_to_string(&timeline).unwrap()
+    );
+    assert!(
+        most <= 2,
+        "{most} hosts updated at once, max_concurrent is 2:\n{}",
+        fs::read_to_string(&timeline).unwrap()
+    );
+    // Every slot is given back once the runs have concluded.
+    wait_holders(&cluster, &[]);
+    let sem: Value = serde_json::from_str(
+        &cluster
+            .get(&format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sem, serde_json::json!({"total_slots": 2, "holders": []}));
+}
+
+#[test]
+fn an_update_waits_for_a_slot_showing_the_holders_while_health_checks_still_run() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let hosts: Vec<Spool> = (0..3)
+        .map(|i| host(&cluster.endpoints_toml(), &format!("host-{i}"), 2))
+        .collect();
+    let gates: Vec<PathBuf> = hosts[..2]
+        .iter()
+        .map(|h| h.gated_script("remote", "update.sh", "", ""))
+        .collect();
+    hosts[2].script("remote", "update.sh", &hosts[2].record_run());
+    let _services: Vec<Service> = hosts.iter().map(Service::start).collect();
+
+    let holding: Vec<String> = hosts[..2]
+        .iter()
+        .map(|h| h.submit("remote", "update", Some("3.0.0")))
+        .collect();
+    for (h, id) in hosts.iter().zip(&holding) {
+        h.wait_phase(id, "running");
+    }
+    wait_holders(&cluster, &["host-0", "host-1"]);
+
+    let waiting = hosts[2].submit("remote", "update", Some("3.0.0"));
+    let status = wait_for_slot(&hosts[2], &waiting, "are held");
+    assert_eq!(status["fleet_slot"]["group"], GROUP, "{status:#}");
+    assert_eq!(status["fleet_slot"]["holders"], 2, "{status:#}");
+    assert_eq!(status["fleet_slot"]["total_slots"], 2, "{status:#}");
+    assert_eq!(status_schema_errors(&status), Vec::<String>::new());
+    // A health check takes no slot: it runs while the update waits.
+    let health = hosts[2].submit("core", "health", None);
+    assert_eq!(hosts[2].wait_final(&health)["success"], true);
+    assert!(hosts[2].runs().is_empty(), "the update ran without a slot");
+
+    fs::write(&gates[0], "").unwrap();
+    assert_eq!(hosts[0].wait_final(&holding[0])["success"], true);
+    assert_eq!(hosts[2].wait_final(&waiting)["success"], true);
+    assert_eq!(hosts[2].runs(), [waiting]);
+    fs::write(&gates[1], "").unwrap();
+    assert_eq!(hosts[1].wait_final(&holding[1])["success"], true);
+    wait_holders(&cluster, &[]);
+}
+
+#[test]
+fn a_holder_killed_mid_update_keeps_its_slot_until_it_comes_back_and_its_run_concludes() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let a = host(&cluster.endpoints_toml(), "host-a", 1);
+    let b = host(&cluster.endpoints_toml(), "host-b", 1);
+    let gate = a.gated_script("remote", "update.sh", &a.record_run(), "");
+    b.script("remote", "update.sh", &b.record_run());
+    let mut service_a = Service::start(&a);
+    let _service_b = Service::start(&b);
+
+    let update_a = a.submit("remote", "update", Some("4.0.0"));
+    a.wait_phase(&update_a, "running");
+    wait_holders(&cluster, &["host-a"]);
+    service_a.crash(); // SIGKILL: the script's monitor carries on
+
+    let update_b = b.submit("remote", "update", Some("4.0.0"));
+    wait_for_slot(&b, &update_b, "are held");
+    assert_eq!(
+        cluster.holders(GROUP),
+        ["host-a"],
+        "a dead coordinator's slot stays held"
+    );
+
+    let _service_a = Service::start(&a);
+    // Back, with its run still going: the slot stays with it.
+    a.wait_sentinel();
+    assert_eq!(cluster.holders(GROUP), ["host-a"]);
+    assert!(b.runs().is_empty());
+
+    fs::write(&gate, "").unwrap();
+    assert_eq!(a.wait_final(&update_a)["success"], true);
+    assert_eq!(b.wait_final(&update_b)["success"], true);
+    assert_eq!(
+        a.runs(),
+        [update_a],
+        "the update ran once, across the crash"
+    );
+    assert_eq!(b.runs(), [update_b]);
+    wait_holders(&cluster, &[]);
+}
+
+#[test]
+fn a_host_that_comes_back_with_nothing_running_gives_back_the_slot_it_held() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    // As a host that crashed holding a slot (or was reinstalled) left the semaphore.
+    cluster.put(
+        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
+        r#"{"total_slots":1,"holders":["host-c","zincati-node"]}"#,
+    );
+    let c = host(&cluster.endpoints_toml(), "host-c", 1);
+    let _service = Service::start(&c);
+    // Only its own: the Zincati node behind airlock keeps its slot.
+    wait_holders(&cluster, &["zincati-node"]);
+}
+
+#[test]
+fn a_host_cut_off_from_etcd_waits_and_goes_on_once_it_is_reconnected() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let proxy = Proxy::start(cluster.client_port(1));
+    let spool = host(&format!("[{:?}]", proxy.url()), "host-far", 1);
+    spool.script("remote", "update.sh", &spool.record_run());
+    let service = Service::start(&spool);
+
+    proxy.cut();
+    let update = spool.submit("remote", "update", Some("5.0.0"));
+    let status = wait_for_slot(&spool, &update, "etcd cannot be reached");
+    assert_eq!(status_schema_errors(&status), Vec::<String>::new());
+    // Health checks go on; the update does not run while the host cannot take a slot.
+    let health = spool.submit("core", "health", None);
+    assert_eq!(spool.wait_final(&health)["success"], true);
+    assert!(spool.runs().is_empty(), "the update ran without a slot");
+    assert!(
+        service.log().contains("cannot reach etcd"),
+        "the journal says why it waits:\n{}",
+        service.log()
+    );
+
+    proxy.restore();
+    assert_eq!(spool.wait_final(&update)["success"], true);
+    assert_eq!(spool.runs(), [update]);
+    wait_holders(&cluster, &[]);
+}
+
+fn check(spool: &Spool) -> (i32, String) {
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["check", "--config"])
+        .arg(spool.config_path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn check_reports_the_fleet_settings_and_who_holds_the_slots() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    cluster.put(
+        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
+        r#"{"total_slots":3,"holders":["zincati-node"]}"#,
+    );
+    let spool = host(&cluster.endpoints_toml(), "host-check", 3);
+    let (code, text) = check(&spool);
+    assert_eq!(code, 0, "{text}");
+    crate::support::assert_contains_all(
+        "check's report",
+        &text,
+        &[
+            "fleet:",
+            &cluster.endpoints()[0],
+            "com.coreos.airlock/groups/pis/v1/semaphore",
+            "host-check",
+            "answers; 1 of 3 slot(s) held by zincati-node",
+        ],
+    );
+
+    // etcd gone: a warning that says what updates would do, not a failure of the check.
+    drop(cluster);
+    let (code, text) = check(&spool);
+    assert_eq!(code, 0, "{text}");
+    crate::support::assert_contains_all(
+        "check's report",
+        &text,
+        &["no etcd endpoint answered", "would wait (fleet.fail = closed)"],
+    );
+}
+
+#[test]
+fn a_fleet_table_without_endpoints_is_refused_saying_what_to_write() {
+    let mut spool = Spool::new();
+    spool.add_config("[fleet]\ngroup = \"pis\"\n");
+    let (code, text) = check(&spool);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("fleet.endpoints: required"), "{text}");
+}
