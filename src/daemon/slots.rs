@@ -16,6 +16,21 @@ fn needs_slot(job: &Job) -> bool {
     matches!(job.request.action, Action::Update | Action::Rollback)
 }
 
+/// What runs, as the liveness key shows it: `remote update 2.0.1`, sorted.
+fn running_now<'a>(jobs: impl Iterator<Item = &'a Job>) -> Vec<String> {
+    let mut running: Vec<String> = jobs
+        .map(|job| {
+            let r = &job.request;
+            match &r.version {
+                Some(v) => format!("{} {} {}", r.component_label(), r.action, v.as_str()),
+                None => format!("{} {}", r.component_label(), r.action),
+            }
+        })
+        .collect();
+    running.sort();
+    running
+}
+
 impl Daemon {
     /// Starts the fleet agent once the runs of an earlier process are recovered: a slot held
     /// for one of them stays held; one held with nothing to run is given back.
@@ -44,6 +59,7 @@ impl Daemon {
         let want = self.running.values().any(|r| needs_slot(&r.job))
             || due.iter().any(|&i| needs_slot(&self.queue[i]));
         fleet.want(want);
+        fleet.running(running_now(self.running.values().map(|r| &r.job)));
         if fleet.may_start() {
             // Those shown waiting for a slot go back to their place in line.
             let mut moved = false;

@@ -4,8 +4,9 @@
 //! full it watches the semaphore's key instead of reading it again and again; while etcd
 //! cannot be reached it tries again after a growing pause.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -22,6 +23,12 @@ const WATCH_SPAN: Duration = Duration::from_secs(30);
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_LAST: Duration = Duration::from_secs(8);
 
+/// The liveness key's lease: the host counts as gone this long after its coordinator last
+/// renewed it...
+const LIVENESS_TTL: Duration = Duration::from_secs(10);
+/// ...which it does this often.
+const KEEPALIVE: Duration = Duration::from_secs(3);
+
 /// Compare-on-version writes lost to other hosts' in a row before pausing like after an error.
 const MAX_CONFLICTS: usize = 16;
 
@@ -29,8 +36,11 @@ pub(super) enum Input {
     /// The service wants a slot (`want`), or none; `seq` numbers its wishes, so that it can
     /// tell an answer to its latest from an earlier one.
     Want { seq: u64, want: bool },
-    /// The watched semaphore changed (or the watch ended): read it again.
-    Changed,
+    /// A watched key changed (or the watch ended): read the semaphore again. Numbered by
+    /// the watch it comes from; only the latest watch's count.
+    Changed(u64),
+    /// What the host runs now, for its liveness key (`fleet status` shows it).
+    Running(Vec<String>),
     /// The service stops: give the slot back if nothing needs it, then answer on `done`.
     Stop { release: bool, done: Sender<()> },
 }
@@ -57,8 +67,23 @@ pub(super) struct Agent {
     report: Box<dyn Fn(Report) + Send>,
     last_report: Option<Report>,
     watching: bool,
+    /// The number of the latest watch.
+    watch: u64,
     /// Whether the loss of etcd was already logged (once per outage, not per try).
-    unreachable_since: Option<std::time::Instant>,
+    unreachable_since: Option<Instant>,
+    group: String,
+    stale_after: Option<Duration>,
+    /// Since when each holder was seen gone (for `stale_after`), and when the next is due.
+    gone_since: HashMap<String, Instant>,
+    stale_due: Option<Instant>,
+    /// The liveness key's lease, when it is known to exist; when to renew it.
+    lease: Option<i64>,
+    renew_at: Instant,
+    /// The member key is written once per process.
+    joined: bool,
+    alive: super::liveness::Alive,
+    /// The liveness key does not say what `alive` says yet.
+    alive_stale: bool,
 }
 
 impl Agent {
@@ -81,41 +106,73 @@ impl Agent {
             report,
             last_report: None,
             watching: false,
+            watch: 0,
             unreachable_since: None,
+            group: config.group.clone(),
+            stale_after: config.stale_after,
+            gone_since: HashMap::new(),
+            stale_due: None,
+            lease: None,
+            renew_at: Instant::now(),
+            joined: false,
+            alive: super::liveness::Alive {
+                running: Vec::new(),
+                since: crate::status::now_rfc3339(),
+            },
+            alive_stale: true,
         }
     }
 
     pub(super) fn run(mut self, mut seq: u64, mut want: bool) {
         let mut pause = RETRY_FIRST;
+        // Whether the semaphore needs a look: at start, after an input, a failure or when a
+        // gone holder's time is up; not when the liveness key is merely renewed.
+        let mut look = true;
         loop {
-            let wait = match self.pass(seq, want) {
-                Pass::Settled | Pass::Full => {
-                    pause = RETRY_FIRST;
-                    None
-                }
-                Pass::Failed => {
-                    let this = pause;
-                    pause = (pause * 2).min(RETRY_LAST);
-                    Some(this)
-                }
-            };
-            let first = match wait {
-                None => self
-                    .inputs
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected),
-                Some(pause) => self.inputs.recv_timeout(pause),
-            };
+            let mut failed = self.upkeep(want).is_err();
+            if look {
+                self.stale_due = None;
+                failed |= matches!(self.pass(seq, want), Pass::Failed);
+                look = failed;
+            }
+            let mut wake = self.renew_at;
+            if failed {
+                wake = wake.min(Instant::now() + pause);
+                pause = (pause * 2).min(RETRY_LAST);
+            } else {
+                pause = RETRY_FIRST;
+            }
+            if let Some(due) = self.stale_due {
+                wake = wake.min(due);
+            }
+            let first = self
+                .inputs
+                .recv_timeout(wake.saturating_duration_since(Instant::now()));
             let mut next = match first {
                 Ok(input) => Some(input),
-                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Timeout) => {
+                    look |= self.stale_due.is_some_and(|due| due <= Instant::now());
+                    None
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             // Only the latest wish counts.
             while let Some(input) = next.take().or_else(|| self.inputs.try_recv().ok()) {
                 match input {
-                    Input::Want { seq: s, want: w } => (seq, want) = (s, w),
-                    Input::Changed => self.watching = false,
+                    Input::Want { seq: s, want: w } => {
+                        (seq, want) = (s, w);
+                        look = true;
+                    }
+                    Input::Changed(watch) => {
+                        if watch == self.watch {
+                            self.watching = false;
+                            look = true;
+                        }
+                    }
+                    Input::Running(running) => {
+                        self.alive_stale |= running != self.alive.running;
+                        self.alive.running = running;
+                    }
                     Input::Stop { release, done } => {
                         if release {
                             let _ = self.pass(seq, false);
@@ -126,6 +183,55 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Keeps this host's liveness key: a lease renewed every [`KEEPALIVE`], the key on it
+    /// saying what runs, and (once) the member key.
+    fn upkeep(&mut self, want: bool) -> Result<(), EtcdError> {
+        let result = self.upkeep_once();
+        match &result {
+            Ok(()) => self.reconnected(),
+            Err(e) => {
+                self.lost(e, want);
+                self.renew_at = Instant::now() + RETRY_FIRST.max(KEEPALIVE / 2);
+            }
+        }
+        result
+    }
+
+    fn upkeep_once(&mut self) -> Result<(), EtcdError> {
+        let now = Instant::now();
+        if let Some(lease) = self.lease
+            && now >= self.renew_at
+        {
+            if !self.client.keep_alive(lease)? {
+                // It expired (etcd was out of reach for longer than its TTL): a new one.
+                self.lease = None;
+            }
+            self.renew_at = now + KEEPALIVE;
+        }
+        let lease = match self.lease {
+            Some(lease) => lease,
+            None => {
+                let lease = self.client.grant(LIVENESS_TTL)?;
+                self.lease = Some(lease);
+                self.alive_stale = true;
+                self.renew_at = now + KEEPALIVE;
+                lease
+            }
+        };
+        if !self.joined {
+            let member = super::keys::member(&self.group, self.host.as_str());
+            self.client.put(&member, "{}", 0)?;
+            self.joined = true;
+        }
+        if self.alive_stale {
+            let key = super::keys::alive(&self.group, self.host.as_str());
+            let value = serde_json::to_string(&self.alive).unwrap_or_default();
+            self.client.put(&key, &value, lease)?;
+            self.alive_stale = false;
+        }
+        Ok(())
     }
 
     /// Reads the semaphore and writes it until it holds this host exactly when `want`.
@@ -144,6 +250,10 @@ impl Agent {
                         }
                         Step::HoldsNone => Pass::Settled,
                         Step::Full { holders, revision } => {
+                            if self.free_stale(&holders) {
+                                continue;
+                            }
+                            let holders = holders.len();
                             self.tell(Report::Waiting {
                                 seq,
                                 wait: SlotWait {
@@ -207,7 +317,7 @@ impl Agent {
             match current.take(self.host.as_str()) {
                 Take::AlreadyHeld => Ok(Some(Step::Holds)),
                 Take::Full => Ok(Some(Step::Full {
-                    holders: current.holders.len(),
+                    holders: current.holders.clone(),
                     revision: read.revision,
                 })),
                 Take::Write(next) => {
@@ -236,25 +346,67 @@ impl Agent {
         }
     }
 
+    /// With `stale_after`: frees the slots of holders whose coordinators have been gone that
+    /// long (as this host has seen); whether it freed any.
+    fn free_stale(&mut self, holders: &[String]) -> bool {
+        let Some(after) = self.stale_after else {
+            return false;
+        };
+        // On an error the next read says why.
+        let Ok((alive, members)) = super::read_liveness(&self.client, &self.group) else {
+            return false;
+        };
+        let seen: Vec<(String, super::liveness::Liveness)> = holders
+            .iter()
+            .map(|h| (h.clone(), super::liveness::liveness(h, &alive, &members)))
+            .collect();
+        let (due, next) =
+            super::liveness::stale(&seen, &mut self.gone_since, Instant::now(), after);
+        self.stale_due = next;
+        let mut freed = false;
+        for holder in due {
+            match super::release_holder(&self.client, &self.group, &holder) {
+                Ok(true) => {
+                    warn!(holder = %holder, stale_after = %humantime::format_duration(after), "freed the fleet slot of a host gone for longer than fleet.stale_after");
+                    self.gone_since.remove(&holder);
+                    freed = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(holder = %holder, error = %e, "cannot free the fleet slot of a gone host")
+                }
+            }
+        }
+        freed
+    }
+
     /// Watches the semaphore from after `revision` on a thread of its own, which says
-    /// [`Input::Changed`] when the key changes or the watch ends.
+    /// [`Input::Changed`] when the key changes or the watch ends; with `stale_after`, the
+    /// liveness keys too (a lease that expires changes no semaphore).
     fn watch(&mut self, revision: i64) {
         if self.watching {
             return;
         }
         self.watching = true;
-        let (client, key, tx) = (self.client.clone(), self.key.clone(), self.to_self.clone());
-        let spawned = std::thread::Builder::new()
-            .name("fleet-watch".into())
-            .spawn(move || {
-                if client.watch(&key, revision, WATCH_SPAN).is_err() {
-                    // No endpoint took the watch: the next read will say why; no busy loop.
-                    std::thread::sleep(RETRY_FIRST);
-                }
-                let _ = tx.send(Input::Changed);
-            });
-        if spawned.is_err() {
-            self.watching = false;
+        self.watch += 1;
+        let mut keys = vec![(super::keys::semaphore(&self.group), false)];
+        if self.stale_after.is_some() {
+            keys.push((super::keys::alive_prefix(&self.group), true));
+        }
+        for (key, prefix) in keys {
+            let (client, tx, watch) = (self.client.clone(), self.to_self.clone(), self.watch);
+            let spawned = std::thread::Builder::new()
+                .name("fleet-watch".into())
+                .spawn(move || {
+                    if client.watch(&key, prefix, revision, WATCH_SPAN).is_err() {
+                        // No endpoint took the watch: the next read says why; no busy loop.
+                        std::thread::sleep(RETRY_FIRST);
+                    }
+                    let _ = tx.send(Input::Changed(watch));
+                });
+            if spawned.is_err() {
+                self.watching = false;
+            }
         }
     }
 
@@ -291,5 +443,5 @@ impl Agent {
 enum Step {
     Holds,
     HoldsNone,
-    Full { holders: usize, revision: i64 },
+    Full { holders: Vec<String>, revision: i64 },
 }

@@ -25,6 +25,7 @@ pub(crate) struct RawFleet {
     pub(crate) host_id: Option<String>,
     pub(crate) fail: Option<String>,
     pub(crate) call_timeout: Option<f64>,
+    pub(crate) stale_after: Option<f64>,
 }
 
 /// The checked `[fleet]` table.
@@ -47,6 +48,9 @@ pub struct FleetConfig {
     pub fail: FailMode,
     /// The deadline of every etcd call.
     pub call_timeout: Duration,
+    /// A holder whose coordinator has been gone (its liveness lease expired) this long has its
+    /// slot freed by a host waiting for one; `None`: only `fleet release` frees it.
+    pub stale_after: Option<Duration>,
 }
 
 /// What an update or rollback does while etcd cannot be reached.
@@ -189,7 +193,17 @@ impl FleetConfig {
                 ));
             }
         };
+        let stale_after = match raw.stale_after {
+            None => None,
+            Some(s) if (1.0..=30.0 * 86400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                return Err(format!(
+                    "key fleet.stale_after: {s} is not between 1 second and 30 days (leave it out to free slots only by `fleet release`)"
+                ));
+            }
+        };
         Ok(FleetConfig {
+            stale_after,
             endpoints,
             ca_file: raw.ca_file.map(&resolve),
             client_cert,
@@ -241,6 +255,16 @@ impl FleetConfig {
                 }
             }
         }
+        lines.push((
+            "stale_after".into(),
+            match self.stale_after {
+                Some(after) => format!(
+                    "slots of hosts gone for {} are freed",
+                    humantime::format_duration(after)
+                ),
+                None => "not set: only `fleet release HOST` frees a gone host's slot".into(),
+            },
+        ));
         if let Some(ca) = &self.ca_file {
             lines.push(("TLS CA".into(), ca.display().to_string()));
         }
@@ -346,6 +370,10 @@ mod tests {
             (
                 "endpoints = [\"http://e:1\"]\ncall_timeout = 0",
                 "fleet.call_timeout",
+            ),
+            (
+                "endpoints = [\"http://e:1\"]\nstale_after = 0.5",
+                "fleet.stale_after",
             ),
         ] {
             let err = check(toml).unwrap_err();

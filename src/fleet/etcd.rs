@@ -137,16 +137,69 @@ impl Client {
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
     }
 
+    /// Every key under `prefix` with its value, in key order.
+    pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, EtcdError> {
+        let answer = self.call(
+            "/v3/kv/range",
+            &json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) }),
+        )?;
+        let kvs = answer["kvs"].as_array().cloned().unwrap_or_default();
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let key = B64.decode(kv["key"].as_str()?).ok()?;
+                let value = B64.decode(kv["value"].as_str().unwrap_or_default()).ok()?;
+                Some((String::from_utf8(key).ok()?, value))
+            })
+            .collect())
+    }
+
+    /// Writes `value` to `key`, tied to `lease` (0: none; the key then stays until deleted).
+    pub fn put(&self, key: &str, value: &str, lease: i64) -> Result<(), EtcdError> {
+        let mut body = json!({ "key": B64.encode(key), "value": B64.encode(value) });
+        if lease != 0 {
+            body["lease"] = lease.to_string().into();
+        }
+        self.call("/v3/kv/put", &body).map(drop)
+    }
+
+    /// A new lease that expires `ttl` after its last keep-alive; its id.
+    pub fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
+        let answer = self.call(
+            "/v3/lease/grant",
+            &json!({ "TTL": ttl.as_secs().to_string() }),
+        )?;
+        match int(&answer["ID"]) {
+            0 => Err(EtcdError::Refused("no lease granted".into())),
+            id => Ok(id),
+        }
+    }
+
+    /// Keeps `lease` alive; whether it still exists (it expired if not).
+    pub fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
+        let answer = self.call("/v3/lease/keepalive", &json!({ "ID": lease.to_string() }))?;
+        Ok(int(&answer["result"]["TTL"]) > 0)
+    }
+
     /// Returns once `key` changes after `revision`, or after `span` (whichever comes first),
     /// or at once if no endpoint takes the watch: the caller reads the key again in every
     /// case. Returns whether a change was seen.
-    pub fn watch(&self, key: &str, after_revision: i64, span: Duration) -> Result<bool, EtcdError> {
-        let body = json!({
-            "create_request": {
-                "key": B64.encode(key),
-                "start_revision": (after_revision + 1).to_string(),
-            }
+    /// `prefix`: every key that starts with `key` instead of `key` alone.
+    pub fn watch(
+        &self,
+        key: &str,
+        prefix: bool,
+        after_revision: i64,
+        span: Duration,
+    ) -> Result<bool, EtcdError> {
+        let mut create = json!({
+            "key": B64.encode(key),
+            "start_revision": (after_revision + 1).to_string(),
         });
+        if prefix {
+            create["range_end"] = B64.encode(prefix_end(key)).into();
+        }
+        let body = json!({ "create_request": create });
         let mut last = String::new();
         for endpoint in &self.endpoints {
             let started = Instant::now();
@@ -248,6 +301,19 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
         .map_err(|e| EtcdError::Setup(format!("cannot read {}: {e}", path.display())))
 }
 
+/// The end of the range of keys that start with `prefix` (etcd's `range_end`): the prefix
+/// with its last byte raised by one.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
 /// A gateway number: int64 fields come as strings, absent ones are 0.
 fn int(value: &Value) -> i64 {
     match value {
@@ -266,5 +332,11 @@ mod tests {
         assert_eq!(int(&json!("42")), 42);
         assert_eq!(int(&json!(7)), 7);
         assert_eq!(int(&Value::Null), 0);
+    }
+
+    #[test]
+    fn a_prefix_range_ends_just_past_the_prefix() {
+        assert_eq!(prefix_end("a/b/"), b"a/b0");
+        assert_eq!(prefix_end("az"), b"a{");
     }
 }

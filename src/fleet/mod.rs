@@ -11,8 +11,10 @@ mod agent;
 pub mod config;
 mod etcd;
 pub mod keys;
+pub mod liveness;
 pub mod semaphore;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -91,6 +93,113 @@ pub fn probe(config: &FleetConfig) -> Result<String, String> {
     })
 }
 
+/// The hosts of `group` whose coordinators are up (with what they run), and those that ever
+/// joined it.
+fn read_liveness(
+    client: &etcd::Client,
+    group: &str,
+) -> Result<(BTreeMap<String, liveness::Alive>, BTreeSet<String>), etcd::EtcdError> {
+    let alive_prefix = keys::alive_prefix(group);
+    let alive = client
+        .get_prefix(&alive_prefix)?
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let host = key.strip_prefix(&alive_prefix)?.to_owned();
+            Some((host, serde_json::from_slice(&value).unwrap_or_default()))
+        })
+        .collect();
+    let members_prefix = keys::members_prefix(group);
+    let members = client
+        .get_prefix(&members_prefix)?
+        .into_iter()
+        .filter_map(|(key, _)| Some(key.strip_prefix(&members_prefix)?.to_owned()))
+        .collect();
+    Ok((alive, members))
+}
+
+/// Takes `host` out of the group's semaphore (compare-on-version, again while other hosts
+/// write first); whether it held a slot.
+fn release_holder(client: &etcd::Client, group: &str, host: &str) -> Result<bool, etcd::EtcdError> {
+    let key = keys::semaphore(group);
+    for _ in 0..16 {
+        let read = client.get(&key)?;
+        let Some(value) = read.value else {
+            return Ok(false);
+        };
+        let current = semaphore::Semaphore::parse(&value).map_err(etcd::EtcdError::Refused)?;
+        let Some(next) = current.release(host) else {
+            return Ok(false);
+        };
+        if client.put_if_version(&key, read.version, &next.to_json())? {
+            return Ok(true);
+        }
+    }
+    Err(etcd::EtcdError::Refused(
+        "the semaphore kept changing under the release; try again".into(),
+    ))
+}
+
+/// What `fleet status` shows: the group's slots, who holds them, who is alive.
+pub fn group_view(config: &FleetConfig) -> Result<liveness::GroupView, String> {
+    let client = etcd::Client::new(config).map_err(|e| e.to_string())?;
+    let read = client
+        .get(&keys::semaphore(&config.group))
+        .map_err(|e| e.to_string())?;
+    let sem = read
+        .value
+        .map(|v| semaphore::Semaphore::parse(&v))
+        .transpose()?;
+    let (alive, members) = read_liveness(&client, &config.group).map_err(|e| e.to_string())?;
+    Ok(liveness::view(
+        &config.group,
+        sem.as_ref(),
+        &alive,
+        &members,
+    ))
+}
+
+/// Why `fleet release` did not free a slot.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(
+        "{host} is alive ({doing}); it gives its slot back itself once its run has concluded. Use --force to free it anyway"
+    )]
+    Alive { host: String, doing: String },
+    #[error("{0}")]
+    Etcd(String),
+}
+
+/// `fleet release HOST`: frees `host`'s slot, unless its coordinator is alive and not
+/// `force`d; whether it held one.
+pub fn release(config: &FleetConfig, host: &str, force: bool) -> Result<bool, ReleaseError> {
+    let client = etcd::Client::new(config).map_err(|e| ReleaseError::Etcd(e.to_string()))?;
+    let held = client
+        .get(&keys::semaphore(&config.group))
+        .map_err(|e| ReleaseError::Etcd(e.to_string()))?
+        .value
+        .and_then(|v| semaphore::Semaphore::parse(&v).ok())
+        .is_some_and(|sem| sem.holds(host));
+    if !held {
+        return Ok(false);
+    }
+    let (alive, _) =
+        read_liveness(&client, &config.group).map_err(|e| ReleaseError::Etcd(e.to_string()))?;
+    if let Some(record) = alive.get(host)
+        && !force
+    {
+        let doing = if record.running.is_empty() {
+            "running nothing".to_owned()
+        } else {
+            format!("running {}", record.running.join(", "))
+        };
+        return Err(ReleaseError::Alive {
+            host: host.to_owned(),
+            doing,
+        });
+    }
+    release_holder(&client, &config.group, host).map_err(|e| ReleaseError::Etcd(e.to_string()))
+}
+
 /// The service's side of the agent.
 #[derive(Debug)]
 pub struct Fleet {
@@ -104,6 +213,8 @@ pub struct Fleet {
     held: bool,
     /// Why not, while not.
     wait: Option<SlotWait>,
+    /// What the liveness key was last told this host runs.
+    shown_running: Vec<String>,
 }
 
 impl Fleet {
@@ -139,6 +250,7 @@ impl Fleet {
             wanted: want,
             held: false,
             wait: None,
+            shown_running: Vec::new(),
         })
     }
 
@@ -156,6 +268,14 @@ impl Fleet {
             seq: self.seq,
             want,
         });
+    }
+
+    /// Tells the agent what this host runs (for its liveness key); only a change is sent.
+    pub fn running(&mut self, running: Vec<String>) {
+        if running != self.shown_running {
+            self.shown_running = running.clone();
+            let _ = self.inputs.send(agent::Input::Running(running));
+        }
     }
 
     /// Takes in a report; stale ones (for an earlier wish) are dropped.

@@ -331,7 +331,10 @@ fn check_reports_the_fleet_settings_and_who_holds_the_slots() {
     crate::support::assert_contains_all(
         "check's report",
         &text,
-        &["no etcd endpoint answered", "would wait (fleet.fail = closed)"],
+        &[
+            "no etcd endpoint answered",
+            "would wait (fleet.fail = closed)",
+        ],
     );
 }
 
@@ -342,4 +345,152 @@ fn a_fleet_table_without_endpoints_is_refused_saying_what_to_write() {
     let (code, text) = check(&spool);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("fleet.endpoints: required"), "{text}");
+}
+
+/// `update-coordinator fleet ARGS --config` of `spool`: exit code, stdout, stderr.
+fn fleet_cli(spool: &Spool, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(crate::support::bin())
+        .arg("fleet")
+        .args(args)
+        .arg("--config")
+        .arg(spool.config_path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fleet_status(spool: &Spool) -> Value {
+    let (code, stdout, stderr) = fleet_cli(spool, &["status", "--json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// The host's row of `fleet status --json`.
+fn row(status: &Value, host: &str) -> Value {
+    status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .cloned()
+        .unwrap_or_else(|| panic!("{host} not in {status:#}"))
+}
+
+#[test]
+fn fleet_status_shows_each_holder_alive_and_what_it_runs_and_release_refuses_a_live_one() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    cluster.put(
+        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
+        r#"{"total_slots":3,"holders":["zincati-node"]}"#,
+    );
+    let a = host(&cluster.endpoints_toml(), "host-a", 3);
+    let b = host(&cluster.endpoints_toml(), "host-b", 3);
+    let gate = a.gated_script("remote", "update.sh", "", "");
+    let _services = [Service::start(&a), Service::start(&b)];
+    let update = a.submit("remote", "update", Some("6.0.0"));
+    a.wait_phase(&update, "running");
+
+    wait_until(
+        "host-a shown alive, holding a slot, running its update",
+        || {
+            let status = fleet_status(&b);
+            let a = row(&status, "host-a");
+            a["holds_slot"] == true
+                && a["liveness"] == "alive"
+                && a["running"] == serde_json::json!(["remote update 6.0.0"])
+        },
+    );
+    let status = fleet_status(&b);
+    assert_eq!(status["total_slots"], 3, "{status:#}");
+    let zincati = row(&status, "zincati-node");
+    assert_eq!(
+        (&zincati["holds_slot"], &zincati["liveness"]),
+        (&Value::Bool(true), &Value::from("unknown"))
+    );
+    let idle = row(&status, "host-b");
+    assert_eq!(
+        (&idle["holds_slot"], &idle["liveness"]),
+        (&Value::Bool(false), &Value::from("alive"))
+    );
+    let (code, text, _) = fleet_cli(&b, &["status"]);
+    assert_eq!(code, 0);
+    crate::support::assert_contains_all(
+        "fleet status",
+        &text,
+        &[
+            "fleet group pis: 2 of 3 slot(s) held",
+            "host-a",
+            "remote update 6.0.0",
+            "zincati-node",
+        ],
+    );
+
+    let (code, _, stderr) = fleet_cli(&b, &["release", "host-a"]);
+    assert_eq!(code, 1, "{stderr}");
+    crate::support::assert_contains_all(
+        "the refusal",
+        &stderr,
+        &["host-a is alive", "running remote update 6.0.0", "--force"],
+    );
+    assert_eq!(cluster.holders(GROUP), ["host-a", "zincati-node"]);
+    let (code, stdout, stderr) = fleet_cli(&b, &["release", "host-a", "--force"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(cluster.holders(GROUP), ["zincati-node"]);
+    let (code, stdout, _) = fleet_cli(&b, &["release", "host-b"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, "host-b holds no slot of fleet group pis")
+    );
+
+    fs::write(&gate, "").unwrap();
+    assert_eq!(a.wait_final(&update)["success"], true);
+}
+
+#[test]
+fn a_holder_gone_longer_than_stale_after_loses_its_slot_to_a_waiting_host() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    let a = host(&cluster.endpoints_toml(), "host-a", 1);
+    let mut b = host(&cluster.endpoints_toml(), "host-b", 1);
+    b.add_config("stale_after = 4");
+    let gate = a.gated_script("remote", "update.sh", "", "");
+    b.script("remote", "update.sh", &b.record_run());
+    let mut service_a = Service::start(&a);
+    let service_b = Service::start(&b);
+    let update_a = a.submit("remote", "update", Some("7.0.0"));
+    a.wait_phase(&update_a, "running");
+    wait_holders(&cluster, &["host-a"]);
+    let update_b = b.submit("remote", "update", Some("7.0.0"));
+    wait_for_slot(&b, &update_b, "are held");
+
+    service_a.crash();
+    // Once its lease has expired, host-a shows as gone, still holding its slot...
+    wait_until("host-a shown gone", || {
+        row(&fleet_status(&b), "host-a")["liveness"] == "gone"
+    });
+    assert_eq!(
+        cluster.holders(GROUP),
+        ["host-a"],
+        "freed before stale_after"
+    );
+    // ...until host-b, waiting, has seen it gone for stale_after.
+    assert_eq!(b.wait_final(&update_b)["success"], true);
+    assert_eq!(b.runs(), [update_b]);
+    assert!(
+        service_b
+            .log()
+            .contains("freed the fleet slot of a host gone for longer than fleet.stale_after"),
+        "{}",
+        service_b.log()
+    );
+    fs::write(&gate, "").unwrap();
 }
