@@ -324,6 +324,24 @@ pub fn waiting_for_slot(
     }
 }
 
+/// A queued update waiting for its host's wave of a fleet rollout (`opens_at`: unix seconds;
+/// `None` while the rollout is paused).
+pub fn waiting_for_wave(
+    request: &Request,
+    rollout_id: &str,
+    wave: usize,
+    opens_at: Option<i64>,
+) -> Status {
+    Status {
+        rollout_id: Some(rollout_id.to_owned()),
+        rollout_wave: Some(wave),
+        scheduled_for: opens_at
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map(|t| t.to_string()),
+        ..in_progress(request, Phase::Scheduled, None)
+    }
+}
+
 /// A running script's progress as its monitor shows it: its phase, its percentage if it gave
 /// one, and the last lines of its output.
 pub fn running<'a>(

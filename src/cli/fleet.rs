@@ -22,6 +22,11 @@ pub enum FleetCommand {
         #[command(flatten)]
         config: super::ConfigArg,
     },
+    /// Staged rollouts of a component's version to the group's hosts, in waves.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Free the slot HOST holds (a host that is gone for good); refuses a host whose
     /// coordinator is alive unless --force.
     Release {
@@ -35,8 +40,97 @@ pub enum FleetCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout: hosts' update requests for COMPONENT VERSION wait for their wave
+    Start {
+        #[arg(long)]
+        component: String,
+        #[arg(long)]
+        version: String,
+        /// Cumulative percentages of hosts per wave, rising to 100
+        #[arg(long, default_value = "10,50,100")]
+        waves: String,
+        /// Time between the opening of one wave and the next (30m, 2h, 45s)
+        #[arg(long, default_value = "30m")]
+        wave_delay: String,
+        /// Failed hosts at which the rollout halts (0: never)
+        #[arg(long, default_value_t = 1)]
+        max_failures: u64,
+        #[command(flatten)]
+        config: super::ConfigArg,
+    },
+    /// Pause the rollout of COMPONENT: no further wave opens until resumed
+    Pause(RolloutTarget),
+    /// Resume a paused rollout; the time paused is added to every later wave's opening
+    Resume(RolloutTarget),
+    /// Abort the rollout: hosts that have not started answer rollout_halted
+    Abort(RolloutTarget),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RolloutTarget {
+    #[arg(long)]
+    pub component: String,
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+}
+
+fn rollout(command: &RolloutCommand) -> ExitCode {
+    use crate::fleet::RolloutChange;
+    let (target, change) = match command {
+        RolloutCommand::Start {
+            component,
+            version,
+            waves,
+            wave_delay,
+            max_failures,
+            config,
+        } => {
+            return super::with_config(config, |config| {
+                let fleet = fleet_of(&config)?;
+                if !config.components.contains_key(component) {
+                    return Err(format!("{component} is not a configured component"));
+                }
+                crate::request::Version::parse(version)
+                    .map_err(|e| format!("--version {version:?}: {e}"))?;
+                let waves = crate::fleet::rollout::parse_waves(waves)?;
+                let delay = humantime::parse_duration(wave_delay)
+                    .map_err(|e| format!("--wave-delay {wave_delay:?}: {e} (e.g. 30m, 2h)"))?;
+                let r = crate::fleet::start_rollout(
+                    fleet,
+                    component,
+                    version,
+                    waves,
+                    delay,
+                    *max_failures,
+                )?;
+                println!(
+                    "started rollout {} of {component} {version} in fleet group {}: waves {:?} %, {} apart, halts at {} failed host(s)",
+                    r.id,
+                    fleet.group,
+                    r.waves,
+                    humantime::format_duration(delay),
+                    r.max_failures
+                );
+                Ok(())
+            });
+        }
+        RolloutCommand::Pause(t) => (t, RolloutChange::Pause),
+        RolloutCommand::Resume(t) => (t, RolloutChange::Resume),
+        RolloutCommand::Abort(t) => (t, RolloutChange::Abort),
+    };
+    super::with_config(&target.config, |config| {
+        let fleet = fleet_of(&config)?;
+        let r = crate::fleet::change_rollout(fleet, &target.component, change)?;
+        println!("rollout {} is now {}", r.id, state_word(r.state));
+        Ok(())
+    })
+}
+
 pub fn run(args: &FleetArgs) -> ExitCode {
     match &args.command {
+        FleetCommand::Rollout { command } => rollout(command),
         FleetCommand::Status { json, config } => super::with_config(config, |config| {
             let fleet = fleet_of(&config)?;
             let view = crate::fleet::group_view(fleet)?;
@@ -120,6 +214,26 @@ fn render(view: &GroupView) -> String {
             }
         ));
     }
+    for r in &view.rollouts {
+        let rollout = &r.rollout;
+        let count = |what: &str| r.hosts.iter().filter(|h| h.outcome == what).count();
+        out.push_str(&format!(
+            "rollout {} of {} {}: {}, waves {:?} % every {}, {} updated, {} failed (halts at {}), {} waiting\n",
+            rollout.id,
+            rollout.component,
+            rollout.version,
+            state_word(rollout.state),
+            rollout.waves,
+            humantime::format_duration(std::time::Duration::from_secs(rollout.wave_delay_secs)),
+            count("updated"),
+            count("failed"),
+            rollout.max_failures,
+            count("waiting"),
+        ));
+        for h in &r.hosts {
+            out.push_str(&format!("  wave {} {:<34} {}\n", h.wave, h.host, h.outcome));
+        }
+    }
     if view
         .hosts
         .iter()
@@ -128,4 +242,11 @@ fn render(view: &GroupView) -> String {
         out.push_str("a holder that is gone keeps its slot until it comes back, `fleet release HOST`, or fleet.stale_after\n");
     }
     out
+}
+
+fn state_word(state: crate::fleet::rollout::State) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -110,6 +110,7 @@ impl Daemon {
     /// [`Daemon::conclude`] once the inventory is updated; `shown`: the final status is
     /// already in `status/` (best effort) and only needs to be made durable.
     fn finish_job(&mut self, job: &Job, status: &Status, shown: bool) {
+        self.rollout_outcome(&job.request, status);
         let id = &job.request.id;
         if let Err(e) = self.store.finish(id, status) {
             error!(request_id = %id, error = %e, "cannot record the final result");

@@ -140,6 +140,9 @@ struct Shown {
     scheduled_for: Option<jiff::Timestamp>,
     /// Set while it waits for a fleet slot (phase `waiting_for_slot`).
     slot: Option<crate::status::FleetSlot>,
+    /// Set while it waits for its host's wave of a fleet rollout (phase `scheduled`): the
+    /// rollout, the wave, when it opens.
+    wave: Option<(String, usize, Option<i64>)>,
 }
 
 impl Job {

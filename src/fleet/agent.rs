@@ -41,6 +41,14 @@ pub(super) enum Input {
     Changed(u64),
     /// What the host runs now, for its liveness key (`fleet status` shows it).
     Running(Vec<String>),
+    /// Something under the group's own prefix changed (rollouts, outcomes): read the
+    /// rollouts again. Numbered like [`Input::Changed`].
+    RolloutsChanged(u64),
+    /// This host's outcome of a rollout, to record (and to halt it at `max_failures`).
+    Outcome {
+        rollout: super::rollout::Rollout,
+        failed: bool,
+    },
     /// The service stops: give the slot back if nothing needs it, then answer on `done`.
     Stop { release: bool, done: Sender<()> },
 }
@@ -84,6 +92,12 @@ pub(super) struct Agent {
     alive: super::liveness::Alive,
     /// The liveness key does not say what `alive` says yet.
     alive_stale: bool,
+    /// The rollouts as last reported, whether to read them again, the latest watch on them.
+    rollouts: Option<Vec<(super::rollout::Rollout, u64)>>,
+    rollouts_look: bool,
+    rollouts_watch: u64,
+    /// Outcomes not yet recorded in etcd.
+    outcomes: Vec<(super::rollout::Rollout, bool)>,
 }
 
 impl Agent {
@@ -120,6 +134,10 @@ impl Agent {
                 since: crate::status::now_rfc3339(),
             },
             alive_stale: true,
+            rollouts: None,
+            rollouts_look: true,
+            rollouts_watch: 0,
+            outcomes: Vec::new(),
         }
     }
 
@@ -130,10 +148,18 @@ impl Agent {
         let mut look = true;
         loop {
             let mut failed = self.upkeep(want).is_err();
+            // Outcomes first: a failure that halts a rollout is in etcd before the slot of
+            // its run is given back, so the next holder reads the rollout halted.
+            failed |= self.record_outcomes().is_err();
             if look {
                 self.stale_due = None;
                 failed |= matches!(self.pass(seq, want), Pass::Failed);
                 look = failed;
+            }
+            if self.rollouts_look {
+                let read = self.read_rollouts();
+                failed |= read.is_err();
+                self.rollouts_look = read.is_err();
             }
             let mut wake = self.renew_at;
             if failed {
@@ -169,6 +195,10 @@ impl Agent {
                             look = true;
                         }
                     }
+                    Input::RolloutsChanged(watch) => {
+                        self.rollouts_look |= watch == self.rollouts_watch;
+                    }
+                    Input::Outcome { rollout, failed } => self.outcomes.push((rollout, failed)),
                     Input::Running(running) => {
                         self.alive_stale |= running != self.alive.running;
                         self.alive.running = running;
@@ -242,6 +272,12 @@ impl Agent {
                     self.reconnected();
                     return match done {
                         Step::Holds => {
+                            // The service decides with the rollouts as they are now, not as
+                            // the last watch event left them: a rollout halted by the host
+                            // whose slot this was is seen halted.
+                            if self.read_rollouts().is_err() {
+                                return Pass::Failed;
+                            }
                             self.tell(Report::Held {
                                 seq,
                                 without_slot: false,
@@ -344,6 +380,111 @@ impl Agent {
             info!(host = %self.host, holders = next.holders.len(), "gave the fleet slot back");
             Ok(Some(Step::HoldsNone))
         }
+    }
+
+    /// Reads the group's rollouts and their failures, tells the service when they changed,
+    /// and watches for the next change.
+    fn read_rollouts(&mut self) -> Result<(), EtcdError> {
+        let prefix = super::keys::rollouts_prefix(&self.group);
+        let revision = self.client.get(&prefix)?.revision;
+        let rollouts: Vec<super::rollout::Rollout> = self
+            .client
+            .get_prefix(&prefix)?
+            .into_iter()
+            .filter_map(|(_, value)| serde_json::from_slice(&value).ok())
+            .collect();
+        let failures = self.failures()?;
+        let counted: Vec<(super::rollout::Rollout, u64)> = rollouts
+            .into_iter()
+            .map(|r| {
+                let n = failures.get(&r.id).copied().unwrap_or(0);
+                (r, n)
+            })
+            .collect();
+        if self.rollouts.as_ref() != Some(&counted) {
+            self.rollouts = Some(counted.clone());
+            (self.report)(Report::Rollouts(counted));
+        }
+        self.rollouts_watch += 1;
+        let (client, tx, watch) = (
+            self.client.clone(),
+            self.to_self.clone(),
+            self.rollouts_watch,
+        );
+        let key = super::keys::group_prefix(&self.group);
+        let _ = std::thread::Builder::new()
+            .name("fleet-watch".into())
+            .spawn(move || {
+                if client.watch(&key, true, revision, WATCH_SPAN).is_err() {
+                    std::thread::sleep(RETRY_FIRST);
+                }
+                let _ = tx.send(Input::RolloutsChanged(watch));
+            });
+        Ok(())
+    }
+
+    /// Failed hosts per rollout id.
+    fn failures(&self) -> Result<HashMap<String, u64>, EtcdError> {
+        let prefix = super::keys::outcomes_prefix(&self.group);
+        let mut failures = HashMap::new();
+        for (key, value) in self.client.get_prefix(&prefix)? {
+            let Some((id, _host)) = key.strip_prefix(&prefix).and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            let outcome: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
+            if outcome["outcome"] == "failed" {
+                *failures.entry(id.to_owned()).or_insert(0) += 1;
+            }
+        }
+        Ok(failures)
+    }
+
+    /// Records the outcomes not yet in etcd; a failure that brings a rollout to its
+    /// `max_failures` halts it.
+    fn record_outcomes(&mut self) -> Result<(), EtcdError> {
+        while let Some((rollout, failed)) = self.outcomes.first().cloned() {
+            let key = super::keys::outcome(&self.group, &rollout.id, self.host.as_str());
+            let value = serde_json::json!({
+                "outcome": if failed { "failed" } else { "updated" },
+                "at": crate::status::now_rfc3339(),
+            });
+            self.client.put(&key, &value.to_string(), 0)?;
+            info!(rollout = %rollout.id, outcome = if failed { "failed" } else { "updated" }, "recorded this host's rollout outcome");
+            if failed && rollout.max_failures > 0 {
+                let failures = self.failures()?.get(&rollout.id).copied().unwrap_or(0);
+                if failures >= rollout.max_failures {
+                    self.halt(&rollout.id, &rollout.component, failures)?;
+                }
+            }
+            self.outcomes.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Sets the rollout `id` of `component` to halted (compare-on-version).
+    fn halt(&self, id: &str, component: &str, failures: u64) -> Result<(), EtcdError> {
+        let key = super::keys::rollout(&self.group, component);
+        for _ in 0..MAX_CONFLICTS {
+            let read = self.client.get(&key)?;
+            let Some(value) = read.value else {
+                return Ok(());
+            };
+            let Ok(mut rollout) = serde_json::from_slice::<super::rollout::Rollout>(&value) else {
+                return Ok(());
+            };
+            use super::rollout::State;
+            if rollout.id != id || matches!(rollout.state, State::Halted | State::Aborted) {
+                return Ok(());
+            }
+            rollout.state = State::Halted;
+            let text = serde_json::to_string(&rollout).unwrap_or_default();
+            if self.client.put_if_version(&key, read.version, &text)? {
+                warn!(rollout = %id, component = %component, failures, "halted the rollout: its failed hosts reached max_failures");
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// With `stale_after`: frees the slots of holders whose coordinators have been gone that

@@ -32,3 +32,26 @@ pub fn members_prefix(group: &str) -> String {
 pub fn member(group: &str, host: &str) -> String {
     format!("{}{host}", members_prefix(group))
 }
+
+/// Everything of ours for a group: a watch on it sees rollouts and outcomes change.
+pub fn group_prefix(group: &str) -> String {
+    ours(group)
+}
+
+/// Rollouts: one key per component (its latest rollout).
+pub fn rollouts_prefix(group: &str) -> String {
+    format!("{}rollouts/", ours(group))
+}
+
+pub fn rollout(group: &str, component: &str) -> String {
+    format!("{}{component}", rollouts_prefix(group))
+}
+
+/// Each host's outcome of a rollout: `outcomes/<rollout id>/<host>`.
+pub fn outcomes_prefix(group: &str) -> String {
+    format!("{}outcomes/", ours(group))
+}
+
+pub fn outcome(group: &str, rollout_id: &str, host: &str) -> String {
+    format!("{}{rollout_id}/{host}", outcomes_prefix(group))
+}

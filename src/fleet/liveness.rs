@@ -49,6 +49,42 @@ pub struct GroupView {
     pub total_slots: Option<u64>,
     /// The holders first (in the semaphore's order), then the other hosts by name.
     pub hosts: Vec<HostView>,
+    /// Each component's latest rollout and where every known host stands in it.
+    pub rollouts: Vec<RolloutView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutView {
+    #[serde(flatten)]
+    pub rollout: super::rollout::Rollout,
+    /// The hosts of the group (members and those with an outcome), each with its wave and
+    /// outcome: `updated`, `failed`, or `waiting` (none recorded yet).
+    pub hosts: Vec<RolloutHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutHost {
+    pub host: String,
+    pub wave: usize,
+    pub outcome: String,
+}
+
+/// Where each host stands in `rollout`: `outcomes` maps hosts to their recorded outcome.
+pub fn rollout_view(
+    rollout: super::rollout::Rollout,
+    members: &BTreeSet<String>,
+    outcomes: &BTreeMap<String, String>,
+) -> RolloutView {
+    let hosts: BTreeSet<&String> = members.iter().chain(outcomes.keys()).collect();
+    let hosts = hosts
+        .into_iter()
+        .map(|h| RolloutHost {
+            host: h.clone(),
+            wave: super::rollout::wave_of(h, &rollout),
+            outcome: outcomes.get(h).cloned().unwrap_or_else(|| "waiting".into()),
+        })
+        .collect();
+    RolloutView { rollout, hosts }
 }
 
 pub fn view(
@@ -78,6 +114,7 @@ pub fn view(
         group: group.to_owned(),
         total_slots: semaphore.map(|s| s.total_slots),
         hosts,
+        rollouts: Vec::new(),
     }
 }
 

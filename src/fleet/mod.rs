@@ -12,6 +12,7 @@ pub mod config;
 mod etcd;
 pub mod keys;
 pub mod liveness;
+pub mod rollout;
 pub mod semaphore;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +32,8 @@ pub enum Report {
     Held { seq: u64, without_slot: bool },
     /// No slot yet, for the wish numbered `seq`, and why.
     Waiting { seq: u64, wait: SlotWait },
+    /// The group's rollouts changed: each with its count of failed hosts.
+    Rollouts(Vec<(rollout::Rollout, u64)>),
 }
 
 /// Why updates wait for a slot, as their status shows it (`fleet_slot`).
@@ -150,12 +153,33 @@ pub fn group_view(config: &FleetConfig) -> Result<liveness::GroupView, String> {
         .map(|v| semaphore::Semaphore::parse(&v))
         .transpose()?;
     let (alive, members) = read_liveness(&client, &config.group).map_err(|e| e.to_string())?;
-    Ok(liveness::view(
-        &config.group,
-        sem.as_ref(),
-        &alive,
-        &members,
-    ))
+    let mut view = liveness::view(&config.group, sem.as_ref(), &alive, &members);
+    let fetch = |prefix: String| client.get_prefix(&prefix).map_err(|e| e.to_string());
+    let outcomes_prefix = keys::outcomes_prefix(&config.group);
+    let mut outcomes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (key, value) in fetch(outcomes_prefix.clone())? {
+        let Some((id, host)) = key
+            .strip_prefix(&outcomes_prefix)
+            .and_then(|k| k.split_once('/'))
+        else {
+            continue;
+        };
+        let doc: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
+        let outcome = doc["outcome"].as_str().unwrap_or("unknown").to_owned();
+        outcomes
+            .entry(id.to_owned())
+            .or_default()
+            .insert(host.to_owned(), outcome);
+    }
+    for (_, value) in fetch(keys::rollouts_prefix(&config.group))? {
+        let Ok(rollout) = serde_json::from_slice::<rollout::Rollout>(&value) else {
+            continue;
+        };
+        let of_it = outcomes.remove(&rollout.id).unwrap_or_default();
+        view.rollouts
+            .push(liveness::rollout_view(rollout, &members, &of_it));
+    }
+    Ok(view)
 }
 
 /// Why `fleet release` did not free a slot.
@@ -200,6 +224,117 @@ pub fn release(config: &FleetConfig, host: &str, force: bool) -> Result<bool, Re
     release_holder(&client, &config.group, host).map_err(|e| ReleaseError::Etcd(e.to_string()))
 }
 
+/// What an operator does to a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutChange {
+    Pause,
+    Resume,
+    Abort,
+}
+
+/// `fleet rollout start`: writes a new rollout of `component` to `version` (refused while
+/// another of the component is under way: abort it first).
+pub fn start_rollout(
+    config: &FleetConfig,
+    component: &str,
+    version: &str,
+    waves: Vec<u8>,
+    wave_delay: Duration,
+    max_failures: u64,
+) -> Result<rollout::Rollout, String> {
+    let client = etcd::Client::new(config).map_err(|e| e.to_string())?;
+    let key = keys::rollout(&config.group, component);
+    let read = client.get(&key).map_err(|e| e.to_string())?;
+    if let Some(value) = &read.value
+        && let Ok(current) = serde_json::from_slice::<rollout::Rollout>(value)
+        && matches!(
+            current.state,
+            rollout::State::Active | rollout::State::Paused
+        )
+    {
+        return Err(format!(
+            "rollout {} of {component} {} is under way ({:?}): `fleet rollout abort --component {component}` first",
+            current.id, current.version, current.state
+        ));
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let new = rollout::Rollout {
+        id: format!("{component}-{version}-{now}"),
+        component: component.to_owned(),
+        version: version.to_owned(),
+        waves,
+        wave_delay_secs: wave_delay.as_secs(),
+        max_failures,
+        started_at: now,
+        state: rollout::State::Active,
+        paused_at: None,
+        paused_secs: 0,
+    };
+    let text = serde_json::to_string(&new).map_err(|e| e.to_string())?;
+    if !client
+        .put_if_version(&key, read.version, &text)
+        .map_err(|e| e.to_string())?
+    {
+        return Err(
+            "another rollout of this component was written meanwhile; look at `fleet status`"
+                .into(),
+        );
+    }
+    Ok(new)
+}
+
+/// `fleet rollout pause|resume|abort`: changes the rollout of `component`.
+pub fn change_rollout(
+    config: &FleetConfig,
+    component: &str,
+    change: RolloutChange,
+) -> Result<rollout::Rollout, String> {
+    use rollout::State;
+    let client = etcd::Client::new(config).map_err(|e| e.to_string())?;
+    let key = keys::rollout(&config.group, component);
+    for _ in 0..16 {
+        let read = client.get(&key).map_err(|e| e.to_string())?;
+        let Some(value) = read.value else {
+            return Err(format!(
+                "no rollout of {component} in fleet group {}",
+                config.group
+            ));
+        };
+        let mut r: rollout::Rollout = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+        let now = jiff::Timestamp::now().as_second();
+        match (change, r.state) {
+            (RolloutChange::Pause, State::Active) => {
+                r.state = State::Paused;
+                r.paused_at = Some(now);
+            }
+            (RolloutChange::Resume, State::Paused) => {
+                r.paused_secs += now - r.paused_at.take().unwrap_or(now);
+                r.state = State::Active;
+            }
+            (RolloutChange::Abort, State::Active | State::Paused) => r.state = State::Aborted,
+            (_, state) => {
+                return Err(format!(
+                    "rollout {} is {}: nothing to {}",
+                    r.id,
+                    serde_json::to_value(state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    format!("{change:?}").to_lowercase()
+                ));
+            }
+        }
+        let text = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+        if client
+            .put_if_version(&key, read.version, &text)
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(r);
+        }
+    }
+    Err("the rollout kept changing; try again".into())
+}
+
 /// The service's side of the agent.
 #[derive(Debug)]
 pub struct Fleet {
@@ -215,6 +350,9 @@ pub struct Fleet {
     wait: Option<SlotWait>,
     /// What the liveness key was last told this host runs.
     shown_running: Vec<String>,
+    /// The group's rollouts as last read, each with its failed hosts; `None` until read.
+    rollouts: Option<Vec<(rollout::Rollout, u64)>>,
+    host: HostId,
 }
 
 impl Fleet {
@@ -251,6 +389,8 @@ impl Fleet {
             held: false,
             wait: None,
             shown_running: Vec::new(),
+            rollouts: None,
+            host,
         })
     }
 
@@ -278,6 +418,29 @@ impl Fleet {
         }
     }
 
+    /// The rollout of `component` to `version`, if one is under way or halted, and what a
+    /// request of this host for it must do now.
+    pub fn rollout_gate(
+        &self,
+        component: &str,
+        version: &str,
+    ) -> Option<(&rollout::Rollout, rollout::Gate)> {
+        let now = jiff::Timestamp::now().as_second();
+        self.rollouts
+            .iter()
+            .flatten()
+            .find(|(r, _)| r.covers(component, version))
+            .map(|(r, failures)| (r, r.gate(self.host.as_str(), now, *failures)))
+    }
+
+    /// Records this host's outcome of `rollout` in etcd (the agent retries until it can).
+    pub fn outcome(&self, rollout: &rollout::Rollout, failed: bool) {
+        let _ = self.inputs.send(agent::Input::Outcome {
+            rollout: rollout.clone(),
+            failed,
+        });
+    }
+
     /// Takes in a report; stale ones (for an earlier wish) are dropped.
     pub fn apply(&mut self, report: Report) {
         match report {
@@ -292,13 +455,15 @@ impl Fleet {
                 self.held = false;
                 self.wait = Some(wait);
             }
+            Report::Rollouts(rollouts) => self.rollouts = Some(rollouts),
             _ => {}
         }
     }
 
-    /// Whether updates and rollbacks may start now.
+    /// Whether updates and rollbacks may start now: a slot is held and the group's
+    /// rollouts are known (an update of a rolled-out version must wait for its wave).
     pub fn may_start(&self) -> bool {
-        self.wanted && self.held
+        self.wanted && self.held && self.rollouts.is_some()
     }
 
     /// Why they wait, once the agent has said (until then: they wait for its first answer).

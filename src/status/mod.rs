@@ -92,6 +92,9 @@ pub struct Status {
     /// Phase `scheduled`: when the request will start (RFC 3339, UTC): its `not_before`, or
     /// the next opening of its component's maintenance window.
     pub scheduled_for: Option<String>,
+    /// Phase `scheduled` for a fleet rollout's wave: the rollout and this host's wave.
+    pub rollout_id: Option<String>,
+    pub rollout_wave: Option<usize>,
     /// Phase `waiting_for_slot`: the fleet group, its slots and holders, and why it waits.
     pub fleet_slot: Option<FleetSlot>,
     /// A multi-component update: each component's version and outcome, in order.

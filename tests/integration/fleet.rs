@@ -494,3 +494,207 @@ fn a_holder_gone_longer_than_stale_after_loses_its_slot_to_a_waiting_host() {
     );
     fs::write(&gate, "").unwrap();
 }
+
+/// Starts a rollout with `fleet rollout start ARGS` through `spool`'s config; its record.
+fn start_rollout(cluster: &Cluster, spool: &Spool, args: &[&str]) -> Value {
+    let mut all = vec!["rollout", "start", "--component", "remote"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = fleet_cli(spool, &all);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let record = cluster
+        .get(&format!("update-coordinator/fleet/{GROUP}/rollouts/remote"))
+        .expect("the rollout in etcd");
+    serde_json::from_str(&record).unwrap()
+}
+
+fn rollout_of(record: &Value) -> update_coordinator::fleet::rollout::Rollout {
+    serde_json::from_value(record.clone()).unwrap()
+}
+
+#[test]
+fn a_staged_rollout_opens_its_waves_in_order_a_delay_apart() {
+    use update_coordinator::fleet::rollout::wave_of;
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    let operator = host(&cluster.endpoints_toml(), "operator", 8);
+    let record = start_rollout(
+        &cluster,
+        &operator,
+        &[
+            "--version",
+            "8.0.0",
+            "--waves",
+            "34,67,100",
+            "--wave-delay",
+            "3s",
+        ],
+    );
+    let rollout = rollout_of(&record);
+    // Two hosts in each wave: which ids those are depends on the rollout's id.
+    let mut ids: Vec<(usize, String)> = Vec::new();
+    for wave in 1..=3 {
+        let hosts = (0..)
+            .map(|i| format!("pi-{i}"))
+            .filter(|h| wave_of(h, &rollout) == wave)
+            .take(2);
+        ids.extend(hosts.map(|h| (wave, h)));
+    }
+    let (_dir, timeline) = timeline_dir();
+    let hosts: Vec<Spool> = ids
+        .iter()
+        .map(|(_, id)| {
+            let spool = host(&cluster.endpoints_toml(), id, 8);
+            timed_update(&spool, id, &timeline, 0.0);
+            spool
+        })
+        .collect();
+    let _services: Vec<Service> = hosts.iter().map(Service::start).collect();
+    let requests: Vec<String> = hosts
+        .iter()
+        .map(|h| h.submit("remote", "update", Some("8.0.0")))
+        .collect();
+
+    // A host of the last wave says which wave it waits for, and when it opens.
+    let last = hosts.len() - 1;
+    let status = {
+        let mut seen = None;
+        wait_until("the last wave's request scheduled", || {
+            seen = hosts[last].status(&requests[last]);
+            seen.as_ref().is_some_and(|s| s["rollout_wave"] == 3)
+        });
+        seen.unwrap()
+    };
+    assert_eq!(status["phase"], "scheduled", "{status:#}");
+    assert_eq!(status["rollout_id"], rollout.id.as_str());
+    let opens: jiff::Timestamp = status["scheduled_for"].as_str().unwrap().parse().unwrap();
+    assert_eq!(opens.as_second(), rollout.started_at + 6, "{status:#}");
+    assert_eq!(status_schema_errors(&status), Vec::<String>::new());
+    // Health checks are not held back by the rollout.
+    let health = hosts[last].submit("core", "health", None);
+    assert_eq!(hosts[last].wait_final(&health)["success"], true);
+
+    for (spool, id) in hosts.iter().zip(&requests) {
+        assert_eq!(spool.wait_final(id)["success"], true);
+    }
+    // Each host started no earlier than its wave opened, so the waves ran in order.
+    let text = fs::read_to_string(&timeline).unwrap();
+    let started: Vec<(f64, &str)> = text
+        .lines()
+        .filter(|l| l.contains(" start "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[0].parse().unwrap(), w[2])
+        })
+        .collect();
+    assert_eq!(started.len(), 6, "{text}");
+    for (at, host) in &started {
+        let wave = ids.iter().find(|(_, h)| h == host).unwrap().0;
+        let opens = (rollout.started_at + 3 * (wave as i64 - 1)) as f64;
+        assert!(
+            *at >= opens,
+            "{host} of wave {wave} started at {at}, before {opens}:\n{text}"
+        );
+    }
+    let mut by_time = started.clone();
+    by_time.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let waves_in_order: Vec<usize> = by_time
+        .iter()
+        .map(|(_, h)| ids.iter().find(|(_, id)| id == h).unwrap().0)
+        .collect();
+    assert!(waves_in_order.is_sorted(), "{waves_in_order:?}:\n{text}");
+}
+
+#[test]
+fn the_brake_halts_a_rollout_after_max_failures_and_the_rest_answer_rollout_halted() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    // One host at a time, so which hosts ran before the brake holds is known: two.
+    let hosts: Vec<Spool> = (0..4)
+        .map(|i| {
+            let spool = host(&cluster.endpoints_toml(), &format!("host-{i}"), 1);
+            spool.script(
+                "remote",
+                "update.sh",
+                &format!("{}\nexit 1", spool.record_run()),
+            );
+            spool
+        })
+        .collect();
+    let record = start_rollout(
+        &cluster,
+        &hosts[0],
+        &[
+            "--version",
+            "9.0.0",
+            "--waves",
+            "100",
+            "--wave-delay",
+            "0s",
+            "--max-failures",
+            "2",
+        ],
+    );
+    let _services: Vec<Service> = hosts.iter().map(Service::start).collect();
+    let requests: Vec<String> = hosts
+        .iter()
+        .map(|h| h.submit("remote", "update", Some("9.0.0")))
+        .collect();
+    let answers: Vec<Value> = hosts
+        .iter()
+        .zip(&requests)
+        .map(|(h, id)| h.wait_final(id))
+        .collect();
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|a| a["code"].as_str().unwrap())
+        .collect();
+    let failed = codes.iter().filter(|c| **c == "script_failed").count();
+    let halted = codes.iter().filter(|c| **c == "rollout_halted").count();
+    assert_eq!((failed, halted), (2, 2), "{answers:#?}");
+    for (spool, answer) in hosts.iter().zip(&answers) {
+        if answer["code"] == "rollout_halted" {
+            assert!(spool.runs().is_empty(), "a halted host ran its update");
+            crate::support::assert_message_says(answer, "halted after 2 failed host(s)");
+            assert_eq!(status_schema_errors(answer), Vec::<String>::new());
+        }
+    }
+    let now: Value = serde_json::from_str(
+        &cluster
+            .get(&format!("update-coordinator/fleet/{GROUP}/rollouts/remote"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&now["id"], &now["state"]),
+        (&record["id"], &Value::from("halted"))
+    );
+    wait_holders(&cluster, &[]);
+    // fleet status: the rollout, halted, with the two failed hosts and two that never ran.
+    let status = fleet_status(&hosts[0]);
+    let rollout = &status["rollouts"][0];
+    assert_eq!(rollout["state"], "halted", "{status:#}");
+    let outcomes: Vec<&str> = rollout["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "failed").count(),
+        2,
+        "{status:#}"
+    );
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "waiting").count(),
+        2,
+        "{status:#}"
+    );
+
+    // A halted rollout cannot be resumed: a new one is started for a fixed version.
+    let (code, _, stderr) = fleet_cli(&hosts[0], &["rollout", "resume", "--component", "remote"]);
+    assert_eq!(code, 2, "{stderr}");
+}
