@@ -28,6 +28,7 @@ pub mod config;
 mod daemon;
 mod dir;
 mod fairshare;
+pub mod fleet;
 mod instance;
 mod inventory;
 mod limits;

@@ -302,6 +302,46 @@ pub fn waiting(request: &Request, start: Option<jiff::Timestamp>) -> Status {
     }
 }
 
+/// A queued update or rollback waiting for a fleet slot (`wait`: why, once the fleet agent
+/// has said; until then it waits for that first answer).
+pub fn waiting_for_slot(
+    request: &Request,
+    group: &str,
+    wait: Option<&crate::fleet::SlotWait>,
+) -> Status {
+    let fleet_slot = crate::status::FleetSlot {
+        group: group.to_owned(),
+        holders: wait.map_or(0, |w| w.holders),
+        total_slots: wait.map_or(0, |w| w.total_slots),
+        reason: match wait {
+            Some(w) => w.describe(group),
+            None => "asking etcd for a fleet slot".into(),
+        },
+    };
+    Status {
+        fleet_slot: Some(fleet_slot),
+        ..in_progress(request, Phase::WaitingForSlot, None)
+    }
+}
+
+/// A queued update waiting for its host's wave of a fleet rollout (`opens_at`: unix seconds;
+/// `None` while the rollout is paused).
+pub fn waiting_for_wave(
+    request: &Request,
+    rollout_id: &str,
+    wave: usize,
+    opens_at: Option<i64>,
+) -> Status {
+    Status {
+        rollout_id: Some(rollout_id.to_owned()),
+        rollout_wave: Some(wave),
+        scheduled_for: opens_at
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map(|t| t.to_string()),
+        ..in_progress(request, Phase::Scheduled, None)
+    }
+}
+
 /// A running script's progress as its monitor shows it: its phase, its percentage if it gave
 /// one, and the last lines of its output.
 pub fn running<'a>(

@@ -121,6 +121,9 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
     }
     findings.extend(service_findings());
     findings.extend(limit_findings(config));
+    if let Some(fleet) = &config.fleet {
+        findings.extend(fleet_findings(fleet));
+    }
 
     let owners = crate::trust::trusted_owners(&config.script_owners);
     for (name, component) in &config.components {
@@ -140,6 +143,40 @@ pub fn inspect(config: &Config) -> Vec<Finding> {
             );
         }
     }
+    findings
+}
+
+/// `[fleet]`: the settings, the host id and TLS files it needs, and whether etcd answers
+/// (one read of the group's semaphore, within the call deadline).
+fn fleet_findings(fleet: &crate::fleet::FleetConfig) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = fleet
+        .describe()
+        .into_iter()
+        .map(|(subject, detail)| Finding::ok("fleet", subject, detail))
+        .collect();
+    if let Err(e) = crate::fleet::HostId::resolve(fleet.host_id.as_ref()) {
+        findings.push(Finding::problem("fleet", "host id", e));
+    }
+    let files = fleet
+        .ca_file
+        .iter()
+        .chain(fleet.client_cert.iter().flat_map(|(cert, key)| [cert, key]));
+    for file in files {
+        if let Err(e) = crate::fleet::config::readable(file) {
+            findings.push(Finding::problem("fleet", file.display().to_string(), e));
+        }
+    }
+    findings.push(match crate::fleet::probe(fleet) {
+        Ok(state) => Finding::ok("fleet", "etcd", state),
+        Err(e) => Finding::warn(
+            "fleet",
+            "etcd",
+            format!(
+                "{e}; updates and rollbacks would wait (fleet.fail = {})",
+                fleet.fail.as_str()
+            ),
+        ),
+    });
     findings
 }
 

@@ -50,10 +50,23 @@ pub fn pages() -> io::Result<Vec<(String, Vec<u8>)>> {
     cmd.build();
     let source = format!("{NAME} {}", env!("CARGO_PKG_VERSION"));
     let mut pages = vec![render(Man::new(cmd.clone()).source(&source), false)?];
-    for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
-        pages.push(render(Man::new(sub.clone()).source(&source), true)?);
-    }
+    subcommand_pages(&cmd, &source, &mut pages)?;
     Ok(pages)
+}
+
+/// A page for each subcommand of `cmd` that is not hidden, and for theirs in turn
+/// (`fleet status`: update-coordinator-fleet-status(1)).
+fn subcommand_pages(
+    cmd: &clap::Command,
+    source: &str,
+    pages: &mut Vec<(String, Vec<u8>)>,
+) -> io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        let sub = sub.clone().disable_help_subcommand(true);
+        pages.push(render(Man::new(sub.clone()).source(source), true)?);
+        subcommand_pages(&sub, source, pages)?;
+    }
+    Ok(())
 }
 
 fn render(man: Man, see_main: bool) -> io::Result<(String, Vec<u8>)> {

@@ -2,6 +2,7 @@
 
 mod check;
 mod completions;
+mod fleet;
 mod follow;
 mod history;
 mod inventory;
@@ -50,6 +51,9 @@ pub enum Command {
     /// What happened to requests, from the audit log: received, queued, started, phases,
     /// health failures, rollbacks, results (reads the state directory: root).
     History(history::HistoryArgs),
+    /// The fleet group's slots in etcd (with [fleet]): who holds them, alive or gone, and
+    /// freeing a gone host's slot.
+    Fleet(fleet::FleetArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff) to stdout, or write every page into a directory (--dir).
@@ -151,6 +155,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Follow(args) => follow::run(&args),
         Command::Inventory(args) => inventory::run(&args),
         Command::History(args) => history::run(&args),
+        Command::Fleet(args) => fleet::run(&args),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args),
         Command::Monitor { state_dir, id } => {

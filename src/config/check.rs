@@ -120,6 +120,10 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, String> {
         }),
         _ => None,
     };
+    let fleet = raw
+        .fleet
+        .map(|fleet| crate::fleet::FleetConfig::check(fleet, resolve))
+        .transpose()?;
     let spools =
         super::spools::spools(&spool, raw.spools.unwrap_or_default(), &components, resolve)?;
     let max_queued = at_least_one("spool.max_queued", spool.max_queued, 100)?;
@@ -159,6 +163,7 @@ pub(super) fn config(raw: RawConfig, base: &Path) -> Result<Config, String> {
         progress_in_status: spool.progress_in_status.unwrap_or(false),
         script_owners: exec.script_owners.unwrap_or_default(),
         signature,
+        fleet,
         serialize_updates: exec.serialize_updates.unwrap_or(true),
         max_concurrent,
         max_running_per_writer,

@@ -50,6 +50,8 @@ pub struct Config {
     pub script_owners: Vec<u32>,
     /// Signed requests, when required.
     pub signature: Option<SignatureConfig>,
+    /// `[fleet]`: updates take a slot of the group's semaphore in etcd (see [`crate::fleet`]).
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// Serialize update/rollback across all components (they share one compose file).
     pub serialize_updates: bool,
     /// How many scripts may run at once (health checks run alongside an update).

@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) execution: Option<RawExecution>,
     pub(super) components: Option<BTreeMap<String, RawComponent>>,
     pub(super) spools: Option<BTreeMap<String, RawDropBox>>,
+    pub(super) fleet: Option<crate::fleet::config::RawFleet>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -160,6 +161,7 @@ pub fn accepted_keys() -> BTreeSet<String> {
             },
         )])),
         spools: Some(BTreeMap::from([("*".to_owned(), RawDropBox::default())])),
+        fleet: Some(Default::default()),
     };
     fn walk(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
         match value {

@@ -183,12 +183,26 @@ impl Daemon {
                 .any(|action| matches!(action, AfterFlush::Answer { .. }))
     }
 
-    /// A queued job's status as it stands: `scheduled` for its time, or its place in line.
+    /// A queued job's status as it stands: `scheduled` for its time or its fleet wave,
+    /// waiting for a fleet slot, or its place in line.
     fn queued_view(&self, id: &RequestId) -> Option<Status> {
         let job = self.queue.iter().find(|job| &job.request.id == id)?;
-        Some(match (job.shown.scheduled_for, job.shown.position) {
-            (Some(start), _) => crate::report::waiting(&job.request, Some(start)),
-            (None, position) => crate::report::queued(&job.request, position.unwrap_or(1)),
+        let shown = &job.shown;
+        Some(if let Some((rollout, wave, opens_at)) = &shown.wave {
+            crate::report::waiting_for_wave(&job.request, rollout, *wave, *opens_at)
+        } else if let Some(slot) = &shown.slot {
+            Status {
+                fleet_slot: Some(slot.clone()),
+                ..crate::report::in_progress(
+                    &job.request,
+                    crate::status::Phase::WaitingForSlot,
+                    None,
+                )
+            }
+        } else if let Some(start) = shown.scheduled_for {
+            crate::report::waiting(&job.request, Some(start))
+        } else {
+            crate::report::queued(&job.request, shown.position.unwrap_or(1))
         })
     }
 

@@ -122,6 +122,8 @@ impl Daemon {
     /// still there or the status came back unreadable (docs/durability.md).
     pub(super) fn show_answer(&mut self, job: &Job, status: &Status) {
         let id = &job.request.id;
+        // The fleet learns the outcome once it is durable here (see `crate::fleet`).
+        self.rollout_outcome(&job.request, status);
         // Before the status: a client that reads its final status then the inventory sees
         // the inventory already updated.
         self.record_in_inventory(&job.request, status);

@@ -13,6 +13,7 @@ mod in_flight;
 mod intake;
 mod preflight;
 mod recover;
+mod slots;
 mod start;
 mod waiting;
 
@@ -85,6 +86,8 @@ pub enum ServeError {
     Signals(#[source] io::Error),
     #[error(transparent)]
     SignatureKey(#[from] crate::signature::KeyError),
+    #[error("cannot start fleet coordination: {0}")]
+    Fleet(String),
 }
 
 /// Which spool (an index into `Daemon::spools`; 0 is `[spool]`).
@@ -110,6 +113,8 @@ enum Msg {
     /// Only wakes the loop, whose turn ends with a commit and a scheduling pass (after a
     /// failed flush, or a monitor that could not start).
     Wake,
+    /// The fleet agent says whether this host holds a slot (see [`slots`]).
+    Fleet(crate::fleet::Report),
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -141,6 +146,11 @@ struct Shown {
     position: Option<usize>,
     /// Set while it waits for its window or `not_before` (phase `scheduled`).
     scheduled_for: Option<jiff::Timestamp>,
+    /// Set while it waits for a fleet slot (phase `waiting_for_slot`).
+    slot: Option<crate::status::FleetSlot>,
+    /// Set while it waits for its host's wave of a fleet rollout (phase `scheduled`): the
+    /// rollout, the wave, when it opens.
+    wave: Option<(String, usize, Option<i64>)>,
 }
 
 impl Job {
@@ -219,6 +229,8 @@ struct Daemon {
     positions_due: Option<tokio::time::Instant>,
     /// When the next scheduled (deferred) request may start.
     scheduled_wake: Option<tokio::time::Instant>,
+    /// With `[fleet]`: the agent that holds this host's slot in etcd.
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 /// SIGTERM or SIGINT, as a future for [`serve`]: the handlers are installed now, so a signal
@@ -338,6 +350,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         zone: jiff::tz::TimeZone::system(),
         positions_due: None,
         scheduled_wake: None,
+        fleet: None,
     };
     daemon.load_inventory();
     // Watches are armed before the records and the directory are read, so nothing that
@@ -347,6 +360,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     daemon.commit_now();
     // Which recovered requests wait for their time: those take no queue capacity.
     daemon.due_jobs();
+    daemon.start_fleet().map_err(ServeError::Fleet)?;
     for ix in 0..daemon.spools.len() {
         // A hand-off written while we were stopped.
         daemon.handoff(ix);
@@ -405,6 +419,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     drop(exit_watch);
     daemon.commit_answered();
     daemon.commit_now();
+    daemon.stop_fleet();
     let running = daemon.running.len();
     info!(
         running,
@@ -464,6 +479,7 @@ impl Daemon {
             Msg::MonitorGone(id) => self.monitor_gone(&id),
             Msg::Handoff(ix) => self.handoff(ix),
             Msg::Wake => {}
+            Msg::Fleet(report) => self.fleet_report(report),
         }
     }
 
@@ -477,6 +493,8 @@ impl Daemon {
             }
         }
         if self.queue.is_empty() {
+            // A concluded update gives its fleet slot back.
+            self.slot_gate(Vec::new());
             return;
         }
         let queued_before = self.queue.len();
@@ -488,6 +506,7 @@ impl Daemon {
         // Requests waiting for their window or `not_before` take no part: they hold nobody up.
         // The others are considered round-robin between writers.
         let due = self.due_jobs();
+        let due = self.slot_gate(due);
         let due = self.fair_order(due);
         let start: Vec<usize> = schedule::startable(
             self.running.values().map(|r| slot(&r.job)),

@@ -63,6 +63,9 @@ impl Daemon {
 
     /// [`Daemon::preflight`] for every component of the request; the scripts in order.
     pub(super) fn preflight_all(&self, request: &Request) -> Result<Vec<PathBuf>, Refusal> {
+        if let Some(refusal) = self.rollout_refusal(request) {
+            return Err(refusal);
+        }
         members(request)
             .iter()
             .map(|member| {

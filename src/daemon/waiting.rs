@@ -144,7 +144,10 @@ impl Daemon {
         self.positions_due = None;
         // Requests that wait for their time, not for their turn, have no position.
         let waiting: Vec<usize> = (0..self.queue.len())
-            .filter(|&i| self.queue[i].waits_until.is_none())
+            .filter(|&i| {
+                let job = &self.queue[i];
+                job.waits_until.is_none() && job.shown.slot.is_none() && job.shown.wave.is_none()
+            })
             .collect();
         let end_of_line = waiting.len();
         for (position, index) in (1..).zip(self.fair_order(waiting)) {

@@ -43,6 +43,9 @@ pub enum Code {
     ScriptUntrusted,
     ScriptMissing,
     InsufficientDisk,
+    /// With `[fleet]`: the fleet's rollout of this version halted (too many hosts failed it)
+    /// or was aborted before this host's turn.
+    RolloutHalted,
     // Failures of a run.
     ScriptNotExecutable,
     SpawnFailed,
@@ -73,7 +76,7 @@ impl fmt::Display for Code {
 
 impl Code {
     /// Every code this version writes (all but [`Code::Unknown`]).
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 39] = [
         Code::InvalidJson,
         Code::InvalidRequest,
         Code::MissingField,
@@ -99,6 +102,7 @@ impl Code {
         Code::ScriptUntrusted,
         Code::ScriptMissing,
         Code::InsufficientDisk,
+        Code::RolloutHalted,
         Code::ScriptNotExecutable,
         Code::SpawnFailed,
         Code::ScriptFailed,
@@ -142,6 +146,7 @@ impl Code {
             Code::ScriptUntrusted => "script_untrusted",
             Code::ScriptMissing => "script_missing",
             Code::InsufficientDisk => "insufficient_disk",
+            Code::RolloutHalted => "rollout_halted",
             Code::ScriptNotExecutable => "script_not_executable",
             Code::SpawnFailed => "spawn_failed",
             Code::ScriptFailed => "script_failed",

@@ -92,10 +92,26 @@ pub struct Status {
     /// Phase `scheduled`: when the request will start (RFC 3339, UTC): its `not_before`, or
     /// the next opening of its component's maintenance window.
     pub scheduled_for: Option<String>,
+    /// Phase `scheduled` for a fleet rollout's wave: the rollout and this host's wave.
+    pub rollout_id: Option<String>,
+    pub rollout_wave: Option<usize>,
+    /// Phase `waiting_for_slot`: the fleet group, its slots and holders, and why it waits.
+    pub fleet_slot: Option<FleetSlot>,
     /// A multi-component update: each component's version and outcome, in order.
     pub components: Option<Vec<crate::procedure::MemberOutcome>>,
     /// RFC 3339, UTC, when this status was written.
     pub timestamp: String,
+}
+
+/// What an update waiting for a fleet slot shows (phase `waiting_for_slot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetSlot {
+    pub group: String,
+    /// Hosts of the group holding a slot now (0 while etcd cannot be reached).
+    pub holders: usize,
+    pub total_slots: u64,
+    /// Why it waits, in a sentence.
+    pub reason: String,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -21,6 +21,9 @@ pub enum Phase {
     Queued,
     /// In progress: waiting for its maintenance window or its `not_before`.
     Scheduled,
+    /// In progress: an update or rollback waiting for a slot of its fleet group's semaphore
+    /// in etcd (`fleet_slot` says why).
+    WaitingForSlot,
     /// In progress: the script started and has not announced a phase yet.
     Running,
     /// Final: the script (or the whole procedure) succeeded.
@@ -40,6 +43,7 @@ impl Phase {
         match self {
             Phase::Queued => "queued",
             Phase::Scheduled => "scheduled",
+            Phase::WaitingForSlot => "waiting_for_slot",
             Phase::Running => "running",
             Phase::Done => "done",
             Phase::Failed => "failed",
@@ -60,6 +64,7 @@ impl From<String> for Phase {
         let own = [
             Phase::Queued,
             Phase::Scheduled,
+            Phase::WaitingForSlot,
             Phase::Running,
             Phase::Done,
             Phase::Failed,
@@ -99,6 +104,7 @@ mod tests {
         for text in [
             "queued",
             "scheduled",
+            "waiting_for_slot",
             "running",
             "done",
             "failed",
@@ -111,6 +117,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<Phase>(&json).unwrap(), phase);
         }
         assert_eq!(Phase::from("running"), Phase::Running);
+        assert_eq!(Phase::from("waiting_for_slot"), Phase::WaitingForSlot);
         assert_eq!(
             Phase::from("downloading"),
             Phase::Named("downloading".into())

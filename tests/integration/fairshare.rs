@@ -236,7 +236,9 @@ fn requests_start_round_robin_between_writers() {
         spool.status(&a).is_some_and(|s| s["queue_position"] == 1)
     });
     wait_until("B's next one moved back", || {
-        spool.status(&ids[1]).is_some_and(|s| s["queue_position"] == 2)
+        spool
+            .status(&ids[1])
+            .is_some_and(|s| s["queue_position"] == 2)
     });
     fs::write(&gate, "").unwrap();
     for id in ids.iter().chain([&a]) {

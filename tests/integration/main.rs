@@ -11,6 +11,7 @@ mod crash;
 mod durability;
 mod example_clients;
 mod fairshare;
+mod fleet;
 mod hostile;
 mod install;
 mod isolation;

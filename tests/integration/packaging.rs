@@ -81,7 +81,33 @@ fn keys_accepted_by_the_config() -> BTreeSet<String> {
     // Drop boxes exist only when configured: the packaged config shows an indented example
     // (see `the_packaged_config_shows_a_drop_box_example`).
     keys.retain(|key| !key.starts_with("spools."));
+    // So does fleet coordination (see `the_packaged_config_shows_a_fleet_example`).
+    keys.retain(|key| !key.starts_with("fleet."));
     keys
+}
+
+#[test]
+fn the_packaged_config_shows_a_fleet_example() {
+    let text = read(CONFIG);
+    let example: String = text
+        .lines()
+        .skip_while(|l| *l != "#   [fleet]")
+        .map_while(|l| l.strip_prefix("#   "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for key in config::accepted_keys()
+        .iter()
+        .filter_map(|k| k.strip_prefix("fleet."))
+    {
+        assert!(
+            example.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "{CONFIG}: the [fleet] example does not show {key}"
+        );
+    }
+    // The example is valid as it stands.
+    let config =
+        Config::from_toml(&example, Path::new("/")).unwrap_or_else(|e| panic!("{example}: {e}"));
+    assert!(config.fleet.is_some(), "{example}");
 }
 
 #[test]

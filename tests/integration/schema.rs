@@ -588,6 +588,22 @@ fn statuses_for_every_code_match_the_schema_and_the_code_list_is_exact() {
             format!("{action} queued without start time"),
             &report::in_progress(&request, Phase::Queued, None),
         );
+        // With [fleet]: before the agent's first answer, with the group full, cut off.
+        use update_coordinator::fleet::{SlotWait, WaitReason};
+        for reason in [
+            None,
+            Some(WaitReason::Full),
+            Some(WaitReason::Unreachable("no etcd endpoint answered".into())),
+        ] {
+            let wait = reason.map(|reason| SlotWait {
+                holders: 2,
+                total_slots: 2,
+                reason,
+            });
+            let status = report::waiting_for_slot(&request, "default", wait.as_ref());
+            assert_eq!(status.phase.as_str(), "waiting_for_slot");
+            check(format!("{action} waiting for a slot ({wait:?})"), &status);
+        }
     }
 
     // Refusals, addressed as the daemon addresses them.

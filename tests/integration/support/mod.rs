@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod etcd;
+
 /// The binary under test: this build, or the one `UPDATE_COORDINATOR_BIN` names (CI runs the
 /// suite against the packaged ARM builds under qemu-user: tests/packages.sh).
 pub fn bin() -> &'static str {
