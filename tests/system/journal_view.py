@@ -3,6 +3,7 @@
 it after a power cut, for the system tests (powercut_check.py, powercut_guest.sh, compose.sh).
 
     journal_view.py JOURNAL ids          one "<id> <kind>" line per request: its latest record
+                                         (finished: "<id> finished <code>|<exit_code>|<success>")
     journal_view.py JOURNAL finished ID  the final status of ID's latest finished record (JSON)
 
 One JSON object per line, externally tagged with exactly one key (accepted, started, unstarted,
@@ -74,6 +75,13 @@ class Journal:
         return out
 
 
+def summary(status):
+    """What a client takes from an answer, as `jq -r '"\\(.code // "-")|\\(.exit_code // "-")|\\(.success)"'`
+    prints it from a status file."""
+    code, exit_code = status.get("code"), status.get("exit_code")
+    return f"{code or '-'}|{'-' if exit_code is None else exit_code}|{json.dumps(status.get('success'))}"
+
+
 def load(path):
     """The journal at `path`; an absent one is empty (nothing was ever accepted)."""
     try:
@@ -85,8 +93,8 @@ def load(path):
 
 def main(argv):
     if len(argv) == 3 and argv[2] == "ids":
-        for rid, (kind, _) in sorted(load(argv[1]).latest().items()):
-            print(rid, kind)
+        for rid, (kind, body) in sorted(load(argv[1]).latest().items()):
+            print(rid, kind, summary(body.get("status") or {})) if kind == "finished" else print(rid, kind)
         return 0
     if len(argv) == 4 and argv[2] == "finished":
         found = load(argv[1]).all_of("finished").get(argv[3])

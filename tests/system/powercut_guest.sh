@@ -185,27 +185,35 @@ snapshot() {
 # answer by the time we look again. Written to $P/ready/cut-<n> for after_cut to judge; must
 # never fail the boot.
 ready() {
-    local n line id kind f p bad=() ids=()
+    local n line id kind recorded f p bad=() ids=() shown
     n=$(find "$P/snap" -name 'cut-*.tar' | wc -l)
     ((n > 0)) || return 0
-    mapfile -t ids < <(python3 "$P/journal_view.py" "$STATE/journal.jsonl" ids)
+    if ! line=$(python3 "$P/journal_view.py" "$STATE/journal.jsonl" ids 2>&1); then
+        bad+=("the journal could not be read: $line")
+    elif [[ -n $line ]]; then
+        mapfile -t ids <<<"$line"
+    fi
     # Empty files first (a plain test, while the queue has not moved yet), then the rest parsed.
     for line in "${ids[@]}"; do
-        id=${line% *} kind=${line#* } f=$SPOOL/status/$id.json p=$SPOOL/status/$id.progress.json
+        read -r id kind recorded <<<"$line"
+        f=$SPOOL/status/$id.json p=$SPOOL/status/$id.progress.json
         if [[ -e $f && ! -s $f ]]; then bad+=("$id ($kind, empty status file)"); fi
         if [[ $kind != finished && -e $p && ! -s $p ]]; then bad+=("$id ($kind, empty progress record)"); fi
     done
     for line in "${ids[@]}"; do
-        id=${line% *} kind=${line#* } f=$SPOOL/status/$id.json p=$SPOOL/status/$id.progress.json
+        read -r id kind recorded <<<"$line"
+        f=$SPOOL/status/$id.json p=$SPOOL/status/$id.progress.json
         # The answer may come while we look (the queue moves): then the progress record goes.
         if [[ -s $f ]] && ! jq -e '.message != "in_progress"' "$f" >/dev/null 2>&1; then
             bad+=("$id ($kind, status file unparsable or in progress)")
         fi
         if [[ $kind == finished ]]; then
-            # Nobody collects answers in this test: a finished request's answer is there (a
-            # request file still waiting may have it written again: give that a moment).
+            # Nobody collects answers in this test: a finished request's answer is there, the
+            # one recorded (a request file still waiting may have it written again: give that
+            # a moment).
             [[ -e $f ]] || sleep 2
-            [[ -e $f ]] || bad+=("$id (finished, no status file)")
+            shown=$(jq -r '"\(.code // "-")|\(.exit_code // "-")|\(.success)"' "$f" 2>&1)
+            [[ $shown == "$recorded" ]] || bad+=("$id (finished as $recorded, status file: $shown)")
         elif [[ -s $p ]] && ! jq -e '.message == "in_progress"' "$p" >/dev/null 2>&1 && [[ -e $p ]]; then
             bad+=("$id ($kind, progress record unparsable)")
         elif [[ ! -e $p ]]; then
@@ -389,7 +397,7 @@ workload() {
 outstanding() {
     local pending=0 f
     for f in "$SPOOL"/requests/*.json; do [[ -e $f ]] && pending=$((pending + 1)); done
-    pending=$((pending + $(python3 "$P/journal_view.py" "$STATE/journal.jsonl" ids | grep -vc ' finished$')))
+    pending=$((pending + $(python3 "$P/journal_view.py" "$STATE/journal.jsonl" ids | grep -vc '^[^ ]* finished ')))
     for f in "$STATE"/exits/*.json "$STATE"/runs/*/; do [[ -e $f ]] && pending=$((pending + 1)); done
     for f in "$SPOOL"/status/*.json; do
         [[ $f == */inventory.json ]] && continue
