@@ -5,7 +5,7 @@
 #   bash fuzz/run.sh [SECONDS]
 #
 # SECONDS (default 60) is the TOTAL fuzzing budget, split evenly across the targets
-# (60 → 20 s each for request, config, output). Installing cargo-fuzz (~30 s, only when
+# (60 → 15 s each for request, config, output, journal). Installing cargo-fuzz (~30 s, only when
 # missing) and building the targets (~1-2 min from scratch) come on top of it.
 #
 # Works on a stable toolchain: targets are built with `--sanitizer none`, which needs no `-Z`
@@ -19,7 +19,7 @@
 #   cargo fuzz run -s none <target> fuzz/artifacts/<target>/crash-...
 set -euo pipefail
 
-targets=(request config output)
+targets=(request config output journal)
 cargo_fuzz_version=0.13.2
 
 total=${1:-60}

@@ -36,7 +36,7 @@ mod monitor;
 pub mod procedure;
 pub mod quarantine;
 mod ratelimit;
-mod record;
+pub mod record;
 mod recovery;
 pub mod report;
 pub mod request;

@@ -2,14 +2,16 @@
 //! (conmon, containerd-shim): a small process that owns one script run, so the run does not
 //! depend on the coordinator staying alive.
 //!
-//! The coordinator writes the run's record (`run.json`), locks the run's lock file and starts
+//! The coordinator records the run in its journal, flushes it, leaves the run's spec in
+//! `runs/<id>/run.json`, locks the run's lock file and starts
 //! the monitor with that file as its stdin: the monitor holds the lock for exactly as long as
 //! it lives, which is how a restarted coordinator tells a live run from a dead one (no pid
 //! reuse race). The monitor runs the script with its deadline (on the monotonic clock, so the
 //! timeout survives coordinator restarts), writes in-progress statuses on `PHASE:` lines,
 //! reports phases on stdout to the coordinator that started it (while it listens), and at the
-//! end writes the exit record durably. The coordinator, current or restarted, turns that into
-//! the final status.
+//! end writes the exit record (`exits/<id>.json`, not flushed). The coordinator, current or
+//! restarted, copies it into its journal, flushes that (one flush for every run that ended in
+//! the same loop turn), and only then turns it into the final status.
 
 use std::io::Write;
 
@@ -23,46 +25,42 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::procedure::{self, Reports};
-use crate::record::{ExitRecord, RunStore, monotonic_now_ns};
+use crate::record::{ExitRecord, RunFiles, monotonic_now_ns};
 use crate::report;
 use crate::request::RequestId;
 use crate::status::{Durability, Phase, Progress, StatusDir};
 use crate::{limits, runner};
 
-/// Runs one script for the run `id` in `state_dir`; returns when its exit record is durable.
+/// Runs one script for the run `id` in `state_dir`; returns once its exit record is written
+/// (the coordinator makes it durable, in the journal, before it answers).
 pub fn main(state_dir: &Path, id: &str) -> ExitCode {
     let Ok(id) = RequestId::parse(id) else {
         error!(id, "monitor: not a request id");
         return ExitCode::FAILURE;
     };
-    let store = match RunStore::open(state_dir) {
-        Ok(store) => store,
+    // Only the run's own files: the journal is the coordinator's alone.
+    let files = match RunFiles::open(state_dir) {
+        Ok(files) => files,
         Err(e) => {
             error!(error = %e, dir = %state_dir.display(), "monitor: cannot open the state directory");
             return ExitCode::FAILURE;
         }
     };
-    let spec_path = store.run_path(&id).join("run.json");
-    let spec: crate::record::RunSpec = match std::fs::read(&spec_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(spec) => spec,
-        Err(e) => {
-            error!(error = %e, path = %spec_path.display(), "monitor: cannot read the run record");
-            return ExitCode::FAILURE;
-        }
+    let Some(spec) = files.spec(&id) else {
+        let path = files.run_path(&id).join("run.json");
+        error!(path = %path.display(), "monitor: cannot read the run's spec");
+        return ExitCode::FAILURE;
     };
     let Some(runtime) = crate::cli::runtime("monitor: ") else {
         return ExitCode::FAILURE;
     };
-    if let Err(e) = store.mark_launched(&id) {
+    if let Err(e) = files.mark_launched(&id) {
         // Without the marker a restarted coordinator would start the run again: do not run.
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot record the launch; not running the script");
         return ExitCode::FAILURE;
     }
     let record = runtime.block_on(supervise(&spec, &id, state_dir));
-    if let Err(e) = store.write_exit(&id, &record) {
+    if let Err(e) = files.write_exit(&id, &record) {
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot write the exit record; the run will be reported interrupted");
         return ExitCode::FAILURE;
     }
@@ -244,7 +242,7 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     // is in place before our pid is published, and the marker is read after, so a cancel is
     // never lost whichever comes first (the coordinator writes the marker, then reads the pid).
     let (stop_tx, stop_rx) = watch::channel(false);
-    let run_dir = RunStore::open(state_dir).map(|store| store.run_path(id));
+    let run_dir = RunFiles::open(state_dir).map(|files| files.run_path(id));
     if let Ok(mut sigterm) = signal(SignalKind::terminate()) {
         let stop_tx = stop_tx.clone();
         tokio::spawn(async move {

@@ -10,11 +10,14 @@ pub enum Found {
     Accepted,
     /// `run.json` too: the run was started (its monitor may or may not have got far).
     Started(Started),
-    /// `final.json`: the run was answered.
+    /// A `finished` record: the run was answered.
     Finished {
         /// The request file is still in `requests/`: the crash came before it was removed,
         /// so the final status may never have reached `status/`.
         request_file: bool,
+        /// The status file is there but holds no final answer: written without a flush, it
+        /// came back empty (or as the progress record it replaced) from a power cut.
+        answer_lost: bool,
     },
 }
 
@@ -25,7 +28,8 @@ pub struct Started {
     pub this_boot: bool,
     /// Its lock is held: the monitor is alive. Only asked for runs of this boot.
     pub monitor_alive: bool,
-    /// The monitor wrote `launched`: the script may have run.
+    /// The monitor wrote `launched`: the script may have run. Only meaningful for a run of
+    /// this boot: `launched` is not flushed, so a power cut may have taken it.
     pub launched: bool,
     /// `exits/<id>.json` is there: the script ended and how is known.
     pub exit_record: bool,
@@ -50,8 +54,8 @@ pub enum Recovery {
         /// The machine restarted since (rather than the monitor being killed).
         rebooted: bool,
     },
-    /// Answered already but the request file is still there: write the final status again
-    /// (the same one, from `final.json`) and remove the file.
+    /// Answered already but the request file is still there, or the answer was lost: write
+    /// the final status again (the same one, from the journal) and remove the file.
     AnswerAgain,
     /// Answered and collected: only a leftover exit record may need removing.
     Tidy,
@@ -61,16 +65,26 @@ pub enum Recovery {
 pub fn decide(found: Found) -> Recovery {
     match found {
         Found::Accepted => Recovery::Requeue,
-        Found::Finished { request_file: true } => Recovery::AnswerAgain,
         Found::Finished {
-            request_file: false,
-        } => Recovery::Tidy,
+            request_file,
+            answer_lost,
+        } => {
+            if request_file || answer_lost {
+                Recovery::AnswerAgain
+            } else {
+                Recovery::Tidy
+            }
+        }
         Found::Started(run) => {
             let alive = run.this_boot && run.monitor_alive;
             if run.exit_record {
                 Recovery::Conclude
             } else if alive {
                 Recovery::Reattach
+            } else if !run.this_boot {
+                // `launched` may have been lost with the power: whether the script ran is
+                // unknown, so it is not run (again).
+                Recovery::Interrupted { rebooted: true }
             } else if !run.launched {
                 Recovery::Unstart
             } else {
@@ -95,6 +109,13 @@ mod tests {
         })
     }
 
+    fn finished(request_file: bool, answer_lost: bool) -> Found {
+        Found::Finished {
+            request_file,
+            answer_lost,
+        }
+    }
+
     // One test per row of docs/durability.md "Order of writes"; step 1 (a request file with
     // no record) is intake's rescan, not a record.
 
@@ -110,20 +131,27 @@ mod tests {
     }
 
     #[test]
-    fn step_4_started_but_never_launched_with_the_lock_free_is_re_queued_not_interrupted() {
+    fn step_4_started_but_never_launched_in_this_boot_is_re_queued_not_interrupted() {
         assert_eq!(
             decide(started(true, false, false, false)),
-            Recovery::Unstart
-        );
-        // After a reboot too: the script never ran.
-        assert_eq!(
-            decide(started(false, false, false, false)),
             Recovery::Unstart
         );
     }
 
     #[test]
-    fn step_4_a_monitor_still_starting_up_is_re_attached() {
+    fn step_4_started_before_a_reboot_without_an_exit_record_is_interrupted() {
+        // `launched` is not flushed: its absence after a power cut proves nothing, so a
+        // script that may have run is never run again.
+        for launched in [false, true] {
+            assert_eq!(
+                decide(started(false, false, launched, false)),
+                Recovery::Interrupted { rebooted: true }
+            );
+        }
+    }
+
+    #[test]
+    fn step_5_a_monitor_still_starting_up_is_re_attached() {
         // Lock busy, `launched` not written yet: the monitor is about to launch the script.
         assert_eq!(
             decide(started(true, true, false, false)),
@@ -156,8 +184,9 @@ mod tests {
     }
 
     #[test]
-    fn step_6_an_exit_record_concludes_the_run() {
+    fn step_6_an_exit_file_concludes_the_run() {
         assert_eq!(decide(started(true, false, true, true)), Recovery::Conclude);
+        // It survived a power cut: it is the script's real result.
         assert_eq!(
             decide(started(false, false, true, true)),
             Recovery::Conclude
@@ -167,45 +196,26 @@ mod tests {
     }
 
     #[test]
-    fn step_7_a_final_status_shown_but_not_recorded_is_concluded_again_from_the_exit_record() {
-        // Nothing in run.json says the answer was shown: the same exit record, the same answer.
+    fn step_7_an_exit_in_the_journal_without_a_finished_record_is_concluded_again() {
+        // The same exit record, the same answer.
         assert_eq!(decide(started(true, false, true, true)), Recovery::Conclude);
     }
 
     #[test]
     fn step_8_a_finished_record_whose_request_file_is_still_there_is_answered_again() {
-        assert_eq!(
-            decide(Found::Finished { request_file: true }),
-            Recovery::AnswerAgain
-        );
-    }
-
-    #[test]
-    fn step_9_a_durable_answer_with_the_request_file_still_there_is_answered_again() {
         // The client may get the same answer twice, never two answers.
-        assert_eq!(
-            decide(Found::Finished { request_file: true }),
-            Recovery::AnswerAgain
-        );
+        assert_eq!(decide(finished(true, false)), Recovery::AnswerAgain);
     }
 
     #[test]
-    fn step_10_a_finished_record_with_the_request_file_removed_needs_nothing_more() {
-        assert_eq!(
-            decide(Found::Finished {
-                request_file: false
-            }),
-            Recovery::Tidy
-        );
+    fn step_8_an_answer_that_came_back_empty_from_a_power_cut_is_written_again() {
+        assert_eq!(decide(finished(false, true)), Recovery::AnswerAgain);
+        assert_eq!(decide(finished(true, true)), Recovery::AnswerAgain);
     }
 
     #[test]
-    fn step_11_a_leftover_exit_record_is_removed() {
-        assert_eq!(
-            decide(Found::Finished {
-                request_file: false
-            }),
-            Recovery::Tidy
-        );
+    fn step_8_a_finished_record_with_the_request_file_removed_and_its_answer_there_or_collected_needs_nothing_more()
+     {
+        assert_eq!(decide(finished(false, false)), Recovery::Tidy);
     }
 }

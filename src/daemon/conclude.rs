@@ -4,6 +4,7 @@
 
 use tracing::{error, info, warn};
 
+use super::commit::AfterFlush;
 use super::preflight::members;
 use super::{Daemon, Job, SpoolIx};
 use crate::record::RunSpec;
@@ -28,12 +29,29 @@ impl Daemon {
         let Some(id) = RequestId::from_file_name(name) else {
             return;
         };
-        let Some(record) = self.store.exit(&id) else {
+        if !self.running.contains_key(&id) {
+            // Not ours (already concluded): an exit file left by a crash after concluding.
+            if !self.in_flight.has_id(&id) {
+                self.store.files().forget(&id);
+            }
             return;
+        }
+        // From the journal if an earlier process copied it there already, else the monitor's
+        // file, copied into the journal now: flushed before the answer is shown.
+        let record = match self.store.journal_exit(&id) {
+            Some(record) => record,
+            None => {
+                let Some(record) = self.store.files().exit_file(&id) else {
+                    return;
+                };
+                if let Err(e) = self.store.record_exit(&id, &record) {
+                    // Not concluded: the exit file stays, and the next start concludes it.
+                    return error!(request_id = %id, error = %e, "cannot record how the script ended");
+                }
+                record
+            }
         };
         let Some(running) = self.running.remove(&id) else {
-            // Not ours (already concluded): an exit record left by a crash after concluding.
-            let _ = self.store.remove_exit(&id);
             return;
         };
         let request = &running.job.request;
@@ -58,18 +76,7 @@ impl Daemon {
         } else {
             warn!(request_id = %id, component = %request.component, action = %request.action, outcome, code, "request finished: {}", status.message);
         }
-        // The exit record is durable: show the answer now, and make it durable (with the
-        // run's final record) right after. A crash in between concludes again from the exit
-        // record: the same answer, never another (docs/durability.md).
-        self.record_in_inventory(&running.job.request, &status);
-        let shown = self.answer(
-            running.job.spool,
-            &id,
-            &status,
-            Durability::BestEffort,
-            Some(running.job.owner_uid),
-        );
-        self.finish_job(&running.job, &status, shown);
+        self.conclude(running.job, &status);
     }
 
     /// The monitor is gone without an exit record: what the script did is unknown. Answer
@@ -94,48 +101,40 @@ impl Daemon {
         );
         warn!(request_id = %id, component = %request.component, action = %request.action, code = %Code::Interrupted, outcome = "failed", "{message}");
         let status = report::interrupted(request, spec.started_at, message);
-        self.conclude(&running.job, &status);
+        self.conclude(running.job, &status);
     }
 
-    /// Concludes a job: the result is recorded, then the status written, then the request
-    /// file removed, each durable before the next (docs/durability.md). From here on the
-    /// request is answered and never runs again.
-    pub(super) fn conclude(&mut self, job: &Job, status: &Status) {
+    /// Concludes a job: its final answer is recorded in the journal now and shown once that
+    /// is durable (see `commit`). From here on the request is answered and never runs again.
+    pub(super) fn conclude(&mut self, job: Job, status: &Status) {
+        if let Err(e) = self.store.finish(&job.request.id, status) {
+            error!(request_id = %job.request.id, error = %e, "cannot record the final result");
+        }
+        self.after_flush.push(AfterFlush::Answer {
+            job: Box::new(job),
+            status: Box::new(status.clone()),
+        });
+    }
+
+    /// Once its answer (or the exit record it comes from) is durable: the inventory, then the
+    /// final status, then the request file removed. None of these is flushed: after a power
+    /// cut the next start writes the answer again from the journal if the request file is
+    /// still there or the status came back unreadable (docs/durability.md).
+    pub(super) fn show_answer(&mut self, job: &Job, status: &Status) {
+        let id = &job.request.id;
         // Before the status: a client that reads its final status then the inventory sees
         // the inventory already updated.
         self.record_in_inventory(&job.request, status);
-        self.finish_job(job, status, false);
-    }
-
-    /// [`Daemon::conclude`] once the inventory is updated; `shown`: the final status is
-    /// already in `status/` (best effort) and only needs to be made durable.
-    fn finish_job(&mut self, job: &Job, status: &Status, shown: bool) {
-        let id = &job.request.id;
-        if let Err(e) = self.store.finish(id, status) {
-            error!(request_id = %id, error = %e, "cannot record the final result");
+        if self.answer(
+            job.spool,
+            id,
+            status,
+            Durability::BestEffort,
+            Some(job.owner_uid),
+        ) {
+            self.remove_request_file(job.spool, &job.file_name, false);
         }
-        let durable = shown
-            && match self.spools[job.spool].status.make_durable(id) {
-                Ok(_) => true, // still there, now durable; or collected by the client already
-                Err(e) => {
-                    warn!(request_id = %id, error = %e, "cannot flush the status file; writing it again");
-                    false
-                }
-            };
-        if durable
-            || self.answer(
-                job.spool,
-                id,
-                status,
-                Durability::Durable,
-                Some(job.owner_uid),
-            )
-        {
-            self.remove_request_file(job.spool, &job.file_name, true);
-        }
-        if let Err(e) = self.store.remove_exit(id) {
-            warn!(request_id = %id, error = %e, "cannot remove the exit record");
-        }
+        self.store.files().forget(id);
         self.in_flight.done(job);
         let cancelled = status.code == Some(Code::Cancelled);
         let outcome = match status.outcome {
@@ -220,18 +219,8 @@ impl Daemon {
     }
 
     /// Writes an in-flight job's progress record (best effort: the answer is what counts).
-    pub(super) fn show_progress(
-        &self,
-        job: &Job,
-        status: &Status,
-        durability: Durability,
-        how: Progress,
-    ) {
-        let id = &job.request.id;
-        let dir = &self.spools[job.spool].status;
-        if let Err(e) = dir.progress(id, status, durability, Some(job.owner_uid), how) {
-            warn!(request_id = %id, error = %e, dir = %dir.path().display(), "cannot write the progress record");
-        }
+    pub(super) fn show_progress(&self, job: &Job, status: &Status, how: Progress) {
+        self.show(job.spool, &job.request.id, job.owner_uid, status, how);
     }
 
     pub(super) fn remove_request_file(&self, ix: SpoolIx, name: &str, durable: bool) {

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use tracing::{error, info, warn};
 
+use super::commit::AfterFlush;
 use super::{Daemon, Job, Msg, SETTLE, Seen, SpoolIx};
 use crate::audit::Event;
 use crate::fairshare::Writer;
@@ -13,7 +14,7 @@ use crate::report::{self, Refusal};
 use crate::request::{Request, RequestError, RequestId, printable};
 use crate::spool;
 use crate::status::Code;
-use crate::status::{Durability, Progress};
+use crate::status::Durability;
 
 impl Daemon {
     pub(super) fn rescan(&mut self, ix: SpoolIx, reason: &str) {
@@ -181,7 +182,8 @@ impl Daemon {
         if let Err(refusal) = self.admit(&request, writer, waits_until) {
             return self.refuse(ix, name, &refusal, Some(owner_uid));
         }
-        // Durable before anything else: from here on the request is never lost nor run twice.
+        // Recorded before anything else, and durable (flushed with the rest of this turn)
+        // before its queued status shows: from then on it is never lost nor run twice.
         let accepted = Accepted::new(&request, &self.spools[ix].config.name, name, owner_uid);
         if let Err(e) = self.store.accept(&accepted) {
             // The file stays in requests/ and is taken again at the next scan.
@@ -197,7 +199,12 @@ impl Daemon {
         }
         // A request handed off already (see `handoff`) never shows progress in its status file.
         if !self.handed_off(ix, &job.request.id) {
-            self.show_progress(&job, &queued, Durability::NeverEmpty, Progress::First);
+            self.after_flush.push(AfterFlush::Show {
+                spool: ix,
+                id: job.request.id.clone(),
+                owner_uid,
+                status: Box::new(queued),
+            });
         }
         let request = &job.request;
         info!(
@@ -270,7 +277,7 @@ impl Daemon {
                 &job.request,
                 format!("cancelled by request {} before it started", cancel.id),
             );
-            self.conclude(&job, &status);
+            self.conclude(job, &status);
             (None, format!("cancelled the queued request {target}"))
         } else if self.running.contains_key(target) {
             if self.stop_run(target) {
@@ -347,9 +354,10 @@ impl Daemon {
             _ if !same_writer => {
                 warn!(request_id = %id, file = %printable(name), writer_uid = copier, spool = %self.spools[ix].config.name, "a request reuses the id of another writer's request; removed without an answer")
             }
-            Some(status) if !self.spools[ix].status.has_final(id) => {
+            // Not while its first answer waits for the journal's flush (still in flight).
+            Some(status) if !self.spools[ix].status.has_final(id) && !self.in_flight.has_id(id) => {
                 info!(request_id = %id, file = name, "request already finished; answering with the recorded result");
-                if !self.answer(ix, id, &status, Durability::Durable, copier) {
+                if !self.answer(ix, id, &status, Durability::BestEffort, copier) {
                     return;
                 }
             }

@@ -5,6 +5,7 @@
 //! [`conclude`], and picking up an earlier process's runs in [`recover`].
 
 mod admission;
+mod commit;
 mod conclude;
 mod drop_box;
 mod handoff;
@@ -102,6 +103,9 @@ enum Msg {
     Handoff(SpoolIx),
     /// Events of `state/exits/` were lost: look at every exit record.
     ExitsRescan,
+    /// Only wakes the loop, whose turn ends with a commit and a scheduling pass (after a
+    /// failed flush, or a monitor that could not start).
+    Wake,
 }
 
 /// Where a file name came from; only a listing can catch a file half-written.
@@ -190,6 +194,13 @@ struct Daemon {
     /// yet durable; removed together after one filesystem sync (a flood of junk costs one sync
     /// per batch, not per file).
     answered_files: Vec<(SpoolIx, String)>,
+    /// What waits for the journal's next flush (see [`commit`]).
+    after_flush: Vec<commit::AfterFlush>,
+    /// When the queued statuses waiting in `after_flush` must be flushed and shown at the
+    /// latest (when nothing else needs a flush sooner).
+    commit_due: Option<tokio::time::Instant>,
+    /// When the answers shown lately are flushed to the disk (see [`Daemon::flush_views`]).
+    views_flush_due: Option<tokio::time::Instant>,
     tx: mpsc::UnboundedSender<Msg>,
     last_status_line: String,
     /// Versions and last results per component (see [`crate::inventory`]).
@@ -310,6 +321,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         running: HashMap::new(),
         in_flight: InFlight::default(),
         answered_files: Vec::new(),
+        after_flush: Vec::new(),
+        commit_due: None,
+        views_flush_due: None,
         tx: tx.clone(),
         last_status_line: String::new(),
         inventory: Default::default(),
@@ -322,6 +336,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     // Watches are armed before the records and the directory are read, so nothing that
     // happens in between is missed.
     daemon.recover();
+    // Answers and starts recovery decided are shown once what they rest on is durable.
+    daemon.commit_now();
     // Which recovered requests wait for their time: those take no queue capacity.
     daemon.due_jobs();
     for ix in 0..daemon.spools.len() {
@@ -357,14 +373,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             _ = sleep_until(daemon.positions_due) => daemon.publish_positions(),
             // Only wakes the loop: `schedule` below starts what is due.
             _ = sleep_until(daemon.scheduled_wake) => daemon.scheduled_wake = None,
+            // Only wakes the loop: `commit` below flushes for the queued statuses waiting.
+            _ = sleep_until(daemon.commit_due) => {}
+            _ = sleep_until(daemon.views_flush_due) => daemon.flush_views(),
         }
         daemon.commit_answered();
         daemon.schedule();
+        daemon.commit();
         daemon.publish_status_line();
     }
     drop(watches);
     drop(exit_watch);
     daemon.commit_answered();
+    daemon.commit_now();
     let running = daemon.running.len();
     info!(
         running,
@@ -423,6 +444,7 @@ impl Daemon {
             Msg::Exited(name) => self.exited(&name),
             Msg::MonitorGone(id) => self.monitor_gone(&id),
             Msg::Handoff(ix) => self.handoff(ix),
+            Msg::Wake => {}
         }
     }
 

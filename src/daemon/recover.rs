@@ -60,6 +60,7 @@ impl Daemon {
                     .requests
                     .lstat(&job.file_name)
                     .is_ok(),
+                answer_lost: self.spools[job.spool].status.lost_answer(id),
             },
         }
     }
@@ -128,24 +129,36 @@ impl Daemon {
             return;
         }
         let status = report::in_progress(&job.request, phase, started_at);
-        self.show_progress(job, &status, Durability::NeverEmpty, Progress::Restore);
+        let dir = &self.spools[job.spool].status;
+        // Its data flushed: a record restored after a power cut must not come back empty
+        // from another one (rare, and only at start-up).
+        if let Err(e) = dir.progress(
+            id,
+            &status,
+            Durability::NeverEmpty,
+            Some(job.owner_uid),
+            Progress::Restore,
+        ) {
+            warn!(request_id = %id, error = %e, "cannot restore the progress record");
+        }
     }
 
-    /// A finished run. `answer_again`: its request file is still there, so the crash came
-    /// between recording the result and removing the file and the status may never have been
-    /// written: write it (again), then remove the file.
+    /// A finished run. `answer_again`: its request file is still there, or its status came
+    /// back unreadable from a power cut (neither is flushed): write the answer again (the
+    /// same one, from the journal) and remove the file.
     fn finish_leftovers(&mut self, job: &Job, status: &Status, answer_again: bool) {
-        if answer_again {
-            self.answer(
+        if answer_again
+            && self.answer(
                 job.spool,
                 &job.request.id,
                 status,
-                Durability::Durable,
+                Durability::BestEffort,
                 Some(job.owner_uid),
-            );
-            self.remove_request_file(job.spool, &job.file_name, true);
+            )
+        {
+            self.remove_request_file(job.spool, &job.file_name, false);
         }
-        let _ = self.store.remove_exit(&job.request.id);
+        self.store.files().forget(&job.request.id);
     }
 
     /// Removes finished records and uncollected final statuses older than the retention.

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use tracing::{error, info, warn};
 
+use super::commit::AfterFlush;
 use super::preflight::members;
 use super::{Daemon, Job, Msg, Running};
 use crate::config::{Component, Config};
@@ -16,7 +17,7 @@ use crate::record::{Accepted, RunSpec, boot_id, monotonic_now_ns};
 use crate::report::{self, RunContext};
 use crate::request::{Request, RequestId};
 use crate::runner::Invocation;
-use crate::status::{Durability, Phase, Progress};
+use crate::status::{Phase, Progress};
 use crate::trust;
 
 impl Daemon {
@@ -30,7 +31,7 @@ impl Daemon {
             Err(refusal) => {
                 error!(request_id = %request.id, component = %request.component, action = %request.action, code = %refusal.code, outcome = "failed", "{}", refusal.message);
                 let status = report::refused(&request.id, &refusal);
-                return self.conclude(&job, &status);
+                return self.conclude(job, &status);
             }
         };
         // A single request is run by `invocation` and `procedure` below, not as a batch.
@@ -87,23 +88,23 @@ impl Daemon {
             "running script"
         );
         self.audit(crate::audit::Event::of("started", request));
-        let running = report::in_progress(request, Phase::Running, Some(started_at));
-        self.show_progress(&job, &running, Durability::BestEffort, Progress::Update);
-
-        if let Err(e) = self.spawn_monitor(&request.id, &spec) {
-            error!(request_id = %request.id, error = %e, "cannot start the run's monitor");
-            let ctx = RunContext {
-                script: request.action.script_name(),
-                started_at,
-                last_phase: &Phase::Running,
-                timeout: spec.invocation.timeout,
-                kill_grace: spec.invocation.kill_grace,
-            };
-            let status = report::finished(request, &ctx, &Err(e));
-            return self.conclude(&job, &status);
-        }
+        // Recorded now, flushed with everything else this turn; the monitor (and so the
+        // script) starts only after that flush (see `commit`).
+        let lock = match self.store.start(&request.id, &spec) {
+            Ok(lock) => lock,
+            Err(e) => {
+                error!(request_id = %request.id, error = %e, "cannot record the run's start");
+                return self.launch_failed(job, &spec, started_at, e);
+            }
+        };
+        let id = request.id.clone();
+        self.after_flush.push(AfterFlush::Launch {
+            id: id.clone(),
+            spec: Box::new(spec),
+            lock,
+        });
         self.running.insert(
-            request.id.clone(),
+            id,
             Running {
                 job,
                 phase: Phase::Running,
@@ -111,6 +112,43 @@ impl Daemon {
                 reattached: false,
             },
         );
+    }
+
+    /// Once the run's start is durable: shows it running and starts its monitor.
+    pub(super) fn launch(&mut self, id: &RequestId, spec: &RunSpec, lock: std::fs::File) {
+        let Some(running) = self.running.get(id) else {
+            return;
+        };
+        let job = &running.job;
+        let status = report::in_progress(&job.request, Phase::Running, Some(spec.started_at));
+        self.show(job.spool, id, job.owner_uid, &status, Progress::Update);
+        if let Err(e) = self.spawn_monitor(id, spec, lock) {
+            error!(request_id = %id, error = %e, "cannot start the run's monitor");
+            if let Some(running) = self.running.remove(id) {
+                self.launch_failed(running.job, spec, spec.started_at, e);
+            }
+            // Its slot is free: a loop turn starts the next one.
+            let _ = self.tx.send(Msg::Wake);
+        }
+    }
+
+    /// A run that could not be started: answered with why (never run, so never interrupted).
+    fn launch_failed(
+        &mut self,
+        job: Job,
+        spec: &RunSpec,
+        started_at: SystemTime,
+        error: std::io::Error,
+    ) {
+        let ctx = RunContext {
+            script: job.request.action.script_name(),
+            started_at,
+            last_phase: &Phase::Running,
+            timeout: spec.invocation.timeout,
+            kill_grace: spec.invocation.kill_grace,
+        };
+        let status = report::finished(&job.request, &ctx, &Err(error));
+        self.conclude(job, &status);
     }
 
     /// The health gate and rollback for an update, when the component wants them and its
@@ -159,10 +197,14 @@ impl Daemon {
         })
     }
 
-    /// Records the run durably, locks its lock file and hands the lock to a new monitor as its
-    /// stdin, so the lock is held from before the monitor exists until it exits.
-    fn spawn_monitor(&self, id: &RequestId, spec: &RunSpec) -> std::io::Result<()> {
-        let lock = self.store.start(id, spec)?;
+    /// Locks the run's lock file and hands the lock to a new monitor as its stdin, so the
+    /// lock is held from before the monitor exists until it exits.
+    fn spawn_monitor(
+        &self,
+        id: &RequestId,
+        spec: &RunSpec,
+        lock: std::fs::File,
+    ) -> std::io::Result<()> {
         // Not `Flock`: its drop would unlock, and the lock must outlive our copy of the file.
         #[allow(deprecated)]
         nix::fcntl::flock(

@@ -14,7 +14,7 @@ use crate::fairshare::Writer;
 use crate::report;
 use crate::request::{Action, Request};
 use crate::status::Phase;
-use crate::status::{Durability, Progress};
+use crate::status::Progress;
 
 impl Daemon {
     /// When `request` may start, if not now (see [`crate::window`]). `any_window`: whether
@@ -110,7 +110,7 @@ impl Daemon {
             info!(request_id = %job.request.id, component = %job.request.component, action = %job.request.action, phase = %Phase::Scheduled, scheduled_for = %t, "waiting for {why}");
             self.audit(Event::of("scheduled", &job.request).detail(format!("until {t} ({why})")));
         }
-        self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
+        self.show_progress(job, &status, Progress::Update);
         let job = &mut self.queue[index];
         job.shown.scheduled_for = start;
         job.shown.position = None;
@@ -165,7 +165,7 @@ impl Daemon {
     pub(super) fn show_position(&mut self, index: usize, position: usize) {
         let job: &Job = &self.queue[index];
         let status = report::moved_in_line(&job.request, position);
-        self.show_progress(job, &status, Durability::BestEffort, Progress::Update);
+        self.show_progress(job, &status, Progress::Update);
         self.queue[index].shown.position = Some(position);
     }
 

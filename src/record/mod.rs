@@ -1,36 +1,40 @@
-//! Durable run records in the state directory: what was accepted, whether it started, how its
-//! script ended, and the final answer. A crash at any instant leaves files the next start can
-//! interpret (see docs/durability.md for the fsync order).
+//! Run records in the state directory: what was accepted, whether it started, how its script
+//! ended, and the final answer. A crash or power cut at any instant leaves records the next
+//! start can interpret (see docs/durability.md for the write order).
 //!
 //! ```text
-//! state/runs/<id>/request.json   accepted (the request, its file name, its writer)
-//! state/runs/<id>/run.json       started: what the monitor runs and until when
+//! state/journal.jsonl            every durable record, appended (see [`journal`])
+//! state/runs/<id>/run.json       a started run's spec, for its monitor (not flushed: the
+//!                                journal has the durable copy)
 //! state/runs/<id>/lock           held (flock) by the run's monitor while it lives
 //! state/runs/<id>/launched       empty; created by the monitor just before it starts the script
 //! state/runs/<id>/monitor.pid    the monitor's pid, once it can be signalled (for a cancel)
 //! state/runs/<id>/stop           empty; a cancel came before the monitor could be signalled
-//! state/exits/<id>.json          the monitor's record of how the script ended
-//! state/runs/<id>/final.json     the final status, kept for the retention period
+//! state/exits/<id>.json          the monitor's record of how the script ended (not flushed:
+//!                                the coordinator copies it into the journal and flushes that)
 //! state/coordinator.lock         held by the running coordinator (see crate::instance)
 //! ```
-//! Every JSON file is written with [`write_atomic`] (temp, fsync, rename, fsync dir), so each
-//! one is either complete or absent; `launched` is created and its directory fsynced. The
-//! file formats are in [`run`] (`request.json`, `run.json`) and [`exit`] (the exit record).
+//! `runs/<id>/` lives from a run's start until it is concluded; nothing in it is flushed. The
+//! file formats are in [`run`] (the accepted request, the run's spec), [`exit`] (the exit
+//! record) and [`journal`] (the lines).
 
 mod exit;
+pub mod journal;
 mod run;
 
 pub use exit::ExitRecord;
 pub use run::{Accepted, RunSpec};
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use self::journal::{Entry, Journal, Loc};
 use crate::dir::Dir;
 use crate::request::RequestId;
 use crate::status::{Durability, Status, remove_temp_files, write_atomic};
@@ -39,19 +43,18 @@ use crate::status::{Durability, Status, remove_temp_files, write_atomic};
 /// ready to be signalled when the cancel came).
 pub const STOP_MARKER: &str = "stop";
 
-/// Whether reading the records may repair what a crash left (only the service, at start-up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Repair {
-    AtStartUp,
-    Never,
-}
+/// A journal this much larger than what it must keep is rewritten (compacted)...
+const COMPACT_RATIO: u64 = 2;
+/// ...once it is at least this large (a small journal is cheaper to keep than to rewrite).
+const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where a run stands, as read back at start-up.
 #[derive(Debug)]
 pub enum RunState {
     /// Accepted, not started: goes back into the queue.
     Queued,
-    /// Started; the monitor may still be alive (see [`RunStore::monitor_alive`]).
+    /// Started; the monitor may still be alive (see [`RunStore::monitor_alive`]), and its
+    /// exit may be known already (see [`RunStore::exit`]).
     Started(Box<RunSpec>),
     /// Answered.
     Finished(Box<Status>),
@@ -63,27 +66,41 @@ pub struct RunRecord {
     pub state: RunState,
 }
 
-/// The state directory's `runs/` and `exits/`.
+/// What the journal holds for one request: where its latest lines are.
+#[derive(Debug, Clone)]
+struct Slot {
+    accepted: Loc,
+    accepted_at_ns: u128,
+    started: Option<Loc>,
+    exited: Option<Loc>,
+    /// The final answer, and when it was given (nanoseconds since the epoch).
+    finished: Option<(Loc, u128)>,
+}
+
+impl Slot {
+    /// The lines a compacted journal keeps: the accepted request, then what still matters.
+    fn live_lines(&self) -> Vec<Loc> {
+        let mut lines = vec![self.accepted];
+        match self.finished {
+            Some((finished, _)) => lines.push(finished),
+            None => lines.extend(self.started.iter().chain(&self.exited)),
+        }
+        lines
+    }
+}
+
+/// The per-run files the coordinator and the monitors share: `runs/<id>/` and `exits/`.
+/// Nothing here is flushed; what must survive a power cut is in the journal.
 #[derive(Debug)]
-pub struct RunStore {
-    root: std::path::PathBuf,
+pub struct RunFiles {
+    root: PathBuf,
     runs: Dir,
     exits: Dir,
 }
 
-impl RunStore {
-    /// Opens (creating if needed, mode 0700) the state directory.
+impl RunFiles {
+    /// Opens `runs/` and `exits/` of the state directory (created by [`RunStore::open`]).
     pub fn open(state_dir: &Path) -> io::Result<Self> {
-        for sub in ["runs", "exits"] {
-            let path = state_dir.join(sub);
-            std::fs::create_dir_all(&path)?;
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-        }
-        Self::open_existing(state_dir)
-    }
-
-    /// Opens the state directory for reading only (the operator's commands): creates nothing.
-    pub fn open_existing(state_dir: &Path) -> io::Result<Self> {
         Ok(Self {
             root: state_dir.to_owned(),
             runs: Dir::open(&state_dir.join("runs"))?,
@@ -91,16 +108,187 @@ impl RunStore {
         })
     }
 
-    pub fn exits_path(&self) -> std::path::PathBuf {
-        self.root.join("exits")
-    }
-
-    pub fn run_path(&self, id: &RequestId) -> std::path::PathBuf {
+    pub fn run_path(&self, id: &RequestId) -> PathBuf {
         self.root.join("runs").join(id.as_str())
     }
 
     fn run_dir(&self, id: &RequestId) -> io::Result<Dir> {
-        Dir::open(&self.run_path(id))
+        self.runs.open_dir(id.as_str())
+    }
+
+    /// The spec the coordinator left for the run's monitor.
+    pub fn spec(&self, id: &RequestId) -> Option<RunSpec> {
+        read_json(&self.run_dir(id).ok()?, "run.json")
+    }
+
+    /// Written by the monitor just before it starts the script: without it (and with the
+    /// run's lock free, in the same boot), the script certainly never ran and the run may
+    /// start again. Not flushed: after a power cut a started run without an exit record is
+    /// answered `interrupted` whether or not this survived.
+    pub fn mark_launched(&self, id: &RequestId) -> io::Result<()> {
+        match self.run_dir(id)?.create_new("launched", 0o600) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn launched(&self, id: &RequestId) -> bool {
+        self.run_dir(id)
+            .is_ok_and(|dir| dir.lstat("launched").is_ok())
+    }
+
+    /// Whether the run's monitor is alive: it holds the run's lock for its whole life.
+    pub fn monitor_alive(&self, id: &RequestId) -> bool {
+        let Ok(dir) = self.run_dir(id) else {
+            return false;
+        };
+        let Ok(lock) = dir.open_untrusted("lock") else {
+            return false;
+        };
+        match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
+            Ok(_held) => false, // dropped at once: nobody else had it
+            Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+        }
+    }
+
+    /// The monitor's exit file (written atomically, not flushed).
+    pub fn exit_file(&self, id: &RequestId) -> Option<ExitRecord> {
+        read_json(&self.exits, &format!("{id}.json"))
+    }
+
+    /// By the monitor: how the script ended. Atomic (a reader sees all of it or nothing) but
+    /// not flushed: the coordinator copies it into the journal with its next group flush, and
+    /// only then shows the answer.
+    pub fn write_exit(&self, id: &RequestId, record: &ExitRecord) -> io::Result<()> {
+        let bytes = serde_json::to_vec(record).map_err(io::Error::other)?;
+        write_atomic(
+            &self.exits,
+            &format!("{id}.json"),
+            &bytes,
+            Durability::BestEffort,
+        )
+    }
+
+    /// Removes what the run left in `runs/` and `exits/` once it is concluded.
+    pub fn forget(&self, id: &RequestId) {
+        let _ = std::fs::remove_dir_all(self.run_path(id));
+        let _ = self.exits.remove(&format!("{id}.json"));
+    }
+}
+
+/// The state directory's records: the journal and the per-run files.
+#[derive(Debug)]
+pub struct RunStore {
+    root: PathBuf,
+    files: RunFiles,
+    journal: Journal,
+    index: HashMap<String, Slot>,
+    /// Opened by an operator's command: nothing is written.
+    read_only: bool,
+}
+
+impl RunStore {
+    /// Opens (creating if needed, mode 0700) the state directory and replays its journal.
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        for sub in ["runs", "exits"] {
+            let path = state_dir.join(sub);
+            std::fs::create_dir_all(&path)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
+        let (journal, entries) = Journal::open(state_dir)?;
+        Self::with(state_dir, journal, entries, false)
+    }
+
+    /// Opens the state directory for reading only (the operator's commands, beside a live
+    /// service): creates and repairs nothing.
+    pub fn open_existing(state_dir: &Path) -> io::Result<Self> {
+        let (journal, entries) = Journal::open_read_only(state_dir)?;
+        Self::with(state_dir, journal, entries, true)
+    }
+
+    fn with(
+        state_dir: &Path,
+        journal: Journal,
+        entries: Vec<(Loc, Entry)>,
+        read_only: bool,
+    ) -> io::Result<Self> {
+        let mut store = Self {
+            root: state_dir.to_owned(),
+            files: RunFiles::open(state_dir)?,
+            journal,
+            index: HashMap::new(),
+            read_only,
+        };
+        for (loc, entry) in entries {
+            store.index_entry(loc, &entry);
+        }
+        Ok(store)
+    }
+
+    fn index_entry(&mut self, loc: Loc, entry: &Entry) {
+        match entry {
+            Entry::Accepted(accepted) => {
+                self.index.insert(
+                    accepted.request_id.clone(),
+                    Slot {
+                        accepted: loc,
+                        accepted_at_ns: accepted.accepted_at_ns,
+                        started: None,
+                        exited: None,
+                        finished: None,
+                    },
+                );
+            }
+            Entry::Started(_) => {
+                if let Some(slot) = self.index.get_mut(entry.request_id()) {
+                    slot.started = Some(loc);
+                }
+            }
+            Entry::Unstarted { request_id } => {
+                if let Some(slot) = self.index.get_mut(request_id) {
+                    slot.started = None;
+                }
+            }
+            Entry::Exited { request_id, .. } => {
+                if let Some(slot) = self.index.get_mut(request_id) {
+                    slot.exited = Some(loc);
+                }
+            }
+            Entry::Finished {
+                request_id, at_ns, ..
+            } => {
+                if let Some(slot) = self.index.get_mut(request_id) {
+                    slot.finished = Some((loc, *at_ns));
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, entry: Entry) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::other("the run records are open read only"));
+        }
+        let loc = self.journal.append(&entry)?;
+        self.index_entry(loc, &entry);
+        Ok(())
+    }
+
+    /// Makes every record written so far durable, with one flush whatever their number
+    /// (group commit). Returns whether it flushed.
+    pub fn sync(&mut self) -> io::Result<bool> {
+        self.journal.sync()
+    }
+
+    pub fn files(&self) -> &RunFiles {
+        &self.files
+    }
+
+    pub fn exits_path(&self) -> PathBuf {
+        self.root.join("exits")
+    }
+
+    pub fn run_path(&self, id: &RequestId) -> PathBuf {
+        self.files.run_path(id)
     }
 
     /// The saved inventory, if any.
@@ -123,208 +311,248 @@ impl RunStore {
 
     /// Whether any record (in any state) exists for this id.
     pub fn exists(&self, id: &RequestId) -> bool {
-        self.runs.lstat(id.as_str()).is_ok()
+        self.index.contains_key(id.as_str())
     }
 
-    /// Records an accepted request durably: from now on it is never lost nor run twice. This
-    /// record, not the request file, is what survives a power cut: clients write their
-    /// request files without fsync, and after a cut the file is often empty (the power-cut
-    /// system test found requests lost when this record was not fsynced).
-    pub fn accept(&self, accepted: &Accepted) -> io::Result<()> {
-        let path = self.root.join("runs").join(&accepted.request_id);
-        match std::fs::create_dir(&path) {
-            Ok(()) => self.runs.sync()?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+    /// Records an accepted request: from the next [`RunStore::sync`] on it is never lost nor
+    /// run twice. This record, not the request file, is what survives a power cut: clients
+    /// write their request files without fsync, and after a cut the file is often empty.
+    pub fn accept(&mut self, accepted: &Accepted) -> io::Result<()> {
+        self.append(Entry::Accepted(accepted.clone()))
+    }
+
+    /// Records that a run starts, leaves its spec for the monitor and returns the lock the
+    /// monitor will hold. The record must be flushed ([`RunStore::sync`]) before the monitor
+    /// is started, so a crash can never lead to a re-run.
+    pub fn start(&mut self, id: &RequestId, spec: &RunSpec) -> io::Result<File> {
+        self.append(Entry::Started(Box::new(spec.clone())))?;
+        match std::fs::create_dir(self.files.run_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
         }
-        let dir = Dir::open(&path)?;
-        write_json(&dir, "request.json", accepted)
-    }
-
-    /// Records that a run starts, and returns the lock its monitor will hold. The record is
-    /// durable before the monitor exists, so a crash right after can never lead to a re-run.
-    /// `run.json` holds the accepted request too.
-    pub fn start(&self, id: &RequestId, spec: &RunSpec) -> io::Result<File> {
-        let dir = self.run_dir(id)?;
-        write_json(&dir, "run.json", spec)?;
-        let lock = match dir.create_new("lock", 0o600) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => dir.open_untrusted("lock")?,
-            Err(e) => return Err(e),
-        };
-        Ok(lock)
-    }
-
-    /// Written by the monitor just before it starts the script: without it, the script
-    /// certainly never ran and the run may start again. An empty file: its name is the
-    /// record, so one directory fsync makes it durable.
-    pub fn mark_launched(&self, id: &RequestId) -> io::Result<()> {
-        let dir = self.run_dir(id)?;
-        match dir.create_new("launched", 0o600) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        let dir = self.files.run_dir(id)?;
+        let bytes = serde_json::to_vec(spec).map_err(io::Error::other)?;
+        write_atomic(&dir, "run.json", &bytes, Durability::BestEffort)?;
+        match dir.create_new("lock", 0o600) {
+            Ok(file) => Ok(file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => dir.open_untrusted("lock"),
+            Err(e) => Err(e),
         }
-        dir.sync()
-    }
-
-    pub fn launched(&self, id: &RequestId) -> bool {
-        self.run_dir(id)
-            .is_ok_and(|dir| dir.lstat("launched").is_ok())
     }
 
     /// Forgets that a run started (it never launched), so it can start again.
-    pub fn unstart(&self, id: &RequestId) -> io::Result<()> {
-        let dir = self.run_dir(id)?;
-        match dir.remove("run.json") {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        dir.sync()
+    pub fn unstart(&mut self, id: &RequestId) -> io::Result<()> {
+        self.append(Entry::Unstarted {
+            request_id: id.to_string(),
+        })?;
+        let _ = std::fs::remove_dir_all(self.files.run_path(id));
+        Ok(())
     }
 
-    /// Whether the run's monitor is alive: it holds the run's lock for its whole life.
+    pub fn launched(&self, id: &RequestId) -> bool {
+        self.files.launched(id)
+    }
+
     pub fn monitor_alive(&self, id: &RequestId) -> bool {
-        let Ok(dir) = self.run_dir(id) else {
-            return false;
-        };
-        let Ok(lock) = dir.open_untrusted("lock") else {
-            return false;
-        };
-        match Flock::lock(lock, FlockArg::LockExclusiveNonblock) {
-            Ok(_held) => false, // dropped at once: nobody else had it
-            Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
-        }
+        self.files.monitor_alive(id)
+    }
+
+    fn slot(&self, id: &RequestId) -> Option<&Slot> {
+        self.index.get(id.as_str())
     }
 
     pub fn spec(&self, id: &RequestId) -> Option<RunSpec> {
-        read_json(&self.run_dir(id).ok()?, "run.json")
-    }
-
-    pub fn exit(&self, id: &RequestId) -> Option<ExitRecord> {
-        read_json(&self.exits, &format!("{id}.json"))
-    }
-
-    pub fn write_exit(&self, id: &RequestId, record: &ExitRecord) -> io::Result<()> {
-        write_json(&self.exits, &format!("{id}.json"), record)
-    }
-
-    pub fn remove_exit(&self, id: &RequestId) -> io::Result<()> {
-        match self.exits.remove(&format!("{id}.json")) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        match self.journal.entry(self.slot(id)?.started?)? {
+            Entry::Started(spec) => Some(*spec),
+            _ => None,
         }
     }
 
-    /// Records the final answer durably; kept for idempotency until the retention period ends.
-    pub fn finish(&self, id: &RequestId, status: &Status) -> io::Result<()> {
-        write_json(&self.run_dir(id)?, "final.json", status)
+    /// How the run's script ended, if known: from the journal, or from the monitor's exit
+    /// file not yet copied there.
+    pub fn exit(&self, id: &RequestId) -> Option<ExitRecord> {
+        self.journal_exit(id).or_else(|| self.files.exit_file(id))
+    }
+
+    /// The exit record, only if the journal has it.
+    pub fn journal_exit(&self, id: &RequestId) -> Option<ExitRecord> {
+        match self.journal.entry(self.slot(id)?.exited?)? {
+            Entry::Exited { record, .. } => Some(*record),
+            _ => None,
+        }
+    }
+
+    /// Copies the exit record into the journal (durable with the next [`RunStore::sync`]).
+    pub fn record_exit(&mut self, id: &RequestId, record: &ExitRecord) -> io::Result<()> {
+        self.append(Entry::Exited {
+            request_id: id.to_string(),
+            record: Box::new(record.clone()),
+        })
+    }
+
+    /// Records the final answer; kept for idempotency until the retention period ends.
+    pub fn finish(&mut self, id: &RequestId, status: &Status) -> io::Result<()> {
+        self.append(Entry::Finished {
+            request_id: id.to_string(),
+            at_ns: now_ns(),
+            status: Box::new(status.clone()),
+        })
     }
 
     /// Who wrote request `id` (its spool's name and the uid that owned its file), if it is
     /// recorded.
     pub fn owner(&self, id: &RequestId) -> Option<(String, u32)> {
-        let dir = self.run_dir(id).ok()?;
-        read_json::<Accepted>(&dir, "request.json")
-            .or_else(|| read_json::<RunSpec>(&dir, "run.json").map(|spec| spec.accepted))
-            .map(|accepted| (accepted.spool, accepted.owner_uid))
+        let accepted = self.accepted(self.slot(id)?)?;
+        Some((accepted.spool, accepted.owner_uid))
+    }
+
+    fn accepted(&self, slot: &Slot) -> Option<Accepted> {
+        match self.journal.entry(slot.accepted)? {
+            Entry::Accepted(accepted) => Some(accepted),
+            _ => None,
+        }
     }
 
     pub fn final_status(&self, id: &RequestId) -> Option<Status> {
-        read_json(&self.run_dir(id).ok()?, "final.json")
+        match self.journal.entry(self.slot(id)?.finished?.0)? {
+            Entry::Finished { status, .. } => Some(*status),
+            _ => None,
+        }
     }
 
-    /// Every record, oldest accepted first. Unreadable records are skipped with a reason.
-    /// Temp files a crash left behind are removed on the way.
+    /// Every record, oldest accepted first. What a crash left in `runs/` and `exits/` (temp
+    /// files, the directories of runs no longer running) is removed on the way, except for
+    /// live monitors.
     pub fn load(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
-        self.load_records(Repair::AtStartUp)
-    }
-
-    /// Every record, as [`RunStore::load`], but read only: for the CLI, which runs beside a
-    /// live service (whose half-written records are not leftovers of a crash).
-    pub fn read(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
-        self.load_records(Repair::Never)
-    }
-
-    fn load_records(&self, repair: Repair) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
-        let mut records = Vec::new();
         let mut problems = Vec::new();
-        let repairing = repair == Repair::AtStartUp;
-        if repairing {
-            // Only the coordinator writes in the state directory itself (the inventory).
-            remove_temp_files(&Dir::open(&self.root)?, |_| false)?;
-            remove_temp_files(&self.exits, |target| {
-                RequestId::from_file_name(target).is_some_and(|id| self.monitor_alive(&id))
-            })?;
-        }
-        for name in self.runs.names()? {
+        // Only the coordinator writes in the state directory itself (the inventory, the
+        // journal's compaction).
+        remove_temp_files(&Dir::open(&self.root)?, |_| false)?;
+        remove_temp_files(&self.files.exits, |target| {
+            RequestId::from_file_name(target).is_some_and(|id| self.monitor_alive(&id))
+        })?;
+        for name in self.files.runs.names()? {
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') {
-                continue;
-            }
             let Ok(id) = RequestId::parse(name) else {
-                problems.push(format!("{name}: not a request id"));
+                problems.push(format!("runs/{name}: not a request id"));
                 continue;
             };
-            let Ok(dir) = self.run_dir(&id) else { continue };
-            if repairing && !self.monitor_alive(&id) {
-                remove_temp_files(&dir, |_| false)?;
+            if self.monitor_alive(&id) {
+                continue;
             }
-            let spec = read_json::<RunSpec>(&dir, "run.json");
-            // A started run's `run.json` has the accepted request too.
-            let accepted = read_json::<Accepted>(&dir, "request.json")
-                .or_else(|| spec.as_ref().map(|s| s.accepted.clone()));
-            let Some(accepted) = accepted else {
-                // Created, but the accept record never became durable (a crash in the middle
-                // of `accept`): the request file is still in requests/, so the spool scan
-                // takes it again. (Read only: a request being accepted right now.)
-                if repairing {
-                    let _ = std::fs::remove_dir_all(self.run_path(&id));
-                }
-                continue;
-            };
-            let state = if let Some(status) = read_json::<Status>(&dir, "final.json") {
-                RunState::Finished(Box::new(status))
-            } else if let Some(spec) = spec {
-                RunState::Started(Box::new(spec))
+            let running = self
+                .slot(&id)
+                .is_some_and(|s| s.started.is_some() && s.finished.is_none());
+            if running {
+                remove_temp_files(&self.files.run_dir(&id)?, |_| false)?;
             } else {
-                RunState::Queued
-            };
-            records.push(RunRecord { accepted, state });
+                // Concluded (or never recorded as started): nothing will read it again.
+                let _ = std::fs::remove_dir_all(self.run_path(&id));
+            }
         }
-        records.sort_by_key(|r| r.accepted.accepted_at_ns);
-        Ok((records, problems))
+        Ok((self.records(), problems))
     }
 
-    /// Removes finished records older than `retention`; returns how many.
-    pub fn expire(&self, retention: Duration) -> io::Result<usize> {
-        let mut removed = 0;
-        for name in self.runs.names()? {
-            let Some(name) = name.to_str() else { continue };
-            let Ok(id) = RequestId::parse(name) else {
-                continue;
-            };
-            let final_file = self.run_path(&id).join("final.json");
-            let old = std::fs::metadata(&final_file)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > retention);
-            if old {
-                std::fs::remove_dir_all(self.run_path(&id))?;
-                removed += 1;
-            }
-        }
+    /// Every record, as [`RunStore::load`], but changing nothing: for the operator's
+    /// commands, which run beside a live service.
+    pub fn read(&self) -> io::Result<(Vec<RunRecord>, Vec<String>)> {
+        Ok((self.records(), Vec::new()))
+    }
+
+    fn records(&self) -> Vec<RunRecord> {
+        let mut slots: Vec<&Slot> = self.index.values().collect();
+        slots.sort_by_key(|slot| (slot.accepted_at_ns, slot.accepted.offset));
+        slots
+            .into_iter()
+            .filter_map(|slot| {
+                let accepted = self.accepted(slot)?;
+                let state = match (slot.finished, slot.started) {
+                    (Some((loc, _)), _) => match self.journal.entry(loc)? {
+                        Entry::Finished { status, .. } => RunState::Finished(status),
+                        _ => return None,
+                    },
+                    (None, Some(loc)) => match self.journal.entry(loc)? {
+                        Entry::Started(spec) => RunState::Started(spec),
+                        _ => return None,
+                    },
+                    (None, None) => RunState::Queued,
+                };
+                Some(RunRecord { accepted, state })
+            })
+            .collect()
+    }
+
+    /// Forgets finished records older than `retention`, and compacts the journal when that
+    /// (or everything since the last compaction) left it mostly dead lines. Returns how many
+    /// records were forgotten.
+    pub fn expire(&mut self, retention: Duration) -> io::Result<usize> {
+        let cutoff = now_ns().saturating_sub(retention.as_nanos());
+        let before = self.index.len();
+        self.index
+            .retain(|_, slot| slot.finished.is_none_or(|(_, at)| at >= cutoff));
+        let removed = before - self.index.len();
         if removed > 0 {
-            self.runs.sync()?;
+            // Gone from the file too, not only from memory (an hourly rewrite at most).
+            self.compact()?;
+        } else {
+            self.compact_if_worth_it()?;
         }
         Ok(removed)
     }
+
+    /// Rewrites the journal with only its live lines, when dead ones make up most of it.
+    pub fn compact_if_worth_it(&mut self) -> io::Result<bool> {
+        if self.read_only || self.journal.len() < COMPACT_MIN_BYTES {
+            return Ok(false);
+        }
+        let live: u64 = self
+            .index
+            .values()
+            .flat_map(Slot::live_lines)
+            .map(|loc| u64::from(loc.len))
+            .sum();
+        if self.journal.len() < live * COMPACT_RATIO {
+            return Ok(false);
+        }
+        self.compact()?;
+        Ok(true)
+    }
+
+    /// Rewrites the journal with only the lines the index still needs, oldest request first.
+    pub fn compact(&mut self) -> io::Result<()> {
+        let mut slots: Vec<(String, Slot)> = self.index.drain().collect();
+        slots.sort_by_key(|(_, slot)| (slot.accepted_at_ns, slot.accepted.offset));
+        let keep: Vec<Loc> = slots.iter().flat_map(|(_, s)| s.live_lines()).collect();
+        let moved = match self.journal.compact(&keep) {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.index.extend(slots);
+                return Err(e);
+            }
+        };
+        // Where each kept line went, in the same order as `keep`.
+        let mut moved = moved.into_iter();
+        for (id, mut slot) in slots {
+            slot.accepted = moved.next().unwrap_or(slot.accepted);
+            if let Some((_, at)) = slot.finished {
+                slot.started = None;
+                slot.exited = None;
+                slot.finished = moved.next().map(|loc| (loc, at));
+            } else {
+                slot.started = slot.started.and_then(|_| moved.next());
+                slot.exited = slot.exited.and_then(|_| moved.next());
+            }
+            self.index.insert(id, slot);
+        }
+        Ok(())
+    }
 }
 
-fn write_json(dir: &Dir, name: &str, value: &impl Serialize) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    write_atomic(dir, name, &bytes, Durability::Durable)
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(dir: &Dir, name: &str) -> Option<T> {
@@ -392,10 +620,19 @@ mod tests {
         }
     }
 
+    fn finished(id: &str) -> Status {
+        Status {
+            request_id: id.into(),
+            message: "done".into(),
+            success: Some(true),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn records_move_from_queued_to_started_to_finished() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = RunStore::open(tmp.path()).unwrap();
+        let mut store = RunStore::open(tmp.path()).unwrap();
         let r = request("r1");
         let accepted = Accepted::new(&r, "main", "r1.json", 1000);
         store.accept(&accepted).unwrap();
@@ -408,58 +645,96 @@ mod tests {
             store.load().unwrap().0[0].state,
             RunState::Started(_)
         ));
+        assert!(
+            store.files().spec(&r.id).is_some(),
+            "the monitor's copy of the spec"
+        );
         assert!(!store.monitor_alive(&r.id), "nobody holds the lock yet");
         let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).unwrap();
         assert!(store.monitor_alive(&r.id), "the lock is held");
         drop(held);
         assert!(!store.monitor_alive(&r.id), "released when its holder goes");
 
-        let status = Status {
-            request_id: "r1".into(),
-            message: "done".into(),
-            success: Some(true),
-            ..Default::default()
-        };
-        store.finish(&r.id, &status).unwrap();
+        store.finish(&r.id, &finished("r1")).unwrap();
         assert!(
             matches!(&store.load().unwrap().0[0].state, RunState::Finished(s) if s.success == Some(true))
+        );
+        assert!(
+            !store.run_path(&r.id).exists(),
+            "a finished run's directory is removed at start-up"
         );
         assert_eq!(store.expire(Duration::from_secs(3600)).unwrap(), 0);
         assert_eq!(store.expire(Duration::ZERO).unwrap(), 1);
         assert!(store.load().unwrap().0.is_empty());
     }
 
-    /// A crash in the middle of `accept` can leave `request.json` empty or missing.
     #[test]
-    fn a_half_written_record_is_dropped_if_never_started_and_kept_if_started() {
+    fn a_reopened_store_knows_what_the_journal_says_and_nothing_more() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = RunStore::open(tmp.path()).unwrap();
-        let (queued, started) = (request("q1"), request("s1"));
-        for r in [&queued, &started] {
+        let mut store = RunStore::open(tmp.path()).unwrap();
+        let (queued, ran) = (request("q1"), request("s1"));
+        for r in [&queued, &ran] {
             store
                 .accept(&Accepted::new(r, "main", "x.json", 1000))
                 .unwrap();
         }
-        let _lock = store
-            .start(
-                &started.id,
-                &spec(&Accepted::new(&started, "main", "s1.json", 1000)),
-            )
-            .unwrap();
-        for r in [&queued, &started] {
-            std::fs::write(store.run_path(&r.id).join("request.json"), "").unwrap();
+        let accepted = Accepted::new(&ran, "main", "s1.json", 1000);
+        drop(store.start(&ran.id, &spec(&accepted)).unwrap());
+        let record = ExitRecord::from_result(
+            &Err(io::ErrorKind::NotFound.into()),
+            &crate::status::Phase::Running,
+        );
+        store.files().write_exit(&ran.id, &record).unwrap();
+        assert!(store.exit(&ran.id).is_some(), "from the monitor's file");
+        assert!(store.journal_exit(&ran.id).is_none());
+        store.record_exit(&ran.id, &record).unwrap();
+        store.finish(&ran.id, &finished("s1")).unwrap();
+        assert!(store.sync().unwrap());
+        drop(store);
+
+        let store = RunStore::open(tmp.path()).unwrap();
+        assert!(store.exists(&queued.id) && store.exists(&ran.id));
+        assert!(!store.exists(&request("other").id));
+        assert_eq!(store.owner(&ran.id), Some((String::new(), 1000)));
+        assert_eq!(store.final_status(&ran.id).unwrap().message, "done");
+        assert!(store.journal_exit(&ran.id).is_some());
+        let reader = RunStore::open_existing(tmp.path()).unwrap();
+        let (records, _) = reader.read().unwrap();
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn compaction_keeps_every_record_that_still_matters() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = RunStore::open(tmp.path()).unwrap();
+        let ids: Vec<Request> = (0..20).map(|i| request(&format!("r{i}"))).collect();
+        for (i, r) in ids.iter().enumerate() {
+            let accepted = Accepted::new(r, "main", "x.json", 1000);
+            store.accept(&accepted).unwrap();
+            if i % 2 == 0 {
+                drop(store.start(&r.id, &spec(&accepted)).unwrap());
+            }
+            if i % 4 == 0 {
+                store.finish(&r.id, &finished(r.id.as_str())).unwrap();
+            }
         }
-        let (records, _) = store.load().unwrap();
-        assert_eq!(
-            records.len(),
-            1,
-            "the never-started one is dropped: its file is taken again"
-        );
-        assert_eq!(records[0].accepted.request().unwrap(), started);
-        assert!(matches!(records[0].state, RunState::Started(_)));
-        assert!(
-            !store.exists(&queued.id),
-            "so its id is not taken for a duplicate"
-        );
+        let before = store.read().unwrap().0;
+        store.compact().unwrap();
+        let after = RunStore::open(tmp.path()).unwrap().read().unwrap().0;
+        let summary = |records: &[RunRecord]| -> Vec<(String, &'static str)> {
+            records
+                .iter()
+                .map(|r| {
+                    let state = match r.state {
+                        RunState::Queued => "queued",
+                        RunState::Started(_) => "started",
+                        RunState::Finished(_) => "finished",
+                    };
+                    (r.accepted.request_id.clone(), state)
+                })
+                .collect()
+        };
+        assert_eq!(summary(&before), summary(&after));
+        assert_eq!(summary(&store.read().unwrap().0), summary(&before));
     }
 }

@@ -198,20 +198,14 @@ impl StatusDir {
         }
     }
 
-    /// Makes a status written with [`Durability::BestEffort`] durable without rewriting it.
-    /// Returns `false` when it is gone: the client collected it already (it had the answer).
-    pub fn make_durable(&self, id: &RequestId) -> io::Result<bool> {
-        let file = match self.dir.open_untrusted(&id.status_file_name()) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        // The directory is writable by clients: only our own kind of file is worth a flush.
-        if file.metadata()?.is_file() {
-            file.sync_all()?;
-        }
-        self.dir.sync()?;
-        Ok(true)
+    /// The status file is there but holds no final answer: after a power cut an answer
+    /// written without a flush can come back empty, or as the progress record it replaced.
+    pub fn lost_answer(&self, id: &RequestId) -> bool {
+        let there = self
+            .dir
+            .lstat(&id.status_file_name())
+            .is_ok_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG);
+        there && !self.has_final(id)
     }
 
     /// Publishes a non-status file (the inventory) atomically, readable by everyone.

@@ -165,10 +165,13 @@ fn after_a_reboot_a_run_whose_script_is_gone_is_answered_interrupted() {
     // Power cut: everything dies at once; the record says it started in another boot.
     let (_, id) = coordinator_crashed_mid_update(&spool, 0);
     kill_the_run(&spool, &id);
-    let run = spool.dir.path().join(format!("state/runs/{id}/run.json"));
-    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&run).unwrap()).unwrap();
-    spec["boot_id"] = "an-earlier-boot".into();
-    fs::write(&run, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let journal = spool.dir.path().join("state/journal.jsonl");
+    let this_boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let text = fs::read_to_string(&journal).unwrap().replace(
+        &format!("\"boot_id\":\"{}\"", this_boot.trim()),
+        "\"boot_id\":\"an-earlier-boot\"",
+    );
+    fs::write(&journal, text).unwrap();
 
     let _restarted = Service::start(&spool);
     let status = spool.wait_final(&id);
@@ -206,13 +209,45 @@ fn records_and_uncollected_statuses_expire_after_the_retention_period() {
     let mut service = Service::start(&spool);
     let id = spool.submit("core", "health", None);
     spool.wait_final(&id);
-    assert!(spool.dir.path().join(format!("state/runs/{id}")).exists());
+    let journal = spool.dir.path().join("state/journal.jsonl");
+    let recorded = || fs::read_to_string(&journal).unwrap().contains(id.as_str());
+    assert!(recorded());
     std::thread::sleep(Duration::from_millis(1500));
     service.crash();
     let _restarted = Service::start(&spool); // sweeps at start, then hourly
     wait_until("record and status expired", || {
-        !spool.dir.path().join(format!("state/runs/{id}")).exists() && spool.status(&id).is_none()
+        !recorded() && spool.status(&id).is_none()
     });
+}
+
+/// What a power cut does to a status file written without a flush (ext4 brings a new file
+/// back empty) and to a request file removal that never reached the disk: the next start
+/// writes the same answer again from the journal, never another, and never runs it again.
+#[test]
+fn an_answer_a_power_cut_emptied_or_whose_request_file_came_back_is_written_again() {
+    let spool = Spool::new();
+    let script = format!("{}; echo healthy; exit 0", spool.record_run());
+    spool.script("core", "health-check.sh", &script);
+    let mut service = Service::start(&spool);
+    let emptied = spool.submit("core", "health", None);
+    let came_back = new_id();
+    let json = Spool::request_json(&came_back, "core", "health", None);
+    spool.drop_in_place(&came_back, &json);
+    let first = [
+        spool.wait_concluded(&emptied),
+        spool.wait_concluded(&came_back),
+    ];
+    service.crash();
+    // The cut: one status back empty, one request file back (its status collected).
+    fs::write(spool.status_dir().join(format!("{emptied}.json")), "").unwrap();
+    fs::remove_file(spool.status_dir().join(format!("{came_back}.json"))).unwrap();
+    spool.drop_in_place(&came_back, &json);
+
+    let _restarted = Service::start(&spool);
+    wait_until("request file removed", || spool.request_files().is_empty());
+    let again = [spool.wait_final(&emptied), spool.wait_final(&came_back)];
+    assert_eq!(again, first, "the same answers, from the journal");
+    assert_eq!(spool.runs().len(), 2, "neither run again");
 }
 
 /// The gated update held at its gate when its coordinator is SIGKILLed: the gate and the
