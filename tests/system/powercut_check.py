@@ -65,11 +65,15 @@ def note(text):
 
 
 def lines(name):
+    """The words of each line of one of P's logs. A line appended but not yet flushed when the
+    power went can come back as zeros (the file's new size reached the disk, its data did
+    not): a line nobody finished writing, read as a line break."""
     try:
-        with open(os.path.join(p, name)) as f:
-            return [line.split() for line in f if line.strip()]
+        with open(os.path.join(p, name), errors="replace") as f:
+            text = f.read().replace("\0", "\n")
     except OSError:
         return []
+    return [line.split() for line in text.splitlines() if line.strip()]
 
 
 def with_epochs(name):

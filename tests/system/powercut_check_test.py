@@ -146,6 +146,14 @@ class PowercutCheck(unittest.TestCase):
         rc, failed, out = Story().check()
         self.assertEqual((rc, failed), (0, set()), out)
 
+    def test_a_ledger_line_the_cut_left_as_zeros_does_not_hide_the_cut_mark(self):
+        # The power went between a script's append and its flush: the size reached the disk,
+        # the data did not, and the snapshot unit's mark follows the zeros.
+        story = Story()
+        story.ledger[5] = "\0" * 32 + "cut 1"
+        rc, failed, out = story.check()
+        self.assertEqual((rc, failed), (0, set()), out)
+
     def test_an_answer_that_ignores_an_exit_record_readable_at_a_cut_fails(self):
         story = Story()
         story.answers["r4"] = interrupted("r4", "update")

@@ -170,8 +170,9 @@ snapshot() {
     local n
     n=$(($(find "$P/snap" -name 'cut-*.tar' | wc -l) + 1))
     tar -C / -cf "$P/snap/cut-$n.tar" "${SPOOL#/}" "${STATE#/}" 2>/dev/null || true
-    append "$P/ledger" "cut $n"
-    append "$P/seen" "cut $n"
+    # On a line of its own even after a line the cut tore (blank lines are skipped).
+    append "$P/ledger" $'\n'"cut $n"
+    append "$P/seen" $'\n'"cut $n"
     sync
     return 0
 }
