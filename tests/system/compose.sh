@@ -245,10 +245,16 @@ watch_status() {
     done
 }
 
+# recorded_answer ID: the final status the coordinator recorded for ID (its journal's finished
+# record), as JSON; fails while there is none.
+recorded_answer() {
+    python3 "$R/tests/system/journal_view.py" "$STATE/journal.jsonl" finished "$1"
+}
+
 # handoff NAME VERSION: the container in the remote service asks for remote's update to
 # VERSION and waits for the container that replaces it to report. Sets HID. Evidence in
 # $LOGS/NAME.*: .watch (watch_status), .old-gone (when the old client died), .final.json (the
-# coordinator's answer, from its run record); the container's own files in $HANDOFF_OUT.
+# coordinator's answer, from its journal); the container's own files in $HANDOFF_OUT.
 handoff() {
     local name=$1 version=$2 t0=$SECONDS cid exec_pid watch_pid end
     HID=""
@@ -277,16 +283,16 @@ handoff() {
     end=$((SECONDS + 1200))
     until [[ -e $HANDOFF_OUT/$HID.report || -e $HANDOFF_OUT/$HID.nostatus ]] || ((SECONDS > end)); do
         grep -q '^answer ' "$HANDOFF_OUT/$HID.old" 2>/dev/null && break
-        if [[ -z $answered && -e $STATE/runs/$HID/final.json ]]; then answered=$SECONDS; fi
+        if [[ -z $answered ]] && recorded_answer "$HID" >/dev/null; then answered=$SECONDS; fi
         if [[ -n $answered ]] && ((SECONDS > answered + 60)); then break; fi
         sleep 1
     done
     kill "$watch_pid" 2>/dev/null
     wait "$watch_pid" 2>/dev/null
-    # The request file goes right after the answer is durable; the run record keeps the answer.
+    # The request file goes right after the answer; the journal keeps the answer.
     end=$((SECONDS + 30))
     while [[ -e $SPOOL/requests/$HID.json ]] && ((SECONDS < end)); do sleep 1; done
-    cp "$STATE/runs/$HID/final.json" "$LOGS/$name.final.json" 2>/dev/null
+    recorded_answer "$HID" >"$LOGS/$name.final.json"
     echo "NOTE compose: $name (remote $version, request $HID) took $((SECONDS - t0)) s; the old container went after $gone s; the new one waited $(sed -n 's/^waited //p' "$HANDOFF_OUT/$HID.report" 2>/dev/null || echo '?') s for the answer (the real client waits 10 s); the old client saw: $(tail -n +2 "$HANDOFF_OUT/$HID.old" 2>/dev/null | tr '\n' ';')"
 }
 

@@ -9,9 +9,9 @@
 # answers carry the scripts' true exit codes (or `interrupted` for scripts the cut stopped), no
 # temp files are left.
 #
-#   tests/system/powercut.sh                  # 3 cuts at seeded random moments (seed printed)
+#   tests/system/powercut.sh                  # 4 cuts at seeded random moments (seed printed)
 #   POWERCUT_SEED=<n> tests/system/powercut.sh   # the same cut delays and guest workload again
-#   POWERCUT_CUTS=<n>                         # number of power cuts (default 3)
+#   POWERCUT_CUTS=<n>                         # number of power cuts (default 4)
 #   POWERCUT_BINARY=<path>                    # test this binary instead of building one
 #
 # Timing under software emulation is not reproducible, so a replay cuts at the same delays
@@ -26,7 +26,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/system/lab.sh
 source "$repo/tests/system/lab.sh"
 
-cuts=${POWERCUT_CUTS:-3}
+cuts=${POWERCUT_CUTS:-4}
 seed=${POWERCUT_SEED:-$(((RANDOM << 15 | RANDOM) % 1000000))}
 RANDOM=$seed
 MARKER=UC-POWERCUT-RUNNING

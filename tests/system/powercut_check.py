@@ -17,6 +17,14 @@ P holds what powercut_guest.sh recorded, all fsynced so that it survived the pow
   ledger      "start <action> <id>" / "end <action> <id> <code>" from the scripts themselves
   snap/cut-<n>.tar   the spool and state directories as power cut n left them (copied at the
               next boot before the service started)
+The snapshot unit also writes "cut <n>" into the ledger and into seen at that moment: a line
+above it happened before cut n, a line below it after.
+
+The truth is the ledger (what ran) and, at each cut, the coordinator's journal as the cut left
+it (journal_view.py reads it as the coordinator does: up to the first torn line, the latest
+record per request deciding), plus any readable exits/<id>.json the monitors left. At a cut a
+request is unknown, queued (accepted, unstarted), started with no exit known, with an exit
+known (exited, a readable exit record, or finished with a run's status), or finished.
 
 Prints "PASS name", "FAIL name: why" (with the request ids concerned) and "NOTE ..." lines;
 exits 1 if any check failed.
@@ -27,6 +35,9 @@ import json
 import os
 import sys
 import tarfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import journal_view  # noqa: E402  (beside this script, in the guest and on the host)
 
 p, spool, state, cuts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 root = sys.argv[5] if len(sys.argv) > 5 else "/"
@@ -54,11 +65,26 @@ def note(text):
 
 
 def lines(name):
+    """The words of each line of one of P's logs. A line appended but not yet flushed when the
+    power went can come back as zeros (the file's new size reached the disk, its data did
+    not): a line nobody finished writing, read as a line break."""
     try:
-        with open(os.path.join(p, name)) as f:
-            return [line.split() for line in f if line.strip()]
+        with open(os.path.join(p, name), errors="replace") as f:
+            text = f.read().replace("\0", "\n")
     except OSError:
         return []
+    return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def with_epochs(name):
+    """The lines of a log the snapshot unit marks, each with its epoch: how many cuts came
+    before it (so the line happened before cut n exactly when its epoch is below n)."""
+    epoch = 0
+    for f in lines(name):
+        if f[0] == "cut" and len(f) == 2 and f[1].isdigit():
+            epoch = int(f[1])
+        else:
+            yield epoch, f
 
 
 def parse(data):
@@ -76,6 +102,24 @@ def read(path):
         return None
 
 
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def summary(s):
+    """What a client takes from an answer: (code, exit code, success)."""
+    return (s.get("code") or "-", str(s.get("exit_code", "-")), str(s.get("success")))
+
+
+def run_exit_code(s):
+    """The exit code a final status carries from a run, or None (refused, interrupted...)."""
+    code = s.get("exit_code")
+    return code if isinstance(code, int) and s.get("code") != "interrupted" else None
+
+
 # ---- what the test did and saw ------------------------------------------------------------
 
 submitted = {}
@@ -85,32 +129,37 @@ for f in lines("submitted"):
                            "how": f[5], "cycle": f[6]}
 half = {f[1] for f in lines("writes") if f[0] == "half"}
 whole = {f[1] for f in lines("writes") if f[0] == "whole"}
-first_seen = {}
+first_seen = {}  # id -> (epoch, phase or "final")
 answers_seen = collections.defaultdict(set)
+answer_seen_epoch = {}  # id -> the epoch a client first saw its final answer in
 # status/<id>.json holding an in-progress record: seen by the watcher, or left by a cut.
 in_progress_in_status = []
-for f in lines("seen"):
+for epoch, f in with_epochs("seen"):
     if f[0] == "seen" and len(f) == 3:
-        first_seen.setdefault(f[1], f[2])
+        first_seen.setdefault(f[1], (epoch, f[2]))
     elif f[0] == "fin" and len(f) == 5:
         answers_seen[f[1]].add(tuple(f[2:]))
+        answer_seen_epoch.setdefault(f[1], epoch)
     elif f[0] == "inprog" and len(f) == 3:
         in_progress_in_status.append(f"{f[1]}: {f[2]}, seen by a client")
-starts = collections.Counter()
+starts = collections.defaultdict(list)  # (action, id) -> epochs of its starts
 ends = collections.defaultdict(list)
 ledger_ids = set()
-for f in lines("ledger"):
+for epoch, f in with_epochs("ledger"):
     if f[0] == "start" and len(f) == 3:
-        starts[(f[1], f[2])] += 1
+        starts[(f[1], f[2])].append(epoch)
         ledger_ids.add(f[2])
     elif f[0] == "end" and len(f) == 4:
         ends[(f[1], f[2])].append(int(f[3]))
+starts_of = collections.defaultdict(list)  # id -> [(action, epoch)], every script of its run
+for (action, rid), epochs in starts.items():
+    starts_of[rid] += [(action, e) for e in epochs]
 
 # ---- the final state -----------------------------------------------------------------------
 
 status_dir = os.path.join(live_spool, "status")
 statuses, unreadable_statuses, progress_left = {}, [], []
-for name in os.listdir(status_dir):
+for name in listdir(status_dir):
     if name.startswith(".") or not name.endswith(".json") or name == "inventory.json":
         continue
     if name.endswith(".progress.json"):
@@ -121,39 +170,57 @@ for name in os.listdir(status_dir):
         unreadable_statuses.append(name)
     else:
         statuses[name[:-5]] = s
-runs = {}
-for name in os.listdir(os.path.join(live_state, "runs")):
-    d = os.path.join(live_state, "runs", name)
-    runs[name] = {f: read(os.path.join(d, f)) for f in os.listdir(d)}
+final_journal = journal_view.load(os.path.join(live_state, "journal.jsonl"))
+final_latest = final_journal.latest()
+
+# Every finished record ever seen per id (each cut's journal and the last one): one answer.
+finished_records = collections.defaultdict(set)
+
+
+def collect_finished(journal, where):
+    for rid, bodies in journal.all_of("finished").items():
+        for body in bodies:
+            finished_records[rid].add((summary(body.get("status") or {}), where))
+
+
+collect_finished(final_journal, "the final journal")
 
 # ---- the snapshots: each request's records as each power cut left them ------------------------
 
-# per id: list of (cut, set of record files present and parsable, exit record or None,
-# final.json or None)
+# per id: [(cut, what the coordinator finds: "queued" | "started" | "exit" | "finished",
+#          the exit code known or None, the finished status or None)]
 at_cut = collections.defaultdict(list)
-snap_notes = []
+state_at = {}  # (id, cut) -> the same "queued" | ... for the cuts that had a snapshot
+snapshots = set()
 broken_statuses = []
 for n in range(1, cuts + 1):
     path = os.path.join(p, "snap", f"cut-{n}.tar")
     if not os.path.exists(path):
         continue  # reported by the guest script (snapshot-of-cut-n)
+    snapshots.add(n)
     files = {}
     with tarfile.open(path) as tar:
         for m in tar.getmembers():
             if m.isfile():
                 files["/" + m.name] = tar.extractfile(m).read()
-    per_run = collections.defaultdict(dict)
-    exits = {}
+    journal = journal_view.Journal(files.get(state + "/journal.jsonl", b""))
+    collect_finished(journal, f"cut {n}")
+    exit_files, run_dirs = {}, set()
     counts = collections.Counter()
     for name, data in files.items():
         base = os.path.basename(name)
         if base.startswith("."):
             counts["temp files"] += 1
         elif name.startswith(state + "/runs/"):
-            rid = name[len(state) + 6:].split("/")[0]
-            per_run[rid][base] = data
+            run_dirs.add(name[len(state) + 6:].split("/")[0])
         elif name.startswith(state + "/exits/"):
-            exits[base[:-5]] = parse(data)
+            # Written by the monitor without fsync: after a cut, readable or not at all.
+            ex = parse(data)
+            if isinstance(ex, dict):
+                exit_files[base[:-5]] = ex
+                counts["readable exit records"] += 1
+            else:
+                counts["empty exit records" if not data else "unparsable exit records"] += 1
         elif name.startswith(spool + "/status/") and base.endswith(".progress.json"):
             # Progress records are not fsynced: a cut may leave them empty (restored at start).
             s = parse(data)
@@ -175,25 +242,43 @@ for n in range(1, cuts + 1):
                 counts["empty request files" if not data else "half-written request files"] += 1
         if base == "inventory.json" and parse(data) is None:
             counts[f"unreadable {name}"] += 1
-    for rid, recs in per_run.items():
-        present = {k for k, v in recs.items() if k in ("launched", "lock", "monitor.pid") or parse(v) is not None}
-        launched_no_exit = "launched" in present and rid not in exits and "final.json" not in present
-        if launched_no_exit:
-            counts["scripts cut while running"] += 1
-        at_cut[rid].append((n, present, exits.get(rid), parse(recs["final.json"]) if "final.json" in present else None))
-    for rid in exits:
-        if rid not in per_run:
-            at_cut[rid].append((n, set(), exits[rid], None))
-    snap_notes.append(f"cut {n} left: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing outstanding"))
-for line in snap_notes:
-    note(line)
+    counts["run directories"] = len(run_dirs)
+    latest = journal.latest()
+    for rid in set(latest) | set(exit_files):
+        kind, body = latest.get(rid, (None, {}))
+        fin = body.get("status") if kind == "finished" else None
+        if kind == "exited":
+            exit_code = (body.get("record") or {}).get("exit_code")
+        elif rid in exit_files:
+            exit_code = exit_files[rid].get("exit_code")
+        elif fin is not None:
+            exit_code = run_exit_code(fin)
+        else:
+            exit_code = None
+        if fin is not None:
+            what = "finished"
+        elif kind == "exited" or rid in exit_files:
+            what = "exit"
+        elif kind == "started":
+            what = "started"
+        elif kind in ("accepted", "unstarted"):
+            what = "queued"
+        else:
+            what = "exit without a record"  # an exit record the journal knows nothing of
+        counts[what] += 1
+        at_cut[rid].append((n, what, exit_code, fin))
+        state_at[(rid, n)] = what
+    torn = f" (torn: {journal.torn})" if journal.torn else ""
+    note(f"cut {n} left: a journal of {len(journal.records)} records{torn}; "
+         + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 
 # ---- per request --------------------------------------------------------------------------
 
-ids = set(submitted) | set(statuses) | set(runs) | ledger_ids | set(at_cut)
+ids = set(submitted) | set(statuses) | set(final_latest) | ledger_ids | set(at_cut)
 lost, not_final, refused_accepted, wrong_code, wrong_outcome = [], [], [], [], []
 no_ledger, interrupted_wrongly, not_interrupted, exit_ignored, final_changed = [], [], [], [], []
-answer_changed, half_lost = [], []
+answer_changed, queued_not_run, ran_before_durable, run_after_interrupt = [], [], [], []
+shown_before_accepted, answer_before_durable, unrecorded_answers = [], [], []
 stats = collections.Counter()
 
 
@@ -207,19 +292,33 @@ def expected_code(rid, s):
     return int(rid.rsplit("-x", 1)[1])
 
 
-def summary(s):
-    return (s.get("code") or "-", str(s.get("exit_code", "-")), str(s.get("success")))
-
-
 for rid in sorted(ids):
+    snaps = at_cut.get(rid, [])
+    # Every script of a run starts only once the journal holds its started record durably: a
+    # cut after a script started finds the run started (or further), never queued or unknown.
+    for action, epoch in starts_of.get(rid, []):
+        for n in sorted(snapshots):
+            if epoch < n and state_at.get((rid, n)) in (None, "queued"):
+                ran_before_durable.append(f"{rid}: {action}.sh started before cut {n}, which found the request {state_at.get((rid, n)) or 'unknown to the journal'}")
+    # The queued status is shown only once the acceptance is durable.
+    if rid in first_seen and first_seen[rid][1] != "final":
+        epoch, phase = first_seen[rid]
+        for n in sorted(snapshots):
+            if epoch < n and (rid, n) not in state_at:
+                shown_before_accepted.append(f"{rid}: a client saw it {phase} before cut {n}, which found no record of it")
+    # An answer is shown only once it is durable: its exit (or, without one, its finished
+    # record) is in the journal before anyone can read the status.
+    if rid in answer_seen_epoch and answer_seen_epoch[rid] + 1 in snapshots:
+        n = answer_seen_epoch[rid] + 1
+        seen = sorted(answers_seen[rid])
+        if not any(c in REFUSALS for c, _, _ in seen) and state_at.get((rid, n)) not in ("exit", "finished"):
+            answer_before_durable.append(f"{rid}: a client saw {seen} before cut {n}, which found the request {state_at.get((rid, n)) or 'unknown to the journal'}")
+
     s = statuses.get(rid)
-    sub = submitted.get(rid, {})
-    # Accepted: a client saw it in progress (the queued status comes after the record), or a
-    # cut left a record the coordinator can read back, or it ran, or it has a record now.
-    readable_record = any(ex is not None or present & {"request.json", "run.json", "launched", "final.json"}
-                          for _, present, ex, _ in at_cut.get(rid, []))
-    accepted = (rid in runs or rid in ledger_ids or readable_record
-                or first_seen.get(rid) not in (None, "final"))
+    # Accepted: the journal knew it at a cut or knows it now, or it ran, or a client saw it in
+    # progress (the queued status is shown only once the acceptance is durable).
+    accepted = (rid in final_latest or rid in ledger_ids or bool(snaps)
+                or first_seen.get(rid, (0, None))[1] not in (None, "final"))
     if s is None:
         if accepted or rid in half:
             lost.append(f"{rid}: accepted{' (half written on disk)' if rid in half else ''}, no status")
@@ -244,39 +343,50 @@ for rid in sorted(ids):
         else:
             stats[f"data lost with the client's unsynced write, answered {code}"] += 1
         continue
-    if rid not in runs:
-        lost.append(f"{rid}: answered {code} but no run record")
+    # One answer: the status file, the journal's finished record now and at every cut agree.
+    if final_latest.get(rid, (None,))[0] != "finished":
+        unrecorded_answers.append(f"{rid}: answered {summary(s)}, the journal's latest record is {final_latest.get(rid, ('none',))[0]}")
+    records = finished_records.get(rid, set())
+    if {rec for rec, _ in records} - {summary(s)}:
+        final_changed.append(f"{rid}: answered {summary(s)}, finished records say {sorted(records)}")
     action = s.get("action")
-    snaps = at_cut.get(rid, [])
-    launched_at_cut = [n for n, present, ex, fin in snaps if "launched" in present and ex is None and fin is None]
-    exit_records = [(n, ex) for n, present, ex, fin in snaps if ex is not None]
-    recorded_finals = [(n, fin) for n, present, ex, fin in snaps if fin is not None]
-    for n, fin in recorded_finals:
-        if summary(fin) != summary(s):
-            final_changed.append(f"{rid}: final.json at cut {n} said {summary(fin)}, the answer is {summary(s)}")
-    for n, ex in exit_records:
-        if code == "interrupted" or s.get("exit_code") != ex.get("exit_code"):
-            exit_ignored.append(f"{rid}: exit record at cut {n} (exit {ex.get('exit_code')}), answered {summary(s)}")
+    started_no_exit = [n for n, what, _, _ in snaps if what == "started"]
+    exits_known = [(n, ex) for n, _, ex, _ in snaps if ex is not None]
+    for n, ex in exits_known:
+        if code == "interrupted" or s.get("exit_code") != ex:
+            exit_ignored.append(f"{rid}: exit {ex} known at cut {n}, answered {summary(s)}")
+    # Found started with no exit known: the script is gone with the power, never run again.
+    for n in started_no_exit:
+        if code != "interrupted":
+            not_interrupted.append(f"{rid}: started, no exit known at cut {n}, answered {summary(s)}")
+        later = [f"{a}.sh after cut {e}" for a, e in starts_of.get(rid, []) if e >= n]
+        if later:
+            run_after_interrupt.append(f"{rid}: started with no exit known at cut {n}, then ran {later}")
     if code == "interrupted":
-        stats["interrupted (the cut stopped the script)"] += 1
-        if not launched_at_cut:
-            interrupted_wrongly.append(f"{rid}: interrupted, but no cut found it launched ({[sorted(x[1]) for x in snaps]})")
+        stats["interrupted (a cut found it started, no exit known)"] += 1
+        if not started_no_exit:
+            interrupted_wrongly.append(f"{rid}: interrupted, but no cut found it started without an exit ({[(n, w) for n, w, _, _ in snaps]})")
         continue
-    if launched_at_cut and not exit_records:
-        not_interrupted.append(f"{rid}: launched and cut at cut {launched_at_cut}, answered {summary(s)}")
-    # A run's answer: the script's true exit code, and the ledger shows it ran exactly then.
+    # Queued at a cut (and not stopped by a later one): it really ran after that cut.
+    for n in [n for n, what, _, _ in snaps if what == "queued"]:
+        if any(m > n for m in started_no_exit):
+            continue
+        after = [e for a, e in starts_of.get(rid, []) if a == action and e >= n]
+        if len(after) != 1:
+            queued_not_run.append(f"{rid}: queued at cut {n}, then {len(after)} start(s) of {action}.sh after it")
+    # A run's answer: the script's true exit code, and the ledger shows it ran exactly once.
     want = expected_code(rid, s)
     stats["answered with the script's exit code"] += 1
     if s.get("exit_code") != want or s.get("success") != (want == 0):
         wrong_code.append(f"{rid}: exit_code {s.get('exit_code')} success {s.get('success')}, the script exits {want}")
-    if starts[(action, rid)] != 1 or ends[(action, rid)] != [want]:
-        no_ledger.append(f"{rid}: ledger has {starts[(action, rid)]} start(s), ends {ends[(action, rid)]}")
+    if len(starts[(action, rid)]) != 1 or ends[(action, rid)] != [want]:
+        no_ledger.append(f"{rid}: ledger has {len(starts[(action, rid)])} start(s), ends {ends[(action, rid)]}")
     if s.get("component") == "pcb" and action == "update":
         outcome = "updated" if want == 0 else "rollback_failed"
         if s.get("outcome") != outcome:
             wrong_outcome.append(f"{rid}: outcome {s.get('outcome')}, expected {outcome}")
 
-twice = [f"{rid}: {action}.sh started {k} times" for (action, rid), k in starts.items() if k > 1]
+twice = [f"{rid}: {action}.sh started {len(e)} times" for (action, rid), e in starts.items() if len(e) > 1]
 half_written = [rid for rid in half if rid not in whole]
 
 check("every-accepted-request-answered", lost)
@@ -287,18 +397,24 @@ check("no-script-ran-twice", twice)
 check("true-exit-codes", wrong_code)
 check("ledger-matches-answers", no_ledger)
 check("health-gated-outcomes", wrong_outcome)
-check("interrupted-only-when-cut-while-launched", interrupted_wrongly)
-check("launched-and-cut-answered-interrupted", not_interrupted)
-check("exit-records-honoured", exit_ignored)
-check("recorded-finals-kept", final_changed)
+check("scripts-start-only-once-their-start-is-durable", ran_before_durable)
+check("queued-status-shown-only-once-accepted-durably", shown_before_accepted)
+check("answers-shown-only-once-durable", answer_before_durable)
+check("exit-known-at-a-cut-honoured", exit_ignored)
+check("started-without-exit-at-a-cut-answered-interrupted", not_interrupted)
+check("started-without-exit-at-a-cut-never-run-again", run_after_interrupt)
+check("interrupted-only-when-a-cut-found-it-started-without-exit", interrupted_wrongly)
+check("queued-at-a-cut-run-once-after-it", queued_not_run)
+check("finished-records-agree-with-the-answer", final_changed)
+check("answers-recorded-finished-in-the-journal", unrecorded_answers)
 check("answers-never-change", answer_changed)
 # The default layout: status/<id>.json is created once, with the answer; progress is beside it.
 check("status-files-only-ever-answers", in_progress_in_status)
 if broken_statuses:
-    # What a client polling between the reboot and the service's start finds: an answer is
-    # shown first and made durable right after (its exit record is durable before), so a cut
-    # in between can leave it empty; the service writes it again when it starts, which is
-    # checked at each boot (statuses-readable-once-ready-after-cut-<n>).
+    # What a client polling between the reboot and the service's start finds: statuses are
+    # not fsynced (the journal is the record), so a cut can leave an answer empty; the service
+    # writes it again before READY, which is checked at each boot
+    # (statuses-readable-once-ready-after-cut-<n>).
     note("status files the cuts left unreadable: " + "; ".join(sorted(broken_statuses)))
 
 # ---- nothing left behind (as tests/integration/crash.rs checks) ------------------------------------------
@@ -309,20 +425,23 @@ for top in (status_dir, live_state):
         leftovers += [os.path.join(d, n) for n in names if n.startswith(".")]
 check("no-temp-files-left", leftovers, "files")
 check("progress-records-removed-once-answered", progress_left, "files")
-pending = [n for n in os.listdir(os.path.join(live_spool, "requests")) if not n.startswith(".")]
+pending = [n for n in listdir(os.path.join(live_spool, "requests")) if not n.startswith(".")]
 check("request-files-answered-and-removed", pending, "files")
-client_temps = [n for n in os.listdir(os.path.join(live_spool, "requests")) if n.startswith(".")]
+client_temps = [n for n in listdir(os.path.join(live_spool, "requests")) if n.startswith(".")]
 if client_temps:
     # The coordinator never touches dot-files in requests/ (docs/protocol.md): a client cut
     # half-way through its temp-file write leaves its temp file for itself to remove.
     note(f"client temp files left in requests/ (theirs to remove): {' '.join(sorted(client_temps))}")
-check("exit-records-consumed", os.listdir(os.path.join(live_state, "exits")), "files")
-check("all-records-finished", [f"{rid}: {sorted(r)}" for rid, r in runs.items() if parse(r.get("final.json") or b"") is None])
+check("exit-records-consumed", listdir(os.path.join(live_state, "exits")), "files")
+check("run-directories-removed", listdir(os.path.join(live_state, "runs")), "directories")
+check("journal-intact", [final_journal.torn] if final_journal.torn else [], "tails")
+check("all-records-finished", [f"{rid}: {kind}" for rid, (kind, _) in final_latest.items() if kind != "finished"])
 inventory = parse(read(os.path.join(live_state, "inventory.json")) or b"")
 check("inventory-readable", [] if isinstance(inventory, dict) else ["state/inventory.json"], "files")
 
 for what, k in sorted(stats.items()):
     note(f"{k} {what}")
-note(f"{len(submitted)} requests submitted, {len(ids)} ids in all, {sum(starts.values())} script runs "
-     f"in the ledger, {len(half_written)} slow writers cut during their stall")
+note(f"{len(submitted)} requests submitted, {len(ids)} ids in all, {sum(len(e) for e in starts.values())} script runs "
+     f"in the ledger, {len(half_written)} slow writers cut during their stall, "
+     f"{len(final_journal.records)} records in the final journal")
 sys.exit(1 if failed else 0)
