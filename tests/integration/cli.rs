@@ -5,7 +5,8 @@ use std::process::Command;
 
 use crate::support::{Service, Spool, assert_contains_all, bin, new_id, path_str, words};
 
-fn check(spool: &Spool) -> (i32, String) {
+/// `update-coordinator check` on the spool's config: its exit code and everything it printed.
+pub(crate) fn check(spool: &Spool) -> (i32, String) {
     let out = Command::new(bin())
         .arg("check")
         .arg("--config")

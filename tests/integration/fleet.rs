@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::cli::check;
 use crate::support::etcd::{self, Cluster, Proxy};
 use crate::support::{PATIENCE, Service, Spool, path_str, status_schema_errors, wait_until};
 
@@ -286,17 +287,6 @@ fn a_host_cut_off_from_etcd_waits_and_goes_on_once_it_is_reconnected() {
     assert_eq!(spool.wait_final(&update)["success"], true);
     assert_eq!(spool.runs(), [update]);
     wait_holders(&cluster, &[]);
-}
-
-fn check(spool: &Spool) -> (i32, String) {
-    let out = std::process::Command::new(crate::support::bin())
-        .args(["check", "--config"])
-        .arg(spool.config_path())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap(), text)
 }
 
 #[test]
