@@ -248,8 +248,8 @@ fn a_host_that_comes_back_with_nothing_running_gives_back_the_slot_it_held() {
     }
     let cluster = Cluster::start(3);
     // As a host that crashed holding a slot (or was reinstalled) left the semaphore.
-    cluster.put(
-        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
+    set_semaphore(
+        &cluster,
         r#"{"total_slots":1,"holders":["host-c","zincati-node"]}"#,
     );
     let c = host(&cluster.endpoints_toml(), "host-c", 1);
@@ -295,10 +295,7 @@ fn check_reports_the_fleet_settings_and_who_holds_the_slots() {
         return;
     }
     let cluster = Cluster::start(1);
-    cluster.put(
-        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
-        r#"{"total_slots":3,"holders":["zincati-node"]}"#,
-    );
+    set_semaphore(&cluster, r#"{"total_slots":3,"holders":["zincati-node"]}"#);
     let spool = host(&cluster.endpoints_toml(), "host-check", 3);
     let (code, text) = check(&spool);
     assert_eq!(code, 0, "{text}");
@@ -376,10 +373,7 @@ fn fleet_status_shows_each_holder_alive_and_what_it_runs_and_release_refuses_a_l
         return;
     }
     let cluster = Cluster::start(1);
-    cluster.put(
-        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
-        r#"{"total_slots":3,"holders":["zincati-node"]}"#,
-    );
+    set_semaphore(&cluster, r#"{"total_slots":3,"holders":["zincati-node"]}"#);
     let a = host(&cluster.endpoints_toml(), "host-a", 3);
     let b = host(&cluster.endpoints_toml(), "host-b", 3);
     let gate = a.gated_script("remote", "update.sh", "", "");
@@ -687,4 +681,12 @@ fn the_brake_halts_a_rollout_after_max_failures_and_the_rest_answer_rollout_halt
     // A halted rollout cannot be resumed: a new one is started for a fixed version.
     let (code, _, stderr) = fleet_cli(&hosts[0], &["rollout", "resume", "--component", "remote"]);
     assert_eq!(code, 2, "{stderr}");
+}
+
+/// Writes the group's airlock semaphore as another host (or airlock itself) left it.
+fn set_semaphore(cluster: &Cluster, json: &str) {
+    cluster.put(
+        &format!("com.coreos.airlock/groups/{GROUP}/v1/semaphore"),
+        json,
+    );
 }
