@@ -134,7 +134,7 @@ impl Daemon {
             Durability::BestEffort,
             Some(job.owner_uid),
         ) {
-            self.remove_request_file(job.spool, &job.file_name, false);
+            self.remove_request_file(job.spool, &job.file_name);
         }
         self.store.files().forget(id);
         self.in_flight.done(job);
@@ -225,8 +225,8 @@ impl Daemon {
         self.show(job.spool, &job.request.id, job.owner_uid, status, how);
     }
 
-    pub(super) fn remove_request_file(&self, ix: SpoolIx, name: &str, durable: bool) {
-        if let Err(e) = spool::remove_request(&self.spools[ix].requests, name, durable) {
+    pub(super) fn remove_request_file(&self, ix: SpoolIx, name: &str) {
+        if let Err(e) = spool::remove_request(&self.spools[ix].requests, name) {
             error!(file = %printable(name), error = %e, "cannot remove the request file");
         }
     }

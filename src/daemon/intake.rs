@@ -366,7 +366,7 @@ impl Daemon {
             }
         }
         self.audit(Event::about("duplicate", Some(id)).detail(format!("file {}", printable(name))));
-        self.remove_request_file(ix, name, false);
+        self.remove_request_file(ix, name);
     }
 
     /// Answers a refused request (unless its id is unusable, or already answered or in flight:
@@ -418,7 +418,7 @@ impl Daemon {
                     self.answered_files.push((ix, name.to_owned()));
                 } // else keep the file: without an answer it must not disappear
             }
-            _ => self.remove_request_file(ix, name, false),
+            _ => self.remove_request_file(ix, name),
         }
     }
 
@@ -439,7 +439,7 @@ impl Daemon {
                 continue;
             }
             for (_, name) in files.iter().filter(|(i, _)| *i == ix) {
-                self.remove_request_file(ix, name, false);
+                self.remove_request_file(ix, name);
             }
             if let Err(e) = self.spools[ix].requests.sync() {
                 error!(error = %e, "cannot sync the request directory");
