@@ -318,6 +318,11 @@ pub fn waiting_for_slot(
             None => "asking etcd for a fleet slot".into(),
         },
     };
+    waiting_in_slot_line(request, fleet_slot)
+}
+
+/// A queued request's `waiting_for_slot` status for a fleet slot wait already described.
+pub fn waiting_in_slot_line(request: &Request, fleet_slot: crate::status::FleetSlot) -> Status {
     Status {
         fleet_slot: Some(fleet_slot),
         ..in_progress(request, Phase::WaitingForSlot, None)

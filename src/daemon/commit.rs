@@ -191,14 +191,7 @@ impl Daemon {
         Some(if let Some((rollout, wave, opens_at)) = &shown.wave {
             crate::report::waiting_for_wave(&job.request, rollout, *wave, *opens_at)
         } else if let Some(slot) = &shown.slot {
-            Status {
-                fleet_slot: Some(slot.clone()),
-                ..crate::report::in_progress(
-                    &job.request,
-                    crate::status::Phase::WaitingForSlot,
-                    None,
-                )
-            }
+            crate::report::waiting_in_slot_line(&job.request, slot.clone())
         } else if let Some(start) = shown.scheduled_for {
             crate::report::waiting(&job.request, Some(start))
         } else {
@@ -229,8 +222,21 @@ impl Daemon {
         status: &Status,
         how: Progress,
     ) {
+        self.write_progress(spool, id, owner_uid, status, how, Durability::BestEffort);
+    }
+
+    /// [`Daemon::show`], as durable as asked (a failure is logged here, once).
+    pub(super) fn write_progress(
+        &self,
+        spool: SpoolIx,
+        id: &RequestId,
+        owner_uid: u32,
+        status: &Status,
+        how: Progress,
+        durability: Durability,
+    ) {
         let dir = &self.spools[spool].status;
-        if let Err(e) = dir.progress(id, status, Durability::BestEffort, Some(owner_uid), how) {
+        if let Err(e) = dir.progress(id, status, durability, Some(owner_uid), how) {
             tracing::warn!(request_id = %id, error = %e, dir = %dir.path().display(), "cannot write the progress record");
         }
     }

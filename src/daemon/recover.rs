@@ -129,18 +129,16 @@ impl Daemon {
             return;
         }
         let status = report::in_progress(&job.request, phase, started_at);
-        let dir = &self.spools[job.spool].status;
         // Its data flushed: a record restored after a power cut must not come back empty
         // from another one (rare, and only at start-up).
-        if let Err(e) = dir.progress(
+        self.write_progress(
+            job.spool,
             id,
+            job.owner_uid,
             &status,
-            Durability::NeverEmpty,
-            Some(job.owner_uid),
             Progress::Restore,
-        ) {
-            warn!(request_id = %id, error = %e, "cannot restore the progress record");
-        }
+            Durability::NeverEmpty,
+        );
     }
 
     /// A finished run. `answer_again`: its request file is still there, or its status came
@@ -156,7 +154,7 @@ impl Daemon {
                 Some(job.owner_uid),
             )
         {
-            self.remove_request_file(job.spool, &job.file_name, false);
+            self.remove_request_file(job.spool, &job.file_name);
         }
         self.store.files().forget(&job.request.id);
     }
