@@ -207,25 +207,19 @@ impl Journal {
     }
 
     /// Replaces the journal with only the lines at `keep` (in that order), durably: a temp
-    /// file, flushed, renamed over the journal, the directory flushed. Returns where each kept
-    /// line is now.
-    pub fn compact(&mut self, keep: &[Loc]) -> io::Result<Vec<Loc>> {
+    /// file, flushed, renamed over the journal, the directory flushed. Returns the new
+    /// journal's lines, read back from what was written.
+    pub fn compact(&mut self, keep: &[Loc]) -> io::Result<Lines> {
         let dir_path = self.path.parent().unwrap_or(Path::new("/")).to_owned();
         let dir = Dir::open(&dir_path)?;
         let tmp = format!(".{FILE}.{}.tmp", uuid::Uuid::new_v4().simple());
-        let mut out = io::BufWriter::new(dir.create_new(&tmp, 0o600)?);
-        let mut moved = Vec::with_capacity(keep.len());
-        let mut offset = 0u64;
+        let mut bytes = Vec::new();
         let written = (|| {
             for &loc in keep {
-                out.write_all(&self.line(loc)?)?;
-                moved.push(Loc {
-                    offset,
-                    len: loc.len,
-                });
-                offset += u64::from(loc.len);
+                bytes.extend_from_slice(&self.line(loc)?);
             }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
+            let mut file = dir.create_new(&tmp, 0o600)?;
+            file.write_all(&bytes)?;
             file.sync_data()?;
             dir.rename(&tmp, FILE)?;
             dir.sync()
@@ -238,9 +232,10 @@ impl Journal {
             .read(true)
             .append(true)
             .open(&self.path)?;
-        self.len = offset;
+        let (lines, len) = parse(&bytes);
+        self.len = len;
         self.dirty = false;
-        Ok(moved)
+        Ok(lines)
     }
 }
 
@@ -305,7 +300,7 @@ mod tests {
             .map(|id| journal.append(&unstarted(id)).unwrap())
             .collect();
         let moved = journal.compact(&[locs[2], locs[0]]).unwrap();
-        assert_eq!(journal.entry(moved[0]).unwrap().request_id(), "c");
+        assert_eq!(journal.entry(moved[0].0).unwrap().request_id(), "c");
         journal.append(&unstarted("d")).unwrap();
         let ids: Vec<String> = Journal::open_read_only(tmp.path())
             .unwrap()

@@ -519,30 +519,15 @@ impl RunStore {
     }
 
     /// Rewrites the journal with only the lines the index still needs, oldest request first.
+    /// The index is then rebuilt from the new journal, as at start-up.
     pub fn compact(&mut self) -> io::Result<()> {
-        let mut slots: Vec<(String, Slot)> = self.index.drain().collect();
-        slots.sort_by_key(|(_, slot)| (slot.accepted_at_ns, slot.accepted.offset));
-        let keep: Vec<Loc> = slots.iter().flat_map(|(_, s)| s.live_lines()).collect();
-        let moved = match self.journal.compact(&keep) {
-            Ok(moved) => moved,
-            Err(e) => {
-                self.index.extend(slots);
-                return Err(e);
-            }
-        };
-        // Where each kept line went, in the same order as `keep`.
-        let mut moved = moved.into_iter();
-        for (id, mut slot) in slots {
-            slot.accepted = moved.next().unwrap_or(slot.accepted);
-            if let Some((_, at)) = slot.finished {
-                slot.started = None;
-                slot.exited = None;
-                slot.finished = moved.next().map(|loc| (loc, at));
-            } else {
-                slot.started = slot.started.and_then(|_| moved.next());
-                slot.exited = slot.exited.and_then(|_| moved.next());
-            }
-            self.index.insert(id, slot);
+        let mut slots: Vec<&Slot> = self.index.values().collect();
+        slots.sort_by_key(|slot| (slot.accepted_at_ns, slot.accepted.offset));
+        let keep: Vec<Loc> = slots.into_iter().flat_map(Slot::live_lines).collect();
+        let lines = self.journal.compact(&keep)?;
+        self.index.clear();
+        for (loc, entry) in lines {
+            self.index_entry(loc, &entry);
         }
         Ok(())
     }
