@@ -59,7 +59,7 @@ pub fn main(state_dir: &Path, id: &str) -> ExitCode {
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot record the launch; not running the script");
         return ExitCode::FAILURE;
     }
-    let record = runtime.block_on(supervise(&spec, &id, state_dir));
+    let record = runtime.block_on(supervise(&spec, &id, state_dir, &files.run_path(&id)));
     if let Err(e) = files.write_exit(&id, &record) {
         error!(request_id = %id, component = %spec.accepted.component, action = %spec.accepted.action, error = %e, "monitor: cannot write the exit record; the run will be reported interrupted");
         return ExitCode::FAILURE;
@@ -200,7 +200,12 @@ impl runner::RunEvents for Reporter {
     }
 }
 
-async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Path) -> ExitRecord {
+async fn supervise(
+    spec: &crate::record::RunSpec,
+    id: &RequestId,
+    state_dir: &Path,
+    run_dir: &Path,
+) -> ExitRecord {
     let mut invocation = spec.invocation.clone();
     let remaining = spec
         .deadline_monotonic_ns
@@ -242,7 +247,6 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
     // is in place before our pid is published, and the marker is read after, so a cancel is
     // never lost whichever comes first (the coordinator writes the marker, then reads the pid).
     let (stop_tx, stop_rx) = watch::channel(false);
-    let run_dir = RunFiles::open(state_dir).map(|files| files.run_path(id));
     if let Ok(mut sigterm) = signal(SignalKind::terminate()) {
         let stop_tx = stop_tx.clone();
         tokio::spawn(async move {
@@ -250,12 +254,10 @@ async fn supervise(spec: &crate::record::RunSpec, id: &RequestId, state_dir: &Pa
             let _ = stop_tx.send(true);
         });
     }
-    if let Ok(run_dir) = &run_dir {
-        // Where a cancel request finds us.
-        let _ = std::fs::write(run_dir.join("monitor.pid"), std::process::id().to_string());
-        if run_dir.join(crate::record::STOP_MARKER).exists() {
-            let _ = stop_tx.send(true);
-        }
+    // Where a cancel request finds us.
+    let _ = std::fs::write(run_dir.join("monitor.pid"), std::process::id().to_string());
+    if run_dir.join(crate::record::STOP_MARKER).exists() {
+        let _ = stop_tx.send(true);
     }
     let mut batch = None;
     let (result, mut steps) = if spec.batch.is_empty() {
